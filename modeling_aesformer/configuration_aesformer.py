@@ -1,0 +1,155 @@
+"""Aesformer model configuration.
+
+Shipped to the Hugging Face Hub as remote code: imports only the standard library and transformers.
+"""
+
+import json
+import os
+from typing import Optional, Union
+
+from transformers import BertConfig, PretrainedConfig, SwinConfig
+
+_PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+
+
+class AesformerConfig(PretrainedConfig):
+    r"""
+    Configuration of an [`AesformerModel`]: a Swin image encoder, a BERT comment encoder and a small
+    Mixture-of-Modality-Experts fusion that predicts a distribution over aesthetic score bins. The defaults reproduce
+    **Aesformer-T** (Swin-T + BERT-base-cased, 2 fusion layers, 10 bins) exactly as the released checkpoint has it.
+
+    Args:
+        vision_config (`dict` or `SwinConfig`, *optional*):
+            The Swin image encoder. Defaults to Swin-T (embed 96, depths [2, 2, 6, 2], heads [3, 6, 12, 24], window 7).
+        text_config (`dict` or `BertConfig`, *optional*):
+            The BERT comment encoder. Defaults to BERT-base with the bert-base-cased vocabulary (28,996 rows).
+            Its width is the fusion width; the fusion layers take their attention heads, FFN size, activation,
+            dropout and LayerNorm epsilon from it.
+        num_fusion_layers (`int`, *optional*, defaults to 2):
+            Number of fusion layers (each: one shared self-attention, a `vl_ffn` and a `vision_ffn` expert).
+            `from_vision_text_pretrained` builds them from the last `num_fusion_layers` text layers.
+        num_score_bins (`int`, *optional*, defaults to 10):
+            Number of score bins of the predicted distribution; bin `i` (1-based) stands for score `i`.
+        score_threshold (`float`, *optional*, defaults to 5.0):
+            Binary label: "low" when the mean score is `<= score_threshold`, "high" otherwise.
+        comment_head_mix (`float`, *optional*, defaults to 0.5):
+            With comments the distribution is `mix * vl_image + (1 - mix) * vl_text`.
+        adapter_reduction (`int`, *optional*, defaults to 4):
+            Bottleneck of each multi-scale adapter is `hidden_size // adapter_reduction`.
+        adapter_init_std (`float`, *optional*, defaults to 0.01):
+            Std of the truncated-normal init of the adapter weights (biases start at zero).
+        head_hidden_size (`int`, *optional*, defaults to 256):
+            Hidden width of each score head (`Linear -> ReLU -> Linear`).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Std of the normal init of the other fresh linear layers.
+
+    The vision width (Swin's last stage) may differ from the fusion width (Swin-B: 1024 vs 768); the model then adds
+    a `vision_projection` (see [`~AesformerConfig.needs_vision_projection`]).
+
+    Example:
+
+    ```python
+    >>> from modeling_aesformer import AesformerConfig, AesformerModel
+    >>> config = AesformerConfig.from_preset("tiny")
+    >>> model = AesformerModel(config)
+    ```
+    """
+
+    model_type = "aesformer"
+    sub_configs = {"vision_config": SwinConfig, "text_config": BertConfig}
+
+    def __init__(
+        self,
+        vision_config: Optional[Union[dict, SwinConfig]] = None,
+        text_config: Optional[Union[dict, BertConfig]] = None,
+        num_fusion_layers: int = 2,
+        num_score_bins: int = 10,
+        score_threshold: float = 5.0,
+        comment_head_mix: float = 0.5,
+        adapter_reduction: int = 4,
+        adapter_init_std: float = 0.01,
+        head_hidden_size: int = 256,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        if vision_config is None:
+            vision_config = SwinConfig()
+        elif isinstance(vision_config, dict):
+            vision_config = SwinConfig(**{k: v for k, v in vision_config.items() if k != "model_type"})
+        if text_config is None:
+            text_config = BertConfig(vocab_size=28996)
+        elif isinstance(text_config, dict):
+            text_config = BertConfig(**{k: v for k, v in text_config.items() if k != "model_type"})
+        if num_fusion_layers < 1:
+            raise ValueError(f"num_fusion_layers must be >= 1, got {num_fusion_layers}")
+        if num_score_bins < 2:
+            raise ValueError(f"num_score_bins must be >= 2, got {num_score_bins}")
+        if not 0.0 <= comment_head_mix <= 1.0:
+            raise ValueError(f"comment_head_mix must be in [0, 1], got {comment_head_mix}")
+        if text_config.hidden_size % adapter_reduction:
+            raise ValueError(
+                f"adapter_reduction ({adapter_reduction}) must divide the fusion width ({text_config.hidden_size})"
+            )
+        # Custom attributes are set before super().__init__ (transformers reads some of them there).
+        self.vision_config = vision_config
+        self.text_config = text_config
+        self.num_fusion_layers = num_fusion_layers
+        self.num_score_bins = num_score_bins
+        self.score_threshold = float(score_threshold)
+        self.comment_head_mix = float(comment_head_mix)
+        self.adapter_reduction = adapter_reduction
+        self.adapter_init_std = adapter_init_std
+        self.head_hidden_size = head_hidden_size
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        """Fusion width (= the text encoder's width)."""
+        return self.text_config.hidden_size
+
+    @property
+    def stage_widths(self) -> list:
+        """Channel width of each Swin stage output (after its patch merging), e.g. [192, 384, 768, 768] for Swin-T."""
+        dim, depths = self.vision_config.embed_dim, self.vision_config.depths
+        return [dim * 2 ** min(i + 1, len(depths) - 1) for i in range(len(depths))]
+
+    @property
+    def vision_width(self) -> int:
+        """Width of Swin's last stage."""
+        return self.stage_widths[-1]
+
+    @property
+    def needs_vision_projection(self) -> bool:
+        """Whether a Linear(vision_width, hidden_size) maps image tokens to the fusion width (Aesformer-B)."""
+        return self.vision_width != self.hidden_size
+
+    @classmethod
+    def available_presets(cls) -> list:
+        if not os.path.isdir(_PRESETS_DIR):
+            return []
+        return sorted(f[: -len(".json")] for f in os.listdir(_PRESETS_DIR) if f.endswith(".json"))
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "AesformerConfig":
+        """Build a config from a named architecture preset ("aesformer-t", "aesformer-b", "tiny").
+
+        `overrides` replace top-level fields; `vision_config`/`text_config` overrides given as dicts are merged
+        into the preset's sub-config.
+        """
+        path = os.path.join(_PRESETS_DIR, f"{name}.json")
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"Unknown Aesformer preset {name!r}; available: {cls.available_presets()} "
+                "(presets ship with the installed `aesformer` package, not with a model folder)."
+            )
+        with open(path, encoding="utf-8") as f:
+            preset = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+        for sub in ("vision_config", "text_config"):
+            if isinstance(overrides.get(sub), dict):
+                overrides[sub] = {**preset.get(sub, {}), **overrides[sub]}
+        preset.update(overrides)
+        return cls(**preset)
+
+
+__all__ = ["AesformerConfig"]

@@ -1,0 +1,531 @@
+"""PyTorch Aesformer model: Swin + BERT + Mixture-of-Modality-Experts fusion for image aesthetic assessment.
+
+Shipped to the Hugging Face Hub as remote code: imports only the standard library, torch and transformers, and its
+sibling `configuration_aesformer`.
+"""
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertModel, PreTrainedModel, SwinModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_aesformer import AesformerConfig
+
+VISION = "vision"
+VISION_LANGUAGE = "vision_language"
+
+
+@dataclass
+class AesformerOutput(ModelOutput):
+    r"""
+    Output of [`AesformerModel`]. Every per-sample tensor has the full batch size; rows of a head a sample did not
+    use are NaN (a sample uses the two `vl_*` heads when it has comments, the `vision_*` head otherwise), and a
+    field is `None` when no sample of the batch used that head.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Batch mean of the per-sample EMD (r=2) of each head the sample used, summed over those heads.
+        distribution (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`):
+            Predicted score distribution: `mix * vl_image + (1 - mix) * vl_text` with comments, `vision` without.
+        score (`torch.FloatTensor` of shape `(batch_size,)`):
+            Mean score `sum_i i * p_i`, bins numbered from 1.
+        used_comments (`torch.BoolTensor` of shape `(batch_size,)`):
+            Which samples went through the with-comments branch.
+        vl_image_distribution, vl_text_distribution, vision_distribution (`torch.FloatTensor` `(batch_size, bins)`):
+            Softmax output of each head.
+        vl_image_logits, vl_text_logits, vision_logits (`torch.FloatTensor` `(batch_size, bins)`):
+            Pre-softmax output of each head.
+        vl_image_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
+            Input of `vl_image_head`: normed image tokens after fusion, mean-pooled.
+        vl_text_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
+            Input of `vl_text_head`: the comment's [CLS] token after fusion.
+        vision_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
+            Input of `vision_head`: normed multi-scale tokens after fusion, mean-pooled.
+        vision_language_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            One tensor per fusion layer, `(n_with_comments, heads, L, L)` with `L = image tokens + text tokens`,
+            rows in batch order of the samples with comments; image tokens come first.
+        vision_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            One tensor per fusion layer, `(n_image_only, heads, T, T)` over the multi-scale tokens
+            (scale-major: all tokens of stage 1, then stage 2, ...).
+    """
+
+    loss: Optional[torch.FloatTensor] = None
+    distribution: Optional[torch.FloatTensor] = None
+    score: Optional[torch.FloatTensor] = None
+    used_comments: Optional[torch.BoolTensor] = None
+    vl_image_distribution: Optional[torch.FloatTensor] = None
+    vl_image_logits: Optional[torch.FloatTensor] = None
+    vl_text_distribution: Optional[torch.FloatTensor] = None
+    vl_text_logits: Optional[torch.FloatTensor] = None
+    vision_distribution: Optional[torch.FloatTensor] = None
+    vision_logits: Optional[torch.FloatTensor] = None
+    vl_image_embeds: Optional[torch.FloatTensor] = None
+    vl_text_embeds: Optional[torch.FloatTensor] = None
+    vision_embeds: Optional[torch.FloatTensor] = None
+    vision_language_attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
+    vision_attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
+
+
+def earth_movers_distance(predicted: torch.Tensor, target: torch.Tensor, r: int = 2) -> torch.Tensor:
+    """Per-sample EMD between two distributions over ordered bins: `(mean_k |CDF_p[k] - CDF_t[k]|^r)^(1/r)`.
+
+    r=2 is the training loss of the paper, r=1 the EMD its tables report.
+    """
+    cdf_diff = torch.cumsum(predicted, dim=-1) - torch.cumsum(target, dim=-1)
+    if r == 1:
+        return cdf_diff.abs().mean(dim=-1)
+    return cdf_diff.abs().pow(r).mean(dim=-1).pow(1.0 / r)
+
+
+def normalize_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Vote counts or distributions [B, bins] -> distributions; a row with no mass is an error."""
+    labels = labels.float()
+    if (labels < 0).any():
+        raise ValueError("labels must be non-negative vote counts or probabilities")
+    total = labels.sum(dim=-1, keepdim=True)
+    if (total <= 0).any():
+        bad = (total.squeeze(-1) <= 0).nonzero().flatten().tolist()
+        raise ValueError(f"labels rows {bad} have no votes")
+    return labels / total
+
+
+class AesformerFusionAttention(nn.Module):
+    """BERT-style self-attention with its output projection and post-LN residual, shared by both modalities."""
+
+    def __init__(self, config: AesformerConfig):
+        super().__init__()
+        text = config.text_config
+        self.num_heads = text.num_attention_heads
+        self.head_dim = text.hidden_size // text.num_attention_heads
+        self.query = nn.Linear(text.hidden_size, text.hidden_size)
+        self.key = nn.Linear(text.hidden_size, text.hidden_size)
+        self.value = nn.Linear(text.hidden_size, text.hidden_size)
+        self.output = nn.Linear(text.hidden_size, text.hidden_size)
+        self.layer_norm = nn.LayerNorm(text.hidden_size, eps=text.layer_norm_eps)
+        self.attention_dropout = text.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(text.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_padding_mask: Optional[torch.Tensor] = None,
+        output_attentions: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        batch, length, width = hidden_states.shape
+
+        def split_heads(x):
+            return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split_heads(self.query(hidden_states)), split_heads(self.key(hidden_states)), split_heads(
+            self.value(hidden_states)
+        )
+        # key_padding_mask: [B, L] bool, True = may be attended to.
+        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+        dropout = self.attention_dropout if self.training else 0.0
+        weights = None
+        if output_attentions:
+            # Eager path: the only one that can return the attention weights.
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(dim=-1)
+            context = F.dropout(weights, p=dropout, training=self.training) @ v
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        context = context.transpose(1, 2).reshape(batch, length, width)
+        hidden_states = self.layer_norm(self.dropout(self.output(context)) + hidden_states)
+        return hidden_states, weights
+
+
+class AesformerFeedForward(nn.Module):
+    """One modality expert: BERT's FFN (dense -> act -> dense) with its post-LN residual."""
+
+    def __init__(self, config: AesformerConfig):
+        super().__init__()
+        text = config.text_config
+        self.intermediate = nn.Linear(text.hidden_size, text.intermediate_size)
+        self.activation = ACT2FN[text.hidden_act]
+        self.output = nn.Linear(text.intermediate_size, text.hidden_size)
+        self.layer_norm = nn.LayerNorm(text.hidden_size, eps=text.layer_norm_eps)
+        self.dropout = nn.Dropout(text.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        update = self.dropout(self.output(self.activation(self.intermediate(hidden_states))))
+        return self.layer_norm(update + hidden_states)
+
+
+class AesformerFusionLayer(GradientCheckpointingLayer):
+    """Mixture-of-Modality-Experts layer: shared self-attention, then `vl_ffn` or `vision_ffn` by `modality`."""
+
+    def __init__(self, config: AesformerConfig):
+        super().__init__()
+        self.attention = AesformerFusionAttention(config)
+        self.vl_ffn = AesformerFeedForward(config)
+        self.vision_ffn = AesformerFeedForward(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        modality: str,
+        key_padding_mask: Optional[torch.Tensor] = None,
+        output_attentions: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        hidden_states, weights = self.attention(hidden_states, key_padding_mask, output_attentions)
+        if modality == VISION_LANGUAGE:
+            hidden_states = self.vl_ffn(hidden_states)
+        elif modality == VISION:
+            hidden_states = self.vision_ffn(hidden_states)
+        else:
+            raise ValueError(f"modality must be {VISION!r} or {VISION_LANGUAGE!r}, got {modality!r}")
+        return hidden_states, weights
+
+
+class AesformerAdapterLinear(nn.Linear):
+    """A Linear of the adapter bottlenecks: its own type only so `_init_weights` gives it the adapter init
+    (transformers initialises leaf modules; a parent without parameters of its own is never visited)."""
+
+
+class AesformerAdapterBottleneck(nn.Module):
+    """Residual bottleneck `x + up(gelu(down(x)))` (no norm, no scaling), one per scale."""
+
+    def __init__(self, hidden_size: int, bottleneck_size: int):
+        super().__init__()
+        self.down = AesformerAdapterLinear(hidden_size, bottleneck_size)
+        self.activation = nn.GELU()
+        self.up = AesformerAdapterLinear(bottleneck_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states + self.up(self.activation(self.down(hidden_states)))
+
+
+class AesformerMultiScaleAdapter(nn.Module):
+    """Image-only branch neck: every Swin stage pooled to the last stage's grid, projected to the last stage's width
+    (stages that are narrower), optionally through the backbone's `vision_projection`, then one residual bottleneck
+    per scale; the scales are concatenated (no position or scale embedding).
+
+    One module with its own forward so that PEFT can keep a copy of it per dataset adapter.
+    """
+
+    def __init__(self, config: AesformerConfig):
+        super().__init__()
+        widths, vision_width = config.stage_widths, config.vision_width
+        self.stage_projections = nn.ModuleList(
+            nn.Linear(width, vision_width) if width != vision_width else nn.Identity() for width in widths
+        )
+        bottleneck = config.hidden_size // config.adapter_reduction
+        self.bottlenecks = nn.ModuleList(
+            AesformerAdapterBottleneck(config.hidden_size, bottleneck) for _ in widths
+        )
+
+    def forward(self, stage_maps, vision_projection: Optional[nn.Module] = None) -> torch.Tensor:
+        """stage_maps: one [B, C_k, H_k, W_k] map per Swin stage. Returns [B, num_stages * H * W, hidden]."""
+        grid = stage_maps[-1].shape[-2:]
+        scales = []
+        for stage_map, projection, bottleneck in zip(stage_maps, self.stage_projections, self.bottlenecks):
+            if stage_map.shape[-2:] != grid:
+                # Equal to AvgPool2d(kernel=stride=ratio) when the grids divide (28 -> 7, 14 -> 7 for Swin-T).
+                stage_map = F.adaptive_avg_pool2d(stage_map, grid)
+            tokens = projection(stage_map.flatten(2).transpose(1, 2))
+            if vision_projection is not None:
+                tokens = vision_projection(tokens)
+            scales.append(bottleneck(tokens))
+        return torch.cat(scales, dim=1)
+
+
+class AesformerScoreHead(nn.Module):
+    """`Linear -> ReLU -> Linear` to score-bin logits (the softmax is applied by the model)."""
+
+    def __init__(self, config: AesformerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.head_hidden_size)
+        self.activation = nn.ReLU()
+        self.out_proj = nn.Linear(config.head_hidden_size, config.num_score_bins)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.activation(self.dense(pooled)))
+
+
+class AesformerPreTrainedModel(PreTrainedModel):
+    config_class = AesformerConfig
+    base_model_prefix = "aesformer"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SwinStage", "BertLayer", "AesformerFusionLayer"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, AesformerAdapterLinear):
+            nn.init.trunc_normal_(module.weight, std=self.config.adapter_init_std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, (SwinModel, BertModel)):
+            pass  # the sub-models initialise their own modules (they are PreTrainedModels too)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class AesformerModel(AesformerPreTrainedModel):
+    """Aesformer: predicts an aesthetic score distribution for an image, with or without its comments.
+
+    Routing is per sample: a sample whose `attention_mask` row has at least one 1 goes through the with-comments
+    branch (last Swin stage + comment tokens, `vl_ffn`, both VL heads); a sample without comments (no text inputs,
+    or an all-zero mask row) goes through the image-only branch (multi-scale adapter, `vision_ffn`, `vision_head`).
+    """
+
+    def __init__(self, config: AesformerConfig):
+        super().__init__(config)
+        self.vision_model = SwinModel(config.vision_config, add_pooling_layer=False)
+        self.text_model = BertModel(config.text_config, add_pooling_layer=False)
+        self.vision_projection = (
+            nn.Linear(config.vision_width, config.hidden_size) if config.needs_vision_projection else None
+        )
+        self.multi_scale_adapter = AesformerMultiScaleAdapter(config)
+        self.fusion_layers = nn.ModuleList(AesformerFusionLayer(config) for _ in range(config.num_fusion_layers))
+        eps = config.vision_config.layer_norm_eps
+        self.vl_image_norm = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.vision_norm = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.vl_image_head = AesformerScoreHead(config)
+        self.vl_text_head = AesformerScoreHead(config)
+        self.vision_head = AesformerScoreHead(config)
+        self.register_buffer(
+            "bin_scores", torch.arange(1, config.num_score_bins + 1, dtype=torch.float32), persistent=False
+        )
+        self.post_init()
+
+    # ------------------------------------------------------------------ features
+    def get_image_features(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The output of every Swin stage (after its patch merging, not layer-normed) as token sequences
+        `[B, H_k * W_k, C_k]`: `[B, 784, 192], [B, 196, 384], [B, 49, 768], [B, 49, 768]` for Aesformer-T."""
+        return tuple(m.flatten(2).transpose(1, 2) for m in self._stage_maps(pixel_values))
+
+    def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """BERT's last hidden state `[B, T, hidden]` of the comments (the [CLS] token is position 0)."""
+        return self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+
+    def _stage_maps(self, pixel_values):
+        outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+        # reshaped_hidden_states[0] is the patch embedding; 1..n are the stage outputs as [B, C, H, W].
+        return outputs.reshaped_hidden_states[1:]
+
+    # ------------------------------------------------------------------ branches
+    def _fuse(self, hidden_states, modality, key_padding_mask, output_attentions):
+        attentions = []
+        for layer in self.fusion_layers:
+            hidden_states, weights = layer(
+                hidden_states, modality=modality, key_padding_mask=key_padding_mask,
+                output_attentions=output_attentions,
+            )
+            attentions.append(weights)
+        return hidden_states, (tuple(attentions) if output_attentions else None)
+
+    def _with_comments(self, last_stage_map, input_ids, attention_mask, token_type_ids, output_attentions):
+        image_tokens = last_stage_map.flatten(2).transpose(1, 2)
+        if self.vision_projection is not None:
+            image_tokens = self.vision_projection(image_tokens)
+        # Drop columns no sample of this group uses: the processor pads to the whole batch's longest comment.
+        length = int(attention_mask.any(dim=0).nonzero().max()) + 1
+        input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
+        token_type_ids = None if token_type_ids is None else token_type_ids[:, :length]
+        text_tokens = self.get_text_features(input_ids, attention_mask, token_type_ids)
+        num_image = image_tokens.shape[1]
+        key_padding_mask = torch.cat(
+            [attention_mask.new_ones(attention_mask.shape[0], num_image), attention_mask], dim=1
+        ).bool()
+        fused, attentions = self._fuse(
+            torch.cat([image_tokens, text_tokens], dim=1), VISION_LANGUAGE, key_padding_mask, output_attentions
+        )
+        image_embeds = self.vl_image_norm(fused[:, :num_image]).mean(dim=1)
+        text_embeds = fused[:, num_image]
+        return image_embeds, text_embeds, attentions
+
+    def _image_only(self, stage_maps, output_attentions):
+        tokens = self.multi_scale_adapter(stage_maps, vision_projection=self.vision_projection)
+        fused, attentions = self._fuse(tokens, VISION, None, output_attentions)
+        return self.vision_norm(fused).mean(dim=1), attentions
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        output_attentions: bool = False,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[AesformerOutput, tuple]:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+                Images as produced by [`AesformerImageProcessor`].
+            input_ids, attention_mask, token_type_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
+                Tokenised comments. An all-zero `attention_mask` row means "this image has no comments". Without
+                `input_ids` every sample takes the image-only branch.
+            labels (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`, *optional*):
+                Target distributions or raw vote counts (rows are normalised).
+            output_attentions (`bool`, *optional*):
+                Return the fusion layers' attention weights (computed on the eager path).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        batch = pixel_values.shape[0]
+        if input_ids is None:
+            used_comments = torch.zeros(batch, dtype=torch.bool, device=pixel_values.device)
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            if input_ids.shape[0] != batch or attention_mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"pixel_values has {batch} images but input_ids/attention_mask have shapes "
+                    f"{tuple(input_ids.shape)}/{tuple(attention_mask.shape)}"
+                )
+            used_comments = attention_mask.bool().any(dim=-1)
+
+        stage_maps = self._stage_maps(pixel_values)
+        vl_rows = used_comments.nonzero().flatten()
+        vision_rows = (~used_comments).nonzero().flatten()
+        hidden, bins = self.config.hidden_size, self.config.num_score_bins
+        ref = stage_maps[-1]
+
+        def full(rows, values, width):
+            # Scatter a branch's rows into a batch-sized tensor; other rows stay NaN (see AesformerOutput).
+            out = ref.new_full((batch, width), float("nan"))
+            return out.index_copy(0, rows, values.to(out.dtype))
+
+        result = {"used_comments": used_comments}
+        distribution = ref.new_zeros(batch, bins)
+        vl_attentions = vision_attentions = None
+        if len(vl_rows):
+            image_embeds, text_embeds, vl_attentions = self._with_comments(
+                stage_maps[-1][vl_rows], input_ids[vl_rows], attention_mask[vl_rows],
+                None if token_type_ids is None else token_type_ids[vl_rows], output_attentions,
+            )
+            image_logits, text_logits = self.vl_image_head(image_embeds), self.vl_text_head(text_embeds)
+            image_dist, text_dist = image_logits.softmax(-1), text_logits.softmax(-1)
+            mix = self.config.comment_head_mix
+            distribution = distribution.index_copy(0, vl_rows, mix * image_dist + (1 - mix) * text_dist)
+            result.update(
+                vl_image_embeds=full(vl_rows, image_embeds, hidden),
+                vl_text_embeds=full(vl_rows, text_embeds, hidden),
+                vl_image_logits=full(vl_rows, image_logits, bins),
+                vl_text_logits=full(vl_rows, text_logits, bins),
+                vl_image_distribution=full(vl_rows, image_dist, bins),
+                vl_text_distribution=full(vl_rows, text_dist, bins),
+            )
+        if len(vision_rows):
+            vision_embeds, vision_attentions = self._image_only(
+                [m[vision_rows] for m in stage_maps], output_attentions
+            )
+            vision_logits = self.vision_head(vision_embeds)
+            vision_dist = vision_logits.softmax(-1)
+            distribution = distribution.index_copy(0, vision_rows, vision_dist)
+            result.update(
+                vision_embeds=full(vision_rows, vision_embeds, hidden),
+                vision_logits=full(vision_rows, vision_logits, bins),
+                vision_distribution=full(vision_rows, vision_dist, bins),
+            )
+
+        loss = None
+        if labels is not None:
+            target = normalize_labels(labels.to(distribution.device))
+            if target.shape != distribution.shape:
+                raise ValueError(f"labels have shape {tuple(target.shape)}, expected {tuple(distribution.shape)}")
+            per_sample = distribution.new_zeros(batch)
+            if len(vl_rows):
+                t = target[vl_rows]
+                per_sample = per_sample.index_add(
+                    0, vl_rows, earth_movers_distance(image_dist, t) + earth_movers_distance(text_dist, t)
+                )
+            if len(vision_rows):
+                per_sample = per_sample.index_add(0, vision_rows, earth_movers_distance(vision_dist, target[vision_rows]))
+            loss = per_sample.mean()
+
+        output = AesformerOutput(
+            loss=loss,
+            distribution=distribution,
+            score=distribution @ self.bin_scores.to(distribution.dtype),
+            vision_language_attentions=vl_attentions,
+            vision_attentions=vision_attentions,
+            **result,
+        )
+        return output if return_dict else output.to_tuple()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_vision_text_pretrained(
+        cls, vision_model_name_or_path, text_model_name_or_path, **config_kwargs
+    ) -> "AesformerModel":
+        """Start stage 1 from a pretrained Swin and BERT (folders or Hub ids).
+
+        The fusion layers are built from the last `num_fusion_layers` BERT layers: the shared attention and the
+        `vl_ffn` copy that layer's attention and FFN, and the `vision_ffn` starts as another copy of the same FFN
+        (as in the paper). The two image norms start as copies of Swin's final LayerNorm when the widths match
+        (Aesformer-T); heads, adapters and the vision projection are freshly initialised.
+        """
+        vision = SwinModel.from_pretrained(vision_model_name_or_path, add_pooling_layer=False)
+        text = BertModel.from_pretrained(text_model_name_or_path, add_pooling_layer=False)
+        config = AesformerConfig(
+            vision_config=vision.config.to_dict(), text_config=text.config.to_dict(), **config_kwargs
+        )
+        if config.num_fusion_layers > config.text_config.num_hidden_layers:
+            raise ValueError(
+                f"num_fusion_layers={config.num_fusion_layers} but the text model has only "
+                f"{config.text_config.num_hidden_layers} layers to copy"
+            )
+        model = cls(config)
+        model.vision_model.load_state_dict(vision.state_dict())
+        model.text_model.load_state_dict(text.state_dict())
+        source_layers = text.encoder.layer[-config.num_fusion_layers:]
+        for fusion, bert_layer in zip(model.fusion_layers, source_layers):
+            fusion.load_state_dict(bert_layer_to_fusion_state(bert_layer.state_dict()))
+        if not config.needs_vision_projection:
+            for norm in (model.vl_image_norm, model.vision_norm):
+                norm.load_state_dict(copy.deepcopy(vision.layernorm.state_dict()))
+        return model
+
+
+def bert_layer_to_fusion_state(bert_layer_state: dict) -> dict:
+    """Map one `BertLayer` state dict to an `AesformerFusionLayer` one (both experts get the layer's FFN)."""
+    attention = {
+        "attention.self.query": "attention.query",
+        "attention.self.key": "attention.key",
+        "attention.self.value": "attention.value",
+        "attention.output.dense": "attention.output",
+        "attention.output.LayerNorm": "attention.layer_norm",
+    }
+    ffn = {"intermediate.dense": "intermediate", "output.dense": "output", "output.LayerNorm": "layer_norm"}
+    state = {}
+    for key, tensor in bert_layer_state.items():
+        module, _, param = key.rpartition(".")
+        if module in attention:
+            state[f"{attention[module]}.{param}"] = tensor.clone()
+        elif module in ffn:
+            for expert in ("vl_ffn", "vision_ffn"):
+                state[f"{expert}.{ffn[module]}.{param}"] = tensor.clone()
+        else:
+            raise KeyError(f"unexpected BertLayer key {key!r}")
+    return state
+
+
+__all__ = [
+    "AesformerModel",
+    "AesformerOutput",
+    "AesformerPreTrainedModel",
+    "earth_movers_distance",
+]
