@@ -302,9 +302,6 @@ class AesformerModel(AesformerPreTrainedModel):
         self.vl_image_head = AesformerScoreHead(config)
         self.vl_text_head = AesformerScoreHead(config)
         self.vision_head = AesformerScoreHead(config)
-        self.register_buffer(
-            "bin_scores", torch.arange(1, config.num_score_bins + 1, dtype=torch.float32), persistent=False
-        )
         self.post_init()
 
     # ------------------------------------------------------------------ features
@@ -459,7 +456,8 @@ class AesformerModel(AesformerPreTrainedModel):
         output = AesformerOutput(
             loss=loss,
             distribution=distribution,
-            score=distribution @ self.bin_scores.to(distribution.dtype),
+            # Not a buffer: from_pretrained builds on the meta device and never fills non-persistent buffers.
+            score=distribution @ torch.arange(1, bins + 1, dtype=distribution.dtype, device=distribution.device),
             vision_language_attentions=vl_attentions,
             vision_attentions=vision_attentions,
             **result,

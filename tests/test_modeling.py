@@ -230,7 +230,8 @@ def test_save_and_load_are_exact(tmp_path):
     attention_mask[0] = 0
     a = model(pixel_values, input_ids=input_ids, attention_mask=attention_mask)
     b = reloaded(pixel_values, input_ids=input_ids, attention_mask=attention_mask)
-    assert torch.equal(a.distribution, b.distribution)
+    assert torch.equal(a.distribution, b.distribution) and torch.equal(a.score, b.score)
+    assert ((b.score >= 1) & (b.score <= 10)).all()
 
 
 REMOTE_SCRIPT = textwrap.dedent(

@@ -1,0 +1,40 @@
+"""`aesformer` command line. Subcommands import their heavy dependencies lazily."""
+
+import argparse
+import sys
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(output_dir=args.output, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="aesformer", description="Image aesthetic assessment with Aesformer.")
+    parser.add_argument("--version", action="version", version=f"aesformer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="end-to-end run on embedded data, no downloads")
+    demo.add_argument("--output", default="aesformer-demo", help="folder for the model, scores and figures")
+    demo.add_argument("--quick", action="store_true", help="smallest sizes (seconds)")
+    demo.set_defaults(func=_demo)
+
+    try:
+        from . import convert_original
+    except ImportError:  # the converter module is optional until it lands
+        convert_original = None
+    if convert_original is not None:
+        convert_original.add_subparser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
