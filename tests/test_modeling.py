@@ -290,3 +290,19 @@ def test_remote_code_round_trip_in_a_clean_process(tmp_path, tiny_tokenizer):
     assert torch.equal(remote["input_ids"], inputs["input_ids"])
     torch.testing.assert_close(remote["distribution"], local.distribution, atol=0, rtol=0)
     assert local.used_comments.tolist() == [True, False, True]
+
+
+def test_import_registers_auto_classes_and_keeps_heavy_libraries_off_the_path():
+    code = (
+        "import sys, modeling_aesformer\n"
+        "from transformers import AutoConfig\n"
+        "from transformers.models.auto.modeling_auto import MODEL_MAPPING\n"
+        "cfg = AutoConfig.for_model('aesformer')\n"
+        "assert MODEL_MAPPING[type(cfg)].__name__ == 'AesformerModel'\n"
+        # accelerate is imported by transformers.modeling_utils itself whenever it is installed
+        "heavy = [m for m in ('peft', 'evaluate', 'datasets', 'transformers.pipelines', 'torchvision') "
+        "if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
