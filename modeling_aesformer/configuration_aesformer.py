@@ -5,7 +5,7 @@ Shipped to the Hugging Face Hub as remote code: imports only the standard librar
 
 import json
 import os
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from transformers import BertConfig, PretrainedConfig, SwinConfig
 
@@ -30,6 +30,9 @@ class AesformerConfig(PretrainedConfig):
             `from_vision_text_pretrained` builds them from the last `num_fusion_layers` text layers.
         num_score_bins (`int`, *optional*, defaults to 10):
             Number of score bins of the predicted distribution; bin `i` (1-based) stands for score `i`.
+        score_range (`tuple(float, float)`, *optional*):
+            Score of the first and last bin; the bins are evenly spaced between them. Defaults to
+            `(1, num_score_bins)`, i.e. bin `i` stands for score `i` (AVA: 1..10).
         score_threshold (`float`, *optional*, defaults to 5.0):
             Binary label: "low" when the mean score is `<= score_threshold`, "high" otherwise.
         comment_head_mix (`float`, *optional*, defaults to 0.5):
@@ -64,6 +67,7 @@ class AesformerConfig(PretrainedConfig):
         text_config: Optional[Union[dict, BertConfig]] = None,
         num_fusion_layers: int = 2,
         num_score_bins: int = 10,
+        score_range: Optional[Sequence[float]] = None,
         score_threshold: float = 5.0,
         comment_head_mix: float = 0.5,
         adapter_reduction: int = 4,
@@ -95,6 +99,9 @@ class AesformerConfig(PretrainedConfig):
         self.text_config = text_config
         self.num_fusion_layers = num_fusion_layers
         self.num_score_bins = num_score_bins
+        self.score_range = [float(x) for x in (score_range or (1, num_score_bins))]
+        if len(self.score_range) != 2 or self.score_range[0] >= self.score_range[1]:
+            raise ValueError(f"score_range must be (low, high) with low < high, got {score_range}")
         self.score_threshold = float(score_threshold)
         self.comment_head_mix = float(comment_head_mix)
         self.adapter_reduction = adapter_reduction

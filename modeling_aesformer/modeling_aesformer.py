@@ -7,7 +7,8 @@ sibling `configuration_aesformer`.
 import copy
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from contextlib import contextmanager, nullcontext
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,10 @@ class AesformerOutput(ModelOutput):
         distribution (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`):
             Predicted score distribution: `mix * vl_image + (1 - mix) * vl_text` with comments, `vision` without.
         score (`torch.FloatTensor` of shape `(batch_size,)`):
-            Mean score `sum_i i * p_i`, bins numbered from 1.
+            Mean score `sum_i v_i * p_i` over the bin values `v` of the answering head's scale (1..10 for the
+            base heads; a dataset adapter may bring its own bins and range).
+        threshold (`torch.FloatTensor` of shape `(batch_size,)`):
+            The high/low threshold of the scale each sample's score is on (label "high" iff `score > threshold`).
         used_comments (`torch.BoolTensor` of shape `(batch_size,)`):
             Which samples went through the with-comments branch.
         vl_image_distribution, vl_text_distribution, vision_distribution (`torch.FloatTensor` `(batch_size, bins)`):
@@ -60,6 +64,7 @@ class AesformerOutput(ModelOutput):
     loss: Optional[torch.FloatTensor] = None
     distribution: Optional[torch.FloatTensor] = None
     score: Optional[torch.FloatTensor] = None
+    threshold: Optional[torch.FloatTensor] = None
     used_comments: Optional[torch.BoolTensor] = None
     vl_image_distribution: Optional[torch.FloatTensor] = None
     vl_image_logits: Optional[torch.FloatTensor] = None
@@ -241,16 +246,59 @@ class AesformerMultiScaleAdapter(nn.Module):
 
 
 class AesformerScoreHead(nn.Module):
-    """`Linear -> ReLU -> Linear` to score-bin logits (the softmax is applied by the model)."""
+    """`Linear -> ReLU -> Linear` to score-bin logits (the softmax is applied by the model), plus the head's scale.
 
-    def __init__(self, config: AesformerConfig):
+    The scale lives in buffers so that a dataset adapter's copy of `vision_head` carries its own (PEFT saves the
+    buffers of `modules_to_save`): `bin_values` (the score each bin stands for), `num_active_bins` (an adapter with
+    fewer bins than the base head, e.g. Photo.net's 7, uses the first ones; the head keeps the base width so that
+    PEFT can load it into a copy of the base head) and `threshold` (high/low label).
+    """
+
+    def __init__(self, hidden_size: int, head_hidden_size: int, num_bins: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.head_hidden_size)
+        self.dense = nn.Linear(hidden_size, head_hidden_size)
         self.activation = nn.ReLU()
-        self.out_proj = nn.Linear(config.head_hidden_size, config.num_score_bins)
+        self.out_proj = nn.Linear(head_hidden_size, num_bins)
+        self.register_buffer("bin_values", torch.arange(1, num_bins + 1, dtype=torch.float32))
+        self.register_buffer("num_active_bins", torch.tensor(num_bins, dtype=torch.long))
+        self.register_buffer("threshold", torch.tensor(5.0))
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.activation(self.dense(pooled)))
+    @torch.no_grad()
+    def set_scale(self, num_bins: int, score_range: Sequence[float], threshold: float) -> None:
+        """Use the first `num_bins` outputs, evenly spaced over `score_range`, labelled high above `threshold`."""
+        width = self.out_proj.out_features
+        if not 2 <= num_bins <= width:
+            raise ValueError(f"num_bins must be in [2, {width}] (the head's width), got {num_bins}")
+        low, high = float(score_range[0]), float(score_range[1])
+        values = torch.zeros(width, dtype=torch.float32)
+        values[:num_bins] = torch.linspace(low, high, num_bins)
+        self.bin_values.copy_(values.to(self.bin_values.device))
+        self.num_active_bins.fill_(num_bins)
+        self.threshold.fill_(float(threshold))
+
+    def forward(self, pooled: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns the logits of the active bins, their score values and the threshold."""
+        k = int(self.num_active_bins)
+        logits = self.out_proj(self.activation(self.dense(pooled)))[..., :k]
+        return logits, self.bin_values[:k], self.threshold
+
+
+@dataclass
+class _Branch:
+    """What one branch answered for its rows (internal)."""
+
+    distribution: torch.Tensor
+    bin_values: torch.Tensor
+    threshold: torch.Tensor
+    heads: dict  # head name -> (embeds, logits, distribution)
+    attentions: Optional[tuple]
+
+
+def _grad_only_if_trainable(module: nn.Module):
+    """Autograd off for a fully frozen sub-model (saves its activations); unchanged otherwise."""
+    if torch.is_grad_enabled() and not any(p.requires_grad for p in module.parameters()):
+        return torch.no_grad()
+    return nullcontext()
 
 
 class AesformerPreTrainedModel(PreTrainedModel):
@@ -277,6 +325,8 @@ class AesformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, AesformerScoreHead):
+            module.set_scale(self.config.num_score_bins, self.config.score_range, self.config.score_threshold)
 
 
 class AesformerModel(AesformerPreTrainedModel):
@@ -299,9 +349,10 @@ class AesformerModel(AesformerPreTrainedModel):
         eps = config.vision_config.layer_norm_eps
         self.vl_image_norm = nn.LayerNorm(config.hidden_size, eps=eps)
         self.vision_norm = nn.LayerNorm(config.hidden_size, eps=eps)
-        self.vl_image_head = AesformerScoreHead(config)
-        self.vl_text_head = AesformerScoreHead(config)
-        self.vision_head = AesformerScoreHead(config)
+        head_args = (config.hidden_size, config.head_hidden_size, config.num_score_bins)
+        self.vl_image_head = AesformerScoreHead(*head_args)
+        self.vl_text_head = AesformerScoreHead(*head_args)
+        self.vision_head = AesformerScoreHead(*head_args)
         self.post_init()
 
     # ------------------------------------------------------------------ features
@@ -312,12 +363,15 @@ class AesformerModel(AesformerPreTrainedModel):
 
     def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """BERT's last hidden state `[B, T, hidden]` of the comments (the [CLS] token is position 0)."""
-        return self.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        # A frozen encoder (stage 2) runs without autograd: nothing below it needs gradients.
+        with _grad_only_if_trainable(self.text_model):
+            return self.text_model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     def _stage_maps(self, pixel_values):
-        outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+        with _grad_only_if_trainable(self.vision_model):
+            outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
         # reshaped_hidden_states[0] is the patch embedding; 1..n are the stage outputs as [B, C, H, W].
         return outputs.reshaped_hidden_states[1:]
 
@@ -350,13 +404,66 @@ class AesformerModel(AesformerPreTrainedModel):
         )
         image_embeds = self.vl_image_norm(fused[:, :num_image]).mean(dim=1)
         text_embeds = fused[:, num_image]
-        return image_embeds, text_embeds, attentions
+        image_logits, values, threshold = self.vl_image_head(image_embeds)
+        text_logits, _, _ = self.vl_text_head(text_embeds)
+        mix = self.config.comment_head_mix
+        image_dist, text_dist = image_logits.softmax(-1), text_logits.softmax(-1)
+        return _Branch(
+            distribution=mix * image_dist + (1 - mix) * text_dist, bin_values=values, threshold=threshold,
+            heads={"vl_image": (image_embeds, image_logits, image_dist), "vl_text": (text_embeds, text_logits, text_dist)},
+            attentions=attentions,
+        )
 
     def _image_only(self, stage_maps, output_attentions):
         tokens = self.multi_scale_adapter(stage_maps, vision_projection=self.vision_projection)
         fused, attentions = self._fuse(tokens, VISION, None, output_attentions)
-        return self.vision_norm(fused).mean(dim=1), attentions
+        embeds = self.vision_norm(fused).mean(dim=1)
+        logits, values, threshold = self.vision_head(embeds)
+        distribution = logits.softmax(-1)
+        return _Branch(
+            distribution=distribution, bin_values=values, threshold=threshold,
+            heads={"vision": (embeds, logits, distribution)}, attentions=attentions,
+        )
 
+    # ------------------------------------------------------------------ adapters (PEFT, duck-typed)
+    def _adapter_layers(self) -> list:
+        """PEFT layers (ModulesToSaveWrapper, LN-tuning, LoRA, ...) inside the image-only parts.
+
+        Found by duck typing so this file never imports peft."""
+        roots = [self.multi_scale_adapter, self.vision_norm, self.vision_head]
+        roots += [layer.vision_ffn for layer in self.fusion_layers]
+        return [
+            module for root in roots for module in root.modules()
+            if callable(getattr(module, "set_adapter", None)) and callable(getattr(module, "enable_adapters", None))
+            and hasattr(module, "active_adapters")
+        ]
+
+    @contextmanager
+    def _adapter_active(self, name: str):
+        """Run the image-only parts with dataset adapter `name` ("base" = the model's own modules), then restore
+        the previous adapter state exactly (active adapter, enabled flag, requires_grad)."""
+        layers = self._adapter_layers()
+        known = ["base"] + list(getattr(self, "peft_config", {}) or {})
+        if name not in known:
+            raise ValueError(f"unknown adapter {name!r}; this model has {known}")
+        saved_grad = [(p, p.requires_grad) for m in layers for p in m.parameters()]
+        saved_state = [(m, list(m.active_adapters), bool(getattr(m, "disable_adapters", False))) for m in layers]
+        try:
+            for module in layers:
+                if name == "base":
+                    module.enable_adapters(False)
+                else:
+                    module.enable_adapters(True)
+                    module.set_adapter(name)
+            yield
+        finally:
+            for module, active, disabled in saved_state:
+                module.enable_adapters(not disabled)
+                module.set_adapter(active)
+            for param, flag in saved_grad:
+                param.requires_grad_(flag)
+
+    # ------------------------------------------------------------------ forward
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -365,9 +472,10 @@ class AesformerModel(AesformerPreTrainedModel):
         token_type_ids: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
         output_attentions: bool = False,
+        adapters: Optional[Union[str, Sequence[str]]] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
-    ) -> Union[AesformerOutput, tuple]:
+    ) -> Union[AesformerOutput, Dict[str, AesformerOutput], tuple]:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
@@ -375,10 +483,16 @@ class AesformerModel(AesformerPreTrainedModel):
             input_ids, attention_mask, token_type_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
                 Tokenised comments. An all-zero `attention_mask` row means "this image has no comments". Without
                 `input_ids` every sample takes the image-only branch.
-            labels (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`, *optional*):
-                Target distributions or raw vote counts (rows are normalised).
+            labels (`torch.FloatTensor` of shape `(batch_size, bins)`, *optional*):
+                Target distributions or raw vote counts (rows are normalised), in the bins of the scale that
+                answers (the base bins, or the adapter's for image-only samples).
             output_attentions (`bool`, *optional*):
                 Return the fusion layers' attention weights (computed on the eager path).
+            adapters (`str` or list of `str`, *optional*):
+                Dataset adapters (PEFT) for the image-only branch. A name runs that adapter for this call
+                ("base" = the model's own image-only modules); a list returns a dict `name -> AesformerOutput`,
+                each equal to a call with that adapter alone, with the Swin (and comment) work done once.
+                Default: whatever adapter is active.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         batch = pixel_values.shape[0]
@@ -397,72 +511,72 @@ class AesformerModel(AesformerPreTrainedModel):
         stage_maps = self._stage_maps(pixel_values)
         vl_rows = used_comments.nonzero().flatten()
         vision_rows = (~used_comments).nonzero().flatten()
-        hidden, bins = self.config.hidden_size, self.config.num_score_bins
-        ref = stage_maps[-1]
-
-        def full(rows, values, width):
-            # Scatter a branch's rows into a batch-sized tensor; other rows stay NaN (see AesformerOutput).
-            out = ref.new_full((batch, width), float("nan"))
-            return out.index_copy(0, rows, values.to(out.dtype))
-
-        result = {"used_comments": used_comments}
-        distribution = ref.new_zeros(batch, bins)
-        vl_attentions = vision_attentions = None
+        with_comments = None
         if len(vl_rows):
-            image_embeds, text_embeds, vl_attentions = self._with_comments(
+            with_comments = self._with_comments(
                 stage_maps[-1][vl_rows], input_ids[vl_rows], attention_mask[vl_rows],
                 None if token_type_ids is None else token_type_ids[vl_rows], output_attentions,
             )
-            image_logits, text_logits = self.vl_image_head(image_embeds), self.vl_text_head(text_embeds)
-            image_dist, text_dist = image_logits.softmax(-1), text_logits.softmax(-1)
-            mix = self.config.comment_head_mix
-            distribution = distribution.index_copy(0, vl_rows, mix * image_dist + (1 - mix) * text_dist)
-            result.update(
-                vl_image_embeds=full(vl_rows, image_embeds, hidden),
-                vl_text_embeds=full(vl_rows, text_embeds, hidden),
-                vl_image_logits=full(vl_rows, image_logits, bins),
-                vl_text_logits=full(vl_rows, text_logits, bins),
-                vl_image_distribution=full(vl_rows, image_dist, bins),
-                vl_text_distribution=full(vl_rows, text_dist, bins),
-            )
-        if len(vision_rows):
-            vision_embeds, vision_attentions = self._image_only(
-                [m[vision_rows] for m in stage_maps], output_attentions
-            )
-            vision_logits = self.vision_head(vision_embeds)
-            vision_dist = vision_logits.softmax(-1)
-            distribution = distribution.index_copy(0, vision_rows, vision_dist)
-            result.update(
-                vision_embeds=full(vision_rows, vision_embeds, hidden),
-                vision_logits=full(vision_rows, vision_logits, bins),
-                vision_distribution=full(vision_rows, vision_dist, bins),
-            )
+
+        def answer(adapter):
+            image_only = None
+            if len(vision_rows):
+                with self._adapter_active(adapter) if adapter is not None else nullcontext():
+                    image_only = self._image_only([m[vision_rows] for m in stage_maps], output_attentions)
+            output = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels)
+            return output if return_dict else output.to_tuple()
+
+        if adapters is None or isinstance(adapters, str):
+            return answer(adapters)
+        return {name: answer(name) for name in adapters}
+
+    def _assemble(self, batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels):
+        """Scatter the branches' rows into batch-sized tensors (rows a head did not answer stay NaN)."""
+        ref = with_comments.distribution if with_comments is not None else image_only.distribution
+        branches = [(rows, b) for rows, b in ((vl_rows, with_comments), (vision_rows, image_only)) if b is not None]
+        # A mixed batch may answer on two scales (e.g. a 7-bin adapter): narrower rows are zero-padded.
+        width = max(b.distribution.shape[-1] for _, b in branches)
+
+        def full(rows, values, fill=float("nan")):
+            out = ref.new_full((batch, values.shape[-1]) if values.dim() > 1 else (batch,), fill)
+            return out.index_copy(0, rows, values.to(out.dtype))
+
+        distribution = ref.new_zeros(batch, width)
+        score, threshold = ref.new_zeros(batch), ref.new_zeros(batch)
+        result = {}
+        for rows, branch in branches:
+            distribution[rows, : branch.distribution.shape[-1]] = branch.distribution
+            score = score.index_copy(0, rows, branch.distribution @ branch.bin_values.to(ref.dtype))
+            threshold = threshold.index_fill(0, rows, float(branch.threshold))
+            for head, (embeds, logits, dist) in branch.heads.items():
+                result[f"{head}_embeds"] = full(rows, embeds)
+                result[f"{head}_logits"] = full(rows, logits)
+                result[f"{head}_distribution"] = full(rows, dist)
 
         loss = None
         if labels is not None:
-            target = normalize_labels(labels.to(distribution.device))
-            if target.shape != distribution.shape:
-                raise ValueError(f"labels have shape {tuple(target.shape)}, expected {tuple(distribution.shape)}")
-            per_sample = distribution.new_zeros(batch)
-            if len(vl_rows):
-                t = target[vl_rows]
-                per_sample = per_sample.index_add(
-                    0, vl_rows, earth_movers_distance(image_dist, t) + earth_movers_distance(text_dist, t)
-                )
-            if len(vision_rows):
-                per_sample = per_sample.index_add(0, vision_rows, earth_movers_distance(vision_dist, target[vision_rows]))
+            target = normalize_labels(labels.to(ref.device))
+            per_sample = ref.new_zeros(batch)
+            for rows, branch in branches:
+                t = target[rows]
+                if t.shape[-1] != branch.distribution.shape[-1]:
+                    raise ValueError(
+                        f"labels have {t.shape[-1]} bins but the answering head has {branch.distribution.shape[-1]}"
+                    )
+                emd = sum(earth_movers_distance(dist, t) for _, _, dist in branch.heads.values())
+                per_sample = per_sample.index_add(0, rows, emd)
             loss = per_sample.mean()
 
-        output = AesformerOutput(
+        return AesformerOutput(
             loss=loss,
             distribution=distribution,
-            # Not a buffer: from_pretrained builds on the meta device and never fills non-persistent buffers.
-            score=distribution @ torch.arange(1, bins + 1, dtype=distribution.dtype, device=distribution.device),
-            vision_language_attentions=vl_attentions,
-            vision_attentions=vision_attentions,
+            score=score,
+            threshold=threshold,
+            used_comments=used_comments,
+            vision_language_attentions=None if with_comments is None else with_comments.attentions,
+            vision_attentions=None if image_only is None else image_only.attentions,
             **result,
         )
-        return output if return_dict else output.to_tuple()
 
     # ------------------------------------------------------------------ construction
     @classmethod

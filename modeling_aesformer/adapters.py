@@ -1,0 +1,247 @@
+"""Dataset adapters: the paper's stage-2 multi-scale adapters as ordinary PEFT adapters, one per dataset.
+
+One frozen backbone carries an adapter per dataset (AVA, Photo.net, JAS, your own). Each adapter owns a copy of
+exactly what the paper trains in stage 2 — `multi_scale_adapter` (stage projections + 4 bottlenecks), the
+`vision_ffn` of every fusion layer, `vision_norm` and `vision_head` — built with public PEFT API only:
+
+- `faithful`: `LNTuningConfig(target_modules=["vision_norm"], modules_to_save=[multi_scale_adapter, vision_ffn,
+  vision_head])` trains exactly the paper's stage-2 parameters;
+- `lora`: LoRA (rank 16) on the two linears of each `vision_ffn`, with the adapter, the V-FFN LayerNorms, the
+  vision norm and the head as modules to save: about a third of the trainable parameters.
+
+Adapters change only the image-only branch; with comments the model's own VL heads answer (the output's
+`used_comments` says which). The base model's own image-only modules are the default adapter, called "base";
+disabling adapters returns to it.
+
+On disk (never at the model root, where `AutoModel` would take the folder for an adapter):
+`<model>/adapters/<name>/{adapter_config.json, adapter_model.safetensors, aesformer_adapter.json}`. The last file
+carries what PEFT cannot: dataset, number of bins, score range, threshold. Every adapter head keeps the base head's
+width (a Photo.net adapter uses the first 7 of 10 outputs, recorded in the head's buffers), so plain
+`PeftModel.from_pretrained` / `load_adapter` load them too — no resize step.
+"""
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+
+ADAPTER_PRESETS = ("faithful", "lora")
+ADAPTERS_DIR = "adapters"
+ADAPTER_META_FILE = "aesformer_adapter.json"
+RESERVED_NAMES = ("base", "default")
+
+# What the paper trains in stage 2 (spec §2); PEFT matches these names by suffix.
+STAGE2_MODULES = ["multi_scale_adapter", "vision_ffn", "vision_head"]
+
+
+def adapter_config(preset: str = "faithful", lora_rank: int = 16, lora_alpha: Optional[int] = None,
+                   lora_dropout: float = 0.0):
+    """The PEFT config of a dataset adapter preset ("faithful" or "lora")."""
+    if preset == "faithful":
+        from peft import LNTuningConfig
+
+        return LNTuningConfig(target_modules=["vision_norm"], modules_to_save=list(STAGE2_MODULES))
+    if preset == "lora":
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=lora_rank,
+            lora_alpha=lora_alpha if lora_alpha is not None else 2 * lora_rank,
+            lora_dropout=lora_dropout,
+            target_modules=r".*fusion_layers\.\d+\.vision_ffn\.(intermediate|output)",
+            modules_to_save=["multi_scale_adapter", "vision_ffn.layer_norm", "vision_norm", "vision_head"],
+        )
+    raise ValueError(f"unknown adapter preset {preset!r}; choose one of {ADAPTER_PRESETS}")
+
+
+def _base_model(model):
+    """The AesformerModel under a PeftModel (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _head_copy(model, name: str):
+    head = _base_model(model).vision_head
+    if not hasattr(head, "modules_to_save") or name not in head.modules_to_save:
+        raise ValueError(f"adapter {name!r} has no vision_head copy")
+    return head.modules_to_save[name]
+
+
+def add_dataset_adapter(
+    model,
+    name: str,
+    preset: str = "faithful",
+    num_score_bins: Optional[int] = None,
+    score_range: Optional[Sequence[float]] = None,
+    threshold: Optional[float] = None,
+    dataset: Optional[str] = None,
+    **preset_kwargs,
+):
+    """Add a dataset adapter `name` and make it active. `model` is an `AesformerModel` (a `PeftModel` is returned)
+    or a `PeftModel` that already carries adapters (the same one is returned).
+
+    `num_score_bins` (≤ the base head's bins), `score_range` and `threshold` default to the base model's scale.
+    """
+    from peft import PeftModel, get_peft_model
+
+    if name in RESERVED_NAMES:
+        raise ValueError(f"adapter name {name!r} is reserved; pick another (e.g. the dataset's name)")
+    config = adapter_config(preset, **preset_kwargs)
+    with warnings.catch_warnings():
+        # LN tuning asks every target for in/out features and warns that a LayerNorm has none; harmless here.
+        warnings.filterwarnings("ignore", message="Unsupported layer type")
+        if isinstance(model, PeftModel):
+            if name in model.peft_config:
+                raise ValueError(f"adapter {name!r} already exists; delete it first")
+            model.add_adapter(name, config)
+        else:
+            model = get_peft_model(model, config, adapter_name=name)
+    base_config = _base_model(model).config
+    bins = num_score_bins or base_config.num_score_bins
+    _head_copy(model, name).set_scale(
+        bins,
+        score_range if score_range is not None else (1, bins),
+        threshold if threshold is not None else base_config.score_threshold,
+    )
+    model.set_adapter(name)
+    meta = _adapter_meta(model, name)
+    meta.update(dataset=dataset or name, preset=preset)
+    _metadata(model)[name] = meta
+    return model
+
+
+def _metadata(model) -> dict:
+    base = _base_model(model)
+    if not hasattr(base, "_aesformer_adapter_meta"):
+        base._aesformer_adapter_meta = {}
+    return base._aesformer_adapter_meta
+
+
+def _adapter_meta(model, name: str) -> dict:
+    head = _head_copy(model, name)
+    k = int(head.num_active_bins)
+    return {
+        "name": name,
+        "num_score_bins": k,
+        "score_range": [float(head.bin_values[0]), float(head.bin_values[k - 1])],
+        "threshold": float(head.threshold),
+    }
+
+
+def adapter_info(model, name: str) -> dict:
+    """Dataset, bins, score range, threshold and preset of adapter `name` ("base" = the model's own scale)."""
+    if name == "base":
+        head = _base_model(model).vision_head
+        head = getattr(head, "original_module", head)
+        k = int(head.num_active_bins)
+        return {"name": "base", "num_score_bins": k, "threshold": float(head.threshold),
+                "score_range": [float(head.bin_values[0]), float(head.bin_values[k - 1])]}
+    return {**_metadata(model).get(name, {}), **_adapter_meta(model, name)}
+
+
+def trainable_parameters(model) -> tuple:
+    """(trainable, total, fraction) for the active adapter, as PEFT counts them."""
+    trainable, total = model.get_nb_trainable_parameters()
+    return trainable, total, trainable / total
+
+
+def save_adapters(model, model_dir: Union[str, os.PathLike], names: Optional[Iterable[str]] = None) -> list:
+    """Write each adapter to `<model_dir>/adapters/<name>/` through PEFT (never an adapter_config.json at the model
+    root), plus its `aesformer_adapter.json`. Returns the folders written."""
+    root = Path(model_dir) / ADAPTERS_DIR
+    names = list(names) if names is not None else list(model.peft_config)
+    folders = []
+    for name in names:
+        if name in RESERVED_NAMES:
+            raise ValueError(f"adapter name {name!r} is reserved and cannot be saved as a dataset adapter")
+        model.save_pretrained(str(root), selected_adapters=[name])  # PEFT writes root/<name>/ for a named adapter
+        folder = root / name
+        if not (folder / "adapter_config.json").is_file():
+            raise RuntimeError(f"PEFT did not write {folder / 'adapter_config.json'}")
+        (folder / ADAPTER_META_FILE).write_text(json.dumps(adapter_info(model, name), indent=2) + "\n")
+        folders.append(folder)
+    return folders
+
+
+def list_adapters(model_dir: Union[str, os.PathLike]) -> list:
+    """Names of the adapters saved under `<model_dir>/adapters/`."""
+    root = Path(model_dir) / ADAPTERS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
+
+
+def _read_meta(source: str, subfolder: Optional[str]) -> dict:
+    if os.path.isdir(source):
+        path = os.path.join(source, subfolder or "", ADAPTER_META_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: an Aesformer adapter folder needs its {ADAPTER_META_FILE}")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(source, ADAPTER_META_FILE, subfolder=subfolder)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_adapters(
+    model,
+    source: Union[str, os.PathLike],
+    names: Optional[Iterable[str]] = None,
+    is_trainable: bool = False,
+    subfolder: Optional[str] = None,
+):
+    """Load dataset adapters into `model` (an `AesformerModel` or a `PeftModel`); returns the `PeftModel`.
+
+    `source` is a model folder holding `adapters/<name>/` (all of them, or `names`), a single adapter folder, or a
+    Hub id with `subfolder="adapters/<name>"`. The first loaded adapter is active.
+    """
+    from peft import PeftModel
+
+    source = str(source)
+    if subfolder is not None or os.path.isfile(os.path.join(source, "adapter_config.json")):
+        entries = [(names and list(names)[0]) or Path(subfolder or source).name, source, subfolder]
+        entries = [tuple(entries)]
+    else:
+        available = list_adapters(source)
+        wanted = list(names) if names is not None else available
+        missing = [n for n in wanted if n not in available]
+        if missing or not wanted:
+            raise FileNotFoundError(f"adapters {missing or wanted} not found under {source}/{ADAPTERS_DIR}; "
+                                    f"available: {available}")
+        entries = [(n, os.path.join(source, ADAPTERS_DIR, n), None) for n in wanted]
+
+    first = None
+    for name, folder, sub in entries:
+        if name in RESERVED_NAMES:
+            raise ValueError(f"adapter folder name {name!r} is reserved")
+        meta = _read_meta(folder, sub)
+        kwargs = {"adapter_name": name, "is_trainable": is_trainable}
+        if sub is not None:
+            kwargs["subfolder"] = sub
+        if isinstance(model, PeftModel):
+            model.load_adapter(folder, **kwargs)
+        else:
+            model = PeftModel.from_pretrained(model, folder, **kwargs)
+        loaded = _adapter_meta(model, name)
+        if loaded["num_score_bins"] != meta.get("num_score_bins", loaded["num_score_bins"]):
+            raise ValueError(f"adapter {name!r}: {ADAPTER_META_FILE} says {meta['num_score_bins']} bins but its "
+                             f"weights carry {loaded['num_score_bins']}")
+        _metadata(model)[name] = {**meta, **loaded}
+        first = first or name
+    model.set_adapter(first)
+    return model
+
+
+__all__ = [
+    "ADAPTER_PRESETS",
+    "add_dataset_adapter",
+    "adapter_config",
+    "adapter_info",
+    "list_adapters",
+    "load_adapters",
+    "save_adapters",
+    "trainable_parameters",
+]
