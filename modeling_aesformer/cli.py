@@ -22,12 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="smallest sizes (seconds)")
     demo.set_defaults(func=_demo)
 
-    try:
-        from . import convert_original
-    except ImportError:  # the converter module is optional until it lands
-        convert_original = None
-    if convert_original is not None:
-        convert_original.add_subparser(sub)
+    from . import convert_original
+
+    convert_original.add_subparser(sub)
     return parser
 
 

@@ -53,6 +53,10 @@ class AesformerOutput(ModelOutput):
             Input of `vl_text_head`: the comment's [CLS] token after fusion.
         vision_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
             Input of `vision_head`: normed multi-scale tokens after fusion, mean-pooled.
+        unimodal_image_embeds (`torch.FloatTensor` `(batch_size, image_tokens, hidden_size)`):
+            With comments: the last Swin stage's tokens (projected to the fusion width) before fusion.
+        unimodal_text_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
+            With comments: BERT's [CLS] token before fusion. These two feed the stage-1 contrastive loss.
         vision_language_attentions (`tuple(torch.FloatTensor)`, *optional*):
             One tensor per fusion layer, `(n_with_comments, heads, L, L)` with `L = image tokens + text tokens`,
             rows in batch order of the samples with comments; image tokens come first.
@@ -75,6 +79,8 @@ class AesformerOutput(ModelOutput):
     vl_image_embeds: Optional[torch.FloatTensor] = None
     vl_text_embeds: Optional[torch.FloatTensor] = None
     vision_embeds: Optional[torch.FloatTensor] = None
+    unimodal_image_embeds: Optional[torch.FloatTensor] = None
+    unimodal_text_embeds: Optional[torch.FloatTensor] = None
     vision_language_attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
     vision_attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
 
@@ -292,6 +298,7 @@ class _Branch:
     threshold: torch.Tensor
     heads: dict  # head name -> (embeds, logits, distribution)
     attentions: Optional[tuple]
+    unimodal: Optional[dict] = None  # encoder outputs before fusion (with comments)
 
 
 def _grad_only_if_trainable(module: nn.Module):
@@ -412,6 +419,7 @@ class AesformerModel(AesformerPreTrainedModel):
             distribution=mix * image_dist + (1 - mix) * text_dist, bin_values=values, threshold=threshold,
             heads={"vl_image": (image_embeds, image_logits, image_dist), "vl_text": (text_embeds, text_logits, text_dist)},
             attentions=attentions,
+            unimodal={"unimodal_image_embeds": image_tokens, "unimodal_text_embeds": text_tokens[:, 0]},
         )
 
     def _image_only(self, stage_maps, output_attentions):
@@ -537,8 +545,8 @@ class AesformerModel(AesformerPreTrainedModel):
         # A mixed batch may answer on two scales (e.g. a 7-bin adapter): narrower rows are zero-padded.
         width = max(b.distribution.shape[-1] for _, b in branches)
 
-        def full(rows, values, fill=float("nan")):
-            out = ref.new_full((batch, values.shape[-1]) if values.dim() > 1 else (batch,), fill)
+        def full(rows, values):
+            out = ref.new_full((batch,) + tuple(values.shape[1:]), float("nan"))
             return out.index_copy(0, rows, values.to(out.dtype))
 
         distribution = ref.new_zeros(batch, width)
@@ -552,6 +560,8 @@ class AesformerModel(AesformerPreTrainedModel):
                 result[f"{head}_embeds"] = full(rows, embeds)
                 result[f"{head}_logits"] = full(rows, logits)
                 result[f"{head}_distribution"] = full(rows, dist)
+            for key, values in (branch.unimodal or {}).items():
+                result[key] = full(rows, values)
 
         loss = None
         if labels is not None:
