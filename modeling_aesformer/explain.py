@@ -1,0 +1,781 @@
+"""Why did this photo get this score? Attention maps of the fusion layers, heat-map overlays, one-figure reports.
+
+The fusion layers of [`AesformerModel`] return their attention weights on request (`output_attentions=True`, the
+eager attention path). This module turns them into things a person can look at:
+
+- [`image_attention_map`]: image-only branch. Attention rollout through the fusion layers over the multi-scale
+  tokens, then the 4 scales folded onto the one grid they share: a heat map over the image.
+- [`comment_attention`]: with-comments branch. Which comment tokens the image tokens attend to (`word_weights`),
+  and which image regions the [CLS] and the words attend to (`region_map`).
+- [`overlay`]: a heat map upsampled (bilinear) onto the photo, coloured with a numpy colormap (no matplotlib).
+- [`explain`]: one forward pass for one image (with or without comments) -> an [`Explanation`].
+- [`plot_explanation`]: one PNG figure (photo + overlay, distribution bar chart, highlighted comment text);
+  the only function that needs matplotlib (`pip install "aesformer[demo]"`).
+- `aesformer explain IMAGE [--comments TEXT] --model DIR [--adapter NAME] --output PNG` ([`add_subparser`], [`run`]).
+
+The method and how to read the figures: docs/explain.md. This module is package code (not shipped to the Hub).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+WITH_COMMENTS = "with_comments"
+IMAGE_ONLY = "image_only"
+NORMALIZATIONS = ("max", "minmax", "sum")
+_MAX_TEXT_LINES = 8
+MATPLOTLIB_HINT = 'plotting needs matplotlib: pip install "aesformer[demo]" (or: pip install matplotlib)'
+
+# Colormap anchors (position, R, G, B): dark blue -> blue -> cyan -> yellow -> red -> dark red (a "jet"-like map).
+_HEAT_ANCHORS = np.array(
+    [
+        [0.00, 0.00, 0.00, 0.50],
+        [0.12, 0.00, 0.00, 1.00],
+        [0.37, 0.00, 1.00, 1.00],
+        [0.50, 0.50, 1.00, 0.50],
+        [0.63, 1.00, 1.00, 0.00],
+        [0.88, 1.00, 0.00, 0.00],
+        [1.00, 0.50, 0.00, 0.00],
+    ]
+)
+
+
+# Word highlights: white -> yellow -> orange -> red (light boxes for little weight, so the text stays readable).
+_WORD_ANCHORS = np.array(
+    [
+        [0.00, 1.00, 1.00, 1.00],
+        [0.35, 1.00, 0.93, 0.55],
+        [0.70, 1.00, 0.60, 0.20],
+        [1.00, 0.80, 0.10, 0.10],
+    ]
+)
+
+
+# ----------------------------------------------------------------------------------------------------------- helpers
+def _as_numpy(x: Any) -> np.ndarray:
+    """A torch tensor (any device, any dtype, with or without grad) or an array-like -> float64 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _stack_layers(attentions: Any, name: str) -> np.ndarray:
+    """One `[B, heads, L, L]` tensor per layer (tuple/list), or one `[layers, B, heads, L, L]` array ->
+    `[layers, B, heads, L, L]` float64."""
+    if attentions is None:
+        raise ValueError(f"{name} is None: run the model with output_attentions=True (and a sample of that branch)")
+    if isinstance(attentions, (list, tuple)):
+        if not attentions:
+            raise ValueError(f"{name} is empty")
+        stacked = np.stack([_as_numpy(a) for a in attentions])
+    else:
+        stacked = _as_numpy(attentions)
+    if stacked.ndim != 5 or stacked.shape[-1] != stacked.shape[-2]:
+        raise ValueError(
+            f"{name} must be one [batch, heads, L, L] tensor per fusion layer, got shape {tuple(stacked.shape)}"
+        )
+    if not np.isfinite(stacked).all():
+        raise ValueError(f"{name} holds non-finite values")
+    return stacked
+
+
+def _grid_hw(grid: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(grid, (int, np.integer)):
+        h = w = int(grid)
+    else:
+        h, w = (int(g) for g in grid)
+    if h < 1 or w < 1:
+        raise ValueError(f"grid must be positive, got {grid}")
+    return h, w
+
+
+def _normalize(maps: np.ndarray, normalize: Optional[str]) -> np.ndarray:
+    """Per-sample normalisation of `[B, ...]` non-negative maps into [0, 1].
+
+    "max": divide by the sample's maximum (a uniform map becomes all ones); "minmax": stretch min..max to 0..1
+    (a uniform map, which has no contrast to stretch, becomes all ones rather than 0/0); "sum": divide by the total
+    (a distribution over the cells)."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    maps = np.clip(np.asarray(maps, dtype=np.float64), 0.0, None)
+    flat = maps.reshape(maps.shape[0], -1)
+    out = np.zeros_like(flat)
+    for i, row in enumerate(flat):
+        if normalize == "sum":
+            total = row.sum()
+            out[i] = row / total if total > 0 else 0.0
+            continue
+        high, low = row.max(), row.min()
+        if normalize == "max":
+            out[i] = row / high if high > 0 else 0.0
+        else:
+            span = high - low
+            # A map flat up to float32 rounding (relative 1e-6) is uniform: nothing to stretch, and no 0/0.
+            out[i] = (row - low) / span if span > 1e-6 * high else (1.0 if high > 0 else 0.0)
+    return np.clip(out, 0.0, 1.0).reshape(maps.shape)
+
+
+# ------------------------------------------------------------------------------------------------ image-only branch
+def attention_rollout(vision_attentions: Any, add_identity: bool = True) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, 2020) through the fusion layers: `[B, T, T]`, row-stochastic.
+
+    For each layer `l`: `A_l` = attention averaged over heads; `Â_l = (A_l + I) / row-sums` (the identity stands
+    for the residual connection around the attention; since the rows of `A_l` sum to 1 this is `(A_l + I) / 2`);
+    `R = Â_L ... Â_2 Â_1`. `R[i, j]` is how much output token `i` draws on input token `j` through all layers.
+    With `add_identity=False` the plain product of the head-averaged attentions is returned.
+    """
+    stacked = _stack_layers(vision_attentions, "vision_attentions")  # [layers, B, heads, T, T]
+    per_layer = stacked.mean(axis=2)  # heads averaged -> [layers, B, T, T]
+    tokens = per_layer.shape[-1]
+    rollout = np.broadcast_to(np.eye(tokens), per_layer.shape[1:]).copy()
+    for attention in per_layer:
+        if add_identity:
+            attention = attention + np.eye(tokens)
+        attention = attention / np.clip(attention.sum(axis=-1, keepdims=True), 1e-12, None)
+        rollout = attention @ rollout  # later layers act on the left
+    return rollout
+
+
+def image_attention_map(
+    vision_attentions: Any,
+    grid: Union[int, Sequence[int]],
+    num_scales: int,
+    method: str = "rollout",
+    normalize: str = "max",
+) -> np.ndarray:
+    """Heat map over the image grid from the image-only branch's fusion attention: `[B, H_grid, W_grid]` in [0, 1].
+
+    Args:
+        vision_attentions: `AesformerOutput.vision_attentions`, one `[B, heads, T, T]` tensor per fusion layer,
+            `T = num_scales * H_grid * W_grid`, scale-major (all tokens of stage 1, then stage 2, ...).
+        grid: the last Swin stage's grid `(H_grid, W_grid)` (or one int for a square grid), e.g. 7 for
+            Aesformer-T at 224x224, 2 for the `tiny` preset at 32x32.
+        num_scales: number of Swin stages in the multi-scale tokens (4).
+        method: "rollout" (attention rollout, see [`attention_rollout`]) or "mean" (the attention of each layer,
+            heads and layers averaged, no rollout).
+        normalize: "max" (default; 1 = the most attended cell, a uniform map stays uniform at 1), "minmax"
+            (stretch to the full 0..1 range; a uniform map is all ones) or "sum" (shares of the cells, summing to 1).
+
+    Method: the vision head reads the MEAN of all output tokens, so the relevance of input token `j` is the mean
+    over the output tokens of the rollout, `r_j = (1/T) sum_i R[i, j]` (a distribution over the `T` tokens). Every
+    Swin stage is pooled (average pooling) to the last stage's grid before the fusion, so token `s * G + k`
+    (scale `s`, cell `k` of the row-major `H_grid x W_grid` grid, `G = H_grid * W_grid`) covers the same image
+    cell for every `s`: cell `k`'s value is the average over the scales, `mean_s r[s * G + k]`, i.e.
+    `r.reshape(num_scales, H_grid, W_grid).mean(0)`, then normalised per sample.
+    """
+    if method not in ("rollout", "mean"):
+        raise ValueError(f"method must be 'rollout' or 'mean', got {method!r}")
+    h, w = _grid_hw(grid)
+    if num_scales < 1:
+        raise ValueError(f"num_scales must be >= 1, got {num_scales}")
+    stacked = _stack_layers(vision_attentions, "vision_attentions")
+    tokens = stacked.shape[-1]
+    if tokens != num_scales * h * w:
+        raise ValueError(
+            f"the attention covers {tokens} tokens but num_scales x grid = {num_scales} x {h}x{w} = "
+            f"{num_scales * h * w}"
+        )
+    if method == "rollout":
+        per_query = attention_rollout(stacked)  # [B, T, T]
+    else:
+        per_query = stacked.mean(axis=(0, 2))  # layers and heads averaged -> [B, T, T]
+    received = per_query.mean(axis=1)  # [B, T]: the mean over the output (query) tokens the head pools
+    cells = received.reshape(received.shape[0], num_scales, h, w).mean(axis=1)
+    return _normalize(cells, normalize).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- with-comments branch
+def comment_attention(
+    vision_language_attentions: Any,
+    attention_mask: Any,
+    num_image_tokens: int,
+    grid: Union[int, Sequence[int]],
+    normalize: str = "max",
+) -> Dict[str, np.ndarray]:
+    """Image <-> comment attention of the with-comments branch's fusion layers (heads and layers averaged).
+
+    Args:
+        vision_language_attentions: `AesformerOutput.vision_language_attentions`, one `[n, heads, L, L]` tensor
+            per fusion layer, image tokens first (`num_image_tokens` of them), then the comment tokens.
+        attention_mask: the comments' mask `[n, L_text']` for the `n` samples with comments, or the whole batch's
+            `[B, L_text']` (then the rows with a 1 are taken, in order, as the model does). Columns past the text
+            length the model used (it drops columns no sample of the group uses) must be all zero and are dropped.
+        num_image_tokens: the image tokens in front (`H_grid * W_grid`, 49 for Aesformer-T).
+        grid: `(H_grid, W_grid)` of those image tokens (row-major), or one int for a square grid.
+        normalize: normalisation of the region maps, see [`image_attention_map`].
+
+    Returns a dict of numpy arrays:
+        - `word_weights` `[n, L_text]`: attention the image tokens pay to each comment token (mean over heads,
+          layers and the image-token queries); exactly zero on padding, normalised to sum to 1 over the real
+          tokens ([CLS] and [SEP] included; drop them and renormalise for display).
+        - `region_map` `[n, H_grid, W_grid]` in [0, 1]: attention the real comment tokens ([CLS] and the words)
+          pay to each image token, averaged over them (padding queries excluded), then normalised.
+        - `cls_region_map` `[n, H_grid, W_grid]` in [0, 1]: the same for the [CLS] token alone (the text head's
+          input; the first real token of each row).
+        - `token_mask` `[n, L_text]` (bool): the real tokens.
+    """
+    stacked = _stack_layers(vision_language_attentions, "vision_language_attentions")
+    mean = stacked.mean(axis=(0, 2))  # [n, L, L]
+    n, length = mean.shape[0], mean.shape[-1]
+    h, w = _grid_hw(grid)
+    if num_image_tokens != h * w:
+        raise ValueError(f"num_image_tokens={num_image_tokens} but the grid {h}x{w} has {h * w} cells")
+    text_length = length - num_image_tokens
+    if text_length < 1:
+        raise ValueError(f"the attention covers {length} tokens: no comment tokens after {num_image_tokens} image ones")
+
+    mask = _as_numpy(attention_mask)
+    if mask.ndim == 1:
+        mask = mask[None]
+    mask = mask != 0
+    if mask.shape[0] != n:
+        rows = mask.any(axis=1)
+        if int(rows.sum()) != n:
+            raise ValueError(
+                f"attention_mask has {mask.shape[0]} rows ({int(rows.sum())} with comments) but the attention "
+                f"has {n} samples"
+            )
+        mask = mask[rows]
+    if mask.shape[1] > text_length:
+        if mask[:, text_length:].any():
+            raise ValueError(
+                f"attention_mask has real tokens past the {text_length} comment tokens the attention covers"
+            )
+        mask = mask[:, :text_length]
+    elif mask.shape[1] < text_length:
+        raise ValueError(f"attention_mask covers {mask.shape[1]} tokens but the attention has {text_length}")
+    if not mask.any(axis=1).all():
+        raise ValueError("a row of attention_mask has no real token: that sample took the image-only branch")
+
+    image = slice(0, num_image_tokens)
+    text = slice(num_image_tokens, length)
+    real = mask.astype(np.float64)
+
+    words = mean[:, image, text].mean(axis=1) * real  # image queries -> comment keys; zero on padding
+    totals = words.sum(axis=1, keepdims=True)
+    words = np.divide(words, totals, out=np.zeros_like(words), where=totals > 0)
+
+    to_image = mean[:, text, image]  # [n, L_text, G]: comment queries -> image keys
+    region = (to_image * real[:, :, None]).sum(axis=1) / real.sum(axis=1, keepdims=True)
+    cls_index = mask.argmax(axis=1)  # first real token ([CLS]; also right for left padding)
+    cls_region = to_image[np.arange(n), cls_index]
+
+    return {
+        "word_weights": words.astype(np.float32),
+        "region_map": _normalize(region.reshape(n, h, w), normalize).astype(np.float32),
+        "cls_region_map": _normalize(cls_region.reshape(n, h, w), normalize).astype(np.float32),
+        "token_mask": mask,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- rendering
+def _colormap(values: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    values = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    channels = [np.interp(values, anchors[:, 0], anchors[:, c]) for c in (1, 2, 3)]
+    return np.round(np.stack(channels, axis=-1) * 255).astype(np.uint8)
+
+
+def heat_colors(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB uint8 `[..., 3]` with a jet-like colormap (numpy only)."""
+    return _colormap(values, _HEAT_ANCHORS)
+
+
+def word_colors(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB uint8 `[..., 3]`, white -> yellow -> red, for highlighting words."""
+    return _colormap(values, _WORD_ANCHORS)
+
+
+def upsample(heatmap: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of a `[H_grid, W_grid]` map to `size = (width, height)` (cell centres at pixel-block
+    centres, edges clamped), as float32 in [0, 1]."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim != 2 or heatmap.size == 0:
+        raise ValueError(f"heatmap must be a non-empty 2-D [H_grid, W_grid] array, got shape {heatmap.shape}")
+    if not np.isfinite(heatmap).all():
+        raise ValueError("heatmap holds non-finite values")
+    width, height = int(size[0]), int(size[1])
+    resized = PIL.Image.fromarray(np.ascontiguousarray(heatmap)).resize(
+        (width, height), PIL.Image.Resampling.BILINEAR
+    )
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def overlay(image: PIL.Image.Image, heatmap: np.ndarray, alpha: float = 0.5) -> PIL.Image.Image:
+    """The photo with the heat map blended on top: an RGB image of EXACTLY `image.size`.
+
+    The `[H_grid, W_grid]` map (values in [0, 1]) is upsampled bilinearly to the image's size — the processor
+    squashes the whole image to the model's square input without cropping, so the grid covers the whole photo —
+    coloured with [`heat_colors`] and blended: `(1 - alpha) * photo + alpha * colour`.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not isinstance(image, PIL.Image.Image):
+        raise TypeError(f"image must be a PIL image, got {type(image).__name__}")
+    heat = upsample(heatmap, image.size)
+    photo = np.asarray(image.convert("RGB"), dtype=np.float32)
+    blended = (1.0 - alpha) * photo + alpha * heat_colors(heat).astype(np.float32)
+    return PIL.Image.fromarray(np.clip(np.round(blended), 0, 255).astype(np.uint8), "RGB")
+
+
+# ------------------------------------------------------------------------------------------------------ explanation
+@dataclass
+class Explanation:
+    """What [`explain`] found for one image.
+
+    Attributes:
+        score, std: mean and standard deviation of the predicted distribution, on the answering head's scale.
+        label: "high" iff `score > threshold`.
+        threshold: the answering head's high/low threshold.
+        distribution: probability of each score bin; `bin_values` the score each bin stands for.
+        branch: "with_comments" or "image_only".
+        heatmap: `[H_grid, W_grid]` in [0, 1]: the attention-rollout map (image only) or the comment -> image
+            `region_map` (with comments), scaled for display (min-max by default, see [`explain`]).
+        contrast: most / least attended cell of that map before scaling (1.0 = perfectly flat; a stretched map
+            with a contrast near 1 shows noise, not a preference).
+        overlay: the photo (upright, original size) with the heat map blended on top.
+        image: the photo as given (EXIF orientation applied, RGB).
+        words: with comments, `(word, weight)` for each word of the comment (WordPiece `##` pieces merged, weights
+            summed; [CLS]/[SEP] dropped; renormalised to sum to 1); `None` otherwise.
+        tokens: with comments, `(token, weight)` for every real token, [CLS]/[SEP] included (`word_weights`).
+        adapter: the adapter asked for (`None` = the model's active one).
+        maps: the unstretched maps, by name: `rollout` (or `mean`) for image only; `region_map`, `cls_region_map`
+            with comments (shares of the grid cells, each summing to 1) and `word_weights` (per real token).
+    """
+
+    score: float
+    std: float
+    label: str
+    threshold: float
+    distribution: np.ndarray
+    bin_values: np.ndarray
+    branch: str
+    heatmap: np.ndarray
+    overlay: PIL.Image.Image
+    image: PIL.Image.Image
+    words: Optional[List[Tuple[str, float]]] = None
+    tokens: Optional[List[Tuple[str, float]]] = None
+    adapter: Optional[str] = None
+    contrast: float = 1.0
+    maps: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _base_model(model):
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _active_adapter(model) -> Optional[str]:
+    if not getattr(model, "peft_config", None):
+        return None
+    active = getattr(model, "active_adapters", None)
+    if isinstance(active, (list, tuple)) and active:
+        return str(active[0])
+    active = getattr(model, "active_adapter", None)
+    return str(active) if isinstance(active, str) else None
+
+
+def _head_values(head) -> Optional[np.ndarray]:
+    values, k = getattr(head, "bin_values", None), getattr(head, "num_active_bins", None)
+    if values is None or k is None:
+        return None
+    return _as_numpy(values)[: int(k)]
+
+
+def _bin_values(model, branch: str, adapter: Optional[str], distribution: np.ndarray, score: float) -> np.ndarray:
+    """The score of each bin of the head that answered: read from the head's buffers (an adapter's copy of the
+    vision head when one answered), checked against the score (`sum v_i p_i`); the config's scale as a fallback."""
+    base = _base_model(model)
+    candidates = []
+    if branch == WITH_COMMENTS:
+        candidates.append(getattr(base, "vl_image_head", None))
+    else:
+        head = getattr(base, "vision_head", None)
+        name = adapter if adapter is not None else _active_adapter(model)
+        copies = getattr(head, "modules_to_save", None)  # a PEFT wrapper holds one copy per adapter
+        if name not in (None, "base") and copies is not None and name in copies:
+            candidates.append(copies[name])
+        candidates.append(getattr(head, "original_module", head))
+    k = len(distribution)
+    for head in candidates:
+        values = _head_values(head) if head is not None else None
+        if values is not None and len(values) == k and abs(float(values @ distribution) - score) < 1e-3 * max(
+            1.0, abs(score)
+        ):
+            return values
+    low, high = (float(x) for x in getattr(base.config, "score_range", (1, k)))
+    return np.linspace(low, high, k)
+
+
+def _token_grid(config, pixel_shape: Sequence[int]) -> Tuple[int, int]:
+    """The last Swin stage's grid for an input of `pixel_shape = (H, W)`: the patch grid, halved (rounded up,
+    as Swin pads odd maps) at each of the `num_stages - 1` patch mergings."""
+    vision = config.vision_config
+    patch = vision.patch_size
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    h, w = math.ceil(pixel_shape[0] / ph), math.ceil(pixel_shape[1] / pw)
+    for _ in range(len(vision.depths) - 1):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return h, w
+
+
+def merge_wordpieces(
+    tokens: Sequence[Tuple[str, float]], special_tokens: Sequence[str] = ()
+) -> List[Tuple[str, float]]:
+    """Merge WordPiece continuation pieces (`##...`) into the word before them, summing the weights; drop the
+    special tokens; renormalise the weights to sum to 1 (all zeros stay zeros)."""
+    specials = set(special_tokens)
+    words: List[List[Any]] = []
+    for token, weight in tokens:
+        if token in specials:
+            continue
+        if token.startswith("##") and words:
+            words[-1][0] += token[2:]
+            words[-1][1] += float(weight)
+        else:
+            words.append([token[2:] if token.startswith("##") else token, float(weight)])
+    total = sum(weight for _, weight in words)
+    return [(word, weight / total if total > 0 else 0.0) for word, weight in words]
+
+
+def _load_image(image: Any) -> PIL.Image.Image:
+    if isinstance(image, (str, os.PathLike)):
+        with PIL.Image.open(image) as opened:
+            opened.load()
+            return PIL.ImageOps.exif_transpose(opened)  # a loaded copy, upright, orientation tag removed
+    if isinstance(image, np.ndarray):
+        return PIL.Image.fromarray(image)
+    if isinstance(image, PIL.Image.Image):
+        return PIL.ImageOps.exif_transpose(image)
+    raise TypeError(f"image must be a path, a PIL image or an HWC uint8 array, got {type(image).__name__}")
+
+
+def _display_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        matte = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return PIL.Image.alpha_composite(matte, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def explain(
+    model,
+    processor,
+    image: Any,
+    comments: Union[None, str, Sequence[str]] = None,
+    adapter: Optional[str] = None,
+    alpha: float = 0.5,
+    method: str = "rollout",
+    normalize: str = "minmax",
+) -> Explanation:
+    """Score one image (with or without comments) and explain the score with the fusion layers' attention.
+
+    Runs the model ONCE with `output_attentions=True` (and `adapters=adapter` when given: a dataset adapter name,
+    or "base"), in eval mode and without autograd (every module's train/eval flag is restored afterwards).
+
+    Args:
+        model: an `AesformerModel`, or a `PeftModel` carrying dataset adapters.
+        processor: its `AesformerProcessor` (the tokenizer is `processor.tokenizer`).
+        image: a path, a PIL image or an HWC uint8 array.
+        comments: the image's comments (a string or a list of strings, joined); `None`/empty = image only.
+        adapter: the dataset adapter for the image-only branch (`None` = whatever is active).
+        alpha: opacity of the heat map in the overlay.
+        method: "rollout" or "mean", see [`image_attention_map`] (image-only branch).
+        normalize: how `heatmap` (and so the overlay) is scaled into [0, 1]: "minmax" (default: the least
+            attended cell is 0, the most attended 1, for contrast; `contrast` says how flat the map really was),
+            "max" or "sum" (see [`image_attention_map`]). `maps` keeps the unstretched shares.
+    """
+    import torch
+
+    photo = _load_image(image)
+    inputs = processor(images=photo, comments=comments, return_tensors="pt")
+    device = next(iter(model.parameters())).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    kwargs = {"output_attentions": True}
+    if adapter is not None:
+        kwargs["adapters"] = adapter
+    # Eval mode for the pass, then every module's own flag back (a PeftModel wrapper may say "training" while the
+    # model under it is in eval mode: `model.train(model.training)` would switch dropout on everywhere).
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = model(**inputs, **kwargs)
+    finally:
+        for module, training in modes:
+            module.training = training
+
+    used_comments = bool(out.used_comments[0])
+    branch = WITH_COMMENTS if used_comments else IMAGE_ONLY
+    base_config = _base_model(model).config
+    num_scales = len(base_config.vision_config.depths)
+    grid = _token_grid(base_config, tuple(inputs["pixel_values"].shape[-2:]))
+    maps: Dict[str, np.ndarray] = {}
+    words = tokens = None
+    if used_comments:
+        attentions = out.vision_language_attentions
+        num_image = grid[0] * grid[1]
+        found = comment_attention(attentions, inputs["attention_mask"], num_image, grid, normalize="sum")
+        share = found["region_map"][0]
+        maps.update(region_map=share, cls_region_map=found["cls_region_map"][0],
+                    word_weights=found["word_weights"][0])
+        real = found["token_mask"][0]
+        ids = inputs["input_ids"][0, : real.shape[0]][torch.as_tensor(real, device=device)].tolist()
+        tokenizer = processor.tokenizer
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        tokens = [(str(p), float(w)) for p, w in zip(pieces, found["word_weights"][0][real])]
+        words = merge_wordpieces(tokens, getattr(tokenizer, "all_special_tokens", ()))
+    else:
+        attentions = out.vision_attentions
+        tokens_per_scale = _stack_layers(attentions, "vision_attentions").shape[-1] // num_scales
+        if tokens_per_scale != grid[0] * grid[1]:  # an unexpected input size: fall back to a square grid
+            side = int(round(math.sqrt(tokens_per_scale)))
+            if side * side != tokens_per_scale:
+                raise ValueError(f"cannot place {tokens_per_scale} tokens per scale on the {grid} grid")
+            grid = (side, side)
+        share = image_attention_map(attentions, grid, num_scales, method=method, normalize="sum")[0]
+        maps[method] = share
+    heatmap = _normalize(share[None], normalize)[0].astype(np.float32)
+    low, high = float(share.min()), float(share.max())
+    contrast = high / low if low > 0 else float("inf")
+
+    distribution = _as_numpy(out.distribution[0])
+    score = float(out.score[0])
+    threshold = float(out.threshold[0])
+    values = _bin_values(model, branch, adapter, distribution, score)
+    distribution = distribution[: len(values)]
+    std = float(np.sqrt(max(0.0, float(distribution @ (values - score) ** 2))))
+    display = _display_rgb(photo)
+    return Explanation(
+        score=score, std=std, label="high" if score > threshold else "low", threshold=threshold,
+        distribution=distribution, bin_values=values, branch=branch, heatmap=heatmap,
+        overlay=overlay(display, heatmap, alpha=alpha), image=display, words=words, tokens=tokens,
+        adapter=adapter, contrast=contrast, maps=maps,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------ figure
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise ImportError(MATPLOTLIB_HINT) from err
+
+
+def _layout_words(widths: Sequence[float], space: float, max_lines: int, more_width) -> Tuple[list, int]:
+    """Greedy line breaking of boxes of `widths` (fractions of the line) separated by `space`, on at most
+    `max_lines` lines. Returns `(positions, shown)`: the `(line, x)` of each shown box, and how many boxes are
+    shown; when some do not fit, the last line keeps room for a "(+N more)" box of width `more_width(N)`."""
+
+    def place(n):
+        positions, line, x = [], 0, 0.0
+        for width in widths[:n]:
+            if x > 0 and x + width > 1.0:
+                line, x = line + 1, 0.0
+            positions.append((line, x))
+            x += width + space
+        return positions, line, x
+
+    positions, line, _ = place(len(widths))
+    if line < max_lines:
+        return positions, len(widths)
+    for n in range(len(widths) - 1, -1, -1):
+        positions, line, x = place(n)
+        if line < max_lines - 1 or (line == max_lines - 1 and x + more_width(len(widths) - n) <= 1.0):
+            return positions, n
+    return [], 0
+
+
+def _draw_highlighted_words(ax, words: Sequence[Tuple[str, float]], renderer, max_lines: int,
+                            fontsize: float = 11.0) -> None:
+    """Lay the words out left to right with wrapping, each on a box coloured by its weight (relative to the
+    largest word weight); words that do not fit on `max_lines` lines are counted at the end."""
+    ax.set_axis_off()
+    if not words:
+        ax.text(0.0, 0.5, "(no words)", transform=ax.transAxes, fontsize=fontsize, va="center")
+        return
+    box = ax.get_window_extent(renderer)
+    width_px, height_px = max(box.width, 1.0), max(box.height, 1.0)
+    points_to_px = ax.figure.dpi / 72.0
+    pad = 0.25 * fontsize * points_to_px  # the bbox pad around each word
+    space = 0.45 * fontsize * points_to_px / width_px
+
+    def measure(word):
+        probe = ax.text(0, 0, word, fontsize=fontsize, transform=ax.transAxes)
+        width = (probe.get_window_extent(renderer).width + 2 * pad) / width_px
+        probe.remove()
+        return width
+
+    widths = [measure(word) for word, _ in words]
+    more = lambda n: measure(f"... (+{n} more)")  # noqa: E731
+    positions, shown = _layout_words(widths, space, max_lines, more)
+    line_height = min(2.1 * fontsize * points_to_px / height_px, 1.0 / max_lines)
+    top = max(weight for _, weight in words) or 1.0
+    for (word, weight), (line, x) in zip(words[:shown], positions):
+        colour = word_colors(np.array(weight / top)) / 255.0
+        luminance = float(colour @ np.array([0.299, 0.587, 0.114]))  # light text on dark boxes
+        ax.text(
+            x + pad / width_px, 1.0 - (line + 0.5) * line_height, word, transform=ax.transAxes,
+            fontsize=fontsize, va="center", ha="left", color="white" if luminance < 0.5 else "black",
+            bbox={"boxstyle": "round,pad=0.25", "facecolor": tuple(colour), "edgecolor": "#bbbbbb",
+                  "linewidth": 0.5},
+        )
+    if shown < len(words):
+        line, x = (positions[-1][0], positions[-1][1] + widths[shown - 1] + space) if positions else (0, 0.0)
+        ax.text(x + pad / width_px, 1.0 - (line + 0.5) * line_height, f"... (+{len(words) - shown} more)",
+                transform=ax.transAxes, fontsize=fontsize, va="center", ha="left", color="dimgrey")
+
+
+def plot_explanation(explanation: Explanation, path: Union[str, os.PathLike], dpi: int = 120) -> Path:
+    """Write ONE PNG figure: the photo with the heat-map overlay (and a colour bar), the predicted distribution as
+    a bar chart titled with score, std and label, and — when comments were given — the comment with each word on
+    a box coloured by its weight. Needs matplotlib (imported here only, no pyplot state). Returns the path."""
+    _require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+    from matplotlib.figure import Figure
+
+    e = explanation
+    has_words = e.words is not None
+    # Room for the comment: about 90 characters a line, at most 8 lines (the rest is counted, not drawn).
+    lines = min(_MAX_TEXT_LINES, max(1, math.ceil(sum(len(w) + 2 for w, _ in e.words) / 90))) if has_words else 0
+    text_height = 0.45 + 0.34 * lines
+    fig = Figure(figsize=(10, 4.2 + (text_height if has_words else 0.0)), dpi=dpi, layout="constrained")
+    canvas = FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2 if has_words else 1, 2, height_ratios=[4.2, text_height] if has_words else [1],
+                            width_ratios=[1.1, 1])
+
+    ax_photo = fig.add_subplot(grid[0, 0])
+    ax_photo.imshow(np.asarray(e.overlay))
+    ax_photo.set_axis_off()
+    if e.branch == WITH_COMMENTS:
+        what = "with comments: image regions the comment attends to"
+    else:
+        what = "image only: attention rollout, 4 scales combined"
+    if not np.isfinite(e.contrast):
+        flatness = "∞"
+    else:
+        flatness = f"{e.contrast:.3f}" if e.contrast < 10 else f"{e.contrast:.3g}"
+    ax_photo.set_title(f"{what}\nmost / least attended cell: {flatness}×", fontsize=9)
+    cmap = ListedColormap(heat_colors(np.linspace(0, 1, 256)) / 255.0)
+    colorbar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), ax=ax_photo, fraction=0.04, pad=0.02)
+    colorbar.set_ticks([0, 1])
+    colorbar.set_ticklabels(["least", "most"])
+    colorbar.ax.tick_params(labelsize=7)
+
+    ax_bars = fig.add_subplot(grid[0, 1])
+    values = np.asarray(e.bin_values, dtype=float)
+    step = float(np.min(np.diff(values))) if len(values) > 1 else 1.0
+    colours = ["#d9822b" if v > e.threshold else "#4a7ab5" for v in values]
+    ax_bars.bar(values, e.distribution, width=0.8 * step, color=colours)
+    ax_bars.axvline(e.score, color="black", linestyle="--", linewidth=1)
+    ax_bars.axvline(e.threshold, color="grey", linestyle=":", linewidth=1)
+    ax_bars.set_xticks(values)
+    ax_bars.set_xticklabels([f"{v:g}" for v in values], fontsize=8)
+    ax_bars.tick_params(axis="y", labelsize=8)
+    ax_bars.set_xlabel("score bin (dashed: mean score, dotted: threshold; orange bins count as high)", fontsize=8)
+    ax_bars.set_ylabel("probability", fontsize=8)
+    ax_bars.set_ylim(0, max(float(np.max(e.distribution)) * 1.15, 1e-6))
+    ax_bars.set_title(f"score {e.score:.2f} ± {e.std:.2f} (std) — {e.label} (threshold {e.threshold:g})",
+                      fontsize=10)
+
+    ax_text = None
+    if has_words:
+        ax_text = fig.add_subplot(grid[1, :])
+        ax_text.set_title("comment: the words the image attends to (redder = more)", fontsize=9, loc="left")
+        ax_text.set_axis_off()
+    # Fix the layout first, then lay the words out in the text panel's final size.
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    if ax_text is not None:
+        _draw_highlighted_words(ax_text, e.words, canvas.get_renderer(), max_lines=lines)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------- CLI
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    """Register `explain IMAGE [--comments TEXT] --model DIR [--adapter NAME] --output PNG`."""
+    parser = subparsers.add_parser(
+        "explain",
+        help="score one image and write a figure explaining the score (attention heat map, distribution, words)",
+        description=(
+            "Score IMAGE with the model in DIR (with its comments, if given) and write one PNG figure: the photo with "
+            "the fusion layers' attention as a heat map, the predicted score distribution with score, std and "
+            "label, and the comment with the words the image attends to highlighted. Needs matplotlib "
+            '(pip install "aesformer[demo]"). The method: docs/explain.md.'
+        ),
+    )
+    parser.add_argument("image", help="the image file")
+    parser.add_argument(
+        "--comments", action="append", default=None, metavar="TEXT",
+        help="the image's comments (repeat for several; they are joined); without it the image-only branch answers",
+    )
+    parser.add_argument("--model", required=True, metavar="DIR", help="the model folder (weights and processor)")
+    parser.add_argument(
+        "--adapter", default=None, metavar="NAME",
+        help="dataset adapter for the image-only branch, loaded from DIR/adapters/NAME ('base' = the model's own)",
+    )
+    parser.add_argument("--output", required=True, metavar="PNG", help="where to write the figure")
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map (0..1, default 0.5)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args) -> int:
+    """Entry point of `aesformer explain`: 0 on success, 1 on an error (printed to stderr)."""
+    try:
+        _require_matplotlib()
+        if not os.path.isfile(args.image):
+            raise FileNotFoundError(f"no such image file: {args.image}")
+        from transformers import AutoModel, AutoProcessor  # the Auto classes know Aesformer: this package is imported
+
+        model = AutoModel.from_pretrained(args.model).eval()
+        processor = AutoProcessor.from_pretrained(args.model)
+        if args.adapter not in (None, "base"):
+            from .adapters import load_adapters
+
+            model = load_adapters(model, args.model, names=[args.adapter])
+        explanation = explain(model, processor, args.image, comments=args.comments, adapter=args.adapter,
+                              alpha=args.alpha)
+        written = plot_explanation(explanation, args.output)
+    except (ImportError, OSError, ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    e = explanation
+    print(f"{args.image}: score {e.score:.3f} ± {e.std:.3f} ({e.label}), {e.branch.replace('_', ' ')} branch"
+          + (f", adapter {args.adapter}" if args.adapter else ""))
+    if e.words:
+        top = sorted(e.words, key=lambda item: -item[1])[:5]
+        print("most attended words: " + ", ".join(f"{w} ({p:.2f})" for w, p in top))
+    print(f"figure written to {written}")
+    return 0
+
+
+__all__ = [
+    "Explanation",
+    "add_subparser",
+    "attention_rollout",
+    "comment_attention",
+    "explain",
+    "heat_colors",
+    "image_attention_map",
+    "merge_wordpieces",
+    "overlay",
+    "plot_explanation",
+    "run",
+    "upsample",
+]

@@ -1,0 +1,118 @@
+"""Command-line flags in kebab-case (``--batch-size``) that also accept the snake_case spelling (``--batch_size``).
+
+Two ways to use it:
+
+```python
+import argparse
+from aesformer_training.cli_utils import ArgumentParser, add_argument
+
+parser = ArgumentParser()                          # every long flag accepts both spellings
+parser.add_argument("--batch-size", type=int, default=16)
+group = parser.add_argument_group("optimiser")     # groups and subcommands too
+group.add_argument("--learning-rate", type=float)
+
+plain = argparse.ArgumentParser()                  # or any parser / group, flag by flag
+add_argument(plain, "--batch-size", type=int)      # registers --batch-size and the alias --batch_size
+```
+
+`ArgumentParser` rewrites ``--snake_case`` command-line tokens (and ``--snake_case=value``) to the kebab-case flag
+before parsing, so the help lists only the kebab-case spelling. `add_argument` registers the snake_case spelling as a
+real alias (``dest`` is the usual ``batch_size`` either way); `KebabHelpFormatter` hides such aliases in the help.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+
+def kebab_flag(flag: str) -> str:
+    """``--batch_size`` -> ``--batch-size``; short flags and positional names are returned unchanged."""
+    if flag.startswith("--") and len(flag) > 2:
+        return "--" + flag[2:].replace("_", "-")
+    return flag
+
+
+def snake_flag(flag: str) -> str:
+    """``--batch-size`` -> ``--batch_size``; short flags and positional names are returned unchanged."""
+    if flag.startswith("--") and len(flag) > 2:
+        return "--" + flag[2:].replace("-", "_")
+    return flag
+
+
+def add_argument(container, *flags: str, **kwargs) -> argparse.Action:
+    """
+    Adds an option to `container` (a parser, an argument group or a mutually exclusive group) under its kebab-case
+    long flag(s), plus the snake_case spelling of each as an alias. Flags may be given in either spelling; the
+    kebab-case one comes first, so ``dest`` is derived from it as usual (``--batch-size`` -> ``batch_size``).
+
+    Returns:
+        The `argparse.Action`, as ``container.add_argument`` does.
+    """
+    names: list[str] = []
+    for flag in flags:
+        for name in (kebab_flag(flag), snake_flag(flag)):
+            if name not in names:
+                names.append(name)
+    return container.add_argument(*names, **kwargs)
+
+
+class KebabHelpFormatter(argparse.HelpFormatter):
+    """Shows an option's snake_case alias only when it has no kebab-case twin."""
+
+    def _format_action_invocation(self, action):
+        if action.option_strings:
+            shown = [
+                s for s in action.option_strings if not (s != kebab_flag(s) and kebab_flag(s) in action.option_strings)
+            ]
+            action = argparse.Action(shown, action.dest, nargs=action.nargs, metavar=action.metavar)
+        return super()._format_action_invocation(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """
+    An `argparse.ArgumentParser` that accepts ``--snake_case`` for every ``--kebab-case`` option (and the reverse
+    for options registered in snake_case), in the parser itself, its argument groups and its subcommands
+    (subparsers are created with this class by default). Tokens after a bare ``--`` are left alone. Its own
+    `add_argument` registers long flags in kebab-case even when they are written in snake_case (argument groups
+    register them as written; both spellings work either way).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", KebabHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *flags, **kwargs):
+        """Like `argparse.ArgumentParser.add_argument`, with long flags registered in kebab-case (``dest`` keeps
+        underscores); both spellings are accepted on the command line."""
+        return super().add_argument(*(kebab_flag(flag) for flag in flags), **kwargs)
+
+    def _normalise(self, args: Sequence[str]) -> list[str]:
+        known = self._option_string_actions
+        out: list[str] = []
+        passthrough = False
+        for token in args:
+            if passthrough or not isinstance(token, str) or not token.startswith("--") or token == "--":
+                passthrough = passthrough or token == "--"
+                out.append(token)
+                continue
+            flag, sep, value = token.partition("=")
+            if flag not in known:
+                for other in (kebab_flag(flag), snake_flag(flag)):
+                    if other in known:
+                        flag = other
+                        break
+                else:
+                    flag = kebab_flag(flag)  # unknown: let argparse abbreviate or report it in kebab-case
+            out.append(flag + sep + value)
+        return out
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is None:
+            import sys
+
+            args = sys.argv[1:]
+        return super().parse_known_args(self._normalise(list(args)), namespace)
+
+
+__all__ = ["ArgumentParser", "KebabHelpFormatter", "add_argument", "kebab_flag", "snake_flag"]
