@@ -22,9 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="smallest sizes (seconds)")
     demo.set_defaults(func=_demo)
 
-    from . import convert_original
+    from . import convert_original, explain
 
     convert_original.add_subparser(sub)
+    explain.add_subparser(sub)
     return parser
 
 

@@ -1,0 +1,160 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aesformer_processing.data import DatasetSpec, load_generic, write_generic
+from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
+from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
+from modeling_aesformer.toy import draw_scene
+
+WORDS = ["lovely light", "too dark", "sharp subject", "boring composition", "great colour", "blurry"]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    """24 images in the generic format: votes centred on a hidden quality that brightness reveals."""
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        image = draw_scene(i, size=(40, 36))
+        quality = 3 + 4 * np.asarray(image).mean() / 255
+        votes = np.bincount(np.clip(rng.normal(quality, 1.2, 60).round(), 1, 10).astype(int) - 1, minlength=10)
+        comments = [] if i % 5 == 0 else [WORDS[i % len(WORDS)], WORDS[(i * 7) % len(WORDS)]]
+        split = "train" if i < 16 else ("validation" if i < 20 else "test")
+        rows.append({"file_name": f"images/{i:03d}.png", "image": image, "votes": votes.tolist(),
+                     "comments": comments, "split": split})
+    write_generic(folder, rows, DatasetSpec("toy", 10, (1, 10), 5.0))
+    return folder
+
+
+def tiny(tiny_tokenizer, seed=0):
+    torch.manual_seed(seed)
+    model = AesformerModel(AesformerConfig.from_preset("tiny"))
+    processor = AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tiny_tokenizer,
+                                   max_length=64)
+    return model, processor
+
+
+def run(stage, model, processor, data_dir, out, model_dir=None, **overrides):
+    data, spec = load_generic(data_dir)
+    settings = {"batch_size": 4, "epochs": 2, "learning_rate": 1e-3, "queue_size": 8, **overrides}
+    config = TrainConfig(stage=stage, output_dir=str(out), **settings)
+    return train(model, processor, data, spec, config, model_dir=model_dir)
+
+
+def test_stage1_trains_saves_and_reports(tmp_path, dataset_dir, tiny_tokenizer):
+    model, processor = tiny(tiny_tokenizer)
+    report = run(PRETRAIN, model, processor, dataset_dir, tmp_path / "s1", epochs=3)
+    # rows without comments cannot train stage 1: counted and reported, not silently dropped
+    assert report["rows_without_comments"] == {"train": 4, "validation": 0, "test": 1}
+    results = json.loads((tmp_path / "s1" / "results.json").read_text())
+    assert set(results["test"]) >= {"srcc", "plcc", "accuracy", "emd_r1", "emd_r2", "mae", "rmse"}
+    assert len(results["history"]) == 3 and results["best_epoch"] is not None
+    saved = load_file(str(tmp_path / "s1" / "model" / "model.safetensors"))
+    assert not any(k.startswith(("contrast", "model.")) or "queue" in k or "norm_cl" in k for k in saved)
+    assert len(saved) == len(AesformerModel(AesformerConfig.from_preset("tiny")).state_dict())
+    reloaded = AesformerModel.from_pretrained(tmp_path / "s1" / "model")
+    # image-only parts are frozen in stage 1
+    torch.manual_seed(0)
+    base = AesformerModel(AesformerConfig.from_preset("tiny"))
+    assert torch.equal(reloaded.vision_head.out_proj.weight, base.vision_head.out_proj.weight)
+    assert not torch.equal(reloaded.vl_text_head.out_proj.weight, base.vl_text_head.out_proj.weight)
+    # the resumable state holds the momentum encoders and queues
+    checkpoints = sorted((tmp_path / "s1" / "checkpoints").iterdir())
+    assert len(checkpoints) == 2  # save_total_limit
+    state = load_file(str(checkpoints[-1] / "model.safetensors"))
+    assert any("contrast.text_m." in k for k in state) and "contrast.image_queue" in state
+
+
+def test_stage1_loss_goes_down(tmp_path, dataset_dir, tiny_tokenizer):
+    from aesformer_processing.data import AestheticCollator
+
+    from aesformer_training.loop import PretrainObjective
+
+    model, processor = tiny(tiny_tokenizer)
+    data, _ = load_generic(dataset_dir)
+    rows = data["train"].filter(lambda r: bool(r["comments"]))
+    batch = AestheticCollator(processor)([rows[i] for i in range(8)])
+    objective = PretrainObjective(model, TrainConfig(stage=PRETRAIN, output_dir="", queue_size=16))
+    optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(15):
+        loss, parts = objective(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(parts["emd"].item())
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert 0.001 <= objective.contrast.temp.item() <= 0.5
+
+
+def test_stage2_trains_only_the_adapter_and_saves_it(tmp_path, dataset_dir, tiny_tokenizer):
+    model, processor = tiny(tiny_tokenizer)
+    model_dir = tmp_path / "backbone"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = run(ADAPT, AesformerModel.from_pretrained(model_dir), processor, dataset_dir, tmp_path / "s2",
+                 model_dir=model_dir, adapter_name="toy7", adapter_preset="lora")
+    folder = model_dir / "adapters" / "toy7"
+    assert sorted(os.listdir(folder)) == ["adapter_config.json", "adapter_model.safetensors",
+                                          "aesformer_adapter.json"]
+    assert not (model_dir / "adapter_config.json").exists()
+    assert report["trainable_parameters"] < 0.5 * report["total_parameters"]
+    # the backbone folder's own weights are untouched
+    after = AesformerModel.from_pretrained(model_dir).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert "srcc" in report["test"] and len(report["history"]) == 2
+
+
+def test_resume_is_bit_identical(tmp_path, dataset_dir, tiny_tokenizer):
+    model, processor = tiny(tiny_tokenizer)
+    run(PRETRAIN, model, processor, dataset_dir, tmp_path / "full", save_steps=2)
+    model, processor = tiny(tiny_tokenizer)
+    run(PRETRAIN, model, processor, dataset_dir, tmp_path / "cut", save_steps=2, max_steps=3)  # "killed" mid-epoch
+    model, processor = tiny(tiny_tokenizer, seed=123)  # the checkpoint must overwrite everything
+    run(PRETRAIN, model, processor, dataset_dir, tmp_path / "cut", save_steps=2, resume_from_checkpoint="latest")
+    full = sorted((tmp_path / "full" / "checkpoints").iterdir())[-1]
+    cut = sorted((tmp_path / "cut" / "checkpoints").iterdir())[-1]
+    assert full.name == cut.name
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ra = json.loads((tmp_path / "full" / "results.json").read_text())
+    rb = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert ra["test"] == rb["test"] and ra["history"] == rb["history"]
+
+
+@pytest.mark.slow
+def test_two_processes_run_both_stages(tmp_path, dataset_dir, tiny_tokenizer):
+    model, processor = tiny(tiny_tokenizer)
+    model_dir = tmp_path / "init"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    common = ["--data", str(dataset_dir), "--batch-size", "2", "--epochs", "1", "--learning-rate", "1e-3"]
+    from aesformer_training import scripts
+
+    s1 = subprocess.run(launch + [scripts.__file__.replace("scripts.py", "pretrain.py"), "--model", str(model_dir),
+                                  "--output-dir", str(tmp_path / "s1"), "--queue-size", "8"] + common,
+                        capture_output=True, text=True, env=env, timeout=600)
+    assert s1.returncode == 0, s1.stderr[-4000:]
+    s2 = subprocess.run(launch + [scripts.__file__.replace("scripts.py", "adapt.py"), "--model",
+                                  str(tmp_path / "s1" / "model"), "--output-dir", str(tmp_path / "s2"),
+                                  "--adapter-name", "toy"] + common,
+                        capture_output=True, text=True, env=env, timeout=600)
+    assert s2.returncode == 0, s2.stderr[-4000:]
+    assert (tmp_path / "s1" / "model" / "adapters" / "toy" / "aesformer_adapter.json").is_file()
+    results = json.loads((tmp_path / "s1" / "results.json").read_text())
+    # 12 train rows with comments / (2 per process x 2 processes) = 3 steps; one process would take 6
+    assert results["steps"] == 3

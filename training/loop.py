@@ -1,0 +1,543 @@
+"""The one training loop behind `training/pretrain.py` (stage 1), `training/adapt.py` (stage 2), the CLI and tests.
+
+Stage 1 ("pretrain", with comments): loss = EMD(p_img) + EMD(p_text) + 0.5·ITC (spec §2). Everything trains
+except the image-only parts (multi-scale adapter, V-FFN, vision norm and head), which stay frozen.
+Stage 2 ("adapt", image only): a dataset adapter (PEFT) on the frozen backbone; loss = EMD + 10·MSE.
+
+Runs on `accelerate`: gradient accumulation, mixed precision from the accelerate config, `save_state` every N steps
+and at each epoch end, resume from `latest` or a path, model selection on the VALIDATION split, and test metrics
+computed once at the end. Resuming continues to the same result as an uninterrupted run: the saved state holds the
+model (with the stage-1 momentum encoders, queues and temperature), optimizer, scheduler, RNG states and the
+position in the epoch; the shuffle order and augmentations derive from (seed, epoch, sample index).
+"""
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger("aesformer.training")
+
+PRETRAIN, ADAPT = "pretrain", "adapt"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters; the defaults are the paper's recipe (spec §2) for the given stage."""
+
+    stage: str
+    output_dir: str
+    learning_rate: Optional[float] = None  # stage 1: 1e-5, stage 2: 1e-4
+    min_learning_rate: float = 1e-6  # cosine (stepped per epoch) ends here
+    batch_size: Optional[int] = None  # stage 1: 16, stage 2: 256
+    eval_batch_size: Optional[int] = None
+    epochs: int = 50
+    max_steps: Optional[int] = None  # stop early after this many optimizer steps (smoke runs)
+    weight_decay: float = 0.01
+    adam_betas: tuple = (0.9, 0.99)
+    seed: int = 42
+    gradient_accumulation_steps: int = 1
+    save_steps: Optional[int] = None  # also save at every epoch end
+    save_total_limit: int = 2
+    resume_from_checkpoint: Optional[str] = None  # "latest" or a checkpoint folder
+    num_workers: int = 0
+    selection_metric: str = "srcc"  # on the validation split; emd_* and mae/rmse are minimised
+    # stage 1
+    itc_weight: float = 0.5
+    momentum: float = 0.995
+    queue_size: int = 1024
+    temperature: float = 0.07
+    # stage 2
+    mse_weight: float = 10.0
+    adapter_name: Optional[str] = None
+    adapter_preset: str = "faithful"
+    # data
+    train_resize: Optional[int] = None  # default: 256/224 of the model's input size
+    report_to: Optional[str] = None  # an accelerate tracker ("tensorboard", ...) or None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.stage not in (PRETRAIN, ADAPT):
+            raise ValueError(f"stage must be {PRETRAIN!r} or {ADAPT!r}, got {self.stage!r}")
+        if self.learning_rate is None:
+            self.learning_rate = 1e-5 if self.stage == PRETRAIN else 1e-4
+        if self.batch_size is None:
+            self.batch_size = 16 if self.stage == PRETRAIN else 256
+        self.eval_batch_size = self.eval_batch_size or self.batch_size
+        self.adam_betas = tuple(self.adam_betas)
+
+
+# ---------------------------------------------------------------------------------------------------- stage 1 ITC
+class MomentumContrast(nn.Module):
+    """ALBEF-style image-text contrastive loss as the original trains it (spec §2): unimodal features (the mean of
+    `norm_cl` over the last Swin stage's tokens; BERT's [CLS]), no projection heads, momentum encoders (m = 0.995)
+    whose features fill queues of `queue_size`, a learnable temperature clamped to [0.001, 0.5], identity targets
+    over the in-batch momentum features. Training-only: never part of the saved model, always part of the
+    resumable training state."""
+
+    def __init__(self, model, queue_size=1024, momentum=0.995, temperature=0.07):
+        super().__init__()
+        hidden = model.config.hidden_size
+        self.momentum = momentum
+        self.norm_cl = nn.LayerNorm(hidden, eps=model.config.vision_config.layer_norm_eps)
+        self.temp = nn.Parameter(torch.tensor(float(temperature)))
+        # Momentum copies of the encoders the features come from (frozen; updated by EMA only).
+        self.vision_m = copy.deepcopy(model.vision_model)
+        self.text_m = copy.deepcopy(model.text_model)
+        self.projection_m = copy.deepcopy(model.vision_projection)
+        self.norm_cl_m = copy.deepcopy(self.norm_cl)
+        for module in self._momentum_modules():
+            module.requires_grad_(False)
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("image_queue", F.normalize(torch.randn(hidden, queue_size, generator=g), dim=0))
+        self.register_buffer("text_queue", F.normalize(torch.randn(hidden, queue_size, generator=g), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def _momentum_modules(self):
+        return [m for m in (self.vision_m, self.text_m, self.projection_m, self.norm_cl_m) if m is not None]
+
+    def _online_pairs(self, model):
+        return [(model.vision_model, self.vision_m), (model.text_model, self.text_m),
+                (model.vision_projection, self.projection_m), (self.norm_cl, self.norm_cl_m)]
+
+    @torch.no_grad()
+    def momentum_update(self, model):
+        for online, momentum in self._online_pairs(model):
+            if online is None:
+                continue
+            for p, p_m in zip(online.parameters(), momentum.parameters()):
+                p_m.mul_(self.momentum).add_(p.detach(), alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def momentum_features(self, pixel_values, input_ids, attention_mask, token_type_ids):
+        stage4 = self.vision_m(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-1]
+        if self.projection_m is not None:
+            stage4 = self.projection_m(stage4)
+        image = F.normalize(self.norm_cl_m(stage4).mean(dim=1), dim=-1)
+        text = self.text_m(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state[:, 0]
+        return image, F.normalize(text, dim=-1)
+
+    @torch.no_grad()
+    def enqueue(self, image_feats, text_feats):
+        n, size = image_feats.shape[0], self.image_queue.shape[1]
+        index = (self.queue_ptr + torch.arange(n, device=image_feats.device)) % size  # circular: any batch size
+        self.image_queue[:, index] = image_feats.T.to(self.image_queue.dtype)
+        self.text_queue[:, index] = text_feats.T.to(self.text_queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
+
+    def loss(self, model, output, batch, gather=None):
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+            self.momentum_update(model)
+            image_m, text_m = self.momentum_features(
+                batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+            )
+            image_all = torch.cat([image_m.T, self.image_queue.clone()], dim=1)
+            text_all = torch.cat([text_m.T, self.text_queue.clone()], dim=1)
+        image = F.normalize(self.norm_cl(output.unimodal_image_embeds).mean(dim=1), dim=-1)
+        text = F.normalize(output.unimodal_text_embeds, dim=-1)
+        targets = torch.arange(image.shape[0], device=image.device)  # identity over the in-batch features
+        loss = (F.cross_entropy(image @ text_all / self.temp, targets)
+                + F.cross_entropy(text @ image_all / self.temp, targets)) / 2
+        # Momentum features of every process enter the queue (gathered before enqueueing).
+        image_m, text_m = (gather(image_m), gather(text_m)) if gather is not None else (image_m, text_m)
+        self.enqueue(image_m, text_m)
+        return loss
+
+
+class PretrainObjective(nn.Module):
+    """Stage 1: the model plus its training-only contrastive state, prepared as one module."""
+
+    def __init__(self, model, config: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.contrast = MomentumContrast(model, config.queue_size, config.momentum, config.temperature)
+        self.itc_weight = config.itc_weight
+        # Image-only parts are frozen in stage 1; Swin's final LayerNorm is never used (stage outputs are un-normed).
+        for module in [model.multi_scale_adapter, model.vision_norm, model.vision_head, model.vision_model.layernorm]:
+            module.requires_grad_(False)
+        for layer in model.fusion_layers:
+            layer.vision_ffn.requires_grad_(False)
+        self.gather = None
+
+    def forward(self, batch):
+        output = self.model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                            attention_mask=batch["attention_mask"], token_type_ids=batch.get("token_type_ids"),
+                            labels=batch["labels"])
+        itc = self.contrast.loss(self.model, output, batch, gather=self.gather)
+        return output.loss + self.itc_weight * itc, {"emd": output.loss.detach(), "itc": itc.detach()}
+
+
+class AdaptObjective(nn.Module):
+    """Stage 2: image-only branch through the active dataset adapter; EMD + mse_weight · MSE."""
+
+    def __init__(self, peft_model, config: TrainConfig):
+        super().__init__()
+        self.model = peft_model
+        self.mse_weight = config.mse_weight
+
+    def forward(self, batch):
+        output = self.model(pixel_values=batch["pixel_values"], labels=batch["labels"])
+        target = batch["labels"] / batch["labels"].sum(-1, keepdim=True)
+        mse = F.mse_loss(output.distribution, target)
+        return output.loss + self.mse_weight * mse, {"emd": output.loss.detach(), "mse": mse.detach()}
+
+
+# ---------------------------------------------------------------------------------------------------- data plumbing
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation that depends only on (seed, epoch): the order is reproducible after a resume."""
+
+    def __init__(self, length, seed):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=g).tolist())
+
+    def __len__(self):
+        return self.length
+
+
+class IndexedRows(torch.utils.data.Dataset):
+    """Rows of a `datasets.Dataset` with their index (the augmentation seed derives from it)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return {**self.rows[index], "index": index}
+
+
+class TrainerState:
+    """Loop position and model-selection history; saved with every checkpoint."""
+
+    def __init__(self):
+        self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
+        self.best_metric, self.best_epoch, self.history = None, None, []
+
+    def state_dict(self):
+        return dict(vars(self))
+
+    def load_state_dict(self, state):
+        vars(self).update(state)
+
+
+def resolve_checkpoint(output_dir, resume):
+    """`latest` -> the newest `checkpoints/step_*` under output_dir (None if there is none); else the path."""
+    if resume in (None, ""):
+        return None
+    if resume != "latest":
+        if not os.path.isdir(resume):
+            raise FileNotFoundError(f"checkpoint folder {resume} does not exist")
+        return resume
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    steps = sorted(root.glob("step_*"), key=lambda p: int(p.name.split("_")[1])) if root.is_dir() else []
+    return str(steps[-1]) if steps else None
+
+
+def _better(metric, value, best):
+    if best is None:
+        return True
+    lower = metric.startswith("emd") or metric in ("mae", "rmse", "loss")
+    return value < best if lower else value > best
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict(model, loader, accelerator=None, adapters=None):
+    """Distributions, scores and targets over a loader (gathered across processes when `accelerator` is given)."""
+    model.eval()
+    preds, scores, targets, used = [], [], [], []
+    bin_values = threshold = None
+    for batch in loader:
+        if batch is None:
+            continue
+        inputs = {k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask", "token_type_ids") if k in batch}
+        out = model(**inputs, adapters=adapters) if adapters is not None else model(**inputs)
+        items = (out.distribution, out.score, batch["labels"], out.used_comments)
+        if accelerator is not None:
+            items = accelerator.gather_for_metrics(items)
+        for bucket, item in zip((preds, scores, targets, used), items):
+            bucket.append(item.float().cpu() if item.dtype != torch.bool else item.cpu())
+        threshold = float(out.threshold[0])
+    if not preds:
+        raise ValueError("no sample could be evaluated")
+    return {"distribution": torch.cat(preds), "score": torch.cat(scores), "labels": torch.cat(targets),
+            "used_comments": torch.cat(used), "threshold": threshold}
+
+
+def metrics_from_predictions(pred, bin_values):
+    from aesformer_training.evaluation import compute_metrics
+
+    target = pred["labels"] / pred["labels"].sum(-1, keepdim=True)
+    k = target.shape[-1]
+    return compute_metrics(
+        pred_distributions=pred["distribution"][:, :k].numpy(), true_distributions=target.numpy(),
+        bin_values=list(bin_values), threshold=pred["threshold"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
+    """Train one stage. `data` is a DatasetDict (train/validation/test) from `aesformer_processing.data`, `spec`
+    its `DatasetSpec`. Stage 1 writes the best model (by validation) to `output_dir/model`; stage 2 adds the
+    adapter `config.adapter_name` and writes the best one to `<model_dir or output_dir/model>/adapters/<name>/`.
+    Returns the results dict also written to `output_dir/results.json`."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from aesformer_processing.data import AestheticCollator
+    from aesformer_processing.transforms import TrainTransform
+
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              log_with=config.report_to, project_dir=str(output_dir))
+    set_seed(config.seed)
+    report = {"stage": config.stage, "config": _jsonable(asdict(config)), "dataset": spec.name}
+
+    # ---- data: stage 1 needs comments (rows without are counted and reported), stage 2 uses images only
+    train_rows, val_rows, test_rows = data["train"], data["validation"], data["test"]
+    if config.stage == PRETRAIN:
+        def has_comments(row):
+            return bool(str(row["comments"] or "").strip())
+        report["rows_without_comments"] = {
+            split: int(sum(1 for c in rows["comments"] if not str(c or "").strip()))
+            for split, rows in (("train", train_rows), ("validation", val_rows), ("test", test_rows))
+        }
+        if any(report["rows_without_comments"].values()):
+            logger.warning("stage 1 trains on images WITH comments: leaving out rows without comments %s",
+                           report["rows_without_comments"])
+        train_rows, val_rows, test_rows = (r.filter(has_comments) for r in (train_rows, val_rows, test_rows))
+    include_comments = config.stage == PRETRAIN
+    size = model.config.vision_config.image_size
+    transform = TrainTransform(resize=config.train_resize or round(size * 256 / 224), crop=size, seed=config.seed)
+    train_collator = AestheticCollator(processor, transform=transform, seed=config.seed,
+                                       include_comments=include_comments)
+    eval_collator = AestheticCollator(processor, include_comments=include_comments)
+    sampler = EpochShuffle(len(train_rows), config.seed)
+    train_loader = torch.utils.data.DataLoader(IndexedRows(train_rows), batch_size=config.batch_size,
+                                               sampler=sampler, collate_fn=train_collator,
+                                               num_workers=config.num_workers)
+    val_loader, test_loader = (
+        torch.utils.data.DataLoader(IndexedRows(rows), batch_size=config.eval_batch_size, collate_fn=eval_collator,
+                                    num_workers=config.num_workers)
+        for rows in (val_rows, test_rows)
+    )
+
+    # ---- objective
+    if config.stage == PRETRAIN:
+        objective = PretrainObjective(model, config)
+        objective.gather = accelerator.gather
+        scored = model
+    else:
+        from modeling_aesformer.adapters import add_dataset_adapter
+
+        name = config.adapter_name or spec.name
+        peft_model = add_dataset_adapter(model, name, preset=config.adapter_preset, num_score_bins=spec.num_bins,
+                                         score_range=spec.score_range, threshold=spec.threshold, dataset=spec.name)
+        objective = AdaptObjective(peft_model, config)
+        scored = peft_model
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    report["trainable_parameters"] = sum(p.numel() for p in trainable)
+    report["total_parameters"] = sum(p.numel() for p in scored.parameters())
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.adam_betas,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
+                                                           eta_min=config.min_learning_rate)
+    objective, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
+        objective, optimizer, train_loader, val_loader, test_loader, scheduler
+    )
+    state = TrainerState()
+    accelerator.register_for_checkpointing(state)
+    if config.report_to:
+        accelerator.init_trackers(f"aesformer-{config.stage}", config=_jsonable(asdict(config)))
+
+    resume = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
+    if resume:
+        accelerator.load_state(resume)
+        accelerator.print(f"resumed from {resume} at epoch {state.epoch}, step {state.global_step}")
+
+    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    progress = tqdm(total=total_steps, initial=state.global_step, desc=f"{config.stage}",
+                    disable=not accelerator.is_local_main_process)
+    bin_values = spec_bin_values(spec)
+    stop = state.global_step >= total_steps
+    while state.epoch < config.epochs and not stop:
+        objective.train()
+        train_loader.set_epoch(state.epoch)
+        train_collator.epoch = state.epoch
+        skip = state.step_in_epoch * config.gradient_accumulation_steps
+        batches = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        for batch in batches:
+            if batch is None:
+                continue  # every image of this batch failed to decode (the collator logged them)
+            with accelerator.accumulate(objective):
+                loss, parts = objective(batch)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            state.global_step += 1
+            state.step_in_epoch += 1
+            progress.update(1)
+            logs = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()},
+                    "lr": optimizer.param_groups[0]["lr"]}
+            progress.set_postfix(loss=f"{logs['loss']:.4f}")
+            if config.report_to:
+                accelerator.log(logs, step=state.global_step)
+            if config.save_steps and state.global_step % config.save_steps == 0:
+                save_checkpoint(accelerator, output_dir, state, config.save_total_limit)
+            if state.global_step >= total_steps:
+                stop = True
+                break
+        if stop and state.step_in_epoch < steps_per_epoch:
+            break  # max_steps reached mid-epoch: no epoch-end work
+        # ---- epoch end: validation, model selection, scheduler, checkpoint
+        pred = predict(scored, val_loader, accelerator)
+        metrics = metrics_from_predictions(pred, bin_values)
+        state.history.append({"epoch": state.epoch, "step": state.global_step, "validation": metrics})
+        value = metrics[config.selection_metric]
+        if _better(config.selection_metric, value, state.best_metric):
+            state.best_metric, state.best_epoch = value, state.epoch
+            _save_best(accelerator, objective, processor, config, output_dir, model_dir)
+        if config.report_to:
+            accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=state.global_step)
+        accelerator.print(f"epoch {state.epoch}: validation {config.selection_metric}={value:.4f}")
+        scheduler.step()
+        state.epoch += 1
+        state.step_in_epoch = 0
+        save_checkpoint(accelerator, output_dir, state, config.save_total_limit)
+    progress.close()
+    if state.best_epoch is None:  # never reached an epoch end (max_steps): select the last weights
+        _save_best(accelerator, objective, processor, config, output_dir, model_dir)
+
+    # ---- test metrics, once, with the weights selected on validation
+    accelerator.wait_for_everyone()
+    best = _load_best(accelerator.unwrap_model(objective), config, output_dir, model_dir)
+    pred = predict(best, test_loader, accelerator)
+    report.update(
+        best_epoch=state.best_epoch, best_validation=state.best_metric, selection_metric=config.selection_metric,
+        history=state.history, steps=state.global_step, test=metrics_from_predictions(pred, bin_values),
+        skipped_images=[list(x) for x in train_collator.skipped + eval_collator.skipped],
+    )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "results.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    if config.report_to:
+        accelerator.end_training()
+    return report
+
+
+def spec_bin_values(spec):
+    low, high = spec.score_range
+    return torch.linspace(float(low), float(high), spec.num_bins).tolist()
+
+
+def save_checkpoint(accelerator, output_dir, state, keep):
+    """save_state into a temporary folder, then rename: a kill during a save leaves the previous one intact."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    final = root / f"step_{state.global_step:08d}"
+    tmp = root / f".tmp_step_{state.global_step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        steps = sorted(root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+        for old in steps[:-keep] if keep else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _best_dir(config, output_dir, model_dir):
+    if config.stage == PRETRAIN:
+        return Path(output_dir) / "model"
+    return Path(model_dir or Path(output_dir) / "model")
+
+
+def _save_best(accelerator, objective, processor, config, output_dir, model_dir):
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    unwrapped = accelerator.unwrap_model(objective)
+    target = _best_dir(config, output_dir, model_dir)
+    if config.stage == PRETRAIN:
+        _atomic_save(lambda tmp: (unwrapped.model.save_pretrained(tmp), processor.save_pretrained(tmp)), target)
+    else:
+        from modeling_aesformer.adapters import save_adapters
+
+        name = unwrapped.model.active_adapter
+        target.mkdir(parents=True, exist_ok=True)
+        stage = Path(output_dir) / ".best_adapter"
+        shutil.rmtree(stage, ignore_errors=True)
+        save_adapters(unwrapped.model, stage, names=[name])
+        final = target / "adapters" / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(stage / "adapters" / name, final)
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _atomic_save(write, target):
+    target = Path(target)
+    tmp = target.with_name(f".tmp_{target.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(str(tmp))
+    old = target.with_name(f".old_{target.name}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_best(unwrapped, config, output_dir, model_dir):
+    """The weights selected on validation, read back from the saved folder, for the one test evaluation."""
+    target = _best_dir(config, output_dir, model_dir)
+    model = unwrapped.model
+    device = next(model.parameters()).device
+    if config.stage == PRETRAIN:
+        return type(model).from_pretrained(target).to(device).eval()
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    name = model.active_adapter
+    set_peft_model_state_dict(model, load_peft_weights(str(target / "adapters" / name)), adapter_name=name)
+    return model.eval()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
