@@ -10,6 +10,17 @@ def _demo(args) -> int:
     return run_demo(output_dir=args.output, quick=args.quick)
 
 
+def _training_command(name):
+    def run(args) -> int:
+        from aesformer_training import scripts
+
+        return {"pretrain": scripts.pretrain_main, "adapt": scripts.adapt_main, "eval": scripts.eval_main}[name](
+            args.args
+        )
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -22,8 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="smallest sizes (seconds)")
     demo.set_defaults(func=_demo)
 
+    # The training commands own their (long) argument lists: everything after the command goes to them.
+    for name, help_text in (("pretrain", "stage 1: train with comments (= training/pretrain.py)"),
+                            ("adapt", "stage 2: train a dataset adapter (= training/adapt.py)"),
+                            ("eval", "evaluate both branches on a dataset split")):
+        command = sub.add_parser(name, help=help_text, add_help=False)
+        command.add_argument("args", nargs=argparse.REMAINDER)
+        command.set_defaults(func=_training_command(name))
+
+    from aesformer_training import synthetic
+
     from . import convert_original, explain
 
+    synthetic.add_subparser(sub)
     convert_original.add_subparser(sub)
     explain.add_subparser(sub)
     return parser

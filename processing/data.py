@@ -614,6 +614,9 @@ def _location(path: str, line: int) -> str:
 _LABEL_FORMS = ("votes", "distribution", "score")
 _GENERIC_COLUMNS = {"file_name", "id", "comments", "split", *_LABEL_FORMS}
 _DATASET_JSON_KEYS = {"name", "score_range", "num_bins", "threshold", "score_sigma"}
+# Free-form metadata a dataset.json may carry besides its scale (not interpreted; any other key is an error, which
+# catches misspelt scale keys).
+_DATASET_JSON_METADATA_KEYS = {"description", "generator", "license", "citation", "homepage"}
 
 
 def _read_dataset_json(folder: str) -> dict[str, Any]:
@@ -627,9 +630,10 @@ def _read_dataset_json(folder: str) -> dict[str, Any]:
         raise ValueError(f"cannot read {path}: {err}") from err
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
-    unknown = sorted(set(config) - _DATASET_JSON_KEYS)
+    unknown = sorted(set(config) - _DATASET_JSON_KEYS - _DATASET_JSON_METADATA_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; the known keys are {sorted(_DATASET_JSON_KEYS)}.")
+        raise ValueError(f"{path}: unknown key(s) {unknown}; the known keys are {sorted(_DATASET_JSON_KEYS)} and the "
+                         f"free-form {sorted(_DATASET_JSON_METADATA_KEYS)}.")
     if "score_range" in config:
         try:
             config["score_range"] = _as_range(config["score_range"], "score_range")

@@ -541,3 +541,32 @@ def _jsonable(value):
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     return value
+
+
+def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32, num_workers=0):
+    """Metrics of the with-comments branch (rows that have comments) and of the image-only branch (every row, with
+    dataset adapter `adapter` when given) on `rows` (a dataset split). A branch whose bins do not match the
+    dataset's scale is left out with a reason."""
+    from aesformer_processing.data import AestheticCollator
+
+    results, bin_values = {}, spec_bin_values(spec)
+    with_comments = rows.filter(lambda r: bool(str(r["comments"] or "").strip()))
+    base_bins = getattr(model, "config", None) and model.config.num_score_bins
+    plans = [("with_comments", with_comments, True, None), ("image_only", rows, False, adapter)]
+    for branch, subset, include_comments, adapters in plans:
+        if len(subset) == 0:
+            results[branch] = {"skipped": "no rows"}
+            continue
+        if branch == "with_comments" and base_bins and base_bins != spec.num_bins:
+            results[branch] = {"skipped": f"the VL heads have {base_bins} bins, the dataset {spec.num_bins}"}
+            continue
+        loader = torch.utils.data.DataLoader(
+            IndexedRows(subset), batch_size=batch_size, num_workers=num_workers,
+            collate_fn=AestheticCollator(processor, include_comments=include_comments),
+        )
+        pred = predict(model, loader, adapters=adapters)
+        if pred["distribution"].shape[-1] < spec.num_bins or not bool(pred["used_comments"].all() == include_comments):
+            raise ValueError(f"{branch}: the model answered with {pred['distribution'].shape[-1]} bins on the wrong "
+                             f"branch for a {spec.num_bins}-bin dataset")
+        results[branch] = metrics_from_predictions(pred, bin_values)
+    return results

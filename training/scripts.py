@@ -141,6 +141,54 @@ def adapt_main(argv=None):
     return 0
 
 
+def eval_main(argv=None):
+    parser = ArgumentParser(description="Evaluate an Aesformer model (both branches) on a dataset split.")
+    parser.add_argument("--model", required=True, help="model folder (its adapters/ are loaded for --adapter)")
+    parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none)")
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=42, help="seed of the split when the data has no split column")
+    parser.add_argument("--output", help="write the metrics as JSON here")
+    add_data_arguments(parser)
+    args = parser.parse_args(argv)
+    import json
+
+    from transformers import AutoProcessor
+
+    from modeling_aesformer import AesformerModel
+    from modeling_aesformer.adapters import load_adapters
+
+    from .loop import evaluate_branches
+
+    model, processor = AesformerModel.from_pretrained(args.model).eval(), AutoProcessor.from_pretrained(args.model)
+    if args.adapter and args.adapter != "base":
+        model = load_adapters(model, args.model, names=[args.adapter]).eval()
+    data, spec = load_data(args)
+    results = evaluate_branches(model, processor, data[args.split], spec, adapter=args.adapter,
+                                batch_size=args.batch_size, num_workers=args.num_workers)
+    print(format_table(results))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def format_table(results, columns=("n", "accuracy", "plcc", "srcc", "emd_r1", "emd_r2")):
+    """A plain-text table: one row per branch/model, one column per metric."""
+    lines = [f"{'':<22}" + "".join(f"{c:>10}" for c in columns)]
+    for name, metrics in results.items():
+        if "skipped" in metrics:
+            lines.append(f"{name:<22}  (skipped: {metrics['skipped']})")
+            continue
+        cells = []
+        for c in columns:
+            value = metrics.get(c)
+            cells.append(f"{value:>10}" if isinstance(value, int) else f"{value:>10.4f}" if value is not None
+                         else f"{'-':>10}")
+        lines.append(f"{name:<22}" + "".join(cells))
+    return "\n".join(lines)
+
+
 def _short(metrics):
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in ("srcc", "plcc", "accuracy", "emd_r1") if k in metrics)
 
