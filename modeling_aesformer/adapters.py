@@ -23,6 +23,7 @@ width (a Photo.net adapter uses the first 7 of 10 outputs, recorded in the head'
 import json
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -57,6 +58,16 @@ def adapter_config(preset: str = "faithful", lora_rank: int = 16, lora_alpha: Op
     raise ValueError(f"unknown adapter preset {preset!r}; choose one of {ADAPTER_PRESETS}")
 
 
+@contextmanager
+def _quiet_peft():
+    """Silence two harmless warnings PEFT triggers on this model: LN tuning asks every target for in/out features
+    (a LayerNorm has none), and PEFT reads transformers' deprecated `is_gradient_checkpointing`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unsupported layer type")
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
+
+
 def _base_model(model):
     """The AesformerModel under a PeftModel (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -89,9 +100,7 @@ def add_dataset_adapter(
     if name in RESERVED_NAMES:
         raise ValueError(f"adapter name {name!r} is reserved; pick another (e.g. the dataset's name)")
     config = adapter_config(preset, **preset_kwargs)
-    with warnings.catch_warnings():
-        # LN tuning asks every target for in/out features and warns that a LayerNorm has none; harmless here.
-        warnings.filterwarnings("ignore", message="Unsupported layer type")
+    with _quiet_peft():
         if isinstance(model, PeftModel):
             if name in model.peft_config:
                 raise ValueError(f"adapter {name!r} already exists; delete it first")
@@ -221,10 +230,11 @@ def load_adapters(
         kwargs = {"adapter_name": name, "is_trainable": is_trainable}
         if sub is not None:
             kwargs["subfolder"] = sub
-        if isinstance(model, PeftModel):
-            model.load_adapter(folder, **kwargs)
-        else:
-            model = PeftModel.from_pretrained(model, folder, **kwargs)
+        with _quiet_peft():
+            if isinstance(model, PeftModel):
+                model.load_adapter(folder, **kwargs)
+            else:
+                model = PeftModel.from_pretrained(model, folder, **kwargs)
         loaded = _adapter_meta(model, name)
         if loaded["num_score_bins"] != meta.get("num_score_bins", loaded["num_score_bins"]):
             raise ValueError(f"adapter {name!r}: {ADAPTER_META_FILE} says {meta['num_score_bins']} bins but its "

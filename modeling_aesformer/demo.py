@@ -1,67 +1,203 @@
-"""`aesformer demo`: the whole inference path on embedded data, with no downloads.
+"""`aesformer demo`: the whole method end to end on an embedded synthetic dataset, with no downloads.
 
-Until the synthetic aesthetic dataset and the training stages exist, the demo uses a tiny RANDOMLY INITIALISED
-model: its scores carry no aesthetic meaning. It shows the plumbing a user relies on: build a model and processor,
-save them as a Hub-style folder, reload them with the Auto classes, and score images with and without comments
-(each sample routed to its branch).
+Steps (each through the same code users run): generate the synthetic aesthetic dataset (`aesformer make-dataset`)
+on the 1–10 scale and, from the same images, on a 1–7 scale; train a WordPiece tokenizer on the training comments;
+stage 1 (with comments) on a small Aesformer (the `demo` preset) from scratch; stage 2: two dataset adapters on the
+frozen backbone ("synthetic", 10 bins, and "synthetic7", 7 bins); evaluate an untrained model, the image-only
+branch and the with-comments branch on the test split; print and save the table; plots; explanation figures;
+export a Hub-ready folder and score a few test images with `pipeline("image-aesthetics")` when those are available.
 """
 
-import csv
-import tempfile
+import json
+import logging
+import shutil
+import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoProcessor, BertTokenizer
 
-from . import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from .toy import draw_scene, write_toy_vocab
+logger = logging.getLogger("aesformer.demo")
 
-_COMMENTS = [
-    "lovely soft light and a well placed subject",
-    None,
-    "too dark, the horizon is tilted",
-    "",
-    ["great colour harmony", "sharp focus on the subject"],
-    None,
-]
+# size, epochs of stage 1 / stage 2, batch sizes, learning rates
+FULL = {"size": 2400, "stage1_epochs": 12, "stage2_epochs": 10, "batch_size": 32, "stage2_batch_size": 64,
+        "stage1_lr": 1e-3, "stage2_lr": 1e-3}
+QUICK = {"size": 400, "stage1_epochs": 3, "stage2_epochs": 3, "batch_size": 32, "stage2_batch_size": 64,
+         "stage1_lr": 1e-3, "stage2_lr": 1e-3}
+SEED = 0
+VOCAB_SIZE = 1000
+
+
+def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE):
+    """A lower-casing BERT WordPiece tokenizer trained offline on `texts` (milliseconds)."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
+                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(sorted(wordpiece.get_vocab(), key=wordpiece.get_vocab().get)) + "\n")
+    tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True)  # not vocab_file=: 5.x builds 5 tokens
+    if len(tokenizer) != wordpiece.get_vocab_size():
+        raise RuntimeError(f"tokenizer has {len(tokenizer)} entries, expected {wordpiece.get_vocab_size()}")
+    return tokenizer
 
 
 def run_demo(output_dir="aesformer-demo", quick: bool = False) -> int:
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    config = AesformerConfig.from_preset("tiny")
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = BertTokenizer(vocab=str(write_toy_vocab(Path(tmp) / "vocab.txt", config.text_config.vocab_size)))
-    size = config.vision_config.image_size
-    processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer)
-    processor.check_vocab_size(config.text_config.vocab_size)
-    model_dir = output / "model"
-    AesformerModel(config).save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
-    print(f"[demo] tiny Aesformer with RANDOM weights saved to {model_dir} (scores below are not meaningful yet)")
+    from aesformer_processing.data import load_generic
+    from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, evaluate_branches, train
+    from aesformer_training.scripts import format_table
+    from aesformer_training.synthetic import make_dataset
 
-    model = AutoModel.from_pretrained(model_dir).eval()
-    processor = AutoProcessor.from_pretrained(model_dir)
-    n = 4 if quick else len(_COMMENTS)
-    images = [draw_scene(seed) for seed in range(n)]
-    inputs = processor(images=images, comments=_COMMENTS[:n], return_tensors="pt")
-    with torch.inference_mode():
-        out = model(**inputs)
-    threshold = model.config.score_threshold
-    rows = []
-    print(f"{'image':>5}  {'branch':<13} {'score':>6} {'label':<5} comments")
-    for i in range(n):
-        text = _COMMENTS[i] if isinstance(_COMMENTS[i], str) else " | ".join(_COMMENTS[i] or [])
-        branch = "with_comments" if out.used_comments[i] else "image_only"
-        score = float(out.score[i])
-        label = "high" if score > threshold else "low"
-        rows.append({"image": i, "branch": branch, "score": round(score, 4), "label": label,
-                     "comments": text})
-        print(f"{i:>5}  {branch:<13} {score:6.3f} {label:<5} {text}")
-    with open(output / "scores.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"[demo] scores written to {output / 'scores.csv'}")
+    from . import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
+    from .adapters import load_adapters
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = QUICK if quick else FULL
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    def step(message):
+        print(f"[demo {time.perf_counter() - start:6.1f}s] {message}", flush=True)
+
+    # ---- 1. data: the same images on two scales
+    config = AesformerConfig.from_preset("demo")
+    size = config.vision_config.image_size
+    data_dir, data7_dir = out / "data" / "synthetic", out / "data" / "synthetic7"
+    for folder, bins in ((data_dir, 10), (data7_dir, 7)):
+        shutil.rmtree(folder, ignore_errors=True)
+        summary = make_dataset(folder, size=settings["size"], seed=SEED, num_bins=bins, image_size=size,
+                               name="synthetic" if bins == 10 else "synthetic7")
+    step(f"generated {settings['size']} images ({summary['split_counts']}), on a 1-10 and a 1-7 scale")
+    data, spec = load_generic(data_dir)
+    data7, spec7 = load_generic(data7_dir)
+
+    # ---- 2. tokenizer and model
+    comments = [c for c in data["train"]["comments"] if c]
+    tokenizer = train_tokenizer(comments, out / "tokenizer")
+    config.text_config.vocab_size = len(tokenizer)
+    processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
+                                   max_length=config.text_config.max_position_embeddings)
+    processor.check_vocab_size(config.text_config.vocab_size)
+    torch.manual_seed(SEED)
+    untrained = AesformerModel(config).eval()
+    model = AesformerModel(config)
+    model.load_state_dict(untrained.state_dict())
+    n_params = sum(p.numel() for p in model.parameters())
+    step(f"tokenizer of {len(tokenizer)} word pieces; model ({n_params / 1e6:.2f} M parameters, {size}x{size} input)")
+
+    # ---- 3. stage 1 (with comments)
+    common = {"seed": SEED, "save_total_limit": 1, "min_learning_rate": 1e-5, "queue_size": 256}
+    stage1 = train(model, processor, data, spec, TrainConfig(
+        stage=PRETRAIN, output_dir=str(out / "stage1"), epochs=settings["stage1_epochs"],
+        batch_size=settings["batch_size"], learning_rate=settings["stage1_lr"], **common))
+    model_dir = out / "stage1" / "model"
+    step(f"stage 1 done (best epoch {stage1['best_epoch']}, validation SRCC {stage1['best_validation']:.3f})")
+
+    # ---- 4. stage 2: two dataset adapters on the frozen backbone
+    for name, dataset, dataset_spec in (("synthetic", data, spec), ("synthetic7", data7, spec7)):
+        report = train(AesformerModel.from_pretrained(model_dir), processor, dataset, dataset_spec, TrainConfig(
+            stage=ADAPT, output_dir=str(out / f"stage2-{name}"), adapter_name=name,
+            epochs=settings["stage2_epochs"], batch_size=settings["stage2_batch_size"],
+            learning_rate=settings["stage2_lr"], **{k: v for k, v in common.items() if k != "queue_size"}),
+            model_dir=model_dir)
+        step(f"stage 2 adapter {name!r} ({dataset_spec.num_bins} bins) done "
+             f"(validation SRCC {report['best_validation']:.3f})")
+
+    # ---- 5. evaluation on the test split
+    trained = load_adapters(AesformerModel.from_pretrained(model_dir), model_dir).eval()
+    before = evaluate_branches(untrained, processor, data["test"], spec)
+    after = evaluate_branches(trained, processor, data["test"], spec, adapter="synthetic")
+    after7 = evaluate_branches(trained, processor, data7["test"], spec7, adapter="synthetic7")
+    table = {
+        "untrained, image only": before["image_only"],
+        "untrained, with comments": before["with_comments"],
+        "image only (adapter)": after["image_only"],
+        "with comments": after["with_comments"],
+        "image only, 1-7 adapter": after7["image_only"],
+    }
+    print()
+    print(format_table(table))
+    print()
+    (out / "metrics.json").write_text(json.dumps(table, indent=2) + "\n")
+    step(f"metrics written to {out / 'metrics.json'}")
+
+    # ---- 6. plots and explanations
+    try:
+        _plots(trained, processor, data["test"], spec, out)
+        step(f"plots written to {out / 'plots'}")
+    except ImportError as err:
+        step(f"plots skipped ({err}); install matplotlib (`pip install aesformer[demo]`)")
+
+    # ---- 7. export and pipeline
+    _export_and_score(model_dir, out, data["test"], step)
+    step(f"done in {time.perf_counter() - start:.0f} s; everything is in {out}")
     return 0
+
+
+def _plots(model, processor, rows, spec, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aesformer_processing.data import AestheticCollator
+    from aesformer_training.loop import IndexedRows, predict, rows_with_comments
+
+    from .explain import explain, plot_explanation
+
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    branches = (("image only", False, "synthetic", rows),
+                ("with comments", True, None, rows_with_comments(rows)))
+    for ax, (title, include_comments, adapter, subset) in zip(axes, branches):
+        loader = torch.utils.data.DataLoader(IndexedRows(subset), batch_size=64,
+                                             collate_fn=AestheticCollator(processor, include_comments=include_comments))
+        pred = predict(model, loader, adapters=adapter)
+        target = pred["labels"] / pred["labels"].sum(-1, keepdim=True)
+        true = target @ torch.tensor(spec.bin_values, dtype=torch.float32)
+        ax.scatter(true, pred["score"], s=8, alpha=0.6)
+        lo, hi = float(min(true.min(), pred["score"].min())), float(max(true.max(), pred["score"].max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
+        ax.set_title(f"{title} (n={len(true)})")
+        ax.set_xlabel("true mean score")
+        ax.set_ylabel("predicted mean score")
+    fig.tight_layout()
+    fig.savefig(plots / "scatter.png", dpi=110)
+    plt.close(fig)
+
+    from PIL import Image
+
+    for i in range(3):
+        row = rows[i]
+        image = Image.open(row["image"]).convert("RGB")
+        explanation = explain(model, processor, image, comments=row["comments"] or None,
+                              adapter=None if row["comments"] else "synthetic")
+        plot_explanation(explanation, plots / f"explain-{i}.png")
+
+
+def _export_and_score(model_dir, out, rows, step):
+    try:
+        from . import export as export_module
+    except ImportError:
+        step("export skipped (not available in this version)")
+        return
+    hub_dir = out / "hub"
+    export_module.export_model(model_dir, hub_dir)
+    step(f"Hub-ready folder exported to {hub_dir}")
+    from transformers import pipeline
+
+    from .adapters import load_adapters
+    from . import AesformerModel
+
+    model = load_adapters(AesformerModel.from_pretrained(hub_dir), hub_dir).eval()
+    scorer = pipeline("image-aesthetics", model=model)
+    for i in range(3):
+        row = rows[i]
+        inputs = {"image": row["image"], "comments": row["comments"]} if row["comments"] else row["image"]
+        result = scorer(inputs, adapter="synthetic")
+        print(f"  {Path(row['image']).name}: score {result['score']:.2f} ({result['label']}, {result['branch']})")

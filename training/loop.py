@@ -239,6 +239,11 @@ class TrainerState:
         vars(self).update(state)
 
 
+def rows_with_comments(rows):
+    """The rows of a dataset split that have comments."""
+    return rows.select([i for i, c in enumerate(rows["comments"]) if str(c or "").strip()])
+
+
 def resolve_checkpoint(output_dir, resume):
     """`latest` -> the newest `checkpoints/step_*` under output_dir (None if there is none); else the path."""
     if resume in (None, ""):
@@ -316,8 +321,6 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     # ---- data: stage 1 needs comments (rows without are counted and reported), stage 2 uses images only
     train_rows, val_rows, test_rows = data["train"], data["validation"], data["test"]
     if config.stage == PRETRAIN:
-        def has_comments(row):
-            return bool(str(row["comments"] or "").strip())
         report["rows_without_comments"] = {
             split: int(sum(1 for c in rows["comments"] if not str(c or "").strip()))
             for split, rows in (("train", train_rows), ("validation", val_rows), ("test", test_rows))
@@ -325,7 +328,7 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
         if any(report["rows_without_comments"].values()):
             logger.warning("stage 1 trains on images WITH comments: leaving out rows without comments %s",
                            report["rows_without_comments"])
-        train_rows, val_rows, test_rows = (r.filter(has_comments) for r in (train_rows, val_rows, test_rows))
+        train_rows, val_rows, test_rows = (rows_with_comments(r) for r in (train_rows, val_rows, test_rows))
     include_comments = config.stage == PRETRAIN
     size = model.config.vision_config.image_size
     transform = TrainTransform(resize=config.train_resize or round(size * 256 / 224), crop=size, seed=config.seed)
@@ -550,7 +553,7 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
     from aesformer_processing.data import AestheticCollator
 
     results, bin_values = {}, spec_bin_values(spec)
-    with_comments = rows.filter(lambda r: bool(str(r["comments"] or "").strip()))
+    with_comments = rows_with_comments(rows)
     base_bins = getattr(model, "config", None) and model.config.num_score_bins
     plans = [("with_comments", with_comments, True, None), ("image_only", rows, False, adapter)]
     for branch, subset, include_comments, adapters in plans:
