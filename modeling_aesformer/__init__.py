@@ -41,3 +41,17 @@ __all__ = [
     "clean_comments",
     "earth_movers_distance",
 ]
+
+# --- pipeline("image-aesthetics") (issue 7) -------------------------------------------------------------------------
+# Registered lazily: transformers.pipelines is heavy and stays off this import path. The hook registers the task
+# right after transformers.pipelines is first imported (see pipeline_registration.py).
+from .pipeline_registration import install as _install_pipeline_hook  # noqa: E402
+from .pipeline_registration import register_pipeline  # noqa: E402
+
+_install_pipeline_hook()
+
+
+def __getattr__(name):
+    if name == "AesformerAestheticsPipeline":
+        return register_pipeline()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

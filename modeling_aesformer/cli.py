@@ -43,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from aesformer_training import synthetic
 
-    from . import convert_original, explain
+    from . import convert_original, explain, export, scoring
 
+    scoring.add_subparser(sub)
     synthetic.add_subparser(sub)
     convert_original.add_subparser(sub)
+    export.add_subparsers(sub)
     explain.add_subparser(sub)
     return parser
 

@@ -582,6 +582,12 @@ class AesformerProcessor(ProcessorMixin):
     ```
     """
 
+    # transformers 4.x (e.g. 4.57) reads the sub-processors from these class attributes; 5.x infers them from
+    # `__init__`. Kept for Hub users on 4.x (issue 7); "Auto*" names check against the base classes.
+    attributes = ["image_processor", "tokenizer"]
+    image_processor_class = "AutoImageProcessor"
+    tokenizer_class = "AutoTokenizer"
+
     def __init__(
         self,
         image_processor=None,

@@ -1,0 +1,442 @@
+"""`pipeline("image-aesthetics")`: aesthetic score, spread, high/low label and distribution for each image.
+
+Shipped to the Hugging Face Hub as remote code next to the model files (an exported folder's config.json names it
+in `custom_pipelines`): it imports only the standard library, torch, numpy, Pillow and transformers, never the
+`aesformer` package, so it also runs where the package is not installed.
+
+With the package installed, `import modeling_aesformer` registers the task (lazily, when `transformers.pipelines`
+is first imported):
+
+    >>> import modeling_aesformer
+    >>> from transformers import AutoModel, pipeline
+    >>> scorer = pipeline("image-aesthetics", model=AutoModel.from_pretrained("path/to/model"))
+    >>> scorer("photo.jpg")
+    {'score': 5.62, 'std': 1.41, 'label': 'high', 'distribution': [...], 'branch': 'image_only', 'adapter': 'base'}
+
+Without the package (e.g. a Hub folder), trust the folder's code:
+
+    >>> scorer = pipeline("image-aesthetics", model="path/or/hub-id", trust_remote_code=True)
+"""
+
+import io
+import logging
+import os
+import urllib.request
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import PIL.Image
+import torch
+import torch.nn.functional as F
+import torch.utils.data
+from transformers import AutoImageProcessor, AutoModel, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
+
+logger = logging.getLogger(__name__)
+
+TASK = "image-aesthetics"
+BASE_ADAPTER = "base"
+ALL_ADAPTERS = "all"
+_COMMENT_KEYS = ("comments", "comment", "text")
+_USER_AGENT = "aesformer-pipeline"
+
+__all__ = ["AesformerAestheticsPipeline", "register_pipeline", "TASK"]
+
+
+# ----------------------------------------------------------------------------------------------------- model helpers
+def _base_model(model):
+    """The AesformerModel under a PeftModel (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def known_adapters(model) -> List[str]:
+    """Dataset adapters the model carries ("base", the model's own image-only modules, is not listed)."""
+    config = getattr(model, "peft_config", None) or getattr(_base_model(model), "peft_config", None) or {}
+    return [str(name) for name in config]
+
+
+def default_adapter(model) -> str:
+    """The adapter a call without `adapter=` uses: the active PEFT adapter, or "base"."""
+    names = known_adapters(model)
+    if not names:
+        return BASE_ADAPTER
+    active = getattr(model, "active_adapter", None)
+    if callable(active):  # transformers' own adapter integration has a method
+        try:
+            active = active()
+        except Exception:  # noqa: BLE001 - no active adapter
+            active = None
+    if isinstance(active, (list, tuple)):
+        active = active[0] if active else None
+    return active if active in names else BASE_ADAPTER
+
+
+def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[List[str], bool]:
+    """(adapter names to run, whether the caller asked for several). `None` = the default adapter; "all" = "base"
+    followed by every dataset adapter of the model; unknown names raise `ValueError`."""
+    known = known_adapters(model)
+    if adapter is None:
+        return [default_adapter(model)], False
+    if isinstance(adapter, str):
+        if adapter == ALL_ADAPTERS:
+            return [BASE_ADAPTER] + known, True
+        names, multi = [adapter], False
+    else:
+        names, multi = [str(a) for a in adapter], True
+        if ALL_ADAPTERS in names:
+            raise ValueError('adapter="all" cannot be combined with other names; pass "all" alone')
+        if not names:
+            raise ValueError("adapter is an empty list: pass at least one name, or 'all'")
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapter lists a name twice: {names}")
+    unknown = [n for n in names if n != BASE_ADAPTER and n not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown adapter(s) {unknown}; this model has {[BASE_ADAPTER] + known}. Dataset adapters saved under "
+            "<model>/adapters/ must be loaded into the model first (see the model card)."
+        )
+    return names, multi
+
+
+def _head_values(head) -> Optional[torch.Tensor]:
+    values, k = getattr(head, "bin_values", None), getattr(head, "num_active_bins", None)
+    if values is None or k is None:
+        return None
+    return values[: int(k)].float()
+
+
+def _bin_values(model, adapter: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Score value of each active bin of the with-comments heads and of `adapter`'s image-only head."""
+    base = _base_model(model)
+    vl_head = getattr(base, "vl_image_head", None)
+    vision_head = getattr(base, "vision_head", None)
+    copies = getattr(vision_head, "modules_to_save", None)  # a PEFT wrapper keeps one copy per adapter
+    if adapter != BASE_ADAPTER and copies is not None and adapter in copies:
+        vision_head = copies[adapter]
+    else:
+        vision_head = getattr(vision_head, "original_module", vision_head)
+    vl, vision = _head_values(vl_head), _head_values(vision_head)
+    if vl is None or vision is None:  # fall back to the config's scale
+        config = base.config
+        low, high = [float(x) for x in getattr(config, "score_range", (1, config.num_score_bins))]
+        fallback = torch.linspace(low, high, config.num_score_bins)
+        vl = fallback if vl is None else vl
+        vision = fallback if vision is None else vision
+    return vl, vision
+
+
+def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """Turn the model's `{adapter: AesformerOutput}` into batch-first tensors (A = len(names) adapters):
+    `score`, `std`, `threshold` [B, A], `distribution` [B, A, W] (zero-padded), `num_bins` [B, A] (the answering
+    head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`) and `used_comments` [B]."""
+    first = outputs[names[0]]
+    used = first.used_comments.bool()
+    batch = used.shape[0]
+    scores, stds, thresholds, dists, bins = [], [], [], [], []
+    for name in names:
+        out = outputs[name]
+        vl_values, vision_values = _bin_values(model, name)
+        device = out.distribution.device
+        vl_values, vision_values = vl_values.to(device), vision_values.to(device)
+        width = max(vl_values.numel(), vision_values.numel(), out.distribution.shape[-1])
+        values = torch.zeros(batch, width, device=device)
+        values[used, : vl_values.numel()] = vl_values
+        values[~used, : vision_values.numel()] = vision_values
+        num_bins = torch.where(used, torch.tensor(vl_values.numel(), device=device),
+                               torch.tensor(vision_values.numel(), device=device))
+        dist = F.pad(out.distribution.float(), (0, width - out.distribution.shape[-1]))
+        score = out.score.float()
+        variance = (dist * (values - score[:, None]) ** 2).sum(-1).clamp_min(0)
+        scores.append(score)
+        stds.append(variance.sqrt())
+        thresholds.append(out.threshold.float())
+        dists.append(dist)
+        bins.append(num_bins)
+    width = max(d.shape[-1] for d in dists)
+    dists = [F.pad(d, (0, width - d.shape[-1])) for d in dists]
+    return {
+        "score": torch.stack(scores, 1),
+        "std": torch.stack(stds, 1),
+        "threshold": torch.stack(thresholds, 1),
+        "distribution": torch.stack(dists, 1),
+        "num_bins": torch.stack(bins, 1),
+        "used_comments": used,
+    }
+
+
+def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], threshold=None,
+                   return_distribution: bool = True) -> List[dict]:
+    """One result dict per adapter for sample `row` of a `summarize_outputs` dict."""
+    results = []
+    used = bool(summary["used_comments"][row])
+    for a, name in enumerate(names):
+        score = float(summary["score"][row, a])
+        if isinstance(threshold, dict):
+            limit = threshold.get(name, None)
+        else:
+            limit = threshold
+        limit = float(summary["threshold"][row, a]) if limit is None else float(limit)
+        result = {
+            "score": score,
+            "std": float(summary["std"][row, a]),
+            "label": "high" if score > limit else "low",
+        }
+        if return_distribution:
+            k = int(summary["num_bins"][row, a])
+            result["distribution"] = [float(p) for p in summary["distribution"][row, a, :k]]
+        result["branch"] = "with_comments" if used else "image_only"
+        result["adapter"] = name
+        results.append(result)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------ image inputs
+def _fetch_url(url: str, timeout: Optional[float]) -> PIL.Image.Image:
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked
+        data = response.read()
+    image = PIL.Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def load_aesthetics_image(image: Any, timeout: Optional[float] = None):
+    """A path (kept as a path: the processor reads it, EXIF and transparency included), a PIL image / array (kept),
+    or an http(s) URL (downloaded, then a PIL image). Raises `ValueError` for a string that is neither."""
+    if isinstance(image, os.PathLike):
+        image = os.fspath(image)
+    if isinstance(image, str):
+        if image.startswith(("http://", "https://")):
+            try:
+                return _fetch_url(image, timeout)
+            except Exception as err:  # network error, timeout, not an image
+                raise ValueError(f"cannot load image from {image}: {type(err).__name__}: {err}") from err
+        if not os.path.isfile(image):
+            raise ValueError(f"image {image!r} is neither an existing file nor an http(s) URL")
+        return image
+    return image
+
+
+def _split_input(item: Any) -> Tuple[Any, Any]:
+    """(image, comments) of one pipeline input: an image, or a dict with "image" and optional "comments"."""
+    if isinstance(item, dict):
+        if "image" not in item:
+            raise ValueError(f"a dict input needs an 'image' key (and optionally 'comments'); got {sorted(item)}")
+        present = [k for k in _COMMENT_KEYS if k in item]
+        if len(present) > 1:
+            raise ValueError(f"pass the comments under one key only, got {present}")
+        return item["image"], (item[present[0]] if present else None)
+    return item, None
+
+
+class _RowsDataset(torch.utils.data.Dataset):
+    """A `datasets.Dataset` seen as a torch Dataset of row dicts, so the base class batches it (with workers)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+def _wrap_hf_dataset(inputs):
+    """`datasets.Dataset` -> torch Dataset of rows; `datasets.IterableDataset` -> generator of rows (duck-typed:
+    this file does not import `datasets`). Rows are dicts with "image" and optional "comments"; other columns are
+    ignored."""
+    module = type(inputs).__module__ or ""
+    if not module.startswith("datasets.") or not hasattr(inputs, "column_names"):
+        return inputs
+    if hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__"):
+        return _RowsDataset(inputs)
+    return (row for row in inputs)
+
+
+# --------------------------------------------------------------------------------------------------------- pipeline
+class AesformerAestheticsPipeline(Pipeline):
+    """
+    Image aesthetics with an Aesformer model: for each image, the mean score of the predicted score distribution,
+    its standard deviation, a high/low label, the distribution itself, which branch answered, and which adapter.
+
+    Inputs (each one image; pass a list, a `datasets.Dataset` or a generator for several):
+
+    - a local path, an http(s) URL, a PIL image (or an HWC numpy array);
+    - a dict `{"image": <any of the above>, "comments": str | list[str] | None}`: with comments, the with-comments
+      branch answers; without, the image-only branch (routing is per image, so one batch can mix both).
+
+    Output, per image and adapter, a dict:
+
+    - `score` (float): mean of the distribution on the answering head's scale (1..10 for AVA-style heads; a dataset
+      adapter may bring its own bins and range);
+    - `std` (float): standard deviation of the predicted distribution (spread of opinion);
+    - `label` ("high" | "low"): "high" iff `score > threshold`;
+    - `distribution` (list of float, with `return_distribution=True`, the default): probability of each bin;
+    - `branch` ("with_comments" | "image_only") and `adapter` (the adapter that answered; "base" = the model's own).
+
+    A single input gives one dict; a list gives a list. With `adapter=[...]` or `adapter="all"` each image gives a
+    LIST of dicts, one per adapter in that order ("all" = "base" then every loaded dataset adapter), computed in
+    one forward pass (the Swin and comment work is shared).
+
+    Options (at construction or per call): `adapter` (name | list | "all"; default: the model's active adapter),
+    `threshold` (float, or a dict adapter -> float; default: the answering head's own), `return_distribution`
+    (bool), `timeout` (seconds, for URLs), and the usual `batch_size`, `num_workers`, `device`. Batching does not
+    change the results.
+
+    Dataset adapters (`adapters/<name>/` in a model folder) must be in the model before they can be named: pass a
+    `PeftModel` (`modeling_aesformer.adapters.load_adapters(model, folder)` with the package), or ask this pipeline
+    to load them with `load_adapters=True` / `pipe.load_adapters()` (transformers' PEFT integration, no package
+    needed; it changes the model object in place).
+
+    The processor comes from the `pipeline()` factory; when it gives none (a model object was passed), the pipeline
+    loads it with `AutoProcessor.from_pretrained(model.name_or_path)`.
+    """
+
+    _load_processor = None  # optional: the factory tries AutoProcessor; __init__ falls back to the model's folder
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, *args, load_adapters: Union[None, bool, Sequence[str]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.processor is None and self.image_processor is None:
+            self.processor, self.image_processor = self._processor_from_model_folder()
+        if self.processor is not None:
+            if self.tokenizer is None:
+                self.tokenizer = getattr(self.processor, "tokenizer", None)
+            if self.image_processor is None:
+                self.image_processor = getattr(self.processor, "image_processor", None)
+        if self.processor is None and self.image_processor is None:
+            raise ValueError(
+                "the image-aesthetics pipeline needs the model's processor: pass `processor=AutoProcessor."
+                "from_pretrained(folder)`, or load the model from a folder that holds its processor files."
+            )
+        if load_adapters:
+            self.load_adapters(None if load_adapters is True else list(load_adapters))
+
+    def load_adapters(self, names: Optional[Sequence[str]] = None, source: Optional[str] = None) -> List[str]:
+        """Load the dataset adapters saved under `<source>/adapters/<name>/` (default: the model's own folder or
+        Hub repository) INTO `self.model`, with transformers' PEFT integration (`model.load_adapter`; needs
+        `peft`). Explicit on purpose: it changes the model object in place (and such a model's `save_pretrained`
+        then writes only an adapter). With the `aesformer` package prefer
+        `modeling_aesformer.adapters.load_adapters(model, folder)` and pass the returned PeftModel.
+
+        `names`: which adapters (default: every one in a local folder; required for a Hub repository).
+        Returns the names loaded."""
+        model = self.model
+        if callable(getattr(model, "get_base_model", None)):
+            raise ValueError("this pipeline's model is a PeftModel: add adapters with its own `load_adapter`")
+        source = source or getattr(model, "name_or_path", None)
+        if not source:
+            raise ValueError("the model has no folder to load adapters from: pass `source=`")
+        loaded = []
+        if os.path.isdir(source):
+            root = os.path.join(source, "adapters")
+            available = sorted(
+                n for n in (os.listdir(root) if os.path.isdir(root) else [])
+                if os.path.isfile(os.path.join(root, n, "adapter_config.json"))
+            )
+            missing = [n for n in (names or []) if n not in available]
+            if missing or not available:
+                raise ValueError(f"adapters {missing or '(any)'} not found under {root}; available: {available}")
+            for name in names or available:
+                model.load_adapter(os.path.join(root, name), adapter_name=name)
+                loaded.append(name)
+        else:
+            if not names:
+                raise ValueError("for a Hub repository, name the adapters to load: load_adapters(names=[...])")
+            for name in names:
+                model.load_adapter(source, adapter_name=name, adapter_kwargs={"subfolder": f"adapters/{name}"})
+                loaded.append(name)
+        return loaded
+
+    def _processor_from_model_folder(self):
+        """(processor, image processor) from the model's folder: the full processor, or, for a folder without a
+        tokenizer, its image processor alone (images without comments only)."""
+        base = _base_model(self.model)
+        source = getattr(base, "name_or_path", None) or getattr(base.config, "_name_or_path", None)
+        if not source:
+            return None, None
+        kwargs = {}
+        if type(base).__module__.startswith("transformers_modules"):
+            # The model's own code already came from that folder (trusted by the caller); so does its processor.
+            kwargs["trust_remote_code"] = True
+        try:
+            return AutoProcessor.from_pretrained(source, **kwargs), None
+        except Exception as err:  # noqa: BLE001 - e.g. no tokenizer in the folder
+            logger.info("no processor in %s (%s); trying its image processor", source, err)
+        try:
+            return None, AutoImageProcessor.from_pretrained(source, **kwargs)
+        except Exception as err:  # noqa: BLE001 - reported, then the caller gets a clear error
+            logger.warning("could not load a processor from %s: %s", source, err)
+            return None, None
+
+    # -------------------------------------------------------------------------------------------- parameters
+    def _sanitize_parameters(self, adapter=None, threshold=None, return_distribution=None, timeout=None):
+        preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if timeout is not None:
+            preprocess_params["timeout"] = timeout
+        if adapter is not None:
+            resolve_adapters(self.model, adapter)  # fail early on unknown names
+            forward_params["adapter"] = adapter
+            postprocess_params["adapter"] = adapter
+        if threshold is not None:
+            postprocess_params["threshold"] = threshold
+        if return_distribution is not None:
+            postprocess_params["return_distribution"] = return_distribution
+        return preprocess_params, forward_params, postprocess_params
+
+    def __call__(self, inputs=None, **kwargs):
+        """Score one input or several; see the class docstring for inputs, options and outputs."""
+        if "images" in kwargs:
+            if inputs is not None:
+                raise ValueError("pass the images either as the first argument or as `images=`, not both")
+            inputs = kwargs.pop("images")
+        if inputs is None:
+            raise ValueError("the image-aesthetics pipeline needs inputs: an image, a dict, or a list of them")
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        inputs = _wrap_hf_dataset(inputs)
+        return super().__call__(inputs, **kwargs)
+
+    # -------------------------------------------------------------------------------------------- steps
+    def preprocess(self, inputs, timeout=None):
+        image, comments = _split_input(inputs)
+        image = load_aesthetics_image(image, timeout=timeout)
+        if self.processor is not None and getattr(self.processor, "tokenizer", None) is not None:
+            model_inputs = self.processor(images=[image], comments=[comments], return_tensors="pt")
+        else:
+            if comments:
+                raise ValueError("this pipeline has no tokenizer (image processor only): comments are not supported")
+            model_inputs = self.image_processor(images=[image], return_tensors="pt")
+        model_inputs = dict(model_inputs)
+        if self.tokenizer is not None and "input_ids" not in model_inputs:
+            # Same keys for every sample, so the base class can batch them: an all-zero mask = no comments.
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            model_inputs["input_ids"] = torch.full((1, 1), pad, dtype=torch.long)
+            model_inputs["attention_mask"] = torch.zeros((1, 1), dtype=torch.long)
+            model_inputs["token_type_ids"] = torch.zeros((1, 1), dtype=torch.long)
+        model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype or torch.float32)
+        return model_inputs
+
+    def _forward(self, model_inputs, adapter=None):
+        names, _ = resolve_adapters(self.model, adapter)
+        outputs = self.model(**model_inputs, adapters=list(names))
+        return summarize_outputs(self.model, outputs, names)
+
+    def postprocess(self, model_outputs, adapter=None, threshold=None, return_distribution=True):
+        names, multi = resolve_adapters(self.model, adapter)
+        results = format_results(model_outputs, 0, names, threshold, return_distribution)
+        return results if multi else results[0]
+
+
+def register_pipeline(task: str = TASK) -> type:
+    """Register `AesformerAestheticsPipeline` for `pipeline(task)` (idempotent). The installed package calls this
+    for you when `transformers.pipelines` is imported after `import modeling_aesformer`."""
+    entry = PIPELINE_REGISTRY.supported_tasks.get(task)
+    if entry is None or entry.get("impl") is not AesformerAestheticsPipeline:
+        PIPELINE_REGISTRY.register_pipeline(
+            task, pipeline_class=AesformerAestheticsPipeline, pt_model=AutoModel, type="image"
+        )
+    return AesformerAestheticsPipeline

@@ -1,0 +1,500 @@
+"""`aesformer score`: score many images from the shell, streaming the results to a CSV or JSONL file.
+
+    aesformer score photos/ more/*.png list.csv --model MODEL_DIR [--comments comments.csv] [--adapter NAME|all]
+                    [--batch-size 32] [--num-workers 4] [--output scores.csv|scores.jsonl] [--resume]
+
+- INPUTS: image files, folders (searched recursively for every extension Pillow can open), glob patterns (`**`
+  allowed), or list files (`.csv` / `.jsonl` with an `image` (or `path`) column and an optional `comments` column,
+  or `.txt` with one path per line; relative paths are relative to the list file's folder).
+- `--comments FILE`: a CSV or JSONL mapping an image path or file name (`image`/`path`/`file_name` column) to its
+  comments (`comments` column: a string, or in JSONL a list of strings; several rows for one image are joined).
+  Images with comments are answered by the with-comments branch, the others by the image-only branch.
+- Decoding and preprocessing run in DataLoader workers (`--num-workers`) while the model computes; a progress bar
+  shows images/s.
+- The output is appended and flushed after every batch: an interrupted run loses at most the batch in flight, and
+  `--resume` skips every image (and adapter) already in the file. A file that cannot be read never stops the run:
+  it gets a row with the reason in the `error` column and is listed at the end. Exit code 0 when every image was
+  scored, 1 when any failed.
+
+Output columns: path, adapter, score, std, label, branch, distribution (JSON list), error.
+"""
+
+import argparse
+import csv
+import functools
+import glob
+import io
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+FIELDS = ["path", "adapter", "score", "std", "label", "branch", "distribution", "error"]
+LIST_EXTENSIONS = (".csv", ".jsonl", ".txt")
+_IMAGE_KEYS = ("image", "path", "file", "file_name", "filename", "image_path")
+_COMMENT_KEYS = ("comments", "comment", "text")
+_GLOB_CHARS = "*?["
+MAX_LISTED_FAILURES = 50
+
+
+class ScoringError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------------------ inputs
+@functools.lru_cache(maxsize=1)
+def image_extensions() -> frozenset:
+    """Every file extension Pillow can open (not only save)."""
+    import PIL.Image
+
+    PIL.Image.init()
+    return frozenset(ext.lower() for ext, fmt in PIL.Image.registered_extensions().items() if fmt in PIL.Image.OPEN)
+
+
+def _is_image_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in image_extensions()
+
+
+def _walk(folder: str) -> List[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(root, f) for f in sorted(files) if _is_image_name(f)]
+    return found
+
+
+def _rows(path: str) -> Iterable[dict]:
+    """Rows of a CSV (with header) or JSONL file, as dicts."""
+    if path.lower().endswith(".jsonl"):
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ScoringError(f"{path}:{number}: each JSONL line must be an object")
+                    yield row
+    else:
+        with open(path, encoding="utf-8", newline="") as f:
+            yield from csv.DictReader(f)
+
+
+def _pick(row: dict, keys: Sequence[str], where: str, required: bool = True):
+    for key in keys:
+        if key in row:
+            return row[key]
+    if required:
+        raise ScoringError(f"{where}: no {keys[0]!r} column (accepted: {', '.join(keys)}); got {sorted(row)}")
+    return None
+
+
+def _resolve(path: str, base: str) -> str:
+    path = os.path.expanduser(path)
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(base, path))
+
+
+def _read_list_file(path: str) -> List[Tuple[str, Optional[object]]]:
+    base = os.path.dirname(path)
+    if path.lower().endswith(".txt"):
+        with open(path, encoding="utf-8") as f:
+            return [(_resolve(line.strip(), base), None) for line in f if line.strip() and not line.startswith("#")]
+    records = []
+    for row in _rows(path):
+        image = _pick(row, _IMAGE_KEYS, path)
+        comments = _pick(row, _COMMENT_KEYS, path, required=False)
+        records.append((_resolve(str(image), base), comments if comments not in ("", None) else None))
+    return records
+
+
+def collect_inputs(inputs: Sequence[str]) -> Tuple[List[Tuple[str, Optional[object]]], List[Tuple[str, str]]]:
+    """(records, problems): one `(path, comments or None)` per image, in order, without duplicates; `problems` are
+    `(input, reason)` for inputs that name nothing."""
+    records, problems, seen = [], [], set()
+
+    def add(path, comments=None):
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            records.append((os.path.normpath(path), comments))
+
+    for item in inputs:
+        if os.path.isdir(item):
+            found = _walk(item)
+            if not found:
+                problems.append((item, "folder holds no image file Pillow can read"))
+            for path in found:
+                add(path)
+        elif os.path.isfile(item):
+            if item.lower().endswith(LIST_EXTENSIONS):
+                for path, comments in _read_list_file(item):
+                    add(path, comments)
+            else:
+                add(item)
+        elif any(c in item for c in _GLOB_CHARS):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                problems.append((item, "no file matches this pattern"))
+            for match in matches:
+                if os.path.isdir(match):
+                    for path in _walk(match):
+                        add(path)
+                elif _is_image_name(match):
+                    add(match)
+        else:
+            add(item)  # missing: reported as a failed image with its reason
+    return records, problems
+
+
+def load_comments(path: str) -> Tuple[Dict[str, list], Dict[str, list]]:
+    """(by absolute path, by file name) -> list of comments, from a CSV/JSONL comments file."""
+    base = os.path.dirname(path)
+    by_path, by_name = {}, {}
+    for row in _rows(path):
+        image = str(_pick(row, _IMAGE_KEYS, path))
+        comments = _pick(row, _COMMENT_KEYS, path)
+        if comments in (None, ""):
+            continue
+        items = [str(c) for c in comments] if isinstance(comments, list) else [str(comments)]
+        if os.sep in image or "/" in image:
+            for key in {os.path.abspath(_resolve(image, base)), os.path.abspath(image)}:
+                by_path.setdefault(key, []).extend(items)
+        else:
+            by_name.setdefault(image, []).extend(items)
+    return by_path, by_name
+
+
+def attach_comments(records, by_path, by_name):
+    out = []
+    for path, comments in records:
+        if comments is None:
+            comments = by_path.get(os.path.abspath(path)) or by_name.get(os.path.basename(path))
+        out.append((path, comments))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- decoding (workers)
+class ImageDataset:
+    """Decodes and preprocesses one image per item (in DataLoader workers); returns the tensors, or an error
+    record `{"index", "error"}` that never raises."""
+
+    def __init__(self, records, processor, max_image_pixels: Optional[int] = None):
+        self.records = records
+        self.processor = processor
+        self.max_image_pixels = max_image_pixels
+        self.with_text = getattr(processor, "tokenizer", None) is not None
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        import PIL.Image
+
+        path, comments = self.records[index]
+        previous_limit = PIL.Image.MAX_IMAGE_PIXELS
+        try:
+            if self.max_image_pixels is not None:
+                PIL.Image.MAX_IMAGE_PIXELS = self.max_image_pixels
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)  # the limit is strict
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(f"no such file: {path}")
+                if self.with_text:
+                    encoded = self.processor(images=[path], comments=[comments], return_tensors="pt")
+                else:
+                    if comments:
+                        raise ValueError("the model folder has no tokenizer: comments cannot be used")
+                    encoded = self.processor(images=[path], return_tensors="pt")
+            item = {"index": index, "pixel_values": encoded["pixel_values"][0]}
+            if "input_ids" in encoded:
+                for key in ("input_ids", "attention_mask", "token_type_ids"):
+                    if key in encoded:
+                        item[key] = encoded[key][0]
+            return item
+        except Exception as err:  # noqa: BLE001 - every failure becomes a row, never a crash
+            return {"index": index, "error": _reason(err)}
+        finally:
+            PIL.Image.MAX_IMAGE_PIXELS = previous_limit  # workers=0 runs here, in the caller's process
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err)
+    if text.startswith("images[0]: "):
+        text = text[len("images[0]: "):]
+    if not text.startswith(type(err).__name__) and ": " not in text[:40]:
+        text = f"{type(err).__name__}: {text}"
+    return " ".join(text.split())  # one line
+
+
+def collate(items, pad_id: int = 0):
+    """(batch or None, [(index, error)]): stacks the decoded items, pads the comment tokens (all-zero mask rows for
+    images without comments)."""
+    import torch
+
+    errors = [(it["index"], it["error"]) for it in items if "error" in it]
+    ok = [it for it in items if "error" not in it]
+    if not ok:
+        return None, errors
+    batch = {"indices": [it["index"] for it in ok], "pixel_values": torch.stack([it["pixel_values"] for it in ok])}
+    if any("input_ids" in it for it in ok):
+        length = max([it["input_ids"].shape[0] for it in ok if "input_ids" in it] + [1])
+        ids = torch.full((len(ok), length), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ok), length), dtype=torch.long)
+        types = torch.zeros((len(ok), length), dtype=torch.long)
+        for row, it in enumerate(ok):
+            if "input_ids" in it:
+                n = it["input_ids"].shape[0]
+                ids[row, :n] = it["input_ids"]
+                mask[row, :n] = it["attention_mask"]
+                if "token_type_ids" in it:
+                    types[row, :n] = it["token_type_ids"]
+        batch.update(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    return batch, errors
+
+
+# ----------------------------------------------------------------------------------------------------------- output
+class ResultWriter:
+    """Appends rows to a CSV or JSONL file and flushes after every batch."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.jsonl = path.lower().endswith((".jsonl", ".json"))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        self.file = open(path, "a", encoding="utf-8", newline="")
+        if new and not self.jsonl:
+            self.file.write(",".join(FIELDS) + "\r\n")
+            self.file.flush()
+
+    def write(self, rows: List[dict]) -> None:
+        if not rows:
+            return
+        buffer = io.StringIO()
+        if self.jsonl:
+            for row in rows:
+                buffer.write(json.dumps({k: row.get(k) for k in FIELDS}, ensure_ascii=False) + "\n")
+        else:
+            writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+            for row in rows:
+                flat = dict(row)
+                if isinstance(flat.get("distribution"), list):
+                    flat["distribution"] = json.dumps(flat["distribution"])
+                writer.writerow({k: ("" if flat.get(k) is None else flat[k]) for k in FIELDS})
+        self.file.write(buffer.getvalue())  # one write per batch
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+def read_existing(path: str) -> Tuple[Dict[str, set], Dict[str, str]]:
+    """(absolute path -> adapters with a score row, absolute path -> error) from an earlier run's output.
+    A last line cut off by an interrupted write is removed from the file first."""
+    done, failed = {}, {}
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return done, failed
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            f.seek(cut)
+            f.truncate()
+            data = data[:cut]
+    text = data.decode("utf-8")
+    if path.lower().endswith((".jsonl", ".json")):
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    for row in rows:
+        key = os.path.abspath(row.get("path") or "")
+        if row.get("error"):
+            failed[key] = row["error"]
+        else:
+            done.setdefault(key, set()).add(row.get("adapter") or "")
+    return done, failed
+
+
+# -------------------------------------------------------------------------------------------------------- the model
+def load_model(model_ref: str, adapters: Optional[List[str]], log=print):
+    """(model, processor, model_dir): the model with its dataset adapters loaded when the folder has any."""
+    import modeling_aesformer  # noqa: F401 - registers the Auto classes
+    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
+
+    model_dir = model_ref
+    if not os.path.isdir(model_ref):
+        from huggingface_hub import snapshot_download
+
+        model_dir = snapshot_download(model_ref)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    try:
+        processor = AutoProcessor.from_pretrained(model_dir)
+    except Exception as err:  # noqa: BLE001 - a folder without tokenizer: images only
+        log(f"[score] no tokenizer in {model_dir} ({type(err).__name__}); comments will be rejected")
+        processor = AutoImageProcessor.from_pretrained(model_dir)
+    wanted = [a for a in (adapters or []) if a != "base"]
+    if os.path.isdir(os.path.join(model_dir, "adapters")) and (wanted or not adapters):
+        from .adapters import list_adapters, load_adapters
+
+        if list_adapters(model_dir):
+            try:
+                model = load_adapters(model, model_dir).eval()
+            except ImportError as err:
+                if wanted:
+                    raise ScoringError(f"the model's dataset adapters need peft: {err}") from err
+                log("[score] peft is not installed: scoring with the base model, adapters ignored")
+    return model, processor, model_dir
+
+
+# ------------------------------------------------------------------------------------------------------------- run
+def score_images(args, log=print) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from .pipeline_aesformer import ALL_ADAPTERS, format_results, resolve_adapters, summarize_outputs
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise ScoringError("--batch-size must be >= 1 and --num-workers >= 0")
+    if os.path.exists(args.output) and os.path.getsize(args.output) > 0 and not (args.resume or args.overwrite):
+        raise ScoringError(f"{args.output} exists: pass --resume to continue it or --overwrite to start over")
+    if args.overwrite and not args.resume and os.path.exists(args.output):
+        os.remove(args.output)
+
+    records, problems = collect_inputs(args.inputs)
+    if args.comments:
+        records = attach_comments(records, *load_comments(args.comments))
+    adapter_arg = args.adapter
+    if adapter_arg and ALL_ADAPTERS in adapter_arg:
+        if len(adapter_arg) > 1:
+            raise ScoringError("--adapter all cannot be combined with other names")
+        adapter_arg = ALL_ADAPTERS
+    model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg, log)
+    names, _ = resolve_adapters(model, adapter_arg)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+
+    done, failed_before = read_existing(args.output) if args.resume else ({}, {})
+    todo, skipped = [], 0
+    for path, comments in records:
+        key = os.path.abspath(path)
+        if key in failed_before or (key in done and set(names) <= done[key]):
+            skipped += 1
+        else:
+            todo.append((path, comments))
+
+    writer = ResultWriter(args.output)
+    failures = [(item, reason) for item, reason in problems]
+    writer.write([{"path": item, "error": reason} for item, reason in problems if not args.resume
+                  or os.path.abspath(item) not in failed_before])
+    tokenizer = getattr(processor, "tokenizer", None)
+    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    dataset = ImageDataset(todo, processor, args.max_image_pixels)
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+        collate_fn=functools.partial(collate, pad_id=pad_id), pin_memory=device.type == "cuda",
+        prefetch_factor=4 if args.num_workers > 0 else None,
+    )
+    log(f"[score] {len(records)} images ({skipped} already in {args.output}), adapters {names}, "
+        f"batch {args.batch_size}, {args.num_workers} workers, {device}")
+    start, scored = time.perf_counter(), 0
+    progress = tqdm(total=len(todo), unit="img", desc="scoring", dynamic_ncols=True, file=sys.stderr,
+                    mininterval=0.5)
+    try:
+        for batch, errors in loader:
+            rows = []
+            results = {}
+            if batch is not None:
+                indices = batch.pop("indices")
+                inputs = {k: v.to(device) for k, v in batch.items()}
+                with torch.inference_mode():
+                    outputs = model(**inputs, adapters=list(names))
+                summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
+                for row, index in enumerate(indices):
+                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True)
+            for index, reason in errors:
+                results[index] = reason
+            for index in sorted(results):
+                path = todo[index][0]
+                value = results[index]
+                if isinstance(value, str):
+                    rows.append({"path": path, "error": value})
+                    failures.append((path, value))
+                    continue
+                have = done.get(os.path.abspath(path), set())
+                for result in value:
+                    if result["adapter"] in have:
+                        continue  # written by an earlier, interrupted run
+                    dist = [round(p, 6) for p in result["distribution"]]
+                    rows.append({**result, "path": path, "distribution": dist, "error": None})
+                scored += 1
+            writer.write(rows)
+            progress.update(len(results))
+            progress.set_postfix(failed=len(failures), refresh=False)
+    finally:
+        progress.close()
+        writer.close()
+    elapsed = time.perf_counter() - start
+    rate = len(todo) / elapsed if elapsed > 0 else float("nan")
+    log(f"[score] scored {scored} images in {elapsed:.1f} s ({rate:.1f} images/s) -> {args.output}")
+    requested = {os.path.abspath(path) for path, _ in records}
+    all_failures = failures + [(p, r) for p, r in failed_before.items() if p in requested]
+    if all_failures:
+        log(f"[score] {len(all_failures)} input(s) could not be scored"
+            + (f" ({len(all_failures) - len(failures)} in an earlier run)" if len(all_failures) > len(failures)
+               else "") + ":")
+        for path, reason in all_failures[:MAX_LISTED_FAILURES]:
+            log(f"  {path}: {reason}")
+        if len(all_failures) > MAX_LISTED_FAILURES:
+            log(f"  ... and {len(all_failures) - MAX_LISTED_FAILURES} more (see the error column of {args.output})")
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- the CLI
+def _default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    """Register `score` on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "score", help="score images (files, folders, globs, list files) into a CSV/JSONL file",
+        description="Score images with an Aesformer model. Decoding runs in DataLoader workers; results are "
+        "appended to the output after every batch, so an interrupted run continues with --resume. Unreadable files "
+        "get a row with the reason in the error column and never stop the run. Columns: " + ", ".join(FIELDS) + ".",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders (recursive), glob patterns, or .csv/.jsonl/.txt lists of images")
+    parser.add_argument("--model", required=True, metavar="DIR", help="model folder (or Hub id)")
+    parser.add_argument("--comments", default=None, metavar="FILE",
+                        help="CSV/JSONL mapping image path or file name to its comments")
+    parser.add_argument("--adapter", action="append", default=None, metavar="NAME|all",
+                        help="dataset adapter to answer with (repeat for several; 'all' = base + every adapter; "
+                        "default: the model's first adapter, or base)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument("--num-workers", type=int, default=_default_workers(),
+                        help="decoding worker processes (default: %(default)s)")
+    parser.add_argument("--output", default="scores.csv", help="scores.csv or scores.jsonl (default scores.csv)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run: skip what is written")
+    parser.add_argument("--overwrite", action="store_true", help="start the output file over")
+    parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                        help="refuse images with more than N pixels (decompression-bomb guard; default Pillow's)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="high/low threshold (default: the answering head's own)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args) -> int:
+    """Entry point of `aesformer score`: 0 when every image was scored, 1 when any failed (2 for usage errors)."""
+    try:
+        return score_images(args)
+    except (ScoringError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["add_subparser", "collect_inputs", "load_comments", "read_existing", "run", "score_images"]

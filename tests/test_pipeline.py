@@ -1,0 +1,332 @@
+"""pipeline("image-aesthetics"): lazy registration, inputs and output schema, batching, adapters, processor fallback."""
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from transformers import AutoModel, BertTokenizer, pipeline
+
+import modeling_aesformer
+from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
+from modeling_aesformer.toy import draw_scene, write_toy_vocab
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ["score", "std", "label", "distribution", "branch", "adapter"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """A tiny model gains nothing from 2 threads, and on a shared 2-core machine 2 spinning OpenMP threads make
+    each forward up to 100x slower: run this module single-threaded, then restore the setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_model_folder(folder, seed=0):
+    """A tiny random Aesformer (32x32 images, 512-token toy vocabulary) saved with its processor."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
+    torch.manual_seed(seed)
+    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
+    processor = AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def perturb(model, name, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, param in model.named_parameters():
+            if f".{name}." in key:
+                param.add_(0.05 * torch.randn(param.shape, generator=g))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model_folder(tmp_path_factory.mktemp("pipeline") / "model")
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return pipeline("image-aesthetics", model=AutoModel.from_pretrained(model_dir))
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i in range(4):
+        path = folder / f"scene{i}.{'png' if i % 2 else 'jpg'}"
+        draw_scene(i, size=(48, 40)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def check_result(result, branch, adapter="base", bins=10, distribution=True):
+    assert list(result) == (KEYS if distribution else [k for k in KEYS if k != "distribution"])
+    assert isinstance(result["score"], float) and isinstance(result["std"], float) and result["std"] > 0
+    assert result["label"] in ("high", "low") and result["branch"] == branch and result["adapter"] == adapter
+    if distribution:
+        assert len(result["distribution"]) == bins and all(isinstance(p, float) for p in result["distribution"])
+        assert abs(sum(result["distribution"]) - 1) < 1e-5
+
+
+# ------------------------------------------------------------------------------------------------- registration
+LAZY_SCRIPT = """
+import sys
+{first}
+assert "transformers.pipelines" not in sys.modules or {allow_loaded}, "transformers.pipelines imported too early"
+from transformers import pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+impl = PIPELINE_REGISTRY.supported_tasks["image-aesthetics"]["impl"]
+assert impl.__module__ == "modeling_aesformer.pipeline_aesformer", impl
+assert impl is __import__("modeling_aesformer").AesformerAestheticsPipeline
+assert not any(type(f).__name__ == "_PostImportFinder" for f in sys.meta_path), "hook left installed"
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("first,allow_loaded", [
+    ("import modeling_aesformer", False),  # the usual way: registered on the first use of transformers.pipelines
+    ("import modeling_aesformer.pipeline_aesformer", True),  # the pipeline module itself imported first
+])
+def test_import_registers_the_task_lazily(first, allow_loaded):
+    code = LAZY_SCRIPT.format(first=first, allow_loaded=allow_loaded)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=REPO,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------------ outputs
+def test_output_schema_for_single_dict_list_and_path_inputs(pipe, image_files):
+    image = draw_scene(7)
+    single = pipe(image)
+    check_result(single, "image_only")
+    from_path = pipe(image_files[0])
+    check_result(from_path, "image_only")
+    with_comments = pipe({"image": image, "comments": "lovely soft light, sharp subject"})
+    check_result(with_comments, "with_comments")
+    listed = pipe({"image": image_files[1], "comments": ["great colour", "the horizon is tilted"]})
+    check_result(listed, "with_comments")
+    empty = pipe({"image": image, "comments": "   "})  # whitespace-only comments = no comments
+    check_result(empty, "image_only")
+    assert empty["score"] == pytest.approx(single["score"], abs=1e-6)
+
+    batch = pipe([image, {"image": image, "comments": "nice"}, image_files[2], {"image": image_files[3]}])
+    assert isinstance(batch, list) and len(batch) == 4
+    assert [r["branch"] for r in batch] == ["image_only", "with_comments", "image_only", "image_only"]
+    for r in batch:
+        check_result(r, r["branch"])
+    assert batch[0]["score"] == pytest.approx(single["score"], abs=1e-6)
+    assert pipe(images=image)["score"] == pytest.approx(single["score"], abs=1e-6)
+    with pytest.raises(ValueError, match="'image' key"):
+        pipe({"picture": image})
+    with pytest.raises(ValueError, match="neither an existing file"):
+        pipe("/no/such/image.jpg")
+
+
+def test_scores_equal_the_model_and_std_label_threshold(pipe, model_dir):
+    from transformers import AutoProcessor
+
+    image = draw_scene(3)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    inputs = processor(images=[image, image], comments=[None, "great colour and light"], return_tensors="pt")
+    with torch.inference_mode():
+        out = pipe.model(**inputs)
+    results = [pipe(image), pipe({"image": image, "comments": "great colour and light"})]
+    values = torch.arange(1, 11, dtype=torch.float32)
+    for i, result in enumerate(results):
+        assert result["score"] == pytest.approx(float(out.score[i]), abs=1e-6)
+        torch.testing.assert_close(torch.tensor(result["distribution"]), out.distribution[i])
+        std = float(((values - out.score[i]) ** 2 @ out.distribution[i]).sqrt())
+        assert result["std"] == pytest.approx(std, abs=1e-5)
+        assert result["label"] == ("high" if result["score"] > 5.0 else "low")
+    assert pipe(image, threshold=0.0)["label"] == "high"
+    assert pipe(image, threshold=10.0)["label"] == "low"
+    assert "distribution" not in pipe(image, return_distribution=False)
+
+
+def test_sanitize_parameters_passes_only_what_was_given(pipe):
+    assert pipe._sanitize_parameters() == ({}, {}, {})
+    assert pipe._sanitize_parameters(timeout=3.0) == ({"timeout": 3.0}, {}, {})
+    assert pipe._sanitize_parameters(threshold=4.5, return_distribution=False) == (
+        {}, {}, {"threshold": 4.5, "return_distribution": False})
+    assert pipe._sanitize_parameters(adapter="base") == ({}, {"adapter": "base"}, {"adapter": "base"})
+    with pytest.raises(ValueError, match="unknown adapter"):
+        pipe._sanitize_parameters(adapter="ava")
+    configured = pipeline("image-aesthetics", model=pipe.model, processor=pipe.processor, threshold=0.0,
+                          return_distribution=False)
+    result = configured(draw_scene(1))
+    assert result["label"] == "high" and "distribution" not in result
+    assert "distribution" in configured(draw_scene(1), return_distribution=True)  # call options win
+
+
+def test_batching_does_not_change_results(pipe):
+    inputs = [
+        {"image": draw_scene(i, size=(40 + i, 36)), "comments": None if i % 3 else f"nice light {'sharp ' * i}"}
+        for i in range(32)
+    ]
+    alone = pipe(inputs, batch_size=1)  # every sample on its own
+    assert alone[0]["score"] == pytest.approx(pipe(inputs[0])["score"], abs=1e-6)
+    for batch_size in (7, 32):  # 7: the last batch is partial
+        results = pipe(inputs, batch_size=batch_size)
+        assert len(results) == 32
+        for a, b in zip(alone, results):
+            assert a["branch"] == b["branch"]
+            assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+            torch.testing.assert_close(torch.tensor(a["distribution"]), torch.tensor(b["distribution"]),
+                                       atol=1e-6, rtol=1e-5)
+
+
+def test_datasets_and_generators_stream_through_the_base_class(pipe):
+    import datasets
+
+    images = [draw_scene(i) for i in range(5)]
+    comments = ["lovely light", None, "too dark", None, "great colour"]
+    expected = pipe([{"image": im, "comments": c} for im, c in zip(images, comments)])
+    generator = ({"image": im, "comments": c} for im, c in zip(images, comments))
+    streamed = list(pipe(generator, batch_size=2))
+    dataset = datasets.Dataset.from_dict({"image": images, "comments": comments, "id": list(range(5))})
+    from_dataset = list(pipe(dataset.cast_column("image", datasets.Image()), batch_size=3))
+    for got in (streamed, from_dataset):
+        assert [r["branch"] for r in got] == [r["branch"] for r in expected]
+        for a, b in zip(expected, got):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_url_input_with_timeout(pipe, image_files):
+    folder, name = os.path.split(image_files[0])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+        result = pipe(url, timeout=10)
+        with pytest.raises(ValueError, match="cannot load image"):
+            pipe(url.replace(name, "missing.jpg"), timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["score"] == pytest.approx(pipe(image_files[0])["score"], abs=1e-6)
+
+
+def test_processor_falls_back_to_the_model_folder(model_dir):
+    model = AutoModel.from_pretrained(model_dir)
+    scorer = pipeline("image-aesthetics", model=model)  # the factory loads no processor for a model object
+    assert isinstance(scorer.processor, AesformerProcessor) and scorer.tokenizer is not None
+    assert scorer({"image": draw_scene(0), "comments": "nice"})["branch"] == "with_comments"
+    by_path = pipeline("image-aesthetics", model=str(model_dir))  # no custom_pipelines: the registered class
+    assert type(by_path).__module__ == "modeling_aesformer.pipeline_aesformer"
+    assert by_path(draw_scene(0))["score"] == pytest.approx(scorer(draw_scene(0))["score"], abs=1e-6)
+    torch.manual_seed(0)
+    in_memory = AesformerModel(AesformerConfig.from_preset("tiny"))
+    with pytest.raises(ValueError, match="needs the model's processor"):
+        pipeline("image-aesthetics", model=in_memory)
+    image_only = pipeline("image-aesthetics", model=in_memory,
+                          image_processor=AesformerImageProcessor(size={"height": 32, "width": 32}))
+    check_result(image_only(draw_scene(0)), "image_only")
+    with pytest.raises(ValueError, match="no tokenizer"):
+        image_only({"image": draw_scene(0), "comments": "nice"})
+
+
+# ----------------------------------------------------------------------------------------------------- adapters
+@pytest.fixture(scope="module")
+def adapter_setup(model_dir, tmp_path_factory):
+    from modeling_aesformer.adapters import add_dataset_adapter, save_adapters
+
+    folder = tmp_path_factory.mktemp("with_adapters") / "model"
+    make_model_folder(folder)
+    model = add_dataset_adapter(AutoModel.from_pretrained(folder), "ava", dataset="AVA")
+    model = add_dataset_adapter(model, "photonet", num_score_bins=7, score_range=(1, 7), threshold=4.0,
+                                dataset="Photo.net")
+    perturb(model, "ava", 1)
+    perturb(model, "photonet", 2)
+    save_adapters(model.eval(), folder)
+    return model.eval(), folder
+
+
+def test_adapter_all_gives_one_result_per_adapter_in_one_call(adapter_setup):
+    model, _ = adapter_setup
+    scorer = pipeline("image-aesthetics", model=model)
+    image = draw_scene(5)
+    all_results = scorer(image, adapter="all")
+    assert [r["adapter"] for r in all_results] == ["base", "ava", "photonet"]
+    check_result(all_results[0], "image_only", "base")
+    check_result(all_results[1], "image_only", "ava")
+    check_result(all_results[2], "image_only", "photonet", bins=7)
+    assert 1 <= all_results[2]["score"] <= 7
+    assert all_results[2]["label"] == ("high" if all_results[2]["score"] > 4.0 else "low")
+    for result in all_results:
+        alone = scorer(image, adapter=result["adapter"])
+        assert isinstance(alone, dict) and alone["score"] == pytest.approx(result["score"], abs=1e-6)
+    assert len({round(r["score"], 5) for r in all_results}) == 3  # the adapters really differ
+    model.set_adapter("ava")
+    assert scorer(image)["adapter"] == "ava"  # default: the active adapter
+    model.set_adapter("photonet")
+    assert scorer(image)["adapter"] == "photonet"
+    pair = scorer([image, image], adapter=["photonet", "base"])
+    assert [[r["adapter"] for r in per_image] for per_image in pair] == [["photonet", "base"]] * 2
+    # with comments every adapter's answer comes from the shared with-comments branch
+    commented = scorer({"image": image, "comments": "great light"}, adapter="all")
+    assert {r["branch"] for r in commented} == {"with_comments"}
+    assert len({round(r["score"], 6) for r in commented}) == 1 and len(commented[2]["distribution"]) == 10
+    thresholds = scorer(image, adapter="all", threshold={"photonet": 0.0})
+    assert thresholds[2]["label"] == "high"
+    with pytest.raises(ValueError, match="unknown adapter"):
+        scorer(image, adapter="jas")
+
+
+def test_adapter_batches_mixing_scales_are_invariant(adapter_setup):
+    model, _ = adapter_setup
+    scorer = pipeline("image-aesthetics", model=model)
+    inputs = [{"image": draw_scene(i), "comments": "nice colour" if i % 2 else None} for i in range(6)]
+    one = scorer(inputs, adapter="all", batch_size=1)
+    many = scorer(inputs, adapter="all", batch_size=6)
+    for a_list, b_list in zip(one, many):
+        for a, b in zip(a_list, b_list):
+            assert a["adapter"] == b["adapter"] and a["branch"] == b["branch"]
+            assert len(a["distribution"]) == len(b["distribution"])
+            assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_adapters_of_a_folder_documented_routes(adapter_setup):
+    from modeling_aesformer.adapters import load_adapters
+
+    model, folder = adapter_setup
+    image = draw_scene(9)
+    expected = pipeline("image-aesthetics", model=model)(image, adapter="all")
+    # 1. with the package: load_adapters(AutoModel.from_pretrained(dir), dir), then a model object
+    peft_model = load_adapters(AutoModel.from_pretrained(folder), folder).eval()
+    via_package = pipeline("image-aesthetics", model=peft_model)(image, adapter="all")
+    # 2. explicit opt-in: the pipeline loads them with transformers' PEFT integration (what Hub users do)
+    via_pipeline = pipeline("image-aesthetics", model=AutoModel.from_pretrained(folder), load_adapters=True)
+    assert sorted(via_pipeline.model.peft_config) == ["ava", "photonet"]
+    via_integration = via_pipeline(image, adapter="all")
+    for got in (via_package, via_integration):
+        assert [r["adapter"] for r in got] == ["base", "ava", "photonet"]
+        for a, b in zip(expected, got):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+            assert len(a["distribution"]) == len(b["distribution"])
+    # without either, the adapters are unknown to a plain model
+    with pytest.raises(ValueError, match="unknown adapter"):
+        pipeline("image-aesthetics", model=AutoModel.from_pretrained(folder))(image, adapter="ava")
+
+
+def test_package_attribute_gives_the_registered_class():
+    cls = modeling_aesformer.AesformerAestheticsPipeline
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    assert PIPELINE_REGISTRY.supported_tasks["image-aesthetics"]["impl"] is cls
+    assert modeling_aesformer.register_pipeline() is cls  # idempotent
+    with pytest.raises(AttributeError):
+        modeling_aesformer.NoSuchThing  # noqa: B018
