@@ -190,6 +190,96 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
     return results
 
 
+# ---------------------------------------------------------------------------------------------- attention maps
+# Self-contained (torch only): the method of the package's `modeling_aesformer.explain` (docs/explain.md), which
+# this shipped file must not import. Maps are max-normalised: 1 = the most attended cell.
+def _last_stage_grid(config, pixel_values) -> Tuple[int, int]:
+    """(H, W) of the last Swin stage: the patch grid halved (rounded up) at each of the num_stages-1 mergings."""
+    vision = config.vision_config
+    patch = vision.patch_size if isinstance(vision.patch_size, (list, tuple)) else (vision.patch_size,) * 2
+    h, w = -(-pixel_values.shape[-2] // patch[0]), -(-pixel_values.shape[-1] // patch[1])
+    for _ in range(len(vision.depths) - 1):
+        h, w = -(-h // 2), -(-w // 2)
+    return h, w
+
+
+def _max_normalise(maps: torch.Tensor) -> torch.Tensor:
+    top = maps.flatten(1).amax(dim=1).clamp_min(1e-12)
+    return (maps / top.view(-1, *([1] * (maps.dim() - 1)))).clamp(0, 1)
+
+
+def rollout_map(vision_attentions, num_scales: int, grid: Tuple[int, int]) -> torch.Tensor:
+    """Image-only branch: attention rollout (heads averaged, (A + I) row-normalised, multiplied over the layers),
+    mean over the output tokens (the head mean-pools them), then mean over the scales of each grid cell (token
+    s*G + k of every scale covers cell k): [n, H, W] in [0, 1]."""
+    layers = torch.stack([a.float().mean(dim=1) for a in vision_attentions])  # [layers, n, T, T]
+    tokens = layers.shape[-1]
+    eye = torch.eye(tokens, device=layers.device)
+    rollout = eye.expand(layers.shape[1], tokens, tokens)
+    for attention in layers:
+        attention = attention + eye
+        rollout = (attention / attention.sum(dim=-1, keepdim=True)) @ rollout
+    cells = rollout.mean(dim=1).reshape(-1, num_scales, grid[0], grid[1]).mean(dim=1)
+    return _max_normalise(cells)
+
+
+def comment_maps(vl_attentions, attention_mask, grid: Tuple[int, int]):
+    """With-comments branch, heads and layers averaged: (region map [n, H, W] in [0, 1]: attention of the real
+    comment tokens to each image cell; word weights [n, L_text]: attention of the image tokens to each comment
+    token, zero on padding, summing to 1)."""
+    mean = torch.stack([a.float().mean(dim=1) for a in vl_attentions]).mean(dim=0)  # [n, L, L]
+    num_image = grid[0] * grid[1]
+    real = attention_mask[:, : mean.shape[-1] - num_image].to(mean.dtype)  # the model drops unused columns
+    words = mean[:, :num_image, num_image:].mean(dim=1) * real
+    words = words / words.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    region = (mean[:, num_image:, :num_image] * real[:, :, None]).sum(dim=1) / real.sum(dim=1, keepdim=True)
+    return _max_normalise(region.reshape(-1, grid[0], grid[1])), words
+
+
+def attention_summary(model, outputs, names, model_inputs) -> Dict[str, torch.Tensor]:
+    """Batch-first maps: `attention_map` [B, A, H, W] (image-only rows: the adapter's rollout; rows with
+    comments: the comment -> image region map), `word_weights` [B, L] (zero for image-only rows and padding)."""
+    config = _base_model(model).config
+    grid = _last_stage_grid(config, model_inputs["pixel_values"])
+    first = outputs[names[0]]
+    used = first.used_comments.bool()
+    batch, device = used.shape[0], used.device
+    maps = torch.zeros(batch, len(names), grid[0], grid[1], device=device)
+    mask = model_inputs.get("attention_mask")
+    ids = model_inputs.get("input_ids")
+    word_weights = torch.zeros(batch, mask.shape[1] if mask is not None else 1, device=device)
+    if used.any():
+        region, words = comment_maps(first.vision_language_attentions, mask[used], grid)
+        maps[used] = region[:, None].to(device)
+        word_weights[used, : words.shape[1]] = words.to(device)
+    if (~used).any():
+        for a, name in enumerate(names):
+            maps[~used, a] = rollout_map(outputs[name].vision_attentions, len(config.vision_config.depths), grid)
+    summary = {"attention_map": maps, "word_weights": word_weights}
+    if ids is not None:
+        summary.update(input_ids=ids, attention_mask=mask)
+    return summary
+
+
+def word_attention(tokenizer, input_ids, attention_mask, weights) -> List[Tuple[str, float]]:
+    """(word, weight) of one comment: WordPiece `##` pieces merged (weights summed), special tokens dropped,
+    weights renormalised to sum to 1."""
+    real = attention_mask.bool()
+    pieces = tokenizer.convert_ids_to_tokens(input_ids[real].tolist())
+    specials = set(getattr(tokenizer, "all_special_tokens", []))
+    words: List[list] = []
+    for piece, weight in zip(pieces, weights[real].tolist()):
+        if piece in specials:
+            continue
+        if piece.startswith("##") and words:
+            words[-1][0] += piece[2:]
+            words[-1][1] += weight
+        else:
+            words.append([piece, weight])
+    total = sum(w for _, w in words) or 1.0
+    return [(word, weight / total) for word, weight in words]
+
+
 # ------------------------------------------------------------------------------------------------------ image inputs
 def _fetch_url(url: str, timeout: Optional[float]) -> PIL.Image.Image:
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
@@ -281,8 +371,10 @@ class AesformerAestheticsPipeline(Pipeline):
 
     Options (at construction or per call): `adapter` (name | list | "all"; default: the model's active adapter),
     `threshold` (float, or a dict adapter -> float; default: the answering head's own), `return_distribution`
-    (bool), `timeout` (seconds, for URLs), and the usual `batch_size`, `num_workers`, `device`. Batching does not
-    change the results.
+    (bool), `return_attention` (bool: adds `attention_map`, a `[H, W]` array over the last Swin stage's grid in
+    [0, 1] — attention rollout over the multi-scale tokens without comments, the comment tokens' attention to each
+    image region with them — and, with comments, `word_attention`: `[(word, weight), ...]`), `timeout` (seconds,
+    for URLs), and the usual `batch_size`, `num_workers`, `device`. Batching does not change the results.
 
     Dataset adapters (`adapters/<name>/` in a model folder) must be in the model before they can be named: pass a
     `PeftModel` (`modeling_aesformer.adapters.load_adapters(model, folder)` with the package), or ask this pipeline
@@ -373,8 +465,12 @@ class AesformerAestheticsPipeline(Pipeline):
             return None, None
 
     # -------------------------------------------------------------------------------------------- parameters
-    def _sanitize_parameters(self, adapter=None, threshold=None, return_distribution=None, timeout=None):
+    def _sanitize_parameters(self, adapter=None, threshold=None, return_distribution=None, timeout=None,
+                             return_attention=None):
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if return_attention is not None:
+            forward_params["return_attention"] = bool(return_attention)
+            postprocess_params["return_attention"] = bool(return_attention)
         if timeout is not None:
             preprocess_params["timeout"] = timeout
         if adapter is not None:
@@ -420,14 +516,29 @@ class AesformerAestheticsPipeline(Pipeline):
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype or torch.float32)
         return model_inputs
 
-    def _forward(self, model_inputs, adapter=None):
+    def _forward(self, model_inputs, adapter=None, return_attention=False):
         names, _ = resolve_adapters(self.model, adapter)
-        outputs = self.model(**model_inputs, adapters=list(names))
-        return summarize_outputs(self.model, outputs, names)
+        # The eager attention path (with weights) runs only when maps are asked for.
+        outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
+        summary = summarize_outputs(self.model, outputs, names)
+        if return_attention:
+            summary.update(attention_summary(self.model, outputs, names, model_inputs))
+        return summary
 
-    def postprocess(self, model_outputs, adapter=None, threshold=None, return_distribution=True):
+    def postprocess(self, model_outputs, adapter=None, threshold=None, return_distribution=True,
+                    return_attention=False):
         names, multi = resolve_adapters(self.model, adapter)
         results = format_results(model_outputs, 0, names, threshold, return_distribution)
+        if return_attention:
+            with_comments = bool(model_outputs["used_comments"][0])
+            words = None
+            if with_comments and self.tokenizer is not None:
+                words = word_attention(self.tokenizer, model_outputs["input_ids"][0],
+                                       model_outputs["attention_mask"][0], model_outputs["word_weights"][0])
+            for a, result in enumerate(results):
+                result["attention_map"] = model_outputs["attention_map"][0, a].float().numpy()  # [H_grid, W_grid]
+                if with_comments:
+                    result["word_attention"] = words  # [(word, weight), ...], weights sum to 1
         return results if multi else results[0]
 
 

@@ -330,3 +330,30 @@ def test_package_attribute_gives_the_registered_class():
     assert modeling_aesformer.register_pipeline() is cls  # idempotent
     with pytest.raises(AttributeError):
         modeling_aesformer.NoSuchThing  # noqa: B018
+
+
+def test_return_attention_gives_maps_equal_to_explain(adapter_setup, image_files):
+    import numpy as np
+    from transformers import AutoProcessor, pipeline
+
+    from modeling_aesformer.explain import explain
+
+    model, folder = adapter_setup
+    processor = AutoProcessor.from_pretrained(folder)
+    scorer = pipeline("image-aesthetics", model=model)
+    inputs = [image_files[0], {"image": image_files[1], "comments": "lovely light and a sharp subject"}]
+    results = scorer(inputs, adapter=["base", "photonet"], return_attention=True, batch_size=2)
+    grid = (2, 2)  # tiny preset: the last Swin stage is 2x2
+    for result in results[0] + results[1]:
+        heat = result["attention_map"]
+        assert heat.shape == grid and heat.min() >= 0 and abs(heat.max() - 1) < 1e-6
+    assert "word_attention" not in results[0][0]
+    words = results[1][0]["word_attention"]
+    assert [w for w, _ in words][:2] == ["lovely", "light"] and abs(sum(x for _, x in words) - 1) < 1e-5
+    # the same maps as the package's explain() (max-normalised)
+    from PIL import Image
+
+    image = Image.open(image_files[0]).convert("RGB")
+    reference = explain(model, processor, image, adapter="photonet", normalize="max")
+    np.testing.assert_allclose(results[0][1]["attention_map"], reference.heatmap, atol=1e-5)
+    assert "attention_map" not in scorer(image_files[0])  # only on request
