@@ -29,6 +29,10 @@ logger = logging.getLogger("aesformer.training")
 
 PRETRAIN, ADAPT = "pretrain", "adapt"
 CHECKPOINTS_DIR = "checkpoints"
+TRAINER_STATE_FILE = "trainer_state.json"
+# Written by earlier versions through accelerate's `register_for_checkpointing`, which unpickles it with
+# weights_only=False on resume (arbitrary code); read here with weights_only=True only, as a fallback.
+LEGACY_TRAINER_STATE_FILE = "custom_checkpoint_0.pkl"
 
 
 @dataclass
@@ -39,6 +43,7 @@ class TrainConfig:
     output_dir: str
     learning_rate: Optional[float] = None  # stage 1: 1e-5, stage 2: 1e-4
     min_learning_rate: float = 1e-6  # cosine (stepped per epoch) ends here
+    warmup_steps: int = 0  # linear warm-up (not in the paper's recipe; useful when training from scratch)
     batch_size: Optional[int] = None  # stage 1: 16, stage 2: 256
     eval_batch_size: Optional[int] = None
     epochs: int = 50
@@ -226,7 +231,8 @@ class IndexedRows(torch.utils.data.Dataset):
 
 
 class TrainerState:
-    """Loop position and model-selection history; saved with every checkpoint."""
+    """Loop position and model-selection history; saved with every checkpoint as `trainer_state.json` (plain JSON:
+    never unpickled)."""
 
     def __init__(self):
         self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
@@ -237,6 +243,40 @@ class TrainerState:
 
     def load_state_dict(self, state):
         vars(self).update(state)
+
+    def save(self, folder):
+        """Write `trainer_state.json` into `folder` (floats keep every bit: JSON numbers, NaN/Infinity allowed)."""
+        text = json.dumps(self.state_dict(), indent=1, default=_json_scalar)
+        (Path(folder) / TRAINER_STATE_FILE).write_text(text + "\n", encoding="utf-8")
+
+    def load(self, folder):
+        """Read the state saved in checkpoint `folder`: `trainer_state.json`, or an older checkpoint's
+        `custom_checkpoint_0.pkl` loaded with `torch.load(weights_only=True)` (a pickle that needs anything but
+        plain containers and numbers is refused, never executed)."""
+        folder = Path(folder)
+        path = folder / TRAINER_STATE_FILE
+        if path.is_file():
+            state = json.loads(path.read_text(encoding="utf-8"))
+        elif (folder / LEGACY_TRAINER_STATE_FILE).is_file():
+            legacy = folder / LEGACY_TRAINER_STATE_FILE
+            try:
+                state = torch.load(legacy, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - an UnpicklingError names the refused global
+                raise ValueError(f"refusing the training state {legacy}: torch.load(weights_only=True) failed: "
+                                 f"{err}") from err
+        else:
+            raise FileNotFoundError(f"checkpoint {folder} has no {TRAINER_STATE_FILE}: not a complete checkpoint")
+        if not isinstance(state, dict) or not {"global_step", "epoch", "step_in_epoch"} <= set(state):
+            raise ValueError(f"{path}: not an Aesformer training state")
+        self.load_state_dict(state)
+
+
+def _json_scalar(value):
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
 def rows_with_comments(rows):
@@ -317,6 +357,8 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
                               log_with=config.report_to, project_dir=str(output_dir))
     set_seed(config.seed)
     report = {"stage": config.stage, "config": _jsonable(asdict(config)), "dataset": spec.name}
+    if getattr(spec, "report", None) is not None:  # rows the loader dropped or repaired, by id and reason
+        report["dataset_report"] = spec.report.to_dict()
 
     # ---- data: stage 1 needs comments (rows without are counted and reported), stage 2 uses images only
     train_rows, val_rows, test_rows = data["train"], data["validation"], data["test"]
@@ -363,22 +405,23 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     report["total_parameters"] = sum(p.numel() for p in scored.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
-                                                           eta_min=config.min_learning_rate)
-    objective, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
-        objective, optimizer, train_loader, val_loader, test_loader, scheduler
+    objective, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
+        objective, optimizer, train_loader, val_loader, test_loader
     )
-    state = TrainerState()
-    accelerator.register_for_checkpointing(state)
+    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
+    # Stepped once per optimizer step by this loop (not prepared: accelerate would step it once per process).
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_schedule(config, steps_per_epoch))
+    accelerator.register_for_checkpointing(scheduler)
+    state = TrainerState()  # saved next to accelerate's state as JSON (not registered: accelerate would pickle it)
     if config.report_to:
         accelerator.init_trackers(f"aesformer-{config.stage}", config=_jsonable(asdict(config)))
 
     resume = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
     if resume:
-        accelerator.load_state(resume)
+        state.load(resume)  # first: a folder that is not a complete checkpoint fails before anything is loaded
+        accelerator.load_state(resume)  # model from safetensors; optimizer, scheduler, RNG with weights_only=True
         accelerator.print(f"resumed from {resume} at epoch {state.epoch}, step {state.global_step}")
 
-    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -402,6 +445,7 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
+            scheduler.step()
             state.global_step += 1
             state.step_in_epoch += 1
             progress.update(1)
@@ -428,7 +472,6 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
         if config.report_to:
             accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=state.global_step)
         accelerator.print(f"epoch {state.epoch}: validation {config.selection_metric}={value:.4f}")
-        scheduler.step()
         state.epoch += 1
         state.step_in_epoch = 0
         save_checkpoint(accelerator, output_dir, state, config.save_total_limit)
@@ -453,13 +496,31 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     return report
 
 
+def learning_rate_schedule(config, steps_per_epoch):
+    """The learning-rate factor per optimizer step: linear warm-up over `warmup_steps` (0 in the paper's recipe),
+    times a cosine over EPOCHS from `learning_rate` to `min_learning_rate` (constant within an epoch, as the
+    original steps its CosineAnnealingLR once per epoch)."""
+    low = config.min_learning_rate / config.learning_rate
+
+    def factor(step):
+        epoch = min(step // max(steps_per_epoch, 1), config.epochs)
+        cosine = low + (1 - low) * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+        warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        return cosine * warmup
+
+    return factor
+
+
 def spec_bin_values(spec):
     low, high = spec.score_range
     return torch.linspace(float(low), float(high), spec.num_bins).tolist()
 
 
 def save_checkpoint(accelerator, output_dir, state, keep):
-    """save_state into a temporary folder, then rename: a kill during a save leaves the previous one intact."""
+    """save_state (and `trainer_state.json`) into a temporary folder, then rename it to `step_N`: a kill or an error
+    during a save leaves every earlier checkpoint intact, and `latest` never names a half-written folder. A folder
+    being replaced or rotated out is first renamed aside (`.old_*`), then deleted, so a kill during a deletion
+    cannot leave a half-deleted `step_*` either."""
     root = Path(output_dir) / CHECKPOINTS_DIR
     final = root / f"step_{state.global_step:08d}"
     tmp = root / f".tmp_step_{state.global_step:08d}"
@@ -469,12 +530,40 @@ def save_checkpoint(accelerator, output_dir, state, keep):
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
+        state.save(tmp)
+        _fsync_dir(tmp)
+        aside = []
+        if final.exists():  # the same step saved again (epoch end after a --save-steps save)
+            aside.append(root / f".old_{final.name}")
+            shutil.rmtree(aside[-1], ignore_errors=True)
+            os.replace(final, aside[-1])
         os.replace(tmp, final)
+        _fsync_dir(root)
         steps = sorted(root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
         for old in steps[:-keep] if keep else []:
-            shutil.rmtree(old, ignore_errors=True)
+            aside.append(root / f".old_{old.name}")
+            shutil.rmtree(aside[-1], ignore_errors=True)
+            os.replace(old, aside[-1])
+        for folder in aside:
+            shutil.rmtree(folder, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _fsync_dir(folder):
+    """Flush a folder's entries (and its files' data) to disk, so that a rename is not reordered before the
+    data it publishes on a power loss. Best effort: not every platform can open a directory."""
+    folder = Path(folder)
+    for path in [p for p in folder.iterdir() if p.is_file()] + [folder]:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _best_dir(config, output_dir, model_dir):
@@ -507,11 +596,18 @@ def _save_best(accelerator, objective, processor, config, output_dir, model_dir)
 
 
 def _atomic_save(write, target):
+    """`write(tmp)` into a temporary sibling, then swap it in: an error or a kill during `write` leaves `target`
+    as it was. The swap is two renames; a kill between them leaves the previous folder at `.old_<name>`, which the
+    next save puts back before anything else."""
     target = Path(target)
     tmp = target.with_name(f".tmp_{target.name}")
+    old = target.with_name(f".old_{target.name}")
+    if not target.exists() and old.exists():
+        os.replace(old, target)  # recover from a kill between the two renames of an earlier save
     shutil.rmtree(tmp, ignore_errors=True)
     write(str(tmp))
-    old = target.with_name(f".old_{target.name}")
+    _fsync_dir(tmp)
+    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
@@ -524,7 +620,7 @@ def _load_best(unwrapped, config, output_dir, model_dir):
     model = unwrapped.model
     device = next(model.parameters()).device
     if config.stage == PRETRAIN:
-        return type(model).from_pretrained(target).to(device).eval()
+        return type(model).from_pretrained(target, use_safetensors=True).to(device).eval()
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
     name = model.active_adapter

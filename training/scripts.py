@@ -31,6 +31,7 @@ def add_training_arguments(parser, stage):
     group.add_argument("--output-dir", required=True)
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     group.add_argument("--min-learning-rate", type=float, default=defaults.min_learning_rate)
+    group.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up (not in the paper's recipe)")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per process")
     group.add_argument("--eval-batch-size", type=int)
     group.add_argument("--epochs", type=int, default=defaults.epochs)
@@ -86,6 +87,11 @@ def pretrain_main(argv=None):
     group.add_argument("--momentum", type=float, default=0.995)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from accelerate.utils import set_seed
+
+    # torch seeds each process at random: the fresh weights (all of them with --preset, the heads and fusion layers
+    # from --vision-model/--text-model) must come from --seed, or two runs with one seed start apart.
+    set_seed(args.seed)
     model, processor = build_stage1_model(args)
     data, spec = load_data(args)
     report = train(model, processor, data, spec, _config(args, PRETRAIN))
@@ -99,7 +105,8 @@ def build_stage1_model(args):
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
     if args.model:
-        return AesformerModel.from_pretrained(args.model), AutoProcessor.from_pretrained(args.model)
+        model = AesformerModel.from_pretrained(args.model, use_safetensors=True)  # never a pickled .bin
+        return model, AutoProcessor.from_pretrained(args.model)
     if args.vision_model and args.text_model:
         model = AesformerModel.from_vision_text_pretrained(args.vision_model, args.text_model)
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.text_model)
@@ -114,7 +121,9 @@ def build_stage1_model(args):
     else:
         raise SystemExit("give --model, or --vision-model with --text-model, or --preset with --tokenizer")
     size = model.config.vision_config.image_size
-    processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer)
+    max_length = min(512, model.config.text_config.max_position_embeddings)  # tiny: 128 positions
+    processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
+                                   max_length=max_length)
     processor.check_vocab_size(model.config.text_config.vocab_size)
     return model, processor
 
@@ -133,7 +142,8 @@ def adapt_main(argv=None):
 
     from modeling_aesformer import AesformerModel
 
-    model, processor = AesformerModel.from_pretrained(args.model), AutoProcessor.from_pretrained(args.model)
+    model = AesformerModel.from_pretrained(args.model, use_safetensors=True)  # never a pickled .bin
+    processor = AutoProcessor.from_pretrained(args.model)
     data, spec = load_data(args)
     report = train(model, processor, data, spec, _config(args, ADAPT), model_dir=args.model)
     name = args.adapter_name or spec.name
@@ -161,7 +171,8 @@ def eval_main(argv=None):
 
     from .loop import evaluate_branches
 
-    model, processor = AesformerModel.from_pretrained(args.model).eval(), AutoProcessor.from_pretrained(args.model)
+    model = AesformerModel.from_pretrained(args.model, use_safetensors=True).eval()  # never a pickled .bin
+    processor = AutoProcessor.from_pretrained(args.model)
     if args.adapter and args.adapter != "base":
         model = load_adapters(model, args.model, names=[args.adapter]).eval()
     data, spec = load_data(args)
