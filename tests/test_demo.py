@@ -1,0 +1,31 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end_and_learns_the_distribution(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    run = subprocess.run([sys.executable, "-m", "modeling_aesformer.cli", "demo", "--quick", "--output", str(out)],
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"untrained, image only", "untrained, with comments", "image only (adapter)",
+                            "with comments", "image only, 1-7 adapter"}
+    for row in metrics.values():
+        assert row["n"] > 0 and all(k in row for k in ("accuracy", "plcc", "srcc", "emd_r1", "emd_r2"))
+    # a few epochs reliably fit the vote distributions (EMD), even where the ranking needs the full run
+    assert metrics["image only (adapter)"]["emd_r2"] < 0.8 * metrics["untrained, image only"]["emd_r2"]
+    assert metrics["with comments"]["emd_r2"] < 0.8 * metrics["untrained, with comments"]["emd_r2"]
+    assert "srcc" in run.stdout and "with comments" in run.stdout  # the table is printed
+    # the adapters sit in the backbone folder; the exported folder and figures exist
+    assert sorted(os.listdir(out / "stage1" / "model" / "adapters")) == ["synthetic", "synthetic7"]
+    assert (out / "hub" / "config.json").is_file() and (out / "hub" / "README.md").is_file()
+    plots = sorted(os.listdir(out / "plots"))
+    assert "scatter.png" in plots and any(p.startswith("explain-") for p in plots)
+    for name in plots:
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
