@@ -195,6 +195,25 @@ def _read_meta(source: str, subfolder: Optional[str]) -> dict:
         return json.load(f)
 
 
+SAFE_WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+def _require_safetensors(source: str, subfolder: Optional[str]) -> None:
+    """A local adapter folder must hold `adapter_model.safetensors`: PEFT would otherwise fall back to a pickled
+    `adapter_model.bin` (loaded with weights_only=True, but still a pickle), which Aesformer never loads. A Hub id is
+    left to PEFT, which prefers the safetensors file too."""
+    folder = os.path.join(source, subfolder or "")
+    if not os.path.isdir(folder):
+        return
+    if not os.path.isfile(os.path.join(folder, SAFE_WEIGHTS_FILE)):
+        found = sorted(n for n in os.listdir(folder) if n.startswith("adapter_model"))
+        raise ValueError(
+            f"adapter folder {folder} has no {SAFE_WEIGHTS_FILE} (found {found or 'no weights'}): Aesformer loads "
+            "adapter weights only from safetensors, never from a pickle. If you trust a .bin file, convert it "
+            "yourself: `safetensors.torch.save_file(torch.load(path, weights_only=True), ...)`."
+        )
+
+
 def load_adapters(
     model,
     source: Union[str, os.PathLike],
@@ -226,6 +245,7 @@ def load_adapters(
     for name, folder, sub in entries:
         if name in RESERVED_NAMES:
             raise ValueError(f"adapter folder name {name!r} is reserved")
+        _require_safetensors(folder, sub)
         meta = _read_meta(folder, sub)
         kwargs = {"adapter_name": name, "is_trainable": is_trainable}
         if sub is not None:

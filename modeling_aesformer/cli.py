@@ -53,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRAINING_COMMANDS = ("pretrain", "adapt", "eval")
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINING_COMMANDS:
+        # argparse's REMAINDER does not take tokens that start with "--" right after a subcommand
+        # (`aesformer pretrain --preset tiny` was "unrecognized arguments"): hand them over untouched.
+        return int(_training_command(argv[0])(argparse.Namespace(args=argv[1:])) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

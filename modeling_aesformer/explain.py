@@ -743,7 +743,7 @@ def run(args) -> int:
             raise FileNotFoundError(f"no such image file: {args.image}")
         from transformers import AutoModel, AutoProcessor  # the Auto classes know Aesformer: this package is imported
 
-        model = AutoModel.from_pretrained(args.model).eval()
+        model = AutoModel.from_pretrained(args.model, use_safetensors=True).eval()  # never a pickled .bin
         processor = AutoProcessor.from_pretrained(args.model)
         if args.adapter not in (None, "base"):
             from .adapters import load_adapters

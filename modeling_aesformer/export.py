@@ -319,7 +319,7 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     config_dict = _read_json(model_dir / "config.json")
     conversion = detect_conversion(model_dir, config_dict)
     adapters = _read_adapters(model_dir)
-    model = AutoModel.from_pretrained(str(model_dir)).eval()
+    model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True).eval()  # never a pickled .bin
     if conversion is not None:
         model.config.conversion = {k: v for k, v in conversion.items() if v is not None}
     processor, note = _load_processor(model_dir)

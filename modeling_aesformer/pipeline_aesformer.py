@@ -21,6 +21,7 @@ Without the package (e.g. a Hub folder), trust the folder's code:
 import io
 import logging
 import os
+import threading
 import urllib.request
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -38,6 +39,9 @@ BASE_ADAPTER = "base"
 ALL_ADAPTERS = "all"
 _COMMENT_KEYS = ("comments", "comment", "text")
 _USER_AGENT = "aesformer-pipeline"
+# `model(..., adapters=...)` switches PEFT layers in place: forwards of a model WITH dataset adapters are serialised
+# so that threads sharing a pipeline never see each other's adapter (models without adapters run concurrently).
+_ADAPTER_FORWARD_LOCK = threading.RLock()
 
 __all__ = ["AesformerAestheticsPipeline", "register_pipeline", "TASK"]
 
@@ -285,9 +289,8 @@ def _fetch_url(url: str, timeout: Optional[float]) -> PIL.Image.Image:
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked
         data = response.read()
-    image = PIL.Image.open(io.BytesIO(data))
-    image.load()
-    return image
+    # Not decoded here: the image processor checks the header size (`max_image_pixels`) before decoding.
+    return PIL.Image.open(io.BytesIO(data))
 
 
 def load_aesthetics_image(image: Any, timeout: Optional[float] = None):
@@ -317,6 +320,23 @@ def _split_input(item: Any) -> Tuple[Any, Any]:
             raise ValueError(f"pass the comments under one key only, got {present}")
         return item["image"], (item[present[0]] if present else None)
     return item, None
+
+
+class _Numbered:
+    """One item of a list input with its position, so that an error names it (`inputs[3]`)."""
+
+    __slots__ = ("index", "item")
+
+    def __init__(self, index: int, item: Any):
+        self.index, self.item = index, item
+
+
+def _describe(image: Any) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return repr(os.fspath(image))
+    if isinstance(image, PIL.Image.Image):
+        return f"<PIL image {image.mode} {image.size[0]}x{image.size[1]}>"
+    return f"<{type(image).__name__}>"
 
 
 class _RowsDataset(torch.utils.data.Dataset):
@@ -364,6 +384,11 @@ class AesformerAestheticsPipeline(Pipeline):
     - `label` ("high" | "low"): "high" iff `score > threshold`;
     - `distribution` (list of float, with `return_distribution=True`, the default): probability of each bin;
     - `branch` ("with_comments" | "image_only") and `adapter` (the adapter that answered; "base" = the model's own).
+
+    A bad input (unreadable or truncated file, not an image, larger than the image processor's `max_image_pixels`,
+    ...) raises a `ValueError` naming it (`inputs[3] 'b.jpg': ...` for an item of a list), as transformers'
+    image-classification pipeline raises for an image it cannot load: no partial list is returned. To score an
+    archive where some files are broken, use `aesformer score`, which records an error row and goes on.
 
     A single input gives one dict; a list gives a list. With `adapter=[...]` or `adapter="all"` each image gives a
     LIST of dicts, one per adapter in that order ("all" = "base" then every loaded dataset adapter), computed in
@@ -493,11 +518,26 @@ class AesformerAestheticsPipeline(Pipeline):
             raise ValueError("the image-aesthetics pipeline needs inputs: an image, a dict, or a list of them")
         if isinstance(inputs, tuple):
             inputs = list(inputs)
+        if isinstance(inputs, list):
+            inputs = [_Numbered(i, item) for i, item in enumerate(inputs)]
         inputs = _wrap_hf_dataset(inputs)
         return super().__call__(inputs, **kwargs)
 
     # -------------------------------------------------------------------------------------------- steps
     def preprocess(self, inputs, timeout=None):
+        where = "input"
+        if isinstance(inputs, _Numbered):
+            where, inputs = f"inputs[{inputs.index}]", inputs.item
+        image = inputs.get("image") if isinstance(inputs, dict) else inputs
+        try:
+            return self._preprocess_one(inputs, timeout)
+        except (ValueError, TypeError, OSError) as err:
+            text = str(err)
+            text = text[len("images[0]: "):] if text.startswith("images[0]: ") else text
+            error = TypeError if isinstance(err, TypeError) else ValueError
+            raise error(f"{where} {_describe(image)}: {text}") from err
+
+    def _preprocess_one(self, inputs, timeout):
         image, comments = _split_input(inputs)
         image = load_aesthetics_image(image, timeout=timeout)
         if self.processor is not None and getattr(self.processor, "tokenizer", None) is not None:
@@ -519,7 +559,11 @@ class AesformerAestheticsPipeline(Pipeline):
     def _forward(self, model_inputs, adapter=None, return_attention=False):
         names, _ = resolve_adapters(self.model, adapter)
         # The eager attention path (with weights) runs only when maps are asked for.
-        outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
+        if known_adapters(self.model):
+            with _ADAPTER_FORWARD_LOCK:
+                outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
+        else:
+            outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
         summary = summarize_outputs(self.model, outputs, names)
         if return_attention:
             summary.update(attention_summary(self.model, outputs, names, model_inputs))

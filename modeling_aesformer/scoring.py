@@ -11,12 +11,19 @@
   Images with comments are answered by the with-comments branch, the others by the image-only branch.
 - Decoding and preprocessing run in DataLoader workers (`--num-workers`) while the model computes; a progress bar
   shows images/s.
-- The output is appended and flushed after every batch: an interrupted run loses at most the batch in flight, and
-  `--resume` skips every image (and adapter) already in the file. A file that cannot be read never stops the run:
-  it gets a row with the reason in the `error` column and is listed at the end. Exit code 0 when every image was
-  scored, 1 when any failed.
+- The output is appended and flushed after every batch: an interrupted run (Ctrl-C, SIGKILL, power loss) loses at
+  most the batch in flight, and `--resume` skips every image (and adapter) already in the file, after cutting off a
+  last line left half-written. A file that cannot be read (empty, truncated, not an image, larger than
+  `--max-image-pixels`, ...) never stops the run: it gets a row with the reason in the `error` column and is listed
+  at the end. Exit code 0 when every image was scored, 1 when any failed.
+- Decompression bombs are refused from the image header, before decoding: `--max-image-pixels N` (default: the
+  model's image processor's `max_image_pixels`, 178,956,970 = Pillow's own hard limit).
+- Comments that are empty or whitespace-only after cleaning count as no comments (`branch` = image_only).
+  `comments_truncated` is true when the processor's word or token limit cut an image's comments, false when they
+  were used whole, empty when the image had no comment text.
+- List and comments files must be UTF-8: other bytes stop the run with an error naming the file and the line.
 
-Output columns: path, adapter, score, std, label, branch, distribution (JSON list), error.
+Output columns: path, adapter, score, std, label, branch, distribution (JSON list), comments_truncated, error.
 """
 
 import argparse
@@ -32,7 +39,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-FIELDS = ["path", "adapter", "score", "std", "label", "branch", "distribution", "error"]
+FIELDS = ["path", "adapter", "score", "std", "label", "branch", "distribution", "comments_truncated", "error"]
 LIST_EXTENSIONS = (".csv", ".jsonl", ".txt")
 _IMAGE_KEYS = ("image", "path", "file", "file_name", "filename", "image_path")
 _COMMENT_KEYS = ("comments", "comment", "text")
@@ -67,18 +74,31 @@ def _walk(folder: str) -> List[str]:
 
 
 def _rows(path: str) -> Iterable[dict]:
-    """Rows of a CSV (with header) or JSONL file, as dicts."""
-    if path.lower().endswith(".jsonl"):
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
+    """Rows of a CSV (with header) or JSONL file, as dicts. Bytes that are not UTF-8, a line that is not JSON or a
+    CSV that cannot be parsed raise `ScoringError` naming the file and the line."""
+    from aesformer_processing.data import TextEncodingError, read_utf8_text
+
+    jsonl = path.lower().endswith(".jsonl")
+    try:
+        text = read_utf8_text(path, csv_rows=not jsonl)
+    except TextEncodingError as err:
+        raise ScoringError(str(err)) from None
+    if jsonl:
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
                     row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ScoringError(f"{path}:{number}: each JSONL line must be an object")
-                    yield row
+                except ValueError as err:
+                    raise ScoringError(f"{path}, line {number}: not valid JSON: {err}") from None
+                if not isinstance(row, dict):
+                    raise ScoringError(f"{path}, line {number}: each JSONL line must be an object")
+                yield row
     else:
-        with open(path, encoding="utf-8", newline="") as f:
-            yield from csv.DictReader(f)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            yield from reader
+        except csv.Error as err:
+            raise ScoringError(f"{path}, line {reader.line_num}: cannot parse the CSV: {err}") from None
 
 
 def _pick(row: dict, keys: Sequence[str], where: str, required: bool = True):
@@ -98,8 +118,13 @@ def _resolve(path: str, base: str) -> str:
 def _read_list_file(path: str) -> List[Tuple[str, Optional[object]]]:
     base = os.path.dirname(path)
     if path.lower().endswith(".txt"):
-        with open(path, encoding="utf-8") as f:
-            return [(_resolve(line.strip(), base), None) for line in f if line.strip() and not line.startswith("#")]
+        from aesformer_processing.data import TextEncodingError, read_utf8_text
+
+        try:
+            lines = read_utf8_text(path).splitlines()
+        except TextEncodingError as err:
+            raise ScoringError(str(err)) from None
+        return [(_resolve(line.strip(), base), None) for line in lines if line.strip() and not line.startswith("#")]
     records = []
     for row in _rows(path):
         image = _pick(row, _IMAGE_KEYS, path)
@@ -177,12 +202,21 @@ def attach_comments(records, by_path, by_name):
 # --------------------------------------------------------------------------------------------- decoding (workers)
 class ImageDataset:
     """Decodes and preprocesses one image per item (in DataLoader workers); returns the tensors, or an error
-    record `{"index", "error"}` that never raises."""
+    record `{"index", "error"}` that never raises.
+
+    `max_image_pixels` (default: the image processor's own) is checked by the image processor against the file's
+    header before decoding. Pillow's process-wide `PIL.Image.MAX_IMAGE_PIXELS` is never disabled: it is raised for
+    the duration of one item only when the limit asked for is above Pillow's own (and restored after)."""
 
     def __init__(self, records, processor, max_image_pixels: Optional[int] = None):
         self.records = records
         self.processor = processor
-        self.max_image_pixels = max_image_pixels
+        image_processor = getattr(processor, "image_processor", processor)
+        if max_image_pixels is None:
+            max_image_pixels = getattr(image_processor, "max_image_pixels", None)
+        if max_image_pixels is not None and (isinstance(max_image_pixels, bool) or int(max_image_pixels) < 1):
+            raise ScoringError(f"--max-image-pixels must be a positive number of pixels, got {max_image_pixels}")
+        self.max_image_pixels = None if max_image_pixels is None else int(max_image_pixels)
         self.with_text = getattr(processor, "tokenizer", None) is not None
 
     def __len__(self):
@@ -193,20 +227,27 @@ class ImageDataset:
 
         path, comments = self.records[index]
         previous_limit = PIL.Image.MAX_IMAGE_PIXELS
+        limit = self.max_image_pixels
         try:
-            if self.max_image_pixels is not None:
-                PIL.Image.MAX_IMAGE_PIXELS = self.max_image_pixels
+            if limit is not None and previous_limit is not None and limit > 2 * previous_limit:
+                PIL.Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses above 2x this in `open`: the asked limit rules
             with warnings.catch_warnings():
-                warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)  # the limit is strict
+                # the image processor's header check is the rule; Pillow's warning below its hard limit is noise
+                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
                 if not os.path.isfile(path):
                     raise FileNotFoundError(f"no such file: {path}")
+                pixel_kwargs = {} if limit is None else {"max_image_pixels": limit}
+                truncated = None
                 if self.with_text:
-                    encoded = self.processor(images=[path], comments=[comments], return_tensors="pt")
+                    encoded = self.processor(images=[path], comments=[comments], return_tensors="pt", **pixel_kwargs)
+                    if comments is not None:
+                        text, cut = self.processor.clean_and_check(comments)
+                        truncated = bool(cut) if text else None
                 else:
                     if comments:
                         raise ValueError("the model folder has no tokenizer: comments cannot be used")
-                    encoded = self.processor(images=[path], return_tensors="pt")
-            item = {"index": index, "pixel_values": encoded["pixel_values"][0]}
+                    encoded = self.processor(images=[path], return_tensors="pt", **pixel_kwargs)
+            item = {"index": index, "pixel_values": encoded["pixel_values"][0], "comments_truncated": truncated}
             if "input_ids" in encoded:
                 for key in ("input_ids", "attention_mask", "token_type_ids"):
                     if key in encoded:
@@ -236,7 +277,8 @@ def collate(items, pad_id: int = 0):
     ok = [it for it in items if "error" not in it]
     if not ok:
         return None, errors
-    batch = {"indices": [it["index"] for it in ok], "pixel_values": torch.stack([it["pixel_values"] for it in ok])}
+    batch = {"indices": [it["index"] for it in ok], "comments_truncated": [it.get("comments_truncated") for it in ok],
+             "pixel_values": torch.stack([it["pixel_values"] for it in ok])}
     if any("input_ids" in it for it in ok):
         length = max([it["input_ids"].shape[0] for it in ok if "input_ids" in it] + [1])
         ids = torch.full((len(ok), length), pad_id, dtype=torch.long)
@@ -255,16 +297,26 @@ def collate(items, pad_id: int = 0):
 
 # ----------------------------------------------------------------------------------------------------------- output
 class ResultWriter:
-    """Appends rows to a CSV or JSONL file and flushes after every batch."""
+    """Appends rows to a CSV or JSONL file and flushes after every batch (one `write` per batch).
+
+    Appending to a CSV written by an earlier version (fewer columns) keeps that file's header: the new columns are
+    left out of its rows rather than making the file ragged."""
 
     def __init__(self, path: str):
         self.path = path
         self.jsonl = path.lower().endswith((".jsonl", ".json"))
+        self.fields = list(FIELDS)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         new = not os.path.exists(path) or os.path.getsize(path) == 0
+        if not new and not self.jsonl:
+            with open(path, encoding="utf-8", newline="") as f:
+                header = next(csv.reader(f), [])
+            if not header or "path" not in header or not set(header) <= set(FIELDS):
+                raise ScoringError(f"{path} is not an `aesformer score` CSV (header {header}): cannot append to it")
+            self.fields = header
         self.file = open(path, "a", encoding="utf-8", newline="")
         if new and not self.jsonl:
-            self.file.write(",".join(FIELDS) + "\r\n")
+            self.file.write(",".join(self.fields) + "\r\n")
             self.file.flush()
 
     def write(self, rows: List[dict]) -> None:
@@ -275,12 +327,14 @@ class ResultWriter:
             for row in rows:
                 buffer.write(json.dumps({k: row.get(k) for k in FIELDS}, ensure_ascii=False) + "\n")
         else:
-            writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+            writer = csv.DictWriter(buffer, fieldnames=self.fields)
             for row in rows:
                 flat = dict(row)
                 if isinstance(flat.get("distribution"), list):
                     flat["distribution"] = json.dumps(flat["distribution"])
-                writer.writerow({k: ("" if flat.get(k) is None else flat[k]) for k in FIELDS})
+                if isinstance(flat.get("comments_truncated"), bool):
+                    flat["comments_truncated"] = "true" if flat["comments_truncated"] else "false"
+                writer.writerow({k: ("" if flat.get(k) is None else flat[k]) for k in self.fields})
         self.file.write(buffer.getvalue())  # one write per batch
         self.file.flush()
 
@@ -326,12 +380,18 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print):
         from huggingface_hub import snapshot_download
 
         model_dir = snapshot_download(model_ref)
-    model = AutoModel.from_pretrained(model_dir).eval()
+    model = AutoModel.from_pretrained(model_dir, use_safetensors=True).eval()  # never a pickled .bin
     try:
         processor = AutoProcessor.from_pretrained(model_dir)
     except Exception as err:  # noqa: BLE001 - a folder without tokenizer: images only
         log(f"[score] no tokenizer in {model_dir} ({type(err).__name__}); comments will be rejected")
         processor = AutoImageProcessor.from_pretrained(model_dir)
+    positions = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None)
+    if getattr(processor, "tokenizer", None) is not None and positions and processor.max_length > positions:
+        # a longer comment would not fit the text encoder's position table: truncate at what it can take
+        log(f"[score] the processor's max_length {processor.max_length} exceeds the text encoder's {positions} "
+            f"positions: comments are truncated at {positions} tokens")
+        processor.max_length = int(positions)
     wanted = [a for a in (adapters or []) if a != "base"]
     if os.path.isdir(os.path.join(model_dir, "adapters")) and (wanted or not adapters):
         from .adapters import list_adapters, load_adapters
@@ -357,6 +417,8 @@ def score_images(args, log=print) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch_size < 1 or args.num_workers < 0:
         raise ScoringError("--batch-size must be >= 1 and --num-workers >= 0")
+    if args.max_image_pixels is not None and args.max_image_pixels < 1:
+        raise ScoringError("--max-image-pixels must be a positive number of pixels")
     if os.path.exists(args.output) and os.path.getsize(args.output) > 0 and not (args.resume or args.overwrite):
         raise ScoringError(f"{args.output} exists: pass --resume to continue it or --overwrite to start over")
     if args.overwrite and not args.resume and os.path.exists(args.output):
@@ -407,6 +469,7 @@ def score_images(args, log=print) -> int:
             results = {}
             if batch is not None:
                 indices = batch.pop("indices")
+                truncated = dict(zip(indices, batch.pop("comments_truncated")))
                 inputs = {k: v.to(device) for k, v in batch.items()}
                 with torch.inference_mode():
                     outputs = model(**inputs, adapters=list(names))
@@ -427,7 +490,8 @@ def score_images(args, log=print) -> int:
                     if result["adapter"] in have:
                         continue  # written by an earlier, interrupted run
                     dist = [round(p, 6) for p in result["distribution"]]
-                    rows.append({**result, "path": path, "distribution": dist, "error": None})
+                    rows.append({**result, "path": path, "distribution": dist,
+                                 "comments_truncated": truncated.get(index), "error": None})
                 scored += 1
             writer.write(rows)
             progress.update(len(results))
@@ -480,7 +544,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run: skip what is written")
     parser.add_argument("--overwrite", action="store_true", help="start the output file over")
     parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
-                        help="refuse images with more than N pixels (decompression-bomb guard; default Pillow's)")
+                        help="refuse images whose header declares more than N pixels, before decoding them "
+                        "(decompression-bomb guard; default: the image processor's max_image_pixels, 178956970)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="high/low threshold (default: the answering head's own)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
@@ -448,10 +449,55 @@ def _raise_csv_field_limit() -> None:
             limit //= 10
 
 
+class TextEncodingError(ValueError):
+    """A text file (metadata, votes, comments, list) is not valid UTF-8; `line` is the 1-based line of the first bad
+    byte (and `row` the 1-based data row of a CSV file, the header not counted, when known)."""
+
+    def __init__(self, message: str, path: str, line: int, row: int | None = None):
+        super().__init__(message)
+        self.path, self.line, self.row = path, line, row
+
+
+def read_utf8_text(path: str | os.PathLike, csv_rows: bool = False) -> str:
+    """
+    The text of a UTF-8 file (a leading BOM is dropped; line endings are kept as written).
+
+    Raises:
+        TextEncodingError: the file holds bytes that are not UTF-8 (e.g. a Latin-1 or Windows-1252 export). The
+            message names the file, the line (and with `csv_rows` the data row, header not counted) and the bytes,
+            whatever the loader's ``on_error`` policy: a wrong encoding is a whole-file problem, so no row is guessed.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + 1
+        row = None
+        where = f"line {line}"
+        if csv_rows:
+            # Records up to the bad byte, the one holding it included (the "x" makes it non-empty): header + rows.
+            prefix = data[:err.start].decode("utf-8") + "x"  # valid: the first bad byte comes later
+            row = sum(1 for _ in csv.reader(io.StringIO(prefix, newline=""))) - 1
+            where += f" (data row {row})" if row else " (the header)"
+            row = row or None
+        bad = data[err.start:err.end + 3][:6]
+        raise TextEncodingError(
+            f"{path}, {where}: byte(s) {bad!r} at byte offset {err.start} (byte {err.start - line_start + 1} of the "
+            f"line) are not valid UTF-8 ({err.reason}). The file must be UTF-8: re-encode it (e.g. `iconv -f cp1252 "
+            "-t utf-8`).",
+            path, line, row,
+        ) from None
+
+
 def _read_csv(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Reads a CSV file: the header (stripped) and `(first line number, fields)` for each non-blank record."""
     _raise_csv_field_limit()
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(read_utf8_text(path, csv_rows=True), newline="") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
@@ -499,7 +545,7 @@ def _read_id_list(path: str) -> list[str]:
     """One id per line (first whitespace-separated token); blank and `#` lines ignored; an image extension
     (``.jpg``, ``.jpeg``, ``.png``) is stripped, so ``953619.jpg`` and ``953619`` are the same id."""
     ids = []
-    with open(path, encoding="utf-8-sig") as handle:
+    with io.StringIO(read_utf8_text(path)) as handle:
         for line in handle:
             tokens = line.split()
             if not tokens or tokens[0].startswith("#"):
@@ -624,8 +670,9 @@ def _read_dataset_json(folder: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
+        config = json.loads(read_utf8_text(path))
+    except TextEncodingError:
+        raise
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read {path}: {err}") from err
     if not isinstance(config, dict):
@@ -912,12 +959,12 @@ def _read_comment_file(path: str, report: LoadReport) -> dict[str, str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"comments file '{path}' does not exist.")
     rows: list[tuple[str, dict[str, Any]]] = []  # (location, row)
-    with open(path, encoding="utf-8-sig") as handle:
-        first = handle.read(1)
-        while first.isspace():
-            first = handle.read(1)
-    if path.lower().endswith((".jsonl", ".json")) or first == "{":
-        with open(path, encoding="utf-8-sig") as handle:
+    jsonl = path.lower().endswith((".jsonl", ".json"))
+    if not jsonl:
+        with open(path, "rb") as handle:
+            jsonl = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+    if jsonl:
+        with io.StringIO(read_utf8_text(path)) as handle:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -992,7 +1039,7 @@ def _load_vote_table(
     first_line: dict[str, int] = {}
     min_columns = first_count + num_bins
     bin_values = spec.bin_values
-    with open(path, encoding="utf-8-sig") as handle:
+    with io.StringIO(read_utf8_text(path)) as handle:
         for line_number, line in enumerate(handle, start=1):
             tokens = line.split()
             if not tokens or tokens[0].startswith("#"):
@@ -1389,6 +1436,7 @@ __all__ = [
     "DatasetLoadError",
     "DatasetSpec",
     "LoadReport",
+    "TextEncodingError",
     "RowIssue",
     "SPLITS",
     "DROP_REASONS",
@@ -1397,6 +1445,7 @@ __all__ = [
     "load_generic",
     "load_jas",
     "load_photonet",
+    "read_utf8_text",
     "scores_to_distributions",
     "stable_index",
     "write_generic",

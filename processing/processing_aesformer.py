@@ -11,6 +11,8 @@ It provides:
   drop literal ``"\\n"`` sequences, collapse whitespace, keep the first 200 words, keep case).
 - [`AesformerImageProcessor`]: a deterministic numpy + Pillow image processor (EXIF orientation, every Pillow mode to
   RGB, alpha composited over a matte colour, squash resize to 224x224 with bicubic resampling, ImageNet normalisation).
+  Files and PIL images larger than `max_image_pixels` are refused from their header size, before any pixel is decoded
+  (decompression-bomb guard).
 - [`AesformerProcessor`]: wraps the image processor and a BERT tokenizer; an image without comments gets an all-zero
   attention-mask row, which is how the model routes that sample to its image-only branch.
 """
@@ -19,6 +21,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +48,23 @@ _STRIPPED_CHARACTERS_RE = re.compile(r"[\[\]()'\"*#:~]")
 # ASCII control characters that are not whitespace (\t \n \v \f \r are whitespace and are collapsed instead).
 _CONTROL_CHARACTERS_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _LITERAL_NEWLINE = "\\n"  # the two characters backslash and "n", as stored in the AVA-Comments CSV files
+# Unicode "other" characters (control Cc, format Cf such as zero-width spaces, direction marks and the emoji joiner,
+# surrogates Cs, private use Co, unassigned Cn) and U+FFFD: BERT's tokenizer drops them all, so they are removed here
+# too; a comment made only of them is then NO comment (image-only branch) rather than an empty text.
+_REPLACEMENT_CHARACTER = "\ufffd"
+# A fast tokenizer holds its truncation/padding settings as state that each call may change: two processors with
+# different `max_length` sharing one tokenizer in threads would truncate at each other's length. Tokenizer calls are
+# serialised by this module-level lock (a lock attribute would make processors unpicklable).
+_TOKENIZER_LOCK = threading.RLock()
+
+
+def _drop_unicode_controls(text: str) -> str:
+    if text.isascii():
+        return text
+    return "".join(
+        c for c in text
+        if c.isspace() or (c != _REPLACEMENT_CHARACTER and unicodedata.category(c)[0] != "C")
+    )
 
 
 def _join_comments(comments: Any) -> str:
@@ -69,6 +90,7 @@ def _clean_comments_with_count(comments: Any, max_words: int | None) -> tuple[st
     text = _join_comments(comments)
     text = text.replace(_LITERAL_NEWLINE, " ")
     text = _CONTROL_CHARACTERS_RE.sub("", text)
+    text = _drop_unicode_controls(text)
     text = _STRIPPED_CHARACTERS_RE.sub(" ", text)
     words = text.split()
     n_words = len(words)
@@ -82,10 +104,12 @@ def clean_comments(comments: str | Sequence[str] | None, max_words: int | None =
     Cleans the user comments of one image the way Aesformer was trained.
 
     The steps are, in order: join a list of comments with a single space; replace every literal ``"\\n"`` (the two
-    characters backslash and ``n``, as stored in the AVA-Comments files) with a space; remove ASCII control characters
-    that are not whitespace; replace each of the characters ``[ ( ' " ) * # : ~ ]`` with a space (as the original
-    training code did, so that ``"great:shot"`` becomes ``"great shot"``); collapse all whitespace (real newlines and
-    tabs included) to single spaces; keep the first `max_words` words. Case is kept (the text encoder is cased).
+    characters backslash and ``n``, as stored in the AVA-Comments files) with a space; remove control characters that
+    are not whitespace (ASCII ones, and the Unicode categories Cc/Cf/Cs/Co/Cn plus U+FFFD: zero-width spaces,
+    direction marks, the emoji joiner, ..., which BERT's tokenizer drops anyway); replace each of the characters
+    ``[ ( ' " ) * # : ~ ]`` with a space (as the original training code did, so that ``"great:shot"`` becomes
+    ``"great shot"``); collapse all whitespace (real newlines and tabs included) to single spaces; keep the first
+    `max_words` words. Case is kept (the text encoder is cased).
 
     Args:
         comments (`str`, `list[str]`, `tuple[str]` or `None`):
@@ -124,12 +148,39 @@ class AesformerImagesKwargs(ImagesKwargs, total=False):
     Attributes:
         matte_color (`tuple[int, int, int]` or `list[int]`, *optional*):
             The RGB colour transparent pixels are composited over.
+        max_image_pixels (`int` or `None`, *optional*):
+            Files and PIL images with more pixels than this (read from the header, before decoding) are refused.
     """
 
     matte_color: tuple[int, int, int] | list[int] | None
+    max_image_pixels: int | None
 
 
 _VALID_RESAMPLE = {int(member) for member in PIL.Image.Resampling}
+# Default decompression-bomb limit: Pillow's own hard limit (2 x PIL.Image.MAX_IMAGE_PIXELS as Pillow ships it, where
+# `Image.open` raises DecompressionBombError). About 537 MB of 8-bit RGB once decoded.
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+
+
+def _normalize_max_pixels(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"max_image_pixels must be a positive int or None, got {value!r}.")
+    return int(value)
+
+
+def _check_image_pixels(image: PIL.Image.Image, max_pixels: int | None) -> None:
+    """Refuses an image whose (header) size exceeds `max_pixels`; for a file just opened, nothing is decoded yet."""
+    if max_pixels is None:
+        return
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PIL.Image.DecompressionBombError(
+            f"the image declares {width}x{height} = {width * height:,} pixels, more than max_image_pixels="
+            f"{max_pixels:,} (decompression-bomb guard, checked before decoding); if you trust the image, raise "
+            "the limit: AesformerImageProcessor(max_image_pixels=...) or preprocess(..., max_image_pixels=...)"
+        )
 
 
 def _get_torch_tensor_type():
@@ -211,7 +262,8 @@ def _pil_to_rgb(image: PIL.Image.Image, matte_color: Sequence[int]) -> PIL.Image
     """
     Converts a PIL image of any mode to a fully loaded 8-bit RGB image.
 
-    - EXIF orientation is applied (`PIL.ImageOps.exif_transpose`); animated images give their first frame.
+    - EXIF orientation is applied (`PIL.ImageOps.exif_transpose`); animated images give their first frame (the
+      frames are never counted: `n_frames` would decode every frame of a GIF).
     - Modes with transparency (RGBA, RGBa, LA, La, PA, and P/L/RGB with a `transparency` entry) are composited over
       `matte_color`.
     - 16-bit integer modes (I;16, I;16L, I;16B, I;16N) are scaled by 255/65535. Mode I (32-bit signed) is read as
@@ -220,8 +272,11 @@ def _pil_to_rgb(image: PIL.Image.Image, matte_color: Sequence[int]) -> PIL.Image
     - Mode F (32-bit float) is ASSUMED to hold values in 0..255: values are clipped to that range and rounded.
     - Other modes (1, L, CMYK, YCbCr, HSV, LAB, RGBX, ...) use Pillow's own conversion to RGB.
     """
-    if getattr(image, "n_frames", 1) > 1:
+    try:
         current = image.tell()
+    except Exception:  # noqa: BLE001 - a plugin without frame support: one frame
+        current = 0
+    if current != 0:  # a multi-frame image positioned on a later frame (a file just opened is on frame 0)
         try:
             image.seek(0)
             first = image.copy()
@@ -233,6 +288,7 @@ def _pil_to_rgb(image: PIL.Image.Image, matte_color: Sequence[int]) -> PIL.Image
         # `copy` drops nothing that exif_transpose needs: the EXIF block lives in `info`/`getexif`.
         image = first
 
+    image.load()  # decoding errors (truncated data, ...) surface here, not as an EXIF problem below
     try:
         transposed = PIL.ImageOps.exif_transpose(image)
         if transposed is not None:
@@ -330,20 +386,28 @@ def _array_to_pil(array: np.ndarray, channels_first: bool) -> PIL.Image.Image:
     return PIL.Image.fromarray(array, mode=mode)
 
 
-def _read_image_file(path: str, matte_color: Sequence[int]) -> PIL.Image.Image:
+def _read_image_file(path: str, matte_color: Sequence[int], max_pixels: int | None = None) -> PIL.Image.Image:
     try:
-        with PIL.Image.open(path) as image:
+        with PIL.Image.open(path) as image:  # reads the header only
+            _check_image_pixels(image, max_pixels)
             return _pil_to_rgb(image, matte_color)
     except Exception as err:  # missing file, unknown format, truncated data, decompression bomb, ...
         raise ValueError(f"cannot read image file '{path}': {type(err).__name__}: {err}") from err
 
 
-def _to_rgb_image(image: Any, matte_color: Sequence[int]) -> PIL.Image.Image:
+def _to_rgb_image(image: Any, matte_color: Sequence[int], max_pixels: int | None = None) -> PIL.Image.Image:
     """Turns one accepted image input into an 8-bit RGB PIL image (see `AesformerImageProcessor.preprocess`)."""
     if isinstance(image, (str, os.PathLike)):
-        return _read_image_file(os.fspath(image), matte_color)
+        return _read_image_file(os.fspath(image), matte_color, max_pixels)
     if isinstance(image, PIL.Image.Image):
-        return _pil_to_rgb(image, matte_color)
+        try:
+            _check_image_pixels(image, max_pixels)
+        except PIL.Image.DecompressionBombError as err:
+            raise ValueError(f"DecompressionBombError: {err}") from err
+        try:
+            return _pil_to_rgb(image, matte_color)
+        except (OSError, SyntaxError, EOFError) as err:  # a lazily opened image whose data is broken
+            raise ValueError(f"cannot decode the image: {type(err).__name__}: {err}") from err
     if isinstance(image, np.ndarray):
         return _pil_to_rgb(_array_to_pil(image, channels_first=False), matte_color)
     if _is_torch_tensor(image):
@@ -407,6 +471,13 @@ class AesformerImageProcessor(BaseImageProcessor):
         matte_color (`tuple[int, int, int]`, *optional*, defaults to `(255, 255, 255)`):
             RGB colour (0..255) that transparent and semi-transparent pixels are composited over (white by default).
             Can be overridden in `preprocess`.
+        max_image_pixels (`int` or `None`, *optional*, defaults to 178,956,970):
+            Decompression-bomb guard: an image FILE (or PIL image) whose header declares more pixels than this is
+            refused with a `ValueError` naming the file, its size and the limit, BEFORE any pixel is decoded. The
+            default equals Pillow's own hard limit; it holds even where `PIL.Image.MAX_IMAGE_PIXELS` was disabled by
+            other code. `None` turns this check off (Pillow's own check in `Image.open`, which this processor never
+            changes, still applies: a limit above Pillow's needs `PIL.Image.MAX_IMAGE_PIXELS` raised by the caller).
+            Arrays and tensors are already decoded and are not checked. Can be overridden in `preprocess`.
         kwargs (`dict[str, Any]`, *optional*):
             Passed to [`~image_processing_utils.BaseImageProcessor`] (e.g. `auto_map` when loaded from the Hub).
 
@@ -434,6 +505,7 @@ class AesformerImageProcessor(BaseImageProcessor):
         image_mean: float | Sequence[float] | None = None,
         image_std: float | Sequence[float] | None = None,
         matte_color: Sequence[int] = (255, 255, 255),
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         **kwargs,
     ):
         # Written by `to_dict`; recomputed from the class name on saving, so it is not an attribute.
@@ -454,6 +526,7 @@ class AesformerImageProcessor(BaseImageProcessor):
         if any(s == 0 for s in self.image_std):
             raise ValueError(f"image_std must not contain 0, got {self.image_std}.")
         self.matte_color = _normalize_matte(matte_color)
+        self.max_image_pixels = _normalize_max_pixels(max_image_pixels)
 
     def __call__(self, images, **kwargs) -> BatchFeature:
         """Preprocesses an image or a batch of images: see [`~AesformerImageProcessor.preprocess`]."""
@@ -472,6 +545,7 @@ class AesformerImageProcessor(BaseImageProcessor):
         image_mean: float | Sequence[float] | None = None,
         image_std: float | Sequence[float] | None = None,
         matte_color: Sequence[int] | None = None,
+        max_image_pixels: int | None = None,
     ) -> BatchFeature:
         r"""
         Preprocesses an image or a batch of images.
@@ -488,7 +562,8 @@ class AesformerImageProcessor(BaseImageProcessor):
                 - paths (`str` or `os.PathLike`) of image files, opened with Pillow.
             return_tensors (`str` or [`~utils.TensorType`], *optional*):
                 `"pt"` for a `torch.Tensor`, `"np"` or `None` for a `np.ndarray`.
-            do_resize, size, resample, do_rescale, rescale_factor, do_normalize, image_mean, image_std, matte_color:
+            do_resize, size, resample, do_rescale, rescale_factor, do_normalize, image_mean, image_std, matte_color,
+            max_image_pixels:
                 Override the attributes of the same name for this call only (see the class docstring).
 
         Returns:
@@ -498,7 +573,8 @@ class AesformerImageProcessor(BaseImageProcessor):
         Raises:
             `TypeError`: An item is of an unsupported type (the message names its index, e.g. `images[2]`).
             `ValueError`: An item cannot be read or converted (the message names its index, and its path for
-                files), or, with `do_resize=False`, the images do not share one size.
+                files), an item is larger than `max_image_pixels` (checked before decoding), or, with
+                `do_resize=False`, the images do not share one size.
         """
         do_resize = self.do_resize if do_resize is None else bool(do_resize)
         size = self.size if size is None else _normalize_size(size)
@@ -511,6 +587,9 @@ class AesformerImageProcessor(BaseImageProcessor):
         if do_normalize and any(s == 0 for s in image_std):
             raise ValueError(f"image_std must not contain 0, got {image_std}.")
         matte_color = self.matte_color if matte_color is None else _normalize_matte(matte_color)
+        # getattr: an instance made by older code (or `from_dict` of an older config) has no such attribute
+        max_pixels = (getattr(self, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS) if max_image_pixels is None
+                      else _normalize_max_pixels(max_image_pixels))
 
         mean = np.asarray(image_mean, dtype=np.float32)
         std = np.asarray(image_std, dtype=np.float32)
@@ -519,7 +598,7 @@ class AesformerImageProcessor(BaseImageProcessor):
         arrays = []
         for index, item in enumerate(_split_images(images)):
             try:
-                rgb = _to_rgb_image(item, matte_color)
+                rgb = _to_rgb_image(item, matte_color, max_pixels)
                 if do_resize and rgb.size != target:
                     rgb = rgb.resize(target, resample=resample)
             except TypeError as err:
@@ -640,7 +719,8 @@ class AesformerProcessor(ProcessorMixin):
         text, n_words = _clean_comments_with_count(comments, self.max_comment_words)
         truncated = n_words > self.max_comment_words
         if check_tokens and text and not truncated:
-            n_tokens = len(self.tokenizer.tokenize(text, add_special_tokens=True))
+            with _TOKENIZER_LOCK:
+                n_tokens = len(self.tokenizer.tokenize(text, add_special_tokens=True))
             truncated = n_tokens > self.max_length
         return text, truncated
 
@@ -733,14 +813,15 @@ class AesformerProcessor(ProcessorMixin):
 
         rows = [i for i, text in enumerate(texts) if text]
         if rows:
-            encoded = self.tokenizer(
-                [texts[i] for i in rows],
-                truncation=True,
-                max_length=self.max_length,
-                padding=False,
-                return_attention_mask=True,
-                return_token_type_ids=True,
-            )
+            with _TOKENIZER_LOCK:
+                encoded = self.tokenizer(
+                    [texts[i] for i in rows],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=False,
+                    return_attention_mask=True,
+                    return_token_type_ids=True,
+                )
             data.update(self._pad_rows(encoded, rows, n_images, padding, pad_to_multiple_of))
 
         return BatchFeature(data=data, tensor_type=return_tensors)

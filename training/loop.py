@@ -234,15 +234,27 @@ class TrainerState:
     """Loop position and model-selection history; saved with every checkpoint as `trainer_state.json` (plain JSON:
     never unpickled)."""
 
-    def __init__(self):
+    def __init__(self, lr_scheduler=None):
         self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.best_metric, self.best_epoch, self.history = None, None, []
+        # The scheduler's state (plain numbers) is saved in this JSON too: registered with accelerate it would be
+        # pickled to custom_checkpoint_0.pkl, which accelerate unpickles with weights_only=False (arbitrary code).
+        self._lr_scheduler = lr_scheduler
 
     def state_dict(self):
-        return dict(vars(self))
+        state = {key: value for key, value in vars(self).items() if not key.startswith("_")}
+        if self._lr_scheduler is not None:
+            state["lr_scheduler"] = self._lr_scheduler.state_dict()
+        return state
 
     def load_state_dict(self, state):
+        state = dict(state)
+        scheduler_state = state.pop("lr_scheduler", None)
         vars(self).update(state)
+        if self._lr_scheduler is not None:
+            if scheduler_state is None:
+                raise ValueError("the checkpoint holds no learning-rate scheduler state")
+            self._lr_scheduler.load_state_dict(scheduler_state)
 
     def save(self, folder):
         """Write `trainer_state.json` into `folder` (floats keep every bit: JSON numbers, NaN/Infinity allowed)."""
@@ -411,15 +423,17 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     # Stepped once per optimizer step by this loop (not prepared: accelerate would step it once per process).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_schedule(config, steps_per_epoch))
-    accelerator.register_for_checkpointing(scheduler)
-    state = TrainerState()  # saved next to accelerate's state as JSON (not registered: accelerate would pickle it)
+    # Saved next to accelerate's state as JSON, with the scheduler's state (neither is registered with accelerate,
+    # which would pickle them and unpickle them with weights_only=False on resume).
+    state = TrainerState(lr_scheduler=scheduler)
     if config.report_to:
         accelerator.init_trackers(f"aesformer-{config.stage}", config=_jsonable(asdict(config)))
 
     resume = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
     if resume:
         state.load(resume)  # first: a folder that is not a complete checkpoint fails before anything is loaded
-        accelerator.load_state(resume)  # model from safetensors; optimizer, scheduler, RNG with weights_only=True
+        _check_rng_file(resume, accelerator.process_index)
+        accelerator.load_state(resume)  # model from safetensors; optimizer, RNG with weights_only=True
         accelerator.print(f"resumed from {resume} at epoch {state.epoch}, step {state.global_step}")
 
     total_steps = steps_per_epoch * config.epochs
@@ -434,7 +448,10 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
         train_loader.set_epoch(state.epoch)
         train_collator.epoch = state.epoch
         skip = state.step_in_epoch * config.gradient_accumulation_steps
-        batches = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        if skip:  # resumed mid-epoch: the RNG must stay as the checkpoint left it (see _keep_rng_state)
+            batches = _keep_rng_state(accelerator.skip_first_batches(train_loader, skip))
+        else:
+            batches = train_loader
         for batch in batches:
             if batch is None:
                 continue  # every image of this batch failed to decode (the collator logged them)
@@ -509,6 +526,59 @@ def learning_rate_schedule(config, steps_per_epoch):
         return cosine * warmup
 
     return factor
+
+
+def _check_rng_file(folder, process_index):
+    """accelerate loads the RNG states with weights_only=True but only LOGS a failure and goes on, which would end a
+    resumed run on other weights without a word: a checkpoint whose RNG file does not load is refused here."""
+    from accelerate.utils import load
+
+    path = Path(folder) / f"random_states_{process_index}.pkl"
+    try:
+        load(path)  # weights_only=True (plus numpy's RNG-state types)
+    except Exception as err:  # noqa: BLE001 - missing, truncated or refused by weights_only
+        raise ValueError(f"refusing the checkpoint {folder}: its RNG state {path.name} does not load with "
+                         f"weights_only=True ({type(err).__name__}: {err})") from err
+
+
+def _rng_states():
+    import random
+
+    import numpy as np
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states):
+    import random
+
+    import numpy as np
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _keep_rng_state(batches):
+    """Iterate `batches` with the global RNG states as they are now (as loaded from a mid-epoch checkpoint) when the
+    first batch comes out. Starting a DataLoader iterator draws from the global torch RNG (its base seed); the
+    interrupted run made that draw at the start of the epoch, BEFORE the checkpoint, so a resumed run that draws
+    again would give every later dropout mask another value and end on other weights."""
+    states = _rng_states()
+    iterator = iter(batches)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        _set_rng_states(states)
+        return
+    _set_rng_states(states)
+    yield first
+    yield from iterator
 
 
 def spec_bin_values(spec):
