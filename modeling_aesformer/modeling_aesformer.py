@@ -6,6 +6,7 @@ sibling `configuration_aesformer`.
 
 import copy
 import math
+import weakref
 from dataclasses import dataclass
 from contextlib import contextmanager, nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -16,9 +17,11 @@ from torch import nn
 from transformers import BertModel, PreTrainedModel, SwinModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_aesformer import AesformerConfig
+
+logger = logging.get_logger(__name__)
 
 VISION = "vision"
 VISION_LANGUAGE = "vision_language"
@@ -108,6 +111,200 @@ def normalize_labels(labels: torch.Tensor) -> torch.Tensor:
     return labels / total
 
 
+# ---------------------------------------------------------------------------------------------- inference fast paths
+# Tensors derived from parameters (fused q/k/v weights, Swin's per-window attention biases) are cached per module and
+# rebuilt when any source parameter changes: the key holds each source's identity (a weak reference, so a new
+# Parameter never matches an old entry), storage pointer and version counter (bumped by every in-place update:
+# optimizer steps, `load_state_dict`, `copy_`). Nothing is cached while autograd must see the derivation (a source
+# requires grad and grad mode is on) or under `torch.compile` (the compiler folds it); the cache lives outside the
+# modules, so state dicts, deepcopy and pickling never see it.
+_DERIVED = weakref.WeakKeyDictionary()
+_GEOMETRY: Dict[tuple, Optional[Tuple[torch.Tensor, torch.Tensor]]] = {}
+_COMPILED = weakref.WeakKeyDictionary()  # model -> what compile_for_inference() compiled (see there)
+_CACHED_BIAS_MAX_BYTES = 32 * 2**20  # a per-window attention bias expanded to the batch is kept below this size
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def _derived(owner: nn.Module, name, sources: Sequence[torch.Tensor], build):
+    """`build()` (a function of `sources`), cached on `owner` under `name` while the sources are unchanged."""
+    if (torch.is_grad_enabled() and any(s.requires_grad for s in sources)) or _is_compiling():
+        return build()
+    key = tuple((s.data_ptr(), s._version, s.dtype, s.device) for s in sources)
+    entries = _DERIVED.setdefault(owner, {})
+    entry = entries.get(name)
+    if entry is not None and entry[0] == key and all(ref() is s for ref, s in zip(entry[1], sources)):
+        return entry[2]
+    with torch.inference_mode(False), torch.no_grad():  # a normal tensor: usable outside inference mode too
+        value = build()
+    entries[name] = (key, [weakref.ref(s) for s in sources], value)
+    return value
+
+
+def _plain_linear(module) -> bool:
+    """An unwrapped nn.Linear without hooks: its weights may be read directly (a PEFT layer or a hooked module is
+    called as a module instead)."""
+    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
+
+
+def _fused_projection(owner: nn.Module, linears: Sequence[nn.Module]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of the given Linears concatenated along the output dimension (one GEMM instead of several), or
+    None when they must run as separate modules: wrapped or hooked Linears, or autograd training them. The separate
+    parameters stay the checkpoint format; the fused copy is derived (see `_derived`)."""
+    if not all(_plain_linear(m) for m in linears):
+        return None
+    params = [m.weight for m in linears] + [m.bias for m in linears if m.bias is not None]
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return None
+
+    def build():
+        weight = torch.cat([m.weight for m in linears], dim=0)
+        biases = [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in linears]
+        return weight, torch.cat(biases, dim=0)
+
+    return _derived(owner, "fused_projection", params, build)
+
+
+def _window_geometry(height: int, width: int, window: int, shift: int, device) -> Optional[Tuple[torch.Tensor, ...]]:
+    """(order, inverse) token indices: `tokens[:, order]` is Swin's cyclic shift by `-shift` followed by the window
+    partition (window-major, row-major inside a window) in one gather; `inverse` undoes it. None = identity."""
+    key = (height, width, window, shift, str(device))
+    if key not in _GEOMETRY:
+        if shift == 0 and window == height and window == width:
+            _GEOMETRY[key] = None
+        else:
+            with torch.inference_mode(False):  # normal tensors: autograd may save them (index_select's backward)
+                rows = (torch.arange(height) + shift) % height
+                cols = (torch.arange(width) + shift) % width
+                grid = rows[:, None] * width + cols[None, :]  # grid[h, w] = source of shifted position (h, w)
+                order = grid.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1)
+                _GEOMETRY[key] = (order.to(device), torch.argsort(order).to(device))
+    return _GEOMETRY[key]
+
+
+def _shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """Swin's shifted-window mask [num_windows, N, N]: 0 inside a region, -100 across regions (as transformers)."""
+    h_idx, w_idx = torch.arange(height), torch.arange(width)
+    h_region = (h_idx >= height - window).long() + (h_idx >= height - shift).long()
+    w_region = (w_idx >= width - window).long() + (w_idx >= width - shift).long()
+    regions = (h_region[:, None] * 3 + w_region[None, :]).float()
+    windows = regions.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window**2)
+    mask = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0)
+
+
+def _window_attention_bias(block, window: int, shift: int, height: int, width: int, batch: int) -> torch.Tensor:
+    """Relative position bias (+ the shifted-window mask) for one Swin block, shaped for SDPA over
+    `[batch * windows, heads, N, N]`: `[1, heads, N, N]` without shift, else expanded to every window of the batch."""
+    bias_module = block.attention.relative_position_bias
+    table = bias_module.relative_position_bias_table
+    area = window * window
+
+    def relative():
+        bias = table[bias_module.relative_position_index.view(-1)].view(area, area, -1)
+        return bias.permute(2, 0, 1).unsqueeze(0)  # [1, heads, N, N]
+
+    if shift == 0:
+        return _derived(block, ("bias", window), [table], lambda: relative().contiguous())
+
+    def combined():
+        mask = _shift_mask(height, width, window, shift).to(device=table.device, dtype=table.dtype)
+        return relative() + mask.unsqueeze(1)  # [windows, heads, N, N]
+
+    per_window = _derived(block, ("bias", window, shift, height, width), [table], combined)
+    expanded_shape = (batch * per_window.shape[0],) + tuple(per_window.shape[1:])
+
+    def expand():
+        return per_window.unsqueeze(0).expand((batch,) + tuple(per_window.shape)).reshape(expanded_shape)
+
+    if per_window.numel() * batch * per_window.element_size() > _CACHED_BIAS_MAX_BYTES:
+        return expand()
+    return _derived(block, ("bias", window, shift, height, width, batch), [table], expand)
+
+
+def _swin_block_fast(block, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """One SwinLayer in eval mode, equal to `block(hidden_states, (height, width))[0]` up to float rounding, with
+    less work: the cyclic shift and window partition are one gather (and one inverse gather), q/k/v are one GEMM,
+    the attention bias and masks are built once, no zero padding. Falls back to the block itself where padding or
+    a clamped window would be needed."""
+    window, shift = block.window_size, block.shift_size
+    if min(height, width) <= window:  # transformers' own clamp (set_shift_and_window_size), without mutating
+        window, shift = min(height, width), 0
+    attention = block.attention
+    if window != attention.relative_position_bias.window_size[0] or height % window or width % window:
+        return block(hidden_states, (height, width))[0]
+    batch, length, channels = hidden_states.shape
+    area = window * window
+    windows = batch * (length // area)
+    heads, head_dim = attention.num_attention_heads, attention.head_dim
+
+    shortcut = hidden_states
+    hidden_states = block.layernorm_before(hidden_states)
+    geometry = _window_geometry(height, width, window, shift, hidden_states.device)
+    if geometry is not None:
+        hidden_states = hidden_states.index_select(1, geometry[0])
+    fused = _fused_projection(attention, (attention.q_proj, attention.k_proj, attention.v_proj))
+    if fused is not None:
+        query, key, value = F.linear(hidden_states, *fused).view(windows, area, 3, heads, head_dim).unbind(2)
+    else:
+        query, key, value = (
+            proj(hidden_states).view(windows, area, heads, head_dim)
+            for proj in (attention.q_proj, attention.k_proj, attention.v_proj)
+        )
+    bias = _window_attention_bias(block, window, shift, height, width, batch)
+    context = F.scaled_dot_product_attention(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask=bias, scale=attention.scaling
+    )
+    context = attention.o_proj(context.transpose(1, 2).reshape(batch, length, channels))
+    if geometry is not None:
+        context = context.index_select(1, geometry[1])
+    hidden_states = shortcut + context
+    return hidden_states + block.mlp(block.layernorm_after(hidden_states))
+
+
+def _swin_layout_known(swin: SwinModel) -> bool:
+    """Whether `swin` has the module layout the direct stage calls below are written for (transformers 5.x:
+    `attention.{q,k,v,o}_proj`, `attention.relative_position_bias`, `mlp`, stages returning the merged tokens
+    first). Other layouts (transformers 4.x, where a Hub folder may also be loaded) use SwinModel's own forward."""
+    try:
+        block = swin.encoder.layers[0].blocks[0]
+        attention = block.attention
+        return (
+            all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj", "num_attention_heads",
+                                                      "head_dim", "scaling"))
+            and hasattr(getattr(attention, "relative_position_bias", None), "relative_position_bias_table")
+            and all(hasattr(block, name) for name in ("layernorm_before", "layernorm_after", "mlp", "window_size",
+                                                      "shift_size"))
+        )
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
+def _swin_stage_tokens(swin: SwinModel, pixel_values: torch.Tensor, fast: bool) -> List[Tuple[torch.Tensor, int, int]]:
+    """The output of every Swin stage (after its patch merging) as `(tokens [B, H*W, C], H, W)`.
+
+    Runs the stages directly: no final LayerNorm (unused: Aesformer takes un-normed stage outputs), no hidden-state
+    recording. `fast` (eval only) uses `_swin_block_fast`; otherwise each stage is transformers' own module (drop
+    path, gradient checkpointing and all)."""
+    hidden_states, (height, width) = swin.embeddings(pixel_values)
+    stages = []
+    for stage in swin.encoder.layers:
+        if fast:
+            for block in stage.blocks:
+                hidden_states = _swin_block_fast(block, hidden_states, height, width)
+            if stage.downsample is not None:
+                hidden_states = stage.downsample(hidden_states, (height, width))
+        else:
+            hidden_states = stage(hidden_states, (height, width))[0]
+        if stage.downsample is not None:
+            height, width = (height + 1) // 2, (width + 1) // 2
+        stages.append((hidden_states, height, width))
+    return stages
+
+
 class AesformerFusionAttention(nn.Module):
     """BERT-style self-attention with its output projection and post-LN residual, shared by both modalities."""
 
@@ -135,9 +332,11 @@ class AesformerFusionAttention(nn.Module):
         def split_heads(x):
             return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-        q, k, v = split_heads(self.query(hidden_states)), split_heads(self.key(hidden_states)), split_heads(
-            self.value(hidden_states)
-        )
+        fused = _fused_projection(self, (self.query, self.key, self.value))
+        if fused is not None:  # one GEMM for q, k and v (the checkpoint keeps the three Linears)
+            q, k, v = (split_heads(x) for x in F.linear(hidden_states, *fused).chunk(3, dim=-1))
+        else:
+            q, k, v = (split_heads(proj(hidden_states)) for proj in (self.query, self.key, self.value))
         # key_padding_mask: [B, L] bool, True = may be attended to.
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
         dropout = self.attention_dropout if self.training else 0.0
@@ -344,6 +543,10 @@ class AesformerModel(AesformerPreTrainedModel):
     or an all-zero mask row) goes through the image-only branch (multi-scale adapter, `vision_ffn`, `vision_head`).
     """
 
+    # Eval-mode Swin without the work the model never uses (see `_swin_block_fast`); set False on an instance to
+    # run transformers' SwinModel forward instead (the results agree to float rounding).
+    fast_vision_path = True
+
     def __init__(self, config: AesformerConfig):
         super().__init__(config)
         self.vision_model = SwinModel(config.vision_config, add_pooling_layer=False)
@@ -377,10 +580,85 @@ class AesformerModel(AesformerPreTrainedModel):
             ).last_hidden_state
 
     def _stage_maps(self, pixel_values):
-        with _grad_only_if_trainable(self.vision_model):
-            outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
-        # reshaped_hidden_states[0] is the patch embedding; 1..n are the stage outputs as [B, C, H, W].
-        return outputs.reshaped_hidden_states[1:]
+        """The Swin stage outputs as `[B, C, H, W]` maps (channels-last views of the stage tokens: no copies)."""
+        vision = self.vision_model
+        with _grad_only_if_trainable(vision):
+            if any(hasattr(m, "_hf_hook") for m in vision.modules()) or vision._forward_hooks or \
+                    vision._forward_pre_hooks or not _swin_layout_known(vision):
+                # Dispatched/offloaded or hooked encoder (the hooks move weights and inputs), or another
+                # transformers' Swin layout: SwinModel's own forward.
+                outputs = vision(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+                return outputs.reshaped_hidden_states[1:]  # [0] is the patch embedding
+            compiled = self._compiled_vision()
+            if compiled is not None:
+                stages = compiled(pixel_values)
+            else:
+                stages = _swin_stage_tokens(vision, pixel_values, fast=self.fast_vision_path and not vision.training)
+        return [tokens.view(tokens.shape[0], h, w, tokens.shape[-1]).permute(0, 3, 1, 2) for tokens, h, w in stages]
+
+    # ------------------------------------------------------------------ opt-in compiled inference
+    def compile_for_inference(self, mode: Optional[str] = None, dynamic: Optional[bool] = None,
+                              freezing: bool = True, fusion: bool = False) -> "AesformerModel":
+        """Opt in to `torch.compile` for inference (eval mode, no autograd: under `torch.inference_mode()` or
+        `torch.no_grad()`); returns the model. Everything else runs as before: training, autograd, train mode and
+        `output_attentions` take the eager path, so does a model whose weights changed after this call (compile
+        again then).
+
+        Compiled: the Swin encoder (its eval fast path: the many small, memory-bound operations of the early
+        stages are where compiling pays) and, with `fusion=True`, also the fusion layers of the image-only branch
+        (large GEMMs already near the matmul peak: no measurable gain on CPU, 20 s more compiling, and one more
+        compilation per dataset adapter). `freezing=True` lets inductor treat the weights as constants (prepacked
+        GEMMs, bias and GELU fused into them); `mode` and `dynamic` go to `torch.compile` (`mode` replaces
+        `freezing`). The first call per input shape compiles (10-30 s on 2 CPU cores; inductor caches it on disk
+        for later processes); later calls reuse it. Needs a C++ compiler on CPU (inductor).
+
+        ```python
+        model = AesformerModel.from_pretrained(path).eval().compile_for_inference()
+        with torch.inference_mode():
+            out = model(pixel_values)  # first call compiles
+        ```
+        """
+        if not hasattr(torch, "compile"):
+            raise RuntimeError("compile_for_inference needs torch.compile (torch >= 2.0)")
+        options = None if mode is not None or not freezing else {"freezing": True}
+        kwargs = {"mode": mode, "dynamic": dynamic, "options": options}
+        vision = self.vision_model
+
+        def vision_stages(pixel_values):
+            return _swin_stage_tokens(vision, pixel_values, fast=True)
+
+        def image_only_fusion(hidden_states):
+            return self._fuse(hidden_states, VISION, None, False)[0]
+
+        _COMPILED[self] = {
+            "vision": torch.compile(vision_stages, **kwargs),
+            "fusion": torch.compile(image_only_fusion, **kwargs) if fusion else None,
+            "key": self._weights_key(),
+        }
+        return self
+
+    def _weights_key(self):
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in self.parameters()) + tuple(
+            (t.data_ptr(), t._version) for t in self.buffers()
+        )
+
+    def _compiled(self, part: str):
+        """The compiled callable for `part`, when compiled and usable for this call; otherwise None (eager)."""
+        entry = _COMPILED.get(self)
+        if entry is None or entry[part] is None or torch.is_grad_enabled() or self.training or _is_compiling():
+            return None
+        if entry.get("stale") or entry["key"] != self._weights_key():
+            if not entry.get("stale"):
+                entry["stale"] = True
+                logger.warning(
+                    "Aesformer: weights changed after compile_for_inference(); running eagerly. Call "
+                    "compile_for_inference() again to compile the new weights."
+                )
+            return None
+        return entry[part]
+
+    def _compiled_vision(self):
+        return None if self.vision_model.training else self._compiled("vision")
 
     # ------------------------------------------------------------------ branches
     def _fuse(self, hidden_states, modality, key_padding_mask, output_attentions):
@@ -424,7 +702,11 @@ class AesformerModel(AesformerPreTrainedModel):
 
     def _image_only(self, stage_maps, output_attentions):
         tokens = self.multi_scale_adapter(stage_maps, vision_projection=self.vision_projection)
-        fused, attentions = self._fuse(tokens, VISION, None, output_attentions)
+        compiled = None if output_attentions else self._compiled("fusion")
+        if compiled is not None:
+            fused, attentions = compiled(tokens), None
+        else:
+            fused, attentions = self._fuse(tokens, VISION, None, output_attentions)
         embeds = self.vision_norm(fused).mean(dim=1)
         logits, values, threshold = self.vision_head(embeds)
         distribution = logits.softmax(-1)
@@ -519,18 +801,22 @@ class AesformerModel(AesformerPreTrainedModel):
         stage_maps = self._stage_maps(pixel_values)
         vl_rows = used_comments.nonzero().flatten()
         vision_rows = (~used_comments).nonzero().flatten()
+
+        def take(x, rows):  # a branch that answers for the whole batch takes the tensors as they are (no copy)
+            return x if x is None or len(rows) == batch else x[rows]
+
         with_comments = None
         if len(vl_rows):
             with_comments = self._with_comments(
-                stage_maps[-1][vl_rows], input_ids[vl_rows], attention_mask[vl_rows],
-                None if token_type_ids is None else token_type_ids[vl_rows], output_attentions,
+                take(stage_maps[-1], vl_rows), take(input_ids, vl_rows), take(attention_mask, vl_rows),
+                take(token_type_ids, vl_rows), output_attentions,
             )
 
         def answer(adapter):
             image_only = None
             if len(vision_rows):
                 with self._adapter_active(adapter) if adapter is not None else nullcontext():
-                    image_only = self._image_only([m[vision_rows] for m in stage_maps], output_attentions)
+                    image_only = self._image_only([take(m, vision_rows) for m in stage_maps], output_attentions)
             output = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels)
             return output if return_dict else output.to_tuple()
 
