@@ -173,9 +173,10 @@ def main(argv=None) -> int:
             images = os.path.join(tmp, "images")
             make_jpegs(images, args.images)
             runs = []
-            from modeling_aesformer.scoring import _default_workers
+            from modeling_aesformer import scoring
 
-            for workers in (_default_workers(), 0):
+            default_workers = getattr(scoring, "_default_workers", lambda: 1)()  # the CLI's --num-workers default
+            for workers in (default_workers, 0):
                 out_csv = os.path.join(tmp, f"scores_{workers}.csv")
                 start = time.perf_counter()
                 done = run_python(SCORE_SNIPPET, images, "--model", model_dir, "--output", out_csv,
