@@ -188,11 +188,8 @@ def _plots(model, processor, rows, spec, out):
 
 
 def _export_and_score(model_dir, out, rows, step):
-    try:
-        from . import export as export_module
-    except ImportError:
-        step("export skipped (not available in this version)")
-        return
+    from . import export as export_module
+
     hub_dir = out / "hub"
     export_module.export_model(model_dir, hub_dir)
     step(f"Hub-ready folder exported to {hub_dir}")

@@ -322,7 +322,7 @@ def predict(model, loader, accelerator=None, adapters=None):
     """Distributions, scores and targets over a loader (gathered across processes when `accelerator` is given)."""
     model.eval()
     preds, scores, targets, used = [], [], [], []
-    bin_values = threshold = None
+    threshold = None
     for batch in loader:
         if batch is None:
             continue
@@ -441,7 +441,7 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
         total_steps = min(total_steps, config.max_steps)
     progress = tqdm(total=total_steps, initial=state.global_step, desc=f"{config.stage}",
                     disable=not accelerator.is_local_main_process)
-    bin_values = spec_bin_values(spec)
+    bin_values = spec.bin_values.tolist()
     stop = state.global_step >= total_steps
     while state.epoch < config.epochs and not stop:
         objective.train()
@@ -581,11 +581,6 @@ def _keep_rng_state(batches):
     yield from iterator
 
 
-def spec_bin_values(spec):
-    low, high = spec.score_range
-    return torch.linspace(float(low), float(high), spec.num_bins).tolist()
-
-
 def save_checkpoint(accelerator, output_dir, state, keep):
     """save_state (and `trainer_state.json`) into a temporary folder, then rename it to `step_N`: a kill or an error
     during a save leaves every earlier checkpoint intact, and `latest` never names a half-written folder. A folder
@@ -718,15 +713,15 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
     dataset's scale is left out with a reason."""
     from aesformer_processing.data import AestheticCollator
 
-    results, bin_values = {}, spec_bin_values(spec)
+    results, bin_values = {}, spec.bin_values.tolist()
     with_comments = rows_with_comments(rows)
-    base_bins = getattr(model, "config", None) and model.config.num_score_bins
+    base_bins = model.config.num_score_bins  # a PeftModel forwards `config` to the base model
     plans = [("with_comments", with_comments, True, None), ("image_only", rows, False, adapter)]
     for branch, subset, include_comments, adapters in plans:
         if len(subset) == 0:
             results[branch] = {"skipped": "no rows"}
             continue
-        if branch == "with_comments" and base_bins and base_bins != spec.num_bins:
+        if branch == "with_comments" and base_bins != spec.num_bins:
             results[branch] = {"skipped": f"the VL heads have {base_bins} bins, the dataset {spec.num_bins}"}
             continue
         loader = torch.utils.data.DataLoader(
