@@ -56,7 +56,9 @@ class ClipAestheticPredictor:
 def load_baseline(revision: str, like):
     """Aesformer-T built from the model file of git `revision` (e.g. a commit before an optimisation), holding the
     same weights as `like`: a side-by-side before/after in one run."""
+    import atexit
     import importlib.util
+    import shutil
     import subprocess
     import tempfile
 
@@ -64,7 +66,9 @@ def load_baseline(revision: str, like):
                             cwd=common.REPO_ROOT, capture_output=True, text=True, check=True).stdout
     source = source.replace("from .configuration_aesformer import",
                             "from modeling_aesformer.configuration_aesformer import")
-    path = os.path.join(tempfile.mkdtemp(prefix="aesformer-baseline-"), "baseline_modeling_aesformer.py")
+    folder = tempfile.mkdtemp(prefix="aesformer-baseline-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, "baseline_modeling_aesformer.py")
     with open(path, "w", encoding="utf-8") as f:
         f.write(source)
     spec = importlib.util.spec_from_file_location("baseline_modeling_aesformer", path)

@@ -7,11 +7,9 @@ from the original layout (spec §5), written here independently of the converter
 """
 
 import os
-import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="aesformer-hf-home-"))
 
 import argparse  # noqa: E402
 import gc  # noqa: E402

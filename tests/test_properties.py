@@ -26,8 +26,8 @@ FAST = settings(max_examples=100, deadline=None, database=None, suppress_health_
 
 
 @pytest.fixture(scope="module")
-def processor():
-    folder = Path(tempfile.mkdtemp(prefix="aesformer-props-"))
+def processor(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("props")
     tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
     return AesformerProcessor(AesformerImageProcessor(size=SIZE), tokenizer, max_length=32)
 
