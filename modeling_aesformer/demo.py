@@ -20,32 +20,51 @@ logger = logging.getLogger("aesformer.demo")
 
 # size, epochs of stage 1 / stage 2, batch sizes, learning rates
 FULL = {"size": 2400, "stage1_epochs": 15, "stage2_epochs": 10, "batch_size": 32, "stage2_batch_size": 64,
-        "stage1_lr": 1e-3, "stage2_lr": 1e-3, "warmup_steps": 100}
-QUICK = {"size": 400, "stage1_epochs": 3, "stage2_epochs": 3, "batch_size": 32, "stage2_batch_size": 64,
-         "stage1_lr": 1e-3, "stage2_lr": 1e-3, "warmup_steps": 0}
+        "stage1_lr": 1e-3, "stage2_lr": 1e-3, "warmup_steps": 100, "itc_weight": 0.05, "queue_size": 256,
+        "max_grad_norm": None}
+QUICK = {**FULL, "size": 400, "stage1_epochs": 3, "stage2_epochs": 3, "warmup_steps": 0}
 SEED = 0
 VOCAB_SIZE = 1000
+_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE):
-    """A lower-casing BERT WordPiece tokenizer trained offline on `texts` (milliseconds)."""
-    from tokenizers import BertWordPieceTokenizer
+def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
+    """A lower-casing BERT WordPiece tokenizer whose vocabulary is built from `texts`, deterministically.
+
+    The vocabulary holds the special tokens, the words seen at least `min_frequency` times (most frequent first,
+    ties alphabetical), then every character seen, alone and as a `##` continuation, so unseen words still split into
+    pieces instead of [UNK]. (The `tokenizers` WordPiece trainer breaks frequency ties in hash order, which differs
+    from process to process: the demo would not be reproducible.)"""
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertTokenizer
 
+    normalizer, pre_tokenizer = BertNormalizer(lowercase=True), BertPreTokenizer()
+    counts = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    pieces = chars + [f"##{c}" for c in chars]
+    room = vocab_size - len(_SPECIAL_TOKENS) - len(pieces)
+    if room < 0:
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the {len(pieces) + len(_SPECIAL_TOKENS)} "
+                         "special tokens and characters of these texts")
+    words = sorted((w for w, n in counts.items() if n >= min_frequency and len(w) > 1), key=lambda w: (-counts[w], w))
+    tokens = list(dict.fromkeys(_SPECIAL_TOKENS + words[:room] + pieces))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
-                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(sorted(wordpiece.get_vocab(), key=wordpiece.get_vocab().get)) + "\n")
+    vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
     tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True)  # not vocab_file=: 5.x builds 5 tokens
-    if len(tokenizer) != wordpiece.get_vocab_size():
-        raise RuntimeError(f"tokenizer has {len(tokenizer)} entries, expected {wordpiece.get_vocab_size()}")
+    if len(tokenizer) != len(tokens):
+        raise RuntimeError(f"tokenizer has {len(tokenizer)} entries, expected {len(tokens)}")
     return tokenizer
 
 
-def run_demo(output_dir="aesformer-demo", quick: bool = False) -> int:
+def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict | None = None) -> int:
+    """Runs the demo into `output_dir`; `overrides` replaces entries of the FULL/QUICK settings (experiments)."""
     from aesformer_processing.data import load_generic
     from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, evaluate_branches, train
     from aesformer_training.scripts import format_table
@@ -55,7 +74,10 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False) -> int:
     from .adapters import load_adapters
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = QUICK if quick else FULL
+    settings = {**(QUICK if quick else FULL), **(overrides or {})}
+    unknown = sorted(set(settings) - set(FULL))
+    if unknown:
+        raise ValueError(f"unknown demo settings {unknown}; known: {sorted(FULL)}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -93,13 +115,13 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False) -> int:
     # From scratch, the post-LN transformers need a warm-up at this learning rate (without: learning stalls or
     # collapses depending on the seed); the paper's recipe has none because it fine-tunes pretrained encoders.
     common = {"seed": SEED, "save_total_limit": 1, "min_learning_rate": 1e-5,
-              "warmup_steps": settings["warmup_steps"]}
+              "warmup_steps": settings["warmup_steps"], "max_grad_norm": settings["max_grad_norm"]}
     # ITC weight 0.05 instead of the paper's 0.5: the paper starts from pretrained Swin and BERT; with encoders
     # trained from scratch, a 0.5 contrastive term swamps the EMD terms (measured: test SRCC 0.08 vs 0.48 after 5
     # epochs, with 0.05 as good as 0).
     stage1 = train(model, processor, data, spec, TrainConfig(
-        stage=PRETRAIN, output_dir=str(out / "stage1"), epochs=settings["stage1_epochs"], itc_weight=0.05,
-        queue_size=256,
+        stage=PRETRAIN, output_dir=str(out / "stage1"), epochs=settings["stage1_epochs"], itc_weight=settings["itc_weight"],
+        queue_size=settings["queue_size"],
         batch_size=settings["batch_size"], learning_rate=settings["stage1_lr"], **common))
     model_dir = out / "stage1" / "model"
     step(f"stage 1 done (best epoch {stage1['best_epoch']}, validation SRCC {stage1['best_validation']:.3f})")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from aesformer_processing.data import DatasetSpec, load_generic, write_generic
 from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
@@ -93,6 +94,27 @@ def test_stage1_loss_goes_down(tmp_path, dataset_dir, tiny_tokenizer):
         losses.append(parts["emd"].item())
     assert losses[-1] < 0.9 * losses[0], losses
     assert 0.001 <= objective.contrast.temp.item() <= 0.5
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 1e-3])
+def test_max_grad_norm_clips_what_the_optimizer_sees(tmp_path, dataset_dir, tiny_tokenizer, max_grad_norm):
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        model, processor = tiny(tiny_tokenizer)
+        run(PRETRAIN, model, processor, dataset_dir, tmp_path / "s1", epochs=1, max_grad_norm=max_grad_norm)
+    finally:
+        handle.remove()
+    assert len(norms) == 3  # 16 training rows, 4 of them without comments, batch 4
+    if max_grad_norm is None:
+        assert min(norms) > 1e-2  # what the clipped run must bring down
+    else:
+        assert max(norms) <= max_grad_norm * 1.001, norms
 
 
 def test_stage2_trains_only_the_adapter_and_saves_it(tmp_path, dataset_dir, tiny_tokenizer):

@@ -49,6 +49,7 @@ class TrainConfig:
     epochs: int = 50
     max_steps: Optional[int] = None  # stop early after this many optimizer steps (smoke runs)
     weight_decay: float = 0.01
+    max_grad_norm: Optional[float] = None  # clip the global gradient norm (not in the paper's recipe)
     adam_betas: tuple = (0.9, 0.99)
     seed: int = 42
     gradient_accumulation_steps: int = 1
@@ -458,6 +459,8 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
             with accelerator.accumulate(objective):
                 loss, parts = objective(batch)
                 accelerator.backward(loss)
+                if config.max_grad_norm is not None and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:

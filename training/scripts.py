@@ -37,6 +37,7 @@ def add_training_arguments(parser, stage):
     group.add_argument("--epochs", type=int, default=defaults.epochs)
     group.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     group.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    group.add_argument("--max-grad-norm", type=float, help="clip the gradient norm (not in the paper's recipe)")
     group.add_argument("--gradient-accumulation-steps", type=int, default=1)
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--save-steps", type=int, help="also save the training state every N steps")
