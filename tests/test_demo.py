@@ -15,7 +15,8 @@ def test_quick_demo_runs_end_to_end_and_learns_the_distribution(tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"untrained, image only", "untrained, with comments", "image only (adapter)",
-                            "with comments", "image only, 1-7 adapter"}
+                            "image only, images with comments", "with comments", "image only, 1-7 adapter"}
+    assert metrics["image only, images with comments"]["n"] == metrics["with comments"]["n"]
     for row in metrics.values():
         assert row["n"] > 0 and all(k in row for k in ("accuracy", "plcc", "srcc", "emd_r1", "emd_r2"))
     # a few epochs fit the vote distributions (EMD), even where the ranking needs the full run. Observed on the

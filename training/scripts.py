@@ -187,17 +187,18 @@ def eval_main(argv=None):
 
 def format_table(results, columns=("n", "accuracy", "plcc", "srcc", "emd_r1", "emd_r2")):
     """A plain-text table: one row per branch/model, one column per metric."""
-    lines = [f"{'':<22}" + "".join(f"{c:>10}" for c in columns)]
+    width = max([22, *(len(str(name)) + 2 for name in results)])
+    lines = [f"{'':<{width}}" + "".join(f"{c:>10}" for c in columns)]
     for name, metrics in results.items():
         if "skipped" in metrics:
-            lines.append(f"{name:<22}  (skipped: {metrics['skipped']})")
+            lines.append(f"{name:<{width}}(skipped: {metrics['skipped']})")
             continue
         cells = []
         for c in columns:
             value = metrics.get(c)
             cells.append(f"{value:>10}" if isinstance(value, int) else f"{value:>10.4f}" if value is not None
                          else f"{'-':>10}")
-        lines.append(f"{name:<22}" + "".join(cells))
+        lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)
 
 

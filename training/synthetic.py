@@ -77,12 +77,12 @@ class SyntheticConfig:
     images_per_scene: float = _knob(3.0, "mean number of variants rendered from one procedural scene (1-6)")
     flaw_rate: float = _knob(0.45, "probability that an attribute is flawed in an image (0-1)")
     # attribute strengths: relative contribution (standard deviation) of each attribute to the image quality
-    exposure_strength: float = _knob(1.0, "weight of exposure (under/over) in the image quality")
-    focus_strength: float = _knob(1.0, "weight of focus (missed focus, background blur) in the image quality")
-    noise_strength: float = _knob(0.8, "weight of noise in the image quality")
-    saturation_strength: float = _knob(0.8, "weight of colour saturation in the image quality")
+    exposure_strength: float = _knob(1.5, "weight of exposure (under/over) in the image quality")
+    focus_strength: float = _knob(0.8, "weight of focus (missed focus, background blur) in the image quality")
+    noise_strength: float = _knob(0.6, "weight of noise in the image quality")
+    saturation_strength: float = _knob(1.2, "weight of colour saturation in the image quality")
     harmony_strength: float = _knob(0.4, "weight of colour harmony in the image quality")
-    composition_strength: float = _knob(0.6, "weight of composition (thirds / centred / cut) in the image quality")
+    composition_strength: float = _knob(0.5, "weight of composition (thirds / centred / cut) in the image quality")
     tilt_strength: float = _knob(0.4, "weight of horizon tilt in the image quality")
     # variance shares of the hidden quality (normalised to sum 1)
     image_weight: float = _knob(0.6, "variance share of the visible image attributes in the hidden quality")
@@ -104,7 +104,7 @@ class SyntheticConfig:
     off_topic_rate: float = _knob(0.15, "probability that a comment is off-topic")
     verdict_rate: float = _knob(0.1, "probability that a comment is an overall verdict (from the noisy score)")
     wrong_comment_rate: float = _knob(0.15, "probability that an attribute comment states the wrong state")
-    comment_noise: float = _knob(0.5, "noise of a commenter's perception of the appeal (appeal has std 1)")
+    comment_noise: float = _knob(0.3, "noise of a commenter's perception of the appeal (appeal has std 1)")
     write_attributes: bool = _knob(False, "also write attributes.csv with the hidden attributes and true scores")
 
     def validate(self) -> None:
