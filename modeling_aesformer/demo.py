@@ -22,7 +22,7 @@ logger = logging.getLogger("aesformer.demo")
 FULL = {"size": 3000, "split_fractions": (0.7, 0.1, 0.2), "stage1_epochs": 30, "stage2_epochs": 20,
         "batch_size": 32, "stage2_batch_size": 32, "stage1_lr": 5e-4, "stage2_lr": 1e-3, "warmup_steps": 100,
         "max_grad_norm": 1.0, "itc_weight": 0.05, "queue_size": 256}
-QUICK = {**FULL, "size": 400, "stage1_epochs": 3, "stage2_epochs": 3, "warmup_steps": 0}
+QUICK = {**FULL, "size": 800, "stage1_epochs": 8, "stage2_epochs": 5, "warmup_steps": 20}
 SEED = 0
 VOCAB_SIZE = 1000
 _SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -19,11 +19,11 @@ def test_quick_demo_runs_end_to_end_and_learns_the_distribution(tmp_path):
     assert metrics["image only, images with comments"]["n"] == metrics["with comments"]["n"]
     for row in metrics.values():
         assert row["n"] > 0 and all(k in row for k in ("accuracy", "plcc", "srcc", "emd_r1", "emd_r2"))
-    # a few epochs fit the vote distributions (EMD), even where the ranking needs the full run. Observed on the
-    # quick run: with comments 0.093 vs 0.170 untrained; image only 0.119-0.146 vs 0.165 (runs are not
-    # bit-reproducible across machines/thread timings, so the image-only margin is kept loose)
+    # A quick run fits the vote distributions (EMD) but is too short to learn the ranking (SRCC needs the full run's
+    # ~300 steps past the plateau). Measured on the quick run (seed 0, this machine, bit-identical between runs):
+    # with comments EMD 0.101 vs 0.165 untrained; image only 0.132 vs 0.165.
     assert metrics["with comments"]["emd_r2"] < 0.8 * metrics["untrained, with comments"]["emd_r2"]
-    assert metrics["image only (adapter)"]["emd_r2"] < metrics["untrained, image only"]["emd_r2"]
+    assert metrics["image only (adapter)"]["emd_r2"] < 0.9 * metrics["untrained, image only"]["emd_r2"]
     assert "srcc" in run.stdout and "with comments" in run.stdout  # the table is printed
     # the adapters sit in the backbone folder; the exported folder and figures exist
     assert sorted(os.listdir(out / "stage1" / "model" / "adapters")) == ["synthetic", "synthetic7"]
