@@ -32,3 +32,22 @@ def test_quick_demo_runs_end_to_end_and_learns_the_distribution(tmp_path):
     assert "scatter.png" in plots and any(p.startswith("explain-") for p in plots)
     for name in plots:
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_vocabulary_is_deterministic_and_covers_unseen_words(tmp_path):
+    from modeling_aesformer.demo import train_tokenizer
+
+    texts = ["Too dark, boring subject.", "Lovely light! Boring crop.", "lovely colours, too dark"] * 3
+    first = train_tokenizer(texts, tmp_path / "a", vocab_size=200)
+    second = train_tokenizer(list(reversed(texts)), tmp_path / "b", vocab_size=200)
+    vocab = (tmp_path / "a" / "vocab.txt").read_text().split("\n")
+    assert (tmp_path / "b" / "vocab.txt").read_text() == (tmp_path / "a" / "vocab.txt").read_text()
+    # specials, then words by frequency (ties alphabetical), then characters and their ## continuations
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert vocab[5:9] == ["boring", "dark", "lovely", "too"]
+    ids = first("sunny dark")["input_ids"]
+    assert first.unk_token_id not in ids  # an unseen word splits into character pieces
+    assert first.convert_ids_to_tokens(ids)[1:-1] == ["s", "##u", "##n", "##n", "##y", "dark"]
+    assert len(first) == len(second) == len(vocab) - 1  # the file ends with a newline
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_tokenizer(texts, tmp_path / "c", vocab_size=10)
