@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="end-to-end run on embedded data, no downloads")
     demo.add_argument("--output", default="aesformer-demo", help="folder for the model, scores and figures")
-    demo.add_argument("--quick", action="store_true", help="800 images and a few epochs (about 35 s; fits the distributions, too short to learn the ranking)")
+    demo.add_argument("--quick", action="store_true",
+                      help="800 images, a few epochs (~35 s): fits the distributions, too short to learn the ranking")
     demo.set_defaults(func=_demo)
 
     # The training commands own their (long) argument lists: everything after the command goes to them.

@@ -26,7 +26,6 @@ FULL = {"size": 3000, "split_fractions": (0.7, 0.1, 0.2), "stage1_epochs": 30, "
 QUICK = {**FULL, "size": 800, "stage1_epochs": 8, "stage2_epochs": 5, "warmup_steps": 20}
 SEED = 0
 VOCAB_SIZE = 1000
-_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
@@ -42,18 +41,20 @@ def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
     from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertTokenizer
 
+    from .toy import SPECIAL_TOKENS
+
     normalizer, pre_tokenizer = BertNormalizer(lowercase=True), BertPreTokenizer()
     counts = Counter()
     for text in texts:
         counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
     chars = sorted({c for word in counts for c in word})
     pieces = chars + [f"##{c}" for c in chars]
-    room = vocab_size - len(_SPECIAL_TOKENS) - len(pieces)
+    room = vocab_size - len(SPECIAL_TOKENS) - len(pieces)
     if room < 0:
-        raise ValueError(f"vocab_size {vocab_size} is smaller than the {len(pieces) + len(_SPECIAL_TOKENS)} "
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the {len(pieces) + len(SPECIAL_TOKENS)} "
                          "special tokens and characters of these texts")
     words = sorted((w for w, n in counts.items() if n >= min_frequency and len(w) > 1), key=lambda w: (-counts[w], w))
-    tokens = list(dict.fromkeys(_SPECIAL_TOKENS + words[:room] + pieces))
+    tokens = list(dict.fromkeys(SPECIAL_TOKENS + words[:room] + pieces))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
@@ -142,8 +143,9 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     before = evaluate_branches(untrained, processor, data["test"], spec)
     after = evaluate_branches(trained, processor, data["test"], spec, adapter="synthetic")
     # the image-only branch on exactly the images the with-comments row is measured on: the paired comparison
-    paired = evaluate_branches(trained, processor, rows_with_comments(data["test"]), spec, adapter="synthetic")
-    after7 = evaluate_branches(trained, processor, data7["test"], spec7, adapter="synthetic7")
+    paired = evaluate_branches(trained, processor, rows_with_comments(data["test"]), spec, adapter="synthetic",
+                               branches=("image_only",))
+    after7 = evaluate_branches(trained, processor, data7["test"], spec7, adapter="synthetic7", branches=("image_only",))
     table = {
         "untrained, image only": before["image_only"],
         "untrained, with comments": before["with_comments"],

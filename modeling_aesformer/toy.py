@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _WORDS = (
     "the a an is of and to in on with this that it very too not great nice photo image shot colour color colours "
     "composition light lighting sharp blurry blur soft dark bright lovely boring focus focused subject sky horizon "
@@ -18,7 +18,7 @@ def write_toy_vocab(path, size: int = 512) -> Path:
     """Write a BERT WordPiece `vocab.txt` with exactly `size` entries ([PAD]=0, [UNK], [CLS], [SEP], [MASK],
     common photo-critique words, characters and `##` pieces, then `[unusedN]` filler)."""
     chars = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?-'")
-    tokens = list(dict.fromkeys(_SPECIALS + _WORDS + chars + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]))
+    tokens = list(dict.fromkeys(SPECIAL_TOKENS + _WORDS + chars + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]))
     if len(tokens) > size:
         raise ValueError(f"a toy vocabulary needs at least {len(tokens)} entries, asked for {size}")
     tokens += [f"[unused{i}]" for i in range(size - len(tokens))]

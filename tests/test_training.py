@@ -180,3 +180,17 @@ def test_two_processes_run_both_stages(tmp_path, dataset_dir, tiny_tokenizer):
     results = json.loads((tmp_path / "s1" / "results.json").read_text())
     # 12 train rows with comments / (2 per process x 2 processes) = 3 steps; one process would take 6
     assert results["steps"] == 3
+
+
+def test_evaluate_branches_runs_the_branches_asked_for(dataset_dir, tiny_tokenizer):
+    from aesformer_training.loop import evaluate_branches
+
+    model, processor = tiny(tiny_tokenizer)
+    data, spec = load_generic(dataset_dir)
+    both = evaluate_branches(model.eval(), processor, data["test"], spec)
+    assert set(both) == {"with_comments", "image_only"}
+    assert both["with_comments"]["n"] == 3 and both["image_only"]["n"] == 4  # one test row has no comments
+    only = evaluate_branches(model, processor, data["test"], spec, branches=("image_only",))
+    assert only == {"image_only": both["image_only"]}
+    with pytest.raises(ValueError, match="unknown branches"):
+        evaluate_branches(model, processor, data["test"], spec, branches=("text_only",))

@@ -710,17 +710,21 @@ def _jsonable(value):
     return value
 
 
-def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32, num_workers=0):
+def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32, num_workers=0,
+                      branches=("with_comments", "image_only")):
     """Metrics of the with-comments branch (rows that have comments) and of the image-only branch (every row, with
-    dataset adapter `adapter` when given) on `rows` (a dataset split). A branch whose bins do not match the
-    dataset's scale is left out with a reason."""
+    dataset adapter `adapter` when given) on `rows` (a dataset split), for the names in `branches`. A branch whose
+    bins do not match the dataset's scale is left out with a reason."""
     from aesformer_processing.data import AestheticCollator
 
     results, bin_values = {}, spec.bin_values.tolist()
     with_comments = rows_with_comments(rows)
     base_bins = model.config.num_score_bins  # a PeftModel forwards `config` to the base model
     plans = [("with_comments", with_comments, True, None), ("image_only", rows, False, adapter)]
-    for branch, subset, include_comments, adapters in plans:
+    unknown = set(branches) - {plan[0] for plan in plans}
+    if unknown:
+        raise ValueError(f"unknown branches {sorted(unknown)}; known: with_comments, image_only")
+    for branch, subset, include_comments, adapters in (plan for plan in plans if plan[0] in branches):
         if len(subset) == 0:
             results[branch] = {"skipped": "no rows"}
             continue
