@@ -30,3 +30,13 @@ def tiny_tokenizer(tmp_path):
     tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=False)
     assert len(tokenizer) == 512  # the 5.x `vocab_file=` trap builds a 5-token vocab
     return tokenizer
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """A tiny model gains nothing from 2 threads, and on a shared 2-core machine 2 spinning OpenMP threads make
+    each forward up to 100x slower: modules that use this run single-threaded, then the setting is restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -21,6 +21,8 @@ from modeling_aesformer import export as export_module
 from modeling_aesformer.export import ExportError, export_model, list_files, push_folder
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
+from _helpers import add_noisy_adapters
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_SOURCES = {
     "configuration_aesformer.py": REPO / "modeling_aesformer" / "configuration_aesformer.py",
@@ -44,19 +46,10 @@ EXPECTED_FILES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """A tiny model gains nothing from 2 threads, and on a shared 2-core machine 2 spinning OpenMP threads make
-    each forward up to 100x slower: run this module single-threaded, then restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model_folder(folder, with_adapters=True, with_tokenizer=True):
-    from modeling_aesformer.adapters import add_dataset_adapter, save_adapters
-
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
@@ -69,15 +62,7 @@ def make_model_folder(folder, with_adapters=True, with_tokenizer=True):
     else:  # like `aesformer convert-original` without --tokenizer
         image_processor.save_pretrained(folder)
     if with_adapters:
-        peft_model = add_dataset_adapter(model, "ava", dataset="AVA")
-        peft_model = add_dataset_adapter(peft_model, "photonet", num_score_bins=7, score_range=(1, 7),
-                                         threshold=4.0, dataset="Photo.net")
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for key, param in peft_model.named_parameters():
-                if ".ava." in key or ".photonet." in key:
-                    param.add_(0.05 * torch.randn(param.shape, generator=g))
-        save_adapters(peft_model, folder)
+        add_noisy_adapters(model, folder, scale=0.05)
     return folder
 
 

@@ -19,14 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["score", "std", "label", "distribution", "branch", "adapter"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """A tiny model gains nothing from 2 threads, and on a shared 2-core machine 2 spinning OpenMP threads make
-    each forward up to 100x slower: run this module single-threaded, then restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model_folder(folder, seed=0):

@@ -6,7 +6,6 @@ import io
 import math
 import os
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import PIL.Image

@@ -1,7 +1,6 @@
 """Reliability and security (issue 9): hostile image files, hostile comments, bad dataset rows, work interrupted by
 SIGKILL, atomic saves, safe loading, shared pipelines. Every bad input is built here, in the test, from bytes."""
 
-import argparse
 import csv
 import io
 import json
@@ -32,19 +31,15 @@ from modeling_aesformer import AesformerConfig, AesformerImageProcessor, Aesform
 from modeling_aesformer import scoring
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
+from _helpers import add_noisy_adapters, read_rows, score_cli, toy_training_rows
+
 REPO = Path(__file__).resolve().parent.parent
 PIL_DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # as Pillow ships it; nothing in this project may change it
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
                   "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread (restored after this module)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
@@ -61,37 +56,13 @@ def make_model_folder(folder, seed=0, adapters=False):
     model.save_pretrained(folder)
     AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
     if adapters:
-        from modeling_aesformer.adapters import add_dataset_adapter, save_adapters
-
-        peft_model = add_dataset_adapter(model, "ava", dataset="AVA")
-        peft_model = add_dataset_adapter(peft_model, "photonet", num_score_bins=7, score_range=(1, 7),
-                                         threshold=4.0, dataset="Photo.net")
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for key, param in peft_model.named_parameters():
-                if ".ava." in key or ".photonet." in key:
-                    param.add_(0.2 * torch.randn(param.shape, generator=g))
-        save_adapters(peft_model, folder)
+        add_noisy_adapters(model, folder, scale=0.2)
     return folder
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return make_model_folder(tmp_path_factory.mktemp("reliability") / "model")
-
-
-def score_cli(*argv):
-    parser = argparse.ArgumentParser(prog="aesformer")
-    scoring.add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["score", *map(str, argv)])
-    return args.func(args)
-
-
-def read_rows(path):
-    if str(path).endswith(".jsonl"):
-        return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def raw(path, **kwargs):
@@ -494,17 +465,7 @@ class Payload:
 def training_data(tmp_path_factory):
     """24 images in the generic format (as tests/test_training.py), plus a zero-vote row and a missing file."""
     folder = tmp_path_factory.mktemp("train-data")
-    words = ["lovely light", "too dark", "sharp subject", "boring composition", "great colour", "blurry"]
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(24):
-        image = draw_scene(i, size=(40, 36))
-        quality = 3 + 4 * np.asarray(image).mean() / 255
-        votes = np.bincount(np.clip(rng.normal(quality, 1.2, 60).round(), 1, 10).astype(int) - 1, minlength=10)
-        comments = [] if i % 5 == 0 else [words[i % len(words)], words[(i * 7) % len(words)]]
-        split = "train" if i < 16 else ("validation" if i < 20 else "test")
-        rows.append({"file_name": f"images/{i:03d}.png", "image": image, "votes": votes.tolist(),
-                     "comments": comments, "split": split})
+    rows = toy_training_rows()
     rows.append({"file_name": "images/000.png", "id": "no-votes", "votes": [0] * 10, "comments": ["x"],
                  "split": "train"})
     rows.append({"file_name": "images/lost.png", "votes": [1] * 10, "comments": ["y"], "split": "train"})

@@ -1,6 +1,5 @@
 """`aesformer score`: folders/globs/list files, comments, a broken file, streaming output and --resume."""
 
-import argparse
 import csv
 import json
 import os
@@ -13,15 +12,10 @@ from modeling_aesformer import AesformerConfig, AesformerImageProcessor, Aesform
 from modeling_aesformer import scoring
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
+from _helpers import read_rows, score_cli as cli
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """A tiny model gains nothing from 2 threads, and on a shared 2-core machine 2 spinning OpenMP threads make
-    each forward up to 100x slower: run this module single-threaded, then restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model_folder(folder):
@@ -53,20 +47,6 @@ def photos(tmp_path_factory):
     (root / "trip" / "broken.jpg").write_bytes(b"\xff\xd8\xff this is not a jpeg")
     (root / "notes.txt").write_text("not an image")
     return root, paths
-
-
-def cli(*argv):
-    parser = argparse.ArgumentParser(prog="aesformer")
-    scoring.add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["score", *map(str, argv)])
-    return args.func(args)
-
-
-def read_rows(path):
-    if str(path).endswith(".jsonl"):
-        return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_folder_with_a_broken_file(model_dir, photos, tmp_path, capsys):

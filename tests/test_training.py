@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,25 +11,15 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from aesformer_processing.data import DatasetSpec, load_generic, write_generic
 from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from modeling_aesformer.toy import draw_scene
 
-WORDS = ["lovely light", "too dark", "sharp subject", "boring composition", "great colour", "blurry"]
+from _helpers import toy_training_rows
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     """24 images in the generic format: votes centred on a hidden quality that brightness reveals."""
     folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(24):
-        image = draw_scene(i, size=(40, 36))
-        quality = 3 + 4 * np.asarray(image).mean() / 255
-        votes = np.bincount(np.clip(rng.normal(quality, 1.2, 60).round(), 1, 10).astype(int) - 1, minlength=10)
-        comments = [] if i % 5 == 0 else [WORDS[i % len(WORDS)], WORDS[(i * 7) % len(WORDS)]]
-        split = "train" if i < 16 else ("validation" if i < 20 else "test")
-        rows.append({"file_name": f"images/{i:03d}.png", "image": image, "votes": votes.tolist(),
-                     "comments": comments, "split": split})
+    rows = toy_training_rows()
     write_generic(folder, rows, DatasetSpec("toy", 10, (1, 10), 5.0))
     return folder
 

@@ -1,0 +1,63 @@
+"""Helpers shared by several test modules (fixtures live in conftest.py)."""
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import torch
+
+from modeling_aesformer.toy import draw_scene
+
+TOY_WORDS = ["lovely light", "too dark", "sharp subject", "boring composition", "great colour", "blurry"]
+
+
+def toy_training_rows():
+    """24 rows for `write_generic`: votes centred on a hidden quality that brightness reveals; every fifth row has
+    no comments; rows 0-15 train, 16-19 validation, 20-23 test."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        image = draw_scene(i, size=(40, 36))
+        quality = 3 + 4 * np.asarray(image).mean() / 255
+        votes = np.bincount(np.clip(rng.normal(quality, 1.2, 60).round(), 1, 10).astype(int) - 1, minlength=10)
+        comments = [] if i % 5 == 0 else [TOY_WORDS[i % len(TOY_WORDS)], TOY_WORDS[(i * 7) % len(TOY_WORDS)]]
+        split = "train" if i < 16 else ("validation" if i < 20 else "test")
+        rows.append({"file_name": f"images/{i:03d}.png", "image": image, "votes": votes.tolist(),
+                     "comments": comments, "split": split})
+    return rows
+
+
+def add_noisy_adapters(model, folder, scale):
+    """Adds the "ava" (10 bins) and "photonet" (7 bins) adapters to `model`, moves their weights off the
+    initialisation by `scale` x N(0, 1) (seeded) so they change the output, and saves them under `folder`."""
+    from modeling_aesformer.adapters import add_dataset_adapter, save_adapters
+
+    peft_model = add_dataset_adapter(model, "ava", dataset="AVA")
+    peft_model = add_dataset_adapter(peft_model, "photonet", num_score_bins=7, score_range=(1, 7),
+                                     threshold=4.0, dataset="Photo.net")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for key, param in peft_model.named_parameters():
+            if ".ava." in key or ".photonet." in key:
+                param.add_(scale * torch.randn(param.shape, generator=g))
+    save_adapters(peft_model, folder)
+    return peft_model
+
+
+def score_cli(*argv):
+    """`aesformer score ARGV...` in this process; returns its exit code."""
+    from modeling_aesformer import scoring
+
+    parser = argparse.ArgumentParser(prog="aesformer")
+    scoring.add_subparser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["score", *map(str, argv)])
+    return args.func(args)
+
+
+def read_rows(path):
+    """The rows of a score output file (.jsonl or .csv)."""
+    if str(path).endswith(".jsonl"):
+        return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
