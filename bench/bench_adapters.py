@@ -50,10 +50,7 @@ def main(argv=None) -> int:
     import torch
 
     common.set_threads(args.threads)
-    common.wait_for_idle(args.wait_idle)
-    info = common.machine_info()
-    foreign = common.ForeignLoad()
-    common.warn_if_loaded()
+    info, foreign = common.start_measuring(args.wait_idle)
     print(f"# {info['cpu']}, {info['torch_threads']} torch threads, load {info['load_average_start']}")
 
     model = build()

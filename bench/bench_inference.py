@@ -109,10 +109,7 @@ def main(argv=None) -> int:
     import torch
 
     common.set_threads(args.threads)
-    common.wait_for_idle(args.wait_idle)
-    info = common.machine_info()
-    foreign = common.ForeignLoad()
-    common.warn_if_loaded()
+    info, foreign = common.start_measuring(args.wait_idle)
     print(f"# {info['cpu']}, {info['logical_cpus']} logical CPUs, {info['torch_threads']} torch threads, "
           f"torch {info['torch']}, load {info['load_average_start']}")
 

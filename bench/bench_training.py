@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -114,12 +113,7 @@ def main(argv=None) -> int:
         print(json.dumps(memory_probe(args.probe, args.batch, args.comment_tokens, args.memory_steps)))
         return 0
 
-    import torch
-
-    common.wait_for_idle(args.wait_idle)
-    info = common.machine_info()
-    foreign = common.ForeignLoad()
-    common.warn_if_loaded()
+    info, foreign = common.start_measuring(args.wait_idle)
     print(f"# {info['cpu']}, {info['torch_threads']} torch threads, load {info['load_average_start']}")
     with tempfile.TemporaryDirectory() as workdir:
         built = {stage: build_stage(stage, workdir) for stage in STAGES}

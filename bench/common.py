@@ -153,6 +153,16 @@ def add_common_arguments(parser) -> None:
                         help="first wait up to SECONDS for the CPUs to be idle (other jobs share them; default 0)")
 
 
+def start_measuring(wait_idle: float):
+    """The common start of a benchmark, after its settings are made: wait (up to `wait_idle` s) for an idle machine,
+    record it, start counting foreign CPU time, warn when loaded. Returns `(machine_info, ForeignLoad)`."""
+    wait_for_idle(wait_idle)
+    info = machine_info()
+    foreign = ForeignLoad()
+    warn_if_loaded()
+    return info, foreign
+
+
 def interleaved(candidates: Dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
                 sync: Optional[Callable[[], None]] = None) -> Dict[str, List[float]]:
     """Seconds per call of each candidate, measured round-robin (A B C A B C ...) so that a change of machine load
