@@ -529,9 +529,10 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "appended to the output after every batch, so an interrupted run continues with --resume. Unreadable files "
         "get a row with the reason in the error column and never stop the run. Columns: " + ", ".join(FIELDS) + ".",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files, folders (recursive), glob patterns, or .csv/.jsonl/.txt lists of images")
-    parser.add_argument("--model", required=True, metavar="DIR", help="model folder (or Hub id)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files, folders (recursive), glob patterns, .csv/.jsonl/.txt lists of images, "
+                        "webdataset .tar shards, or Parquet files")
+    parser.add_argument("--model", default=None, metavar="DIR", help="model folder (or Hub id); required")
     parser.add_argument("--comments", default=None, metavar="FILE",
                         help="CSV/JSONL mapping image path or file name to its comments")
     parser.add_argument("--adapter", action="append", default=None, metavar="NAME|all",
@@ -549,6 +550,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=None,
                         help="high/low threshold (default: the answering head's own)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    from .sharded_scoring import add_arguments as add_sharded_arguments
+
+    add_sharded_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -556,6 +560,12 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Entry point of `aesformer score`: 0 when every image was scored, 1 when any failed (2 for usage errors)."""
     try:
+        from . import sharded_scoring
+
+        if sharded_scoring.wants_sharded_run(args):  # shards, .parquet output, --merge or several processes
+            return sharded_scoring.run(args)
+        if not args.inputs or not args.model:
+            raise ScoringError("pass the INPUTs and --model")
         return score_images(args)
     except (ScoringError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

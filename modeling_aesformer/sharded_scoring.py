@@ -1,0 +1,555 @@
+"""`aesformer score` over shards, in one process or many (accelerate / torch.distributed).
+
+    accelerate launch --num_processes 8 -m modeling_aesformer.cli score 'shards/{*}.tar' data.parquet \\
+        --model MODEL_DIR --output scores.parquet
+
+The same command runs in one process (`aesformer score ... --output scores.parquet`). It is used whenever an input is
+a tar or Parquet shard, the output is `.parquet`, `--merge` is given, or the command runs under a launcher with
+several processes (`WORLD_SIZE` > 1); otherwise `aesformer score` keeps its single-file streaming path.
+
+How the work is shared and made safe to interrupt (`<output>.parts/` must be on a file system every process sees):
+1. The main process lists the shards (`shards.plan_shards`), checks every Parquet schema and the output, writes
+   `manifest.json` (the shards, in order, and the settings that shape the rows) and hands each process its shards:
+   the unfinished ones, round-robin over the processes.
+2. Each process scores its shards (decoding in DataLoader workers) and writes one part per shard,
+   `<shard>.parquet`, first under a temporary name, renamed when the shard's last row is written, then an atomic
+   completion marker `<shard>.done.json` (counts, errors by reason, seconds). A shard counts as done only when both
+   exist, so a process killed at any moment (SIGKILL included) leaves at most unfinished shards, which `--resume`
+   scores again from the start: nothing lost, nothing scored twice.
+3. When every process is done, the main process merges the parts in manifest order into `--output` (written under a
+   temporary name, then renamed) and reports images/s per process and in total, errors by reason and the shards
+   done. `aesformer score --merge --output FILE` redoes only the merge (after a crash during it, for instance).
+"""
+
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from typing import Dict, List, Optional, Tuple
+
+from .scoring import MAX_LISTED_FAILURES, ScoringError
+
+OUTPUT_FIELDS = ["key", "shard", "path", "adapter", "score", "std", "label", "branch", "distribution",
+                 "comments_truncated", "error"]
+OUTPUT_FORMATS = (".parquet", ".csv", ".jsonl", ".json")
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+# Processes that finish early wait for the others at the end; torch.distributed's default timeout (30 min) is shorter
+# than the imbalance of a long run.
+PROCESS_GROUP_TIMEOUT_HOURS = 48
+# Fault injection for the tests: "RANK:N" makes process RANK SIGKILL itself right after its N-th completion marker.
+KILL_AFTER_SHARDS_ENV = "AESFORMER_TEST_SIGKILL_AFTER_SHARDS"
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+def add_arguments(parser) -> None:
+    """The flags of sharded scoring, added to `aesformer score`'s parser."""
+    group = parser.add_argument_group(
+        "sharded inputs and several processes",
+        "Tar (webdataset) and Parquet shards, .parquet output, and `accelerate launch -m modeling_aesformer.cli "
+        "score ...` (the work is split by shard; parts and completion markers go to OUTPUT.parts/).")
+    group.add_argument("--shard-comments", choices=("txt", "json"), default=None,
+                       help="read each tar sample's comments from its .txt member (txt) or from the 'comments' field "
+                       "of its .json member (json); default: no comments from shards (a .txt is usually a caption)")
+    group.add_argument("--key-column", default=None, metavar="NAME",
+                       help="Parquet column holding each row's id (default: the first of key, id, __key__; else the "
+                       "row number)")
+    group.add_argument("--image-column", default=None, metavar="NAME",
+                       help="Parquet column holding the image: bytes, a datasets Image struct, or a path (default: "
+                       "found from the schema)")
+    group.add_argument("--files-per-shard", type=int, default=1000, metavar="N",
+                       help="image files (folders, globs, lists) per unit of work (default 1000)")
+    group.add_argument("--merge", action="store_true",
+                       help="only merge the finished parts in OUTPUT.parts/ into --output (after a crash)")
+
+
+def _world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def wants_sharded_run(args) -> bool:
+    if getattr(args, "merge", False) or _world_size() > 1 or args.output.lower().endswith(".parquet"):
+        return True
+    from .shards import SHARD_EXTENSIONS, _shard_files_in_folder, is_shard_file
+
+    for item in args.inputs:
+        if is_shard_file(item) or (os.path.isdir(item) and _shard_files_in_folder(item)):
+            return True
+        if any(c in item for c in "*?[") and item.lower().endswith(SHARD_EXTENSIONS):
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------------------ file helpers
+def parts_folder(output: str) -> str:
+    return output + ".parts"
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _part_path(parts: str, shard_id: str) -> str:
+    return os.path.join(parts, f"{shard_id}.parquet")
+
+
+def _marker_path(parts: str, shard_id: str) -> str:
+    return os.path.join(parts, f"{shard_id}.done.json")
+
+
+def shard_marker(parts: str, shard_id: str) -> Optional[dict]:
+    """The completion marker of a finished shard (None when the shard is unfinished)."""
+    if not os.path.isfile(_part_path(parts, shard_id)):
+        return None
+    return _read_json(_marker_path(parts, shard_id))
+
+
+def _output_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("key", pa.string()), ("shard", pa.string()), ("path", pa.string()), ("adapter", pa.string()),
+        ("score", pa.float64()), ("std", pa.float64()), ("label", pa.string()), ("branch", pa.string()),
+        ("distribution", pa.list_(pa.float64())), ("comments_truncated", pa.bool_()), ("error", pa.string()),
+    ])
+
+
+class PartWriter:
+    """The rows of one shard, streamed to `<shard>.parquet` under a temporary name; `finish` renames it and writes
+    the completion marker (in that order, each atomically)."""
+
+    def __init__(self, parts: str, shard_id: str, source: str, rank: int):
+        self.parts, self.shard_id, self.source, self.rank = parts, shard_id, source, rank
+        self.tmp = f"{_part_path(parts, shard_id)}.tmp-{os.getpid()}"
+        self.writer = None
+        self.rows = self.images = 0
+        self.errors: Counter = Counter()
+        self.failures: List[Tuple[str, str]] = []
+        self.started = time.perf_counter()
+
+    def write(self, rows: List[dict]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, _output_schema())
+        self.writer.write_table(pa.Table.from_pylist(rows, schema=_output_schema()))
+        self.rows += len(rows)
+
+    def finish(self) -> dict:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:  # an empty shard still gets its (empty) part
+            pq.write_table(pa.Table.from_pylist([], schema=_output_schema()), self.tmp)
+        else:
+            self.writer.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, _part_path(self.parts, self.shard_id))
+        marker = {"shard": self.source, "rows": self.rows, "images": self.images, "errors": dict(self.errors),
+                  "failures": self.failures[:MAX_LISTED_FAILURES], "rank": self.rank,
+                  "seconds": round(time.perf_counter() - self.started, 3)}
+        _write_atomically(_marker_path(self.parts, self.shard_id), json.dumps(marker).encode("utf-8"))
+        return marker
+
+
+# ------------------------------------------------------------------------------------------------------------ plan
+def _settings(args, names: List[str]) -> dict:
+    """What shapes the rows: a rerun with other values would mix two kinds of rows in one output."""
+    model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
+    return {"model": model, "adapters": list(names), "threshold": args.threshold,
+            "max_image_pixels": args.max_image_pixels, "comments": os.path.abspath(args.comments) if args.comments
+            else None, "shard_comments": args.shard_comments, "key_column": args.key_column,
+            "image_column": args.image_column, "files_per_shard": args.files_per_shard}
+
+
+_SETTING_FLAGS = {"model": "--model", "adapters": "--adapter", "threshold": "--threshold",
+                  "max_image_pixels": "--max-image-pixels", "comments": "--comments",
+                  "shard_comments": "--shard-comments", "key_column": "--key-column",
+                  "image_column": "--image-column", "files_per_shard": "--files-per-shard"}
+
+
+def prepare_run(args, names: List[str], log=print) -> dict:
+    """Main process only: list and check the shards, check the output, write the manifest; returns the plan
+    `{"todo": [Shard], "layouts": {...}, "done_before": n, "total": n}`. Raises `ScoringError` before anything is
+    written when the run cannot succeed."""
+    from .shards import parquet_layout, plan_shards
+
+    output, parts = args.output, parts_folder(args.output)
+    if not output.lower().endswith(OUTPUT_FORMATS):
+        raise ScoringError(f"--output {output}: use a .parquet, .csv or .jsonl file name")
+    shards, problems = plan_shards(args.inputs, args.files_per_shard)
+    if not shards and not problems:
+        raise ScoringError("no input: pass image files, folders, globs, lists, tar or Parquet shards")
+    layouts = {s.shard_id: parquet_layout(s.source, args.image_column, args.key_column)
+               for s in shards if s.kind == "parquet"}
+    ids = [s.shard_id for s in shards]
+    if len(set(ids)) != len(ids):
+        raise ScoringError("two inputs give the same shard id; pass each shard once")
+
+    manifest_path = os.path.join(parts, MANIFEST)
+    has_parts = os.path.isdir(parts) and bool(os.listdir(parts))
+    has_output = os.path.exists(output) and os.path.getsize(output) > 0
+    if (has_parts or has_output) and not (args.resume or args.overwrite):
+        raise ScoringError(f"{output if has_output else parts} exists: pass --resume to continue (finished shards "
+                           "are kept) or --overwrite to start over")
+    if has_parts and not os.path.isfile(manifest_path):
+        raise ScoringError(f"{parts} exists but holds no {MANIFEST}: not an `aesformer score` parts folder; "
+                           "remove it or choose another --output")
+    settings = _settings(args, names)
+    if args.resume and os.path.isfile(manifest_path):
+        earlier = (_read_json(manifest_path) or {}).get("settings", {})
+        changed = [k for k in settings if earlier.get(k) != settings[k]]
+        if changed:
+            raise ScoringError("--resume: the unfinished run used other settings: " + "; ".join(
+                f"{_SETTING_FLAGS[k]} was {earlier.get(k)!r}, now {settings[k]!r}" for k in changed)
+                + ". Pass the same flags, or --overwrite to start over")
+    if args.overwrite and not args.resume:
+        if os.path.exists(output):
+            os.remove(output)
+        if os.path.isdir(parts):
+            shutil.rmtree(parts)
+    os.makedirs(parts, exist_ok=True)
+    for name in os.listdir(parts):  # temporary files of processes that were killed
+        if ".tmp-" in name:
+            os.remove(os.path.join(parts, name))
+    manifest = {"version": MANIFEST_VERSION, "settings": settings, "problems": problems,
+                "shards": [{"id": s.shard_id, "kind": s.kind, "source": s.source, "files": len(s.files)}
+                           for s in shards]}
+    _write_atomically(manifest_path, json.dumps(manifest, indent=1).encode("utf-8"))
+    todo = [s for s in shards if shard_marker(parts, s.shard_id) is None]
+    return {"todo": todo, "layouts": layouts, "done_before": len(shards) - len(todo), "total": len(shards)}
+
+
+# ------------------------------------------------------------------------------------------------------- scoring
+class _CommentsLookup:
+    """Comments from `--comments FILE` for a shard member (by member name, key or path) or a file."""
+
+    def __init__(self, by_path: dict, by_name: dict):
+        self.by_path, self.by_name = by_path, by_name
+
+    def __call__(self, sample: dict):
+        if sample.get("path"):
+            found = self.by_path.get(os.path.abspath(sample["path"]))
+            if found:
+                return found
+        return self.by_name.get(sample.get("name") or "") or self.by_name.get(sample.get("key") or "")
+
+
+def _collate_stream(items, pad_id: int = 0):
+    """(batch or None, [(index, error)], {index: meta}, [shard end markers])."""
+    from .scoring import collate
+
+    ends = [it for it in items if "shard_end" in it]
+    rest = [dict(it) for it in items if "shard_end" not in it]
+    metas = {it["index"]: it.pop("meta") for it in rest}
+    batch, errors = collate(rest, pad_id=pad_id)
+    return batch, errors, metas, ends
+
+
+def _kill_hook(rank: int):
+    spec = os.environ.get(KILL_AFTER_SHARDS_ENV, "")
+    if ":" not in spec:
+        return None
+    who, count = spec.split(":", 1)
+    return int(count) if int(who) == rank else None
+
+
+def score_shards(shards, layouts, model, processor, names, device, args, parts: str, rank: int,
+                 show_progress: bool) -> dict:
+    """Score this process's shards; returns `{"rank", "images", "seconds", "shards"}`."""
+    import functools
+    import signal
+
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from .pipeline_aesformer import format_results, summarize_outputs
+    from .scoring import load_comments
+    from .shards import ShardStream, error_kind
+
+    lookup = _CommentsLookup(*load_comments(args.comments)) if args.comments else None
+    dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
+    tokenizer = getattr(processor, "tokenizer", None)
+    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    workers = min(args.num_workers, len(shards))
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers,
+                        collate_fn=functools.partial(_collate_stream, pad_id=pad_id),
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
+    sources = {s.shard_id: s.describe() for s in shards}
+    writers: Dict[str, PartWriter] = {}
+    kill_after, finished = _kill_hook(rank), 0
+    images, start = 0, time.perf_counter()
+    progress = tqdm(unit="img", desc=f"scoring (process {rank})", dynamic_ncols=True, file=sys.stderr,
+                    mininterval=0.5, disable=not show_progress)
+    try:
+        for batch, errors, metas, ends in (loader if shards else []):
+            results = {}
+            if batch is not None:
+                indices = batch.pop("indices")
+                truncated = dict(zip(indices, batch.pop("comments_truncated")))
+                inputs = {k: v.to(device) for k, v in batch.items()}
+                with torch.inference_mode():
+                    outputs = model(**inputs, adapters=list(names))
+                summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
+                for row, index in enumerate(indices):
+                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True)
+            for index, reason in errors:
+                results[index] = reason
+            rows_by_shard: Dict[str, List[dict]] = {}
+            for index in sorted(results):
+                meta, value = metas[index], results[index]
+                shard_id = meta["shard_id"]
+                if shard_id not in writers:
+                    writers[shard_id] = PartWriter(parts, shard_id, sources[shard_id], rank)
+                writer = writers[shard_id]
+                writer.images += 1
+                base = {"key": meta["key"], "shard": meta["shard"], "path": meta["path"]}
+                rows = rows_by_shard.setdefault(shard_id, [])
+                if isinstance(value, str):
+                    rows.append({**base, "error": value})
+                    writer.errors[error_kind(value)] += 1
+                    writer.failures.append((meta["path"] or f"{meta['shard']}:{meta['key']}", value))
+                    continue
+                for result in value:
+                    rows.append({**base, **result, "distribution": [round(p, 6) for p in result["distribution"]],
+                                 "comments_truncated": truncated.get(index), "error": None})
+            for shard_id, rows in rows_by_shard.items():
+                writers[shard_id].write(rows)
+            images += len(results)
+            progress.update(len(results))
+            for end in ends:
+                shard_id = end["shard_end"]
+                writer = writers.pop(shard_id, None) or PartWriter(parts, shard_id, sources[shard_id], rank)
+                writer.finish()
+                finished += 1
+                if kill_after is not None and finished >= kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        progress.close()
+        for writer in writers.values():  # unfinished shards: their temporary parts are removed by the next run
+            if writer.writer is not None:
+                writer.writer.close()
+    return {"rank": rank, "images": images, "seconds": time.perf_counter() - start, "shards": len(shards)}
+
+
+# ---------------------------------------------------------------------------------------------------------- merge
+def _flat_row(row: dict) -> dict:
+    flat = {}
+    for key in OUTPUT_FIELDS:
+        value = row.get(key)
+        if key == "distribution" and value is not None:
+            value = json.dumps(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        flat[key] = "" if value is None else value
+    return flat
+
+
+def merge_parts(output: str) -> dict:
+    """Merge the finished parts of `output`'s sharded run into `output` (written under a temporary name, then
+    renamed). Raises `ScoringError` naming the unfinished shards when any is missing. Returns the summary:
+    `{"rows", "images", "errors": Counter, "failures", "shards"}`."""
+    import pyarrow.parquet as pq
+
+    parts = parts_folder(output)
+    manifest = _read_json(os.path.join(parts, MANIFEST))
+    if manifest is None:
+        raise ScoringError(f"no sharded run to merge: {os.path.join(parts, MANIFEST)} is missing")
+    shards = manifest["shards"]
+    markers = {s["id"]: shard_marker(parts, s["id"]) for s in shards}
+    missing = [s for s in shards if markers[s["id"]] is None]
+    if missing:
+        names = ", ".join(s["source"] or s["id"] for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ScoringError(f"{len(missing)} of {len(shards)} shards are not finished ({names}): run the same "
+                           "command again with --resume to score them; the merge follows")
+    errors, failures, images = Counter(), [], 0
+    problems = [{"path": item, "error": reason} for item, reason in manifest.get("problems", [])]
+    for item in problems:
+        errors["input names nothing"] += 1
+        failures.append((item["path"], item["error"]))
+    for s in shards:
+        marker = markers[s["id"]]
+        errors.update(marker.get("errors", {}))
+        failures += [tuple(f) for f in marker.get("failures", [])]
+        images += marker.get("images", 0)
+
+    tmp = f"{output}.merging-{os.getpid()}"
+    rows = 0
+    lower = output.lower()
+    if os.path.dirname(output):
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+    try:
+        if lower.endswith(".parquet"):
+            import pyarrow as pa
+
+            with pq.ParquetWriter(tmp, _output_schema()) as writer:
+                if problems:
+                    writer.write_table(pa.Table.from_pylist(problems, schema=_output_schema()))
+                    rows += len(problems)
+                for s in shards:
+                    with pq.ParquetFile(_part_path(parts, s["id"])) as part:
+                        for batch in part.iter_batches(batch_size=4096):
+                            writer.write_batch(batch)
+                            rows += batch.num_rows
+        else:
+            jsonl = lower.endswith((".jsonl", ".json"))
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                table = None if jsonl else csv.DictWriter(f, fieldnames=OUTPUT_FIELDS)
+                if table is not None:
+                    table.writeheader()
+
+                def emit(batch_rows):
+                    buffer = io.StringIO()
+                    for row in batch_rows:
+                        if jsonl:
+                            buffer.write(json.dumps({k: row.get(k) for k in OUTPUT_FIELDS}, ensure_ascii=False)
+                                         + "\n")
+                        else:
+                            csv.DictWriter(buffer, fieldnames=OUTPUT_FIELDS).writerow(_flat_row(row))
+                    f.write(buffer.getvalue())
+                    return len(batch_rows)
+
+                rows += emit(problems)
+                for s in shards:
+                    with pq.ParquetFile(_part_path(parts, s["id"])) as part:
+                        for batch in part.iter_batches(batch_size=4096):
+                            rows += emit(batch.to_pylist())
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {"rows": rows, "images": images, "errors": errors, "failures": failures, "shards": len(shards)}
+
+
+def _report_merge(summary: dict, output: str, log=print) -> int:
+    log(f"[score] merged {summary['rows']} rows ({summary['images']} images, {summary['shards']} shards) -> "
+        f"{output} (parts kept in {parts_folder(output)}: --resume reuses them, delete when done)")
+    errors = summary["errors"]
+    if not errors:
+        return 0
+    count = sum(errors.values())
+    log(f"[score] {count} item{'s' if count != 1 else ''} could not be scored; errors by reason: "
+        + ", ".join(f"{kind} {n}" for kind, n in errors.most_common()))
+    for item, reason in summary["failures"][:MAX_LISTED_FAILURES]:
+        log(f"  {item}: {reason}")
+    if len(summary["failures"]) > MAX_LISTED_FAILURES:
+        log(f"  ... (see the error column of {output})")
+    return 1
+
+
+# ------------------------------------------------------------------------------------------------------------- run
+def _init_distributed(args):
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    cpu = (args.device or "").startswith("cpu") or os.environ.get("ACCELERATE_USE_CPU", "").lower() in (
+        "1", "true", "yes")
+    return PartialState(cpu=cpu, timeout=timedelta(hours=PROCESS_GROUP_TIMEOUT_HOURS))
+
+
+def run(args, log=print) -> int:
+    """`aesformer score` over shards. 0 when every image was scored, 1 when any failed; usage errors raise
+    `ScoringError` (exit code 2 in `scoring.run`)."""
+    world = _world_size()
+    state = _init_distributed(args) if world > 1 else None
+    rank = state.process_index if state is not None else 0
+    main = rank == 0
+    if args.merge:
+        return _report_merge(merge_parts(args.output), args.output, log) if main else 0
+    if not args.inputs or not args.model:
+        raise ScoringError("pass the INPUTs and --model (only --merge runs without them)")
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise ScoringError("--batch-size must be >= 1 and --num-workers >= 0")
+    if args.max_image_pixels is not None and args.max_image_pixels < 1:
+        raise ScoringError("--max-image-pixels must be a positive number of pixels")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import torch
+
+    from .pipeline_aesformer import ALL_ADAPTERS, resolve_adapters
+    from .scoring import load_model
+
+    adapter_arg = args.adapter
+    if adapter_arg and ALL_ADAPTERS in adapter_arg:
+        if len(adapter_arg) > 1:
+            raise ScoringError("--adapter all cannot be combined with other names")
+        adapter_arg = ALL_ADAPTERS
+    quiet = (lambda *a, **k: None)
+    model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
+                                     log if main else quiet)
+    names, _ = resolve_adapters(model, adapter_arg)
+    if state is not None and not (args.device or "").startswith("cpu"):
+        device = state.device
+    else:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+
+    plan, error = None, None
+    if main:
+        try:
+            plan = prepare_run(args, names, log)
+        except ScoringError as err:
+            error = str(err)
+    if state is not None:
+        from accelerate.utils import broadcast_object_list
+
+        plan, error = broadcast_object_list([plan, error], from_process=0)
+    if error is not None:
+        if main:
+            raise ScoringError(error)
+        return 2
+    mine = plan["todo"][rank::world]
+    if main:
+        log(f"[score] {plan['total']} shards ({plan['done_before']} finished earlier), {len(plan['todo'])} to score "
+            f"over {world} process(es); adapters {names}, batch {args.batch_size}, {args.num_workers} workers, "
+            f"{device}")
+    stats = score_shards(mine, plan["layouts"], model, processor, names, device, args, parts_folder(args.output),
+                         rank, show_progress=state is None or state.is_local_main_process)
+    if state is not None:
+        from accelerate.utils import gather_object
+
+        all_stats = gather_object([stats])
+    else:
+        all_stats = [stats]
+    if not main:
+        return 0
+    for s in sorted(all_stats, key=lambda s: s["rank"]):
+        rate = s["images"] / s["seconds"] if s["seconds"] > 0 else float("nan")
+        log(f"[score] process {s['rank']}: {s['images']} images from {s['shards']} shards in {s['seconds']:.1f} s "
+            f"= {rate:.1f} images/s")
+    total = sum(s["images"] for s in all_stats)
+    wall = max(s["seconds"] for s in all_stats)
+    log(f"[score] all {len(all_stats)} process(es): {total} images in {wall:.1f} s = "
+        f"{(total / wall if wall > 0 else float('nan')):.1f} images/s")
+    summary = merge_parts(args.output)  # refuses (naming them) when any shard is unfinished
+    log(f"[score] shards done: {summary['shards']}/{plan['total']} ({len(plan['todo'])} this run, "
+        f"{plan['done_before']} finished earlier)")
+    return _report_merge(summary, args.output, log)
+
+
+__all__ = ["OUTPUT_FIELDS", "add_arguments", "merge_parts", "prepare_run", "run", "score_shards", "shard_marker",
+           "wants_sharded_run"]
