@@ -1,6 +1,6 @@
 """`aesformer score` over shards, in one process or many (accelerate / torch.distributed).
 
-    accelerate launch --num_processes 8 -m modeling_aesformer.cli score 'shards/{*}.tar' data.parquet \\
+    accelerate launch --num_processes 8 -m modeling_aesformer.cli score 'shards/*.tar' data.parquet \\
         --model MODEL_DIR --output scores.parquet
 
 The same command runs in one process (`aesformer score ... --output scores.parquet`). It is used whenever an input is

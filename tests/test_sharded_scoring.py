@@ -135,6 +135,25 @@ def test_scores_equal_the_file_path_scorer(data, reference, tmp_path):
         shard_row = by_key[(str(root / "tars" / "shard-0000.tar"), key)]
         assert shard_row["score"] == pytest.approx(float(row["score"]), abs=1e-5)
         assert shard_row["std"] == pytest.approx(float(row["std"]), abs=1e-5)
+    # the same folder through the sharded driver, cut into units of 2 files: rows keep their path
+    parquet_out = tmp_path / "files.parquet"
+    assert cli(folder, "--model", model, "--output", parquet_out, "--num-workers", 0, "--files-per-shard", 2) == 0
+    sharded = {row["path"]: row for row in pq.read_table(parquet_out).to_pylist()}
+    assert len(sharded) == 5 and len([p for p in os.listdir(f"{parquet_out}.parts") if p.endswith(".done.json")]) == 3
+    for row in file_rows:
+        assert sharded[row["path"]]["score"] == pytest.approx(float(row["score"]), abs=1e-5)
+        assert sharded[row["path"]]["key"] is None and sharded[row["path"]]["shard"] is None
+
+
+def test_comments_file_matches_shard_members(data, tmp_path):
+    root, model, _ = data
+    (tmp_path / "comments.csv").write_text("image,comments\n000001.png,lovely light\n", encoding="utf-8")
+    out = tmp_path / "scores.jsonl"
+    assert cli(root / "tars" / "shard-0000.tar", "--model", model, "--output", out, "--num-workers", 0,
+               "--comments", tmp_path / "comments.csv") == 0
+    branches = {row["key"]: row["branch"] for row in read_rows(out)}
+    assert branches == {"000000": "image_only", "000001": "with_comments", "000002": "image_only",
+                        "000003": "image_only", "000004": "image_only"}
 
 
 def test_existing_output_needs_resume_and_resume_skips_finished_shards(data, reference, tmp_path, capsys):
