@@ -135,35 +135,44 @@ def _output_schema():
 
 
 class PartWriter:
-    """The rows of one shard, streamed to `<shard>.parquet` under a temporary name; `finish` renames it and writes
-    the completion marker (in that order, each atomically)."""
+    """The rows of one shard, streamed to `<shard>.parquet` under a temporary name in row groups of up to
+    `ROWS_PER_GROUP` rows; `finish` renames it and writes the completion marker (in that order, each atomically).
+    Rows still buffered when a process is killed are not lost: the shard has no marker, so it is scored again."""
+
+    ROWS_PER_GROUP = 4096
 
     def __init__(self, parts: str, shard_id: str, source: str, rank: int):
         self.parts, self.shard_id, self.source, self.rank = parts, shard_id, source, rank
         self.tmp = f"{_part_path(parts, shard_id)}.tmp-{os.getpid()}"
         self.writer = None
+        self.buffer: List[dict] = []
         self.rows = self.images = 0
         self.errors: Counter = Counter()
         self.failures: List[Tuple[str, str]] = []
         self.started = time.perf_counter()
 
     def write(self, rows: List[dict]) -> None:
+        self.buffer += rows
+        self.rows += len(rows)
+        if len(self.buffer) >= self.ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, _output_schema())
-        self.writer.write_table(pa.Table.from_pylist(rows, schema=_output_schema()))
-        self.rows += len(rows)
+        self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=_output_schema()))
+        self.buffer = []
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
     def finish(self) -> dict:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self.writer is None:  # an empty shard still gets its (empty) part
-            pq.write_table(pa.Table.from_pylist([], schema=_output_schema()), self.tmp)
-        else:
-            self.writer.close()
+        self._flush()  # an empty shard still gets its (empty) part
+        self.writer.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, _part_path(self.parts, self.shard_id))
@@ -350,8 +359,7 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     finally:
         progress.close()
         for writer in writers.values():  # unfinished shards: their temporary parts are removed by the next run
-            if writer.writer is not None:
-                writer.writer.close()
+            writer.close()
     return {"rank": rank, "images": images, "seconds": time.perf_counter() - start, "shards": len(shards)}
 
 
@@ -396,6 +404,10 @@ def merge_parts(output: str) -> dict:
         failures += [tuple(f) for f in marker.get("failures", [])]
         images += marker.get("images", 0)
 
+    import glob
+
+    for stale in glob.glob(glob.escape(output) + ".merging-*"):  # left by a merge that was killed
+        os.remove(stale)
     tmp = f"{output}.merging-{os.getpid()}"
     rows = 0
     lower = output.lower()
