@@ -303,13 +303,13 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
     tokenizer = getattr(processor, "tokenizer", None)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
-    workers = min(args.num_workers, len(shards))
+    workers = args.num_workers if shards else 0
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers,
                         collate_fn=functools.partial(_collate_stream, pad_id=pad_id),
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
     sources = {s.shard_id: s.describe() for s in shards}
     writers: Dict[str, PartWriter] = {}
-    kill_after, finished = _kill_hook(rank), 0
+    kill_after, finished, ended = _kill_hook(rank), 0, {}
     images, start = 0, time.perf_counter()
     progress = tqdm(unit="img", desc=f"scoring (process {rank})", dynamic_ncols=True, file=sys.stderr,
                     mininterval=0.5, disable=not show_progress)
@@ -351,6 +351,9 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
             progress.update(len(results))
             for end in ends:
                 shard_id = end["shard_end"]
+                ended[shard_id] = ended.get(shard_id, 0) + 1
+                if ended[shard_id] < end["readers"]:
+                    continue
                 writer = writers.pop(shard_id, None) or PartWriter(parts, shard_id, sources[shard_id], rank)
                 writer.finish()
                 finished += 1

@@ -372,8 +372,9 @@ def error_kind(text: str) -> str:
 
 class ShardStream(torch.utils.data.IterableDataset):
     """Decoded samples of a list of shards, for a DataLoader. With workers, worker w reads shards w, w+n, ... in
-    full and in order; after a shard's last sample it yields an end marker `{"shard_end": shard_id, "items": n}`,
-    so the consumer knows that every row of that shard has been handed over.
+    full and in order (with fewer shards than workers, every worker reads every shard and keeps every n-th sample);
+    after a shard's last sample it yields an end marker `{"shard_end": shard_id, "items": n, "readers": r}`: once
+    the consumer has the markers of all `r` readers, every row of that shard has been handed over.
 
     Items are `{"index": (worker, n), "meta": {...}, tensors...}` or `{"index", "meta", "error"}`; `meta` holds
     `key`, `shard`, `path`, `shard_id` for the output row."""
@@ -419,10 +420,15 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        # More shards than workers: each worker takes whole shards. Fewer (one big Parquet file, say): every worker
+        # reads every shard and decodes every `workers`-th sample, so decoding still runs in parallel.
+        by_sample = len(self.shards) < workers
         n = 0
-        for shard in self.shards[worker::workers]:
+        for shard in self.shards if by_sample else self.shards[worker::workers]:
             count = 0
-            for sample in self._guarded_samples(shard):
+            for position, sample in enumerate(self._guarded_samples(shard)):
+                if by_sample and position % workers != worker:
+                    continue
                 meta = {"key": sample["key"], "shard": sample["shard"], "path": sample["path"],
                         "shard_id": shard.shard_id}
                 item = {"index": (worker, n), "meta": meta}
@@ -440,7 +446,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                     except Exception as err:  # noqa: BLE001 - every failure becomes a row, never a crash
                         item["error"] = _reason(err)
                 yield item
-            yield {"shard_end": shard.shard_id, "items": count}
+            # the consumer finishes the shard once it has the end markers of all `readers` workers that read it
+            yield {"shard_end": shard.shard_id, "items": count, "readers": workers if by_sample else 1}
 
 
 __all__ = ["Shard", "ShardStream", "encode_image", "error_kind", "iter_parquet_samples", "iter_tar_samples",

@@ -145,6 +145,18 @@ def test_scores_equal_the_file_path_scorer(data, reference, tmp_path):
         assert sharded[row["path"]]["key"] is None and sharded[row["path"]]["shard"] is None
 
 
+def test_one_shard_decoded_by_two_workers(data, reference, tmp_path):
+    """Fewer shards than DataLoader workers: the workers share the shard sample by sample; one row per key."""
+    root, model, _ = data
+    out = tmp_path / "scores.parquet"
+    assert cli(root / "table.parquet", "--model", model, "--output", out, "--num-workers", 2) == 0
+    got = _by_key(pq.read_table(out).to_pylist())
+    want = {k: v for k, v in _by_key(pq.read_table(reference[1]).to_pylist()).items() if k[0].endswith(".parquet")}
+    assert set(got) == set(want) and len(got) == 6
+    for key, row in want.items():
+        assert got[key]["score"] == pytest.approx(row["score"], abs=1e-5)
+
+
 def test_comments_file_matches_shard_members(data, tmp_path):
     root, model, _ = data
     (tmp_path / "comments.csv").write_text("image,comments\n000001.png,lovely light\n", encoding="utf-8")
