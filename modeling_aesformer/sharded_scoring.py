@@ -199,7 +199,7 @@ _SETTING_FLAGS = {"model": "--model", "adapters": "--adapter", "threshold": "--t
                   "image_column": "--image-column", "files_per_shard": "--files-per-shard"}
 
 
-def prepare_run(args, names: List[str], log=print) -> dict:
+def prepare_run(args, names: List[str]) -> dict:
     """Main process only: list and check the shards, check the output, write the manifest; returns the plan
     `{"todo": [Shard], "layouts": {...}, "done_before": n, "total": n}`. Raises `ScoringError` before anything is
     written when the run cannot succeed."""
@@ -514,8 +514,13 @@ def run(args, log=print) -> int:
             raise ScoringError("--adapter all cannot be combined with other names")
         adapter_arg = ALL_ADAPTERS
     quiet = (lambda *a, **k: None)
-    model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
-                                     log if main else quiet)
+    if state is not None and not os.path.isdir(args.model):
+        with state.main_process_first():  # one download into the shared Hub cache, the others then read it
+            model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
+                                             log if main else quiet)
+    else:
+        model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
+                                         log if main else quiet)
     names, _ = resolve_adapters(model, adapter_arg)
     if state is not None and not (args.device or "").startswith("cpu"):
         device = state.device
@@ -526,7 +531,7 @@ def run(args, log=print) -> int:
     plan, error = None, None
     if main:
         try:
-            plan = prepare_run(args, names, log)
+            plan = prepare_run(args, names)
         except ScoringError as err:
             error = str(err)
     if state is not None:

@@ -96,6 +96,8 @@ def plan_shards(inputs: Sequence[str], files_per_shard: int = 1000
     for item in inputs:
         if os.path.isfile(item) and is_shard_file(item):
             shard_paths.append(item)
+        elif is_shard_file(item) and not os.path.exists(item) and not any(c in item for c in _GLOB_CHARS):
+            problems.append((item, "no such shard file"))
         elif os.path.isdir(item) and _shard_files_in_folder(item):
             shard_paths += _shard_files_in_folder(item)
         elif any(c in item for c in _GLOB_CHARS) and not os.path.exists(item):

@@ -4,7 +4,6 @@ resumption, the merge, and a real 2-process (gloo) launch through accelerate."""
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -290,3 +289,19 @@ def test_one_process_killed_after_its_first_shard_resumes_to_the_same_result(dat
     assert f"{len(done)} finished earlier" in resumed.stdout
     assert not [p for p in os.listdir(f"{out}.parts") if ".tmp-" in p]
     _assert_same(out, reference[1])
+
+
+def test_missing_shard_is_a_row_and_a_foreign_parts_folder_is_refused(data, tmp_path, capsys):
+    root, model, _ = data
+    out = tmp_path / "scores.jsonl"
+    assert cli(root / "tars" / "shard-0000.tar", tmp_path / "gone.tar", "--model", model, "--output", out,
+               "--num-workers", 0) == 1
+    rows = read_rows(out)
+    assert len(rows) == 6 and rows[0]["path"] == str(tmp_path / "gone.tar") and rows[0]["error"] == "no such shard file"
+    # a folder that happens to sit where the parts would go is never written into or deleted
+    (tmp_path / "other.parquet.parts").mkdir()
+    (tmp_path / "other.parquet.parts" / "precious.txt").write_text("keep me")
+    assert cli(root / "tars" / "shard-0000.tar", "--model", model, "--output", tmp_path / "other.parquet",
+               "--overwrite") == 2
+    assert "manifest.json" in capsys.readouterr().err
+    assert (tmp_path / "other.parquet.parts" / "precious.txt").read_text() == "keep me"
