@@ -21,6 +21,7 @@ How the work is shared and made safe to interrupt (`<output>.parts/` must be on 
    done. `aesformer score --merge --output FILE` redoes only the merge (after a crash during it, for instance).
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -513,14 +514,11 @@ def run(args, log=print) -> int:
         if len(adapter_arg) > 1:
             raise ScoringError("--adapter all cannot be combined with other names")
         adapter_arg = ALL_ADAPTERS
-    quiet = (lambda *a, **k: None)
-    if state is not None and not os.path.isdir(args.model):
-        with state.main_process_first():  # one download into the shared Hub cache, the others then read it
-            model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
-                                             log if main else quiet)
-    else:
+    # a Hub id: one download into the shared cache (the main process first), the others then read it
+    downloading = state is not None and not os.path.isdir(args.model)
+    with state.main_process_first() if downloading else contextlib.nullcontext():
         model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
-                                         log if main else quiet)
+                                         log if main else (lambda *a, **k: None))
     names, _ = resolve_adapters(model, adapter_arg)
     if state is not None and not (args.device or "").startswith("cpu"):
         device = state.device
