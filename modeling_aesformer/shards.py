@@ -135,11 +135,14 @@ def _split_member_name(name: str) -> Tuple[str, str]:
     return (os.path.join(folder, stem) if folder else stem), (ext.lower() if dot else "")
 
 
-def _pick_image_member(members: dict) -> Optional[str]:
+def _openable_extensions() -> frozenset:
+    return frozenset(e.lstrip(".") for e in image_extensions())
+
+
+def _pick_image_member(members: dict, openable: frozenset) -> Optional[str]:
     for ext in PREFERRED_IMAGE_EXTENSIONS:
         if ext in members:
             return ext
-    openable = {e.lstrip(".") for e in image_extensions()}
     for ext in members:
         if ext.rsplit(".", 1)[-1] in openable:
             return ext
@@ -178,10 +181,11 @@ def iter_tar_samples(path: str, comments_from: Optional[str] = None) -> Iterator
     if comments_from is not None and comments_from not in SHARD_COMMENT_MEMBERS:
         raise ScoringError(f"--shard-comments must be one of {SHARD_COMMENT_MEMBERS}, got {comments_from!r}")
     wanted = {comments_from} if comments_from else set()
+    openable = _openable_extensions()
 
     def finish(key, members, names):
         sample = {"key": key, "image": None, "name": None, "comments": None, "error": None}
-        ext = _pick_image_member(members)
+        ext = _pick_image_member(members, openable)
         if ext is None:
             sample["error"] = f"no image member for key {key!r} in {path} (members: {', '.join(sorted(names))})"
             return sample
@@ -205,7 +209,7 @@ def iter_tar_samples(path: str, comments_from: Optional[str] = None) -> Iterator
                     key, members, names = member_key, {}, []
                 names.append(ext or "(no extension)")
                 # read only what a sample can use: the image, and the comments member when asked for
-                is_image = ext.rsplit(".", 1)[-1] in {e.lstrip(".") for e in image_extensions()}
+                is_image = ext.rsplit(".", 1)[-1] in openable
                 if is_image or ext in wanted:
                     handle = archive.extractfile(member)
                     members[ext] = handle.read() if handle is not None else b""

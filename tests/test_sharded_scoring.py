@@ -210,6 +210,13 @@ def test_tar_reader_groups_members_and_reads_comments_only_when_asked(tmp_path):
     assert "no image member for key 'a/002'" in plain[1]["error"]
     assert list(shards.iter_tar_samples(str(path), "txt"))[0]["comments"] == "alt text caption"
     assert list(shards.iter_tar_samples(str(path), "json"))[0]["comments"] == ["nice"]
+    # compressed shards stream the same way
+    with tarfile.open(path) as plain_tar, tarfile.open(tmp_path / "s.tar.gz", "w:gz") as gz:
+        for member in plain_tar:
+            gz.addfile(member, plain_tar.extractfile(member))
+    gz_samples = list(shards.iter_tar_samples(str(tmp_path / "s.tar.gz"), "txt"))
+    assert [(s["key"], s["image"], s["comments"]) for s in gz_samples] == \
+        [(s["key"], s["image"], s["comments"]) for s in shards.iter_tar_samples(str(path), "txt")]
     # a shard cut off in the middle: the samples before the cut, then one error naming the shard
     data = path.read_bytes()
     (tmp_path / "cut.tar").write_bytes(data[:700])
