@@ -565,7 +565,7 @@ def run(args) -> int:
         if sharded_scoring.wants_sharded_run(args):  # shards, .parquet output, --merge or several processes
             return sharded_scoring.run(args)
         if not args.inputs or not args.model:
-            raise ScoringError("pass the INPUTs and --model")
+            raise ScoringError("aesformer score needs INPUTs and --model DIR")
         return score_images(args)
     except (ScoringError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -497,7 +497,7 @@ def run(args, log=print) -> int:
     if args.merge:
         return _report_merge(merge_parts(args.output), args.output, log) if main else 0
     if not args.inputs or not args.model:
-        raise ScoringError("pass the INPUTs and --model (only --merge runs without them)")
+        raise ScoringError("aesformer score needs INPUTs and --model DIR (only --merge runs without them)")
     if args.batch_size < 1 or args.num_workers < 0:
         raise ScoringError("--batch-size must be >= 1 and --num-workers >= 0")
     if args.max_image_pixels is not None and args.max_image_pixels < 1:
