@@ -136,17 +136,27 @@ class ImagesNotFoundError(FileNotFoundError):
         self.listing, self.relative_to = list(listing), relative_to
         super().__init__(self.describe())
 
-    def describe(self, flag: str | None = None) -> str:
-        """The message; with `flag` (``"--image-dir"``) it names the command-line flag to fix."""
-        what = f"{flag} {self.folder}" if flag else f"image folder {self.folder}"
-        text = (f"{what}: 0 of {self.n_expected:,} images found; expected files like {self.expected_example}")
+    def describe(self, flag: str | None = None, as_typed: str | None = None) -> str:
+        """The message; with `flag` (``"--image-dir"``) it names the command-line flag to fix, with `as_typed` it
+        shows the paths as the user wrote the folder (relative paths stay relative)."""
+
+        def show(path: str) -> str:
+            if as_typed is None:
+                return path
+            if path == self.folder or path.startswith(self.folder + os.sep):
+                return os.path.normpath(as_typed + path[len(self.folder):])
+            relative = os.path.relpath(path)
+            return path if relative.startswith(os.pardir + os.sep + os.pardir) else relative
+
+        what = f"{flag} {show(self.folder)}" if flag else f"image folder {self.folder}"
+        text = f"{what}: 0 of {self.n_expected:,} images found; expected files like {show(self.expected_example)}"
         if self.suggestion is not None:
-            text += f"; found {self.n_found:,} files like {self.found_example}"
+            text += f"; found {self.n_found:,} files like {show(self.found_example)}"
             if self.relative_to is not None:
-                text += (f" — image paths are relative to {self.relative_to}: write them with their sub-folder "
+                text += (f" — image paths are relative to {show(self.relative_to)}: write them with their sub-folder "
                          f"({os.path.relpath(self.found_example, self.relative_to)})")
             else:
-                text += f" — did you mean {flag or 'the image folder'} {self.suggestion}?"
+                text += f" — did you mean {flag or 'the image folder'} {show(self.suggestion)}?"
         elif not os.path.isdir(self.folder):
             text += "; the folder does not exist"
         elif self.listing:
@@ -193,6 +203,7 @@ class LoadReport:
     repaired: list[RowIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     comments: dict[str, Any] | None = None
+    rows_csv: str | None = None  # where the full list of dropped/repaired rows is written (`write_csv`), if known
 
     @property
     def n_kept(self) -> int:
@@ -280,6 +291,8 @@ class LoadReport:
             out["examples_per_reason"] = max_examples
         if self.comments is not None:
             out["comments"] = dict(self.comments)
+        if self.rows_csv is not None:
+            out["all_rows_csv"] = self.rows_csv
         return out
 
     def write_csv(self, path: str | os.PathLike) -> str:
