@@ -112,11 +112,13 @@ class DatasetLoadError(ValueError):
         self.details = details if details is not None else message
 
 
-class ImagesNotFoundError(FileNotFoundError):
+class ImagesNotFoundError(DatasetLoadError):
     """
     Not one image of a dataset file exists in its image folder (a wrong folder, or a layout the loader does not
-    expect). The loader raises it whatever ``on_error`` says: nothing could be trained or evaluated. It says how many
-    images were expected, one expected path, and what the folder (and the folders one level down) hold instead.
+    expect). It says how many images were expected, one expected path, and what the folder (and the folders one level
+    down) hold instead. With ``on_error="fail"`` the loader raises it; with ``"skip"`` the rows are dropped as
+    ``missing_image`` and the error is kept in ``report.images_not_found`` (its message is logged with the report):
+    a command that needs images stops on it.
 
     Attributes:
         folder: the image folder that was searched.
@@ -130,11 +132,11 @@ class ImagesNotFoundError(FileNotFoundError):
 
     def __init__(self, folder: str, n_expected: int, expected_example: str, *, suggestion: str | None = None,
                  n_found: int = 0, found_example: str | None = None, listing: Sequence[str] = (),
-                 relative_to: str | None = None):
+                 relative_to: str | None = None, report: LoadReport | None = None):
         self.folder, self.n_expected, self.expected_example = folder, n_expected, expected_example
         self.suggestion, self.n_found, self.found_example = suggestion, n_found, found_example
         self.listing, self.relative_to = list(listing), relative_to
-        super().__init__(self.describe())
+        super().__init__(self.describe(), report)
 
     def describe(self, flag: str | None = None, as_typed: str | None = None) -> str:
         """The message; with `flag` (``"--image-dir"``) it names the command-line flag to fix, with `as_typed` it
@@ -204,6 +206,7 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
     comments: dict[str, Any] | None = None
     rows_csv: str | None = None  # where the full list of dropped/repaired rows is written (`write_csv`), if known
+    images_not_found: ImagesNotFoundError | None = field(default=None, repr=False)
 
     @property
     def n_kept(self) -> int:
@@ -258,6 +261,8 @@ class LoadReport:
             c = self.comments
             lines.append(f"  comments: {c['images_with_comments']:,} of {self.n_kept:,} kept images have comments "
                          f"({c['matched_keys']:,} of {c['keys']:,} keys matched)")
+        if self.images_not_found is not None:
+            lines.append(f"  no image found: {self.images_not_found}")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -293,6 +298,8 @@ class LoadReport:
             out["comments"] = dict(self.comments)
         if self.rows_csv is not None:
             out["all_rows_csv"] = self.rows_csv
+        if self.images_not_found is not None:
+            out["images_not_found"] = str(self.images_not_found)
         return out
 
     def write_csv(self, path: str | os.PathLike) -> str:
@@ -945,7 +952,7 @@ def load_generic(
             report._repair(row_id, RENORMALISED, location, f"the probabilities summed to {total:.6g}")
         candidates.append(cand)
 
-    _check_images_found(candidates, report, folder, expected, relative_to=folder)
+    _check_images_found(candidates, report, folder, expected, on_error, relative_to=folder)
     _attach_comments(candidates, comments, folder, report)
     if form == "score" and candidates:
         distributions = scores_to_distributions([c.score for c in candidates], spec.score_range, num_bins, sigma)
@@ -1085,10 +1092,10 @@ def _attach_comments(candidates: list[_Candidate], comments, root: str, report: 
 
 
 def _check_images_found(candidates: list[_Candidate], report: LoadReport, folder: str,
-                        expected: list[str], relative_to: str | None = None) -> None:
-    """Raises `ImagesNotFoundError` when rows named images but not one exists: a wrong folder or layout. `expected`
-    are the expected paths relative to `folder`. Looks one folder down (and in the parent) for a hint; never searches
-    deeper."""
+                        expected: list[str], on_error: str, relative_to: str | None = None) -> None:
+    """When rows named images but not one exists (a wrong folder or layout), makes the `ImagesNotFoundError`: raised
+    with ``on_error="fail"``, else kept in ``report.images_not_found``. `expected` are the expected paths relative to
+    `folder`. Looks one folder down (and in the parent) for a hint; never searches deeper."""
     if candidates or not expected or not report.counts().get(MISSING_IMAGE):
         return
 
@@ -1120,10 +1127,12 @@ def _check_images_found(candidates: list[_Candidate], report: LoadReport, folder
     if os.path.isdir(folder):
         entries = sorted(os.listdir(folder))
         listing = [f"{len(entries):,} entries, e.g. " + ", ".join(entries[:3])] if entries else []
-    raise ImagesNotFoundError(
+    report.images_not_found = ImagesNotFoundError(
         folder, len(expected), os.path.join(folder, expected[0]), suggestion=suggestion, n_found=best,
-        found_example=found_example, listing=listing, relative_to=relative_to if suggestion else None,
+        found_example=found_example, listing=listing, relative_to=relative_to if suggestion else None, report=report,
     )
+    if on_error == "fail":
+        raise report.images_not_found
 
 
 def _load_vote_table(
@@ -1204,7 +1213,7 @@ def _load_vote_table(
                 )
             )
 
-    _check_images_found(candidates, report, image_dir, expected)
+    _check_images_found(candidates, report, image_dir, expected, on_error)
     _attach_comments(candidates, comments, image_dir, report)
 
     all_ids = list(first_line)
@@ -1248,7 +1257,8 @@ def load_ava(
             3-12), two semantic tag ids and the challenge id (the columns after the counts are not used; a row
             needs at least 12 columns).
         image_dir: folder of the images, ``<image_dir>/<id>.jpg`` (not searched recursively). When not one image
-            is there, `ImagesNotFoundError` says what the folder and the folders one level down hold.
+            is there, an `ImagesNotFoundError` (raised with ``on_error="fail"``, else in
+            ``report.images_not_found``) says what the folder and the folders one level down hold.
         test_list: the official test list ``generic_test.jpgl`` (one id per line); train is the rest. Without it,
             a SEEDED RANDOM split of all ids is made instead (`test_fraction` of them go to test), as several papers
             do; say so when you report results.
@@ -1401,7 +1411,7 @@ def load_jas(
             _Candidate(id=row_id, location=location, image=image, score=raw / 100.0,
                        comments=_join_comment_text(row.get("comments")), split=split)
         )
-    _check_images_found(candidates, report, image_dir, expected)
+    _check_images_found(candidates, report, image_dir, expected, on_error)
     _attach_comments(candidates, comments, image_dir, report)
     if candidates:
         distributions = scores_to_distributions([c.score for c in candidates], (0.0, 1.0), num_bins, score_sigma)

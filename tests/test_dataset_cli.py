@@ -161,9 +161,12 @@ def test_images_one_folder_down_get_the_hint_and_nothing_is_written(ava, tokeniz
                        "--output-dir", tmp_path / "stage2")
     assert code == 2 and "did you mean --image-dir" in err
     assert sorted(os.listdir(model)) == ["config.json"] and not (tmp_path / "stage2").exists()
-    # the library raises it too (also with on_error="skip"): a run on 0 images cannot succeed
+    # the library: raised with on_error="fail", else kept in the report (and logged with it)
     with pytest.raises(ImagesNotFoundError, match="did you mean the image folder"):
-        load_ava(ava / "AVA.txt", parent)
+        load_ava(ava / "AVA.txt", parent, on_error="fail")
+    data, spec = load_ava(ava / "AVA.txt", parent)
+    assert spec.report.n_kept == 0 and "did you mean" in str(spec.report.images_not_found)
+    assert "did you mean" in spec.report.to_dict()["images_not_found"]
 
 
 def test_unmatched_comments_stop_stage_1(ava, tokenizer_dir, tmp_path, capsys):

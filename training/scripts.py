@@ -105,12 +105,16 @@ def load_data(args):
         raise CommandError("--validation-fraction does not apply to --data-format jas (its split has fixed sizes)")
     try:
         if args.data_format == "generic":
-            return data.load_generic(args.data, **common, **fractions)
-        if args.data_format == "ava":
-            return data.load_ava(args.data, args.image_dir, test_list=args.test_list, **common, **fractions)
-        if args.data_format == "photonet":
-            return data.load_photonet(args.data, args.image_dir, test_list=args.test_list, **common, **fractions)
-        return data.load_jas(args.data, image_dir=args.image_dir, **common)
+            loaded = data.load_generic(args.data, **common, **fractions)
+        elif args.data_format == "ava":
+            loaded = data.load_ava(args.data, args.image_dir, test_list=args.test_list, **common, **fractions)
+        elif args.data_format == "photonet":
+            loaded = data.load_photonet(args.data, args.image_dir, test_list=args.test_list, **common, **fractions)
+        else:
+            loaded = data.load_jas(args.data, image_dir=args.image_dir, **common)
+        if loaded[1].report is not None and loaded[1].report.images_not_found is not None:
+            raise loaded[1].report.images_not_found
+        return loaded
     except data.ImagesNotFoundError as err:
         if args.data_format == "generic":
             raise CommandError(err.describe("--data", as_typed=args.data)) from None
