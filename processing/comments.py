@@ -11,6 +11,8 @@ Accepted files (UTF-8; the format is documented once, in ``docs/data-format.md``
 - a JSON object mapping a key to a comment or a list of comments (the DPC-Captions layout,
   ``{"953417.jpg": ["...", "..."]}``), or a JSON array of rows as in JSONL.
 
+`pipeline_inputs` pairs image paths with their comments as inputs for the Aesformer pipeline.
+
 A key names an image by its path relative to the image folder (with or without the extension), its file name or its
 file stem (= the dataset id); `CommentTable.match` tries these in that order and refuses a key that names two images.
 """
@@ -307,6 +309,25 @@ def read_comments(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Com
     return CommentTable(files, entries, notes)
 
 
+def pipeline_inputs(
+    images: Sequence[str | os.PathLike],
+    comments: str | os.PathLike | Iterable[str | os.PathLike],
+    root: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """
+    Pairs image paths with the comments of comments files (the same formats and key rule as every command) as inputs
+    for the Aesformer pipeline: ``[{"image": path, "comments": [..] or None}, ...]``. An image without comments gets
+    ``None`` (the image-only branch answers it).
+
+    ```python
+    scorer(pipeline_inputs(paths, ["dpc_color.json", "dpc_composition.json"], root="photos"))
+    ```
+    """
+    paths = [os.fspath(image) for image in images]
+    match = read_comments(comments).match(paths, root=root)
+    return [{"image": path, "comments": texts or None} for path, texts in zip(paths, match.comments)]
+
+
 __all__ = [
     "AmbiguousCommentKeysError",
     "CommentEntry",
@@ -315,5 +336,6 @@ __all__ = [
     "CommentsFileError",
     "KEY_COLUMNS",
     "TEXT_COLUMNS",
+    "pipeline_inputs",
     "read_comments",
 ]

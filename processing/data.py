@@ -1081,7 +1081,7 @@ def _attach_comments(candidates: list[_Candidate], comments, root: str, report: 
     from .comments import read_comments
 
     files = _as_paths(comments)
-    if not files:
+    if not files or not candidates:  # no kept image (the report says why): nothing to match
         return
     match = read_comments(files).match([c.image for c in candidates], root=root, ids=[c.id for c in candidates])
     for cand, texts in zip(candidates, match.comments):

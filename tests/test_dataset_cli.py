@@ -139,6 +139,28 @@ def test_keys_match_path_then_file_name_then_stem_and_ambiguous_keys_are_refused
         table.match([tmp_path / "data" / r["file_name"] for r in rows])
 
 
+def test_pipeline_inputs_pair_images_with_their_comments(ava):
+    from aesformer_processing.comments import pipeline_inputs
+
+    image_dir = ava / "ava" / "images" / "a"
+    paths = [image_dir / f"{i}.jpg" for i in IDS[:3]] + [ava / "generic_test.jpgl"]
+    inputs = pipeline_inputs(paths, [ava / "dpc_composition.json"], root=image_dir)
+    assert [item["image"] for item in inputs] == [str(p) for p in paths]
+    assert inputs[0]["comments"] == [WORDS[3], "it\uff0as composition"] and inputs[3]["comments"] is None
+
+
+def test_bad_rows_with_fail_name_the_command_line_flag(tmp_path, capsys):
+    rows = [{"file_name": f"{i}.png", "image": draw_scene(i, size=(20, 20)), "votes": [1] * 10} for i in range(3)]
+    rows.append({"file_name": "3.png", "image": draw_scene(3, size=(20, 20)), "votes": [0] * 10})
+    write_generic(tmp_path / "data", rows)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    code, _, err = run(capsys, "eval", "--model", model, "--data", tmp_path / "data", "--on-bad-rows", "fail")
+    assert code == 2 and "id '3.png': zero_votes" in err
+    assert "pass --on-bad-rows skip to drop them" in err and "on_error" not in err and "Traceback" not in err
+
+
 # ---------------------------------------------------------------------------------------- the common mistakes
 def test_images_one_folder_down_get_the_hint_and_nothing_is_written(ava, tokenizer_dir, tmp_path, capsys):
     parent = ava / "ava" / "images"

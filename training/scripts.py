@@ -147,7 +147,7 @@ def check_splits(args, data, spec, needed, with_comments=False):
     if with_comments:
         usable = {split: sum(1 for c in data[split]["comments"] if str(c or "").strip()) for split in SPLITS}
         if sum(sizes.values()) and not sum(usable.values()):
-            raise CommandError(_no_comments_message(args, report, sum(sizes.values())))
+            raise CommandError(_no_comments_message(args, report, sum(sizes.values()), data))
     kept = ", ".join(f"{split} {sizes[split]:,}" for split in SPLITS)
     for split in needed:
         if usable[split]:
@@ -177,7 +177,7 @@ def check_splits(args, data, spec, needed, with_comments=False):
     return usable
 
 
-def _no_comments_message(args, report, n_kept):
+def _no_comments_message(args, report, n_kept, data):
     comments = report.comments if report is not None else None
     if not args.comments and not comments:
         return (f"stage 1 trains on images with comments, and none of the {n_kept:,} kept images has any: pass "
@@ -187,13 +187,18 @@ def _no_comments_message(args, report, n_kept):
         examples = ", ".join(repr(k) for k in comments["unmatched_examples"][:3])
         return (f"--comments {', '.join(args.comments)}: none of its {comments['keys']:,} keys matches one of the "
                 f"{n_kept:,} kept images (keys like {examples}; images are named by their path relative to the "
-                "image folder, file name or id, e.g. " + _image_example(args) + ")")
+                "image folder, file name or stem, e.g. " + _image_example(args, data) + ")")
     return (f"--comments {', '.join(args.comments or [])}: none of the {n_kept:,} kept images has comment text "
             f"({comments['matched_keys'] if comments else 0:,} keys matched)")
 
 
-def _image_example(args):
-    return "'953417.jpg' or '953417'" if args.data_format in ("ava", "photonet") else "'images/beach.jpg' or 'beach'"
+def _image_example(args, data):
+    row = next(row for split in data.values() for row in split)
+    root = args.data if args.data_format == "generic" else args.image_dir or os.path.dirname(args.data)
+    relative = os.path.relpath(row["image"], root).replace(os.sep, "/")
+    name = os.path.basename(row["image"])
+    forms = dict.fromkeys([relative, name, os.path.splitext(name)[0]])
+    return " or ".join(repr(form) for form in forms)
 
 
 def print_report_location(report, output_dir):
