@@ -17,6 +17,13 @@ num_bins)[i]``, and an image is "high quality" iff its score is ``> threshold``.
 location and a message for each dropped or repaired row. Nothing is dropped silently: with ``on_error="skip"`` a bad
 row is dropped and reported, with ``on_error="fail"`` the loader raises a `DatasetLoadError` naming every bad row.
 Problems with a whole file (a missing ``metadata.csv``, a missing column, an unreadable ``dataset.json``) always raise.
+When not one image of a file exists (a wrong image folder), the report's ``images_not_found`` holds an
+`ImagesNotFoundError` with a hint from the folders one level down (raised with ``on_error="fail"``).
+`LoadReport.describe` is the readable report (counts, a few rows per reason, every note); `LoadReport.to_dict` keeps
+at most 20 rows per reason and `LoadReport.write_csv` writes them all.
+
+Comments files (``comments=``, one path or several) are read by `aesformer_processing.comments`, the one reader
+every command uses.
 
 Loaders (the formats are documented in ``docs/data-format.md``):
 
