@@ -22,6 +22,7 @@ width (a Photo.net adapter uses the first 7 of 10 outputs, recorded in the head'
 
 import json
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,18 @@ ADAPTER_PRESETS = ("faithful", "lora")
 ADAPTERS_DIR = "adapters"
 ADAPTER_META_FILE = "aesformer_adapter.json"
 RESERVED_NAMES = ("base", "default")
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def check_adapter_name(name) -> str:
+    """Returns `name` when it can name a dataset adapter: letters, digits, ``-`` and ``_`` only (it becomes the
+    folder ``adapters/<name>`` and a module name), not a reserved name. Raises `ValueError` otherwise."""
+    if not isinstance(name, str) or not _ADAPTER_NAME.match(name):
+        raise ValueError(f"adapter name {name!r} is not valid: use letters, digits, '-' and '_' only (it becomes "
+                         "the folder adapters/<name>)")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"adapter name {name!r} is reserved; pick another (e.g. the dataset's name)")
+    return name
 
 # What the paper trains in stage 2 (spec §2); PEFT matches these names by suffix.
 STAGE2_MODULES = ["multi_scale_adapter", "vision_ffn", "vision_head"]
@@ -97,8 +110,7 @@ def add_dataset_adapter(
     """
     from peft import PeftModel, get_peft_model
 
-    if name in RESERVED_NAMES:
-        raise ValueError(f"adapter name {name!r} is reserved; pick another (e.g. the dataset's name)")
+    check_adapter_name(name)
     config = adapter_config(preset, **preset_kwargs)
     with _quiet_peft():
         if isinstance(model, PeftModel):
@@ -163,8 +175,7 @@ def save_adapters(model, model_dir: Union[str, os.PathLike], names: Optional[Ite
     names = list(names) if names is not None else list(model.peft_config)
     folders = []
     for name in names:
-        if name in RESERVED_NAMES:
-            raise ValueError(f"adapter name {name!r} is reserved and cannot be saved as a dataset adapter")
+        check_adapter_name(name)
         model.save_pretrained(str(root), selected_adapters=[name])  # PEFT writes root/<name>/ for a named adapter
         folder = root / name
         if not (folder / "adapter_config.json").is_file():
@@ -243,8 +254,7 @@ def load_adapters(
 
     first = None
     for name, folder, sub in entries:
-        if name in RESERVED_NAMES:
-            raise ValueError(f"adapter folder name {name!r} is reserved")
+        check_adapter_name(name)
         _require_safetensors(folder, sub)
         meta = _read_meta(folder, sub)
         kwargs = {"adapter_name": name, "is_trainable": is_trainable}
@@ -269,6 +279,7 @@ __all__ = [
     "ADAPTER_PRESETS",
     "add_dataset_adapter",
     "adapter_config",
+    "check_adapter_name",
     "adapter_info",
     "list_adapters",
     "load_adapters",

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="aesformer", description="Image aesthetic assessment with Aesformer.")
     parser.add_argument("--version", action="version", version=f"aesformer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="end-to-end run on embedded data, no downloads")
@@ -58,7 +59,13 @@ TRAINING_COMMANDS = ("pretrain", "adapt", "eval")
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from aesformer_training.cli_utils import run_command
+
+    # Errors become one message, not a traceback; `--debug` (anywhere) shows the traceback.
+    return run_command(_main, argv)
+
+
+def _main(argv) -> int:
     if argv and argv[0] in TRAINING_COMMANDS:
         # argparse's REMAINDER does not take tokens that start with "--" right after a subcommand
         # (`aesformer pretrain --preset tiny` was "unrecognized arguments"): hand them over untouched.

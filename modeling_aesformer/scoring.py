@@ -6,8 +6,8 @@
 - INPUTS: image files, folders (searched recursively for every extension Pillow can open), glob patterns (`**`
   allowed), or list files (`.csv` / `.jsonl` with an `image` (or `path`) column and an optional `comments` column,
   or `.txt` with one path per line; relative paths are relative to the list file's folder).
-- `--comments FILE`: a CSV or JSONL mapping an image path or file name (`image`/`path`/`file_name` column) to its
-  comments (`comments` column: a string, or in JSONL a list of strings; several rows for one image are joined).
+- `--comments FILE` (repeatable): comments in the one format every command reads (`aesformer_processing.comments`,
+  docs/data-format.md): a CSV/JSONL keyed by image path, file name or stem, or a JSON object key -> comment(s).
   Images with comments are answered by the with-comments branch, the others by the image-only branch.
 - Decoding and preprocessing run in DataLoader workers (`--num-workers`) while the model computes; a progress bar
   shows images/s.
@@ -172,31 +172,39 @@ def collect_inputs(inputs: Sequence[str]) -> Tuple[List[Tuple[str, Optional[obje
     return records, problems
 
 
-def load_comments(path: str) -> Tuple[Dict[str, list], Dict[str, list]]:
-    """(by absolute path, by file name) -> list of comments, from a CSV/JSONL comments file."""
-    base = os.path.dirname(path)
-    by_path, by_name = {}, {}
-    for row in _rows(path):
-        image = str(_pick(row, _IMAGE_KEYS, path))
-        comments = _pick(row, _COMMENT_KEYS, path)
-        if comments in (None, ""):
-            continue
-        items = [str(c) for c in comments] if isinstance(comments, list) else [str(comments)]
-        if os.sep in image or "/" in image:
-            for key in {os.path.abspath(_resolve(image, base)), os.path.abspath(image)}:
-                by_path.setdefault(key, []).extend(items)
-        else:
-            by_name.setdefault(image, []).extend(items)
-    return by_path, by_name
+def load_comments(paths):
+    """The comments of one or more `--comments` files, in any format `aesformer_processing.comments` reads (the same
+    reader as the dataset loaders): a `CommentTable`."""
+    from aesformer_processing.comments import CommentsFileError, read_comments
+    from aesformer_processing.data import TextEncodingError
+
+    try:
+        return read_comments([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+    except (CommentsFileError, TextEncodingError, FileNotFoundError) as err:
+        raise ScoringError(f"--comments: {err}") from None
 
 
-def attach_comments(records, by_path, by_name):
-    out = []
-    for path, comments in records:
-        if comments is None:
-            comments = by_path.get(os.path.abspath(path)) or by_name.get(os.path.basename(path))
-        out.append((path, comments))
-    return out
+def attach_comments(records, table, log=print):
+    """`records` with the comments of `table` for every image that has none from its list file. A key matches an
+    image by its path (absolute, relative to the working folder or to the comments file), else its file name, else
+    its stem; a key that names two images, or comments that match no image at all, stop the run (`ScoringError`)."""
+    from aesformer_processing.comments import AmbiguousCommentKeysError
+
+    try:
+        match = table.match([path for path, _ in records])
+    except AmbiguousCommentKeysError as err:
+        raise ScoringError(f"--comments: {err}") from None
+    if table.entries and not match.n_matched_keys:
+        keys = ", ".join(repr(entry.key) for entry in table.entries[:3])
+        images = ", ".join(os.path.basename(path) for path, _ in records[:3])
+        raise ScoringError(f"--comments {', '.join(table.files)}: none of its {len(table.entries):,} keys matches an "
+                           f"input image (keys like {keys}; images like {images}); keys are image paths, file names "
+                           "or file names without the extension")
+    for note in match.notes:
+        log(f"[score] {note}")
+    log(f"[score] comments: {match.n_images_with_comments:,} of {len(records):,} images have comments")
+    return [(path, comments if comments is not None else (texts or None))
+            for (path, comments), texts in zip(records, match.comments)]
 
 
 # --------------------------------------------------------------------------------------------- decoding (workers)
@@ -375,11 +383,19 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print):
     import modeling_aesformer  # noqa: F401 - registers the Auto classes
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
-    model_dir = model_ref
+    from .model_source import check_model_source, describe_load_error
+
+    try:
+        model_dir = check_model_source(model_ref)
+    except FileNotFoundError as err:
+        raise ScoringError(str(err)) from None
     if not os.path.isdir(model_ref):
         from huggingface_hub import snapshot_download
 
-        model_dir = snapshot_download(model_ref)
+        try:
+            model_dir = snapshot_download(model_ref)
+        except Exception as err:  # noqa: BLE001 - offline, unknown repo, no access: one message naming --model
+            raise ScoringError(describe_load_error(model_ref, err)) from None
     model = AutoModel.from_pretrained(model_dir, use_safetensors=True).eval()  # never a pickled .bin
     try:
         processor = AutoProcessor.from_pretrained(model_dir)
@@ -420,13 +436,14 @@ def score_images(args, log=print) -> int:
     if args.max_image_pixels is not None and args.max_image_pixels < 1:
         raise ScoringError("--max-image-pixels must be a positive number of pixels")
     if os.path.exists(args.output) and os.path.getsize(args.output) > 0 and not (args.resume or args.overwrite):
-        raise ScoringError(f"{args.output} exists: pass --resume to continue it or --overwrite to start over")
-    if args.overwrite and not args.resume and os.path.exists(args.output):
-        os.remove(args.output)
+        raise ScoringError(f"--output {args.output} exists: pass --resume to continue it or --overwrite to start over")
 
     records, problems = collect_inputs(args.inputs)
+    if not records:  # nothing to score: stop before the output file is touched
+        listed = "; ".join(f"{item}: {reason}" for item, reason in problems[:MAX_LISTED_FAILURES])
+        raise ScoringError(f"nothing to score: no INPUT names an image ({listed or 'no input'})")
     if args.comments:
-        records = attach_comments(records, *load_comments(args.comments))
+        records = attach_comments(records, load_comments(args.comments), log)
     adapter_arg = args.adapter
     if adapter_arg and ALL_ADAPTERS in adapter_arg:
         if len(adapter_arg) > 1:
@@ -434,6 +451,8 @@ def score_images(args, log=print) -> int:
         adapter_arg = ALL_ADAPTERS
     model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg, log)
     names, _ = resolve_adapters(model, adapter_arg)
+    if args.overwrite and not args.resume and os.path.exists(args.output):
+        os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
 
@@ -533,8 +552,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                         help="image files, folders (recursive), glob patterns, .csv/.jsonl/.txt lists of images, "
                         "webdataset .tar shards, or Parquet files")
     parser.add_argument("--model", default=None, metavar="DIR", help="model folder (or Hub id); required")
-    parser.add_argument("--comments", default=None, metavar="FILE",
-                        help="CSV/JSONL mapping image path or file name to its comments")
+    parser.add_argument("--comments", action="append", default=None, metavar="FILE",
+                        help="comments file (CSV/JSONL keyed by image path, file name or stem; a JSON object key -> "
+                        "comment(s); see docs/data-format.md); repeat for several")
     parser.add_argument("--adapter", action="append", default=None, metavar="NAME|all",
                         help="dataset adapter to answer with (repeat for several; 'all' = base + every adapter; "
                         "default: the model's first adapter, or base)")

@@ -189,7 +189,7 @@ def _settings(args, names: List[str]) -> dict:
     """What shapes the rows: a rerun with other values would mix two kinds of rows in one output."""
     model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
     return {"model": model, "adapters": list(names), "threshold": args.threshold,
-            "max_image_pixels": args.max_image_pixels, "comments": os.path.abspath(args.comments) if args.comments
+            "max_image_pixels": args.max_image_pixels, "comments": [os.path.abspath(c) for c in args.comments] if args.comments
             else None, "shard_comments": args.shard_comments, "key_column": args.key_column,
             "image_column": args.image_column, "files_per_shard": args.files_per_shard}
 
@@ -254,17 +254,30 @@ def prepare_run(args, names: List[str]) -> dict:
 
 # ------------------------------------------------------------------------------------------------------- scoring
 class _CommentsLookup:
-    """Comments from `--comments FILE` for a shard member (by member name, key or path) or a file."""
+    """Comments from `--comments FILE` (an `aesformer_processing.comments.CommentTable`) for a shard member or a
+    file, matched as `CommentTable.match` does for files (path, then file name, then stem), one sample at a time
+    because shards are streamed."""
 
-    def __init__(self, by_path: dict, by_name: dict):
-        self.by_path, self.by_name = by_path, by_name
+    def __init__(self, table):
+        self.by_path, self.by_name = {}, {}
+        for entry in table.entries:
+            if "/" in entry.key or os.path.isabs(entry.key):
+                for form in {os.path.abspath(entry.key),
+                             os.path.abspath(os.path.join(os.path.dirname(entry.file), entry.key))}:
+                    self.by_path.setdefault(form, []).extend(entry.comments)
+            else:
+                self.by_name.setdefault(entry.key, []).extend(entry.comments)
 
     def __call__(self, sample: dict):
         if sample.get("path"):
             found = self.by_path.get(os.path.abspath(sample["path"]))
             if found:
                 return found
-        return self.by_name.get(sample.get("name") or "") or self.by_name.get(sample.get("key") or "")
+        name = os.path.basename(sample.get("path") or sample.get("name") or "")
+        for form in (name, os.path.splitext(name)[0], sample.get("key") or ""):
+            if form and self.by_name.get(form):
+                return self.by_name[form]
+        return None
 
 
 def _collate_stream(items, pad_id: int = 0):
@@ -300,7 +313,7 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     from .scoring import load_comments
     from .shards import ShardStream, error_kind
 
-    lookup = _CommentsLookup(*load_comments(args.comments)) if args.comments else None
+    lookup = _CommentsLookup(load_comments(args.comments)) if args.comments else None
     dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
     tokenizer = getattr(processor, "tokenizer", None)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0

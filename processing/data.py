@@ -17,6 +17,13 @@ num_bins)[i]``, and an image is "high quality" iff its score is ``> threshold``.
 location and a message for each dropped or repaired row. Nothing is dropped silently: with ``on_error="skip"`` a bad
 row is dropped and reported, with ``on_error="fail"`` the loader raises a `DatasetLoadError` naming every bad row.
 Problems with a whole file (a missing ``metadata.csv``, a missing column, an unreadable ``dataset.json``) always raise.
+When not one image of a file exists (a wrong image folder), the report's ``images_not_found`` holds an
+`ImagesNotFoundError` with a hint from the folders one level down (raised with ``on_error="fail"``).
+`LoadReport.describe` is the readable report (counts, a few rows per reason, every note); `LoadReport.to_dict` keeps
+at most 20 rows per reason and `LoadReport.write_csv` writes them all.
+
+Comments files (``comments=``, one path or several) are read by `aesformer_processing.comments`, the one reader
+every command uses.
 
 Loaders (the formats are documented in ``docs/data-format.md``):
 
@@ -102,11 +109,70 @@ _MAX_LISTED_PROBLEMS = 20
 
 
 class DatasetLoadError(ValueError):
-    """Raised by a loader with ``on_error="fail"`` when rows cannot be used; `report` holds every problem."""
+    """Raised by a loader with ``on_error="fail"`` when rows cannot be used; `report` holds every problem and
+    `details` the message without its last line (the advice, which names the Python argument ``on_error``; the
+    command line gives its own flag instead)."""
 
-    def __init__(self, message: str, report: LoadReport | None = None):
+    def __init__(self, message: str, report: LoadReport | None = None, details: str | None = None):
         super().__init__(message)
         self.report = report
+        self.details = details if details is not None else message
+
+
+class ImagesNotFoundError(DatasetLoadError):
+    """
+    Not one image of a dataset file exists in its image folder (a wrong folder, or a layout the loader does not
+    expect). It says how many images were expected, one expected path, and what the folder (and the folders one level
+    down) hold instead. With ``on_error="fail"`` the loader raises it; with ``"skip"`` the rows are dropped as
+    ``missing_image`` and the error is kept in ``report.images_not_found`` (its message is logged with the report):
+    a command that needs images stops on it.
+
+    Attributes:
+        folder: the image folder that was searched.
+        n_expected: number of rows that named an image.
+        expected_example: one expected image path.
+        suggestion: a sub-folder (one level down) or the parent folder holding `n_found` of the expected images, or
+            ``None``.
+        relative_to: for formats whose paths are relative to the dataset folder (generic), that folder; the hint
+            then says so instead of proposing another folder.
+    """
+
+    def __init__(self, folder: str, n_expected: int, expected_example: str, *, suggestion: str | None = None,
+                 n_found: int = 0, found_example: str | None = None, listing: Sequence[str] = (),
+                 relative_to: str | None = None, report: LoadReport | None = None):
+        self.folder, self.n_expected, self.expected_example = folder, n_expected, expected_example
+        self.suggestion, self.n_found, self.found_example = suggestion, n_found, found_example
+        self.listing, self.relative_to = list(listing), relative_to
+        super().__init__(self.describe(), report)
+
+    def describe(self, flag: str | None = None, as_typed: str | None = None) -> str:
+        """The message; with `flag` (``"--image-dir"``) it names the command-line flag to fix, with `as_typed` it
+        shows the paths as the user wrote the folder (relative paths stay relative)."""
+
+        def show(path: str) -> str:
+            if as_typed is None:
+                return path
+            if path == self.folder or path.startswith(self.folder + os.sep):
+                return os.path.normpath(as_typed + path[len(self.folder):])
+            relative = os.path.relpath(path)
+            return path if relative.startswith(os.pardir + os.sep + os.pardir) else relative
+
+        what = f"{flag} {show(self.folder)}" if flag else f"image folder {self.folder}"
+        text = f"{what}: 0 of {self.n_expected:,} images found; expected files like {show(self.expected_example)}"
+        if self.suggestion is not None:
+            text += f"; found {self.n_found:,} files like {show(self.found_example)}"
+            if self.relative_to is not None:
+                text += (f" — image paths are relative to {show(self.relative_to)}: write them with their sub-folder "
+                         f"({os.path.relpath(self.found_example, self.relative_to)})")
+            else:
+                text += f" — did you mean {flag or 'the image folder'} {show(self.suggestion)}?"
+        elif not os.path.isdir(self.folder):
+            text += "; the folder does not exist"
+        elif self.listing:
+            text += f"; the folder holds {', '.join(self.listing)}"
+        else:
+            text += "; the folder is empty"
+        return text
 
 
 @dataclass(frozen=True)
@@ -135,6 +201,8 @@ class LoadReport:
         repaired: one `RowIssue` per kept row that was changed (e.g. a renormalised distribution).
         notes: other facts worth knowing (ignored columns, test-list ids absent from the dataset, comments for
             unknown ids, ...).
+        comments: when a comments file was given, what matched (`aesformer_processing.comments.CommentMatch.to_dict`:
+            files, keys, matched keys, unmatched keys with examples, images with comments); else ``None``.
     """
 
     source: str = ""
@@ -143,6 +211,9 @@ class LoadReport:
     dropped: list[RowIssue] = field(default_factory=list)
     repaired: list[RowIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    comments: dict[str, Any] | None = None
+    rows_csv: str | None = None  # where the full list of dropped/repaired rows is written (`write_csv`), if known
+    images_not_found: ImagesNotFoundError | None = field(default=None, repr=False)
 
     @property
     def n_kept(self) -> int:
@@ -181,22 +252,72 @@ class LoadReport:
         text += f", {self.n_repaired} repaired"
         if self.repaired:
             text += f" ({by_reason(self.repair_counts())})"
-        if self.notes:
-            text += f"; {len(self.notes)} note(s)"
         return text
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (e.g. to write next to the training outputs)."""
-        return {
+    def describe(self, examples: int = 3) -> str:
+        """A readable, multi-line report: the summary, each drop and repair reason with its count, meaning and up to
+        `examples` rows, the comments that matched, and every note (printed, not counted)."""
+        lines = [self.summary()]
+        for title, issues, meanings in (("dropped", self.dropped, DROP_REASONS),
+                                        ("repaired", self.repaired, REPAIR_REASONS)):
+            for reason, n in sorted(Counter(issue.reason for issue in issues).items()):
+                lines.append(f"  {title} {reason}: {n:,} — {meanings.get(reason, reason)}")
+                shown = [issue for issue in issues if issue.reason == reason][:examples]
+                lines += [f"    e.g. {issue}" for issue in shown]
+        if self.comments is not None:
+            c = self.comments
+            lines.append(f"  comments: {c['images_with_comments']:,} of {self.n_kept:,} kept images have comments "
+                         f"({c['matched_keys']:,} of {c['keys']:,} keys matched)")
+        if self.images_not_found is not None:
+            lines.append(f"  no image found: {self.images_not_found}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self, max_examples: int | None = _MAX_LISTED_PROBLEMS) -> dict[str, Any]:
+        """A JSON-serialisable dict (e.g. to write next to the training outputs): the counts per reason and at most
+        `max_examples` rows per reason (``None``: all rows; `write_csv` writes the full list)."""
+
+        def listed(issues: list[RowIssue]) -> list[dict[str, str]]:
+            if max_examples is None:
+                return [vars(issue).copy() for issue in issues]
+            shown: Counter = Counter()
+            out = []
+            for issue in issues:
+                shown[issue.reason] += 1
+                if shown[issue.reason] <= max_examples:
+                    out.append(vars(issue).copy())
+            return out
+
+        out = {
             "source": self.source,
             "total_rows": self.total_rows,
+            "kept": self.n_kept,
             "split_sizes": dict(self.split_sizes),
             "dropped_counts": self.counts(),
             "repaired_counts": self.repair_counts(),
-            "dropped": [vars(issue).copy() for issue in self.dropped],
-            "repaired": [vars(issue).copy() for issue in self.repaired],
+            "dropped": listed(self.dropped),
+            "repaired": listed(self.repaired),
             "notes": list(self.notes),
         }
+        if max_examples is not None:
+            out["examples_per_reason"] = max_examples
+        if self.comments is not None:
+            out["comments"] = dict(self.comments)
+        if self.rows_csv is not None:
+            out["all_rows_csv"] = self.rows_csv
+        if self.images_not_found is not None:
+            out["images_not_found"] = str(self.images_not_found)
+        return out
+
+    def write_csv(self, path: str | os.PathLike) -> str:
+        """Writes every dropped and repaired row (columns ``status, id, reason, location, message``) to `path`."""
+        path = os.fspath(path)
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["status", "id", "reason", "location", "message"])
+            for status, issues in (("dropped", self.dropped), ("repaired", self.repaired)):
+                writer.writerows([status, i.id, i.reason, i.location, i.message] for i in issues)
+        return path
 
     # internal helpers
     def _drop(self, id_: str, reason: str, location: str, message: str) -> None:
@@ -600,12 +721,10 @@ def _finish(
     if on_error == "fail" and report.dropped:
         listed = "\n".join(f"  {issue}" for issue in report.dropped[:_MAX_LISTED_PROBLEMS])
         more = len(report.dropped) - _MAX_LISTED_PROBLEMS
+        details = (f"{len(report.dropped)} row(s) of {report.source} cannot be used (counts: {report.counts()}):\n"
+                   f"{listed}" + (f"\n  ... and {more} more" if more > 0 else ""))
         raise DatasetLoadError(
-            f"{len(report.dropped)} row(s) of {report.source} cannot be used (on_error='fail'; counts: "
-            f"{report.counts()}):\n{listed}"
-            + (f"\n  ... and {more} more" if more > 0 else "")
-            + "\nFix these rows, or pass on_error='skip' to drop them and get a report.",
-            report,
+            details + "\nFix these rows, or pass on_error='skip' to drop them and get a report.", report, details
         )
     rows: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     for cand in candidates:
@@ -622,7 +741,7 @@ def _finish(
     spec.report = report
     dataset = _to_dataset_dict(rows)
     level = logging.WARNING if report.dropped else logging.INFO
-    logger.log(level, "%s dataset: %s", name, report.summary())
+    logger.log(level, "%s dataset: %s", name, report.describe())
     return dataset, spec
 
 
@@ -709,6 +828,7 @@ def load_generic(
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
     score_sigma: float | None = None,
+    comments=None,
     on_error: str = "skip",
 ):
     """
@@ -741,6 +861,8 @@ def load_generic(
         folder: the dataset folder.
         seed, validation_fraction, test_fraction: the seeded split (ignored when there is a ``split`` column).
         score_sigma: σ in bins for score labels; overrides ``dataset.json``.
+        comments: optional comments file(s) in any format of `aesformer_processing.comments` (keys: the path
+            relative to the folder, the id, the file name or stem); added after the ``comments`` column's text.
         on_error: ``"skip"`` drops bad rows and reports them; ``"fail"`` raises `DatasetLoadError` naming them.
 
     Returns:
@@ -798,6 +920,7 @@ def load_generic(
     bin_values = spec.bin_values
     candidates: list[_Candidate] = []
     first_line: dict[str, int] = {}
+    expected: list[str] = []
     for line, fields in records:
         location = _location(meta_path, line)
         row_id = _guess_id(header, fields, f"<line {line}>")
@@ -826,6 +949,7 @@ def load_generic(
                 total = values.sum()
                 cand.labels = values / total
                 cand.score = float(cand.labels @ bin_values)
+            expected.append(file_name)
             if not os.path.isfile(cand.image):
                 raise _RowProblem(MISSING_IMAGE, f"image file '{cand.image}' does not exist")
         except _RowProblem as problem:
@@ -835,6 +959,8 @@ def load_generic(
             report._repair(row_id, RENORMALISED, location, f"the probabilities summed to {total:.6g}")
         candidates.append(cand)
 
+    _check_images_found(candidates, report, folder, expected, on_error, relative_to=folder)
+    _attach_comments(candidates, comments, folder, report)
     if form == "score" and candidates:
         distributions = scores_to_distributions([c.score for c in candidates], spec.score_range, num_bins, sigma)
         for cand, dist in zip(candidates, distributions):
@@ -948,63 +1074,72 @@ def _list_images(image_dir: str, image_extension: str) -> set[str]:
     return {name for name in os.listdir(image_dir) if name.endswith(image_extension)}
 
 
-def _read_comment_file(path: str, report: LoadReport) -> dict[str, str]:
-    """
-    Reads per-image comments: a CSV with ``index,label,comment`` (AVA-Comments as the AesFormer code reads it:
-    ``index`` is the image id; ``label`` is ignored), or a CSV / JSONL with an id column (``id``, ``image_id`` or
-    ``index``) and a text column (``comment`` or ``comments``; a JSON list of strings is accepted). Several rows for
-    one id are joined with a space, in file order.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"comments file '{path}' does not exist.")
-    rows: list[tuple[str, dict[str, Any]]] = []  # (location, row)
-    jsonl = path.lower().endswith((".jsonl", ".json"))
-    if not jsonl:
-        with open(path, "rb") as handle:
-            jsonl = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
-    if jsonl:
-        with io.StringIO(read_utf8_text(path)) as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except ValueError as err:
-                    raise ValueError(f"{path}, line {line_number}: not a JSON object: {err}") from err
-                if not isinstance(item, dict):
-                    raise ValueError(f"{path}, line {line_number}: expected a JSON object, got {type(item).__name__}.")
-                rows.append((f"line {line_number}", item))
-        columns = set().union(*(row.keys() for _, row in rows)) if rows else set()
-    else:
-        header, records = _read_csv(path)
-        columns = set(header)
-        for line, fields in records:
-            if len(fields) != len(header):
-                raise ValueError(
-                    f"{path}, line {line}: {len(fields)} fields but the header has {len(header)} ({header})."
-                )
-            rows.append((f"line {line}", dict(zip(header, fields))))
-    id_column = next((c for c in ("id", "image_id", "index") if c in columns), None)
-    text_column = next((c for c in ("comment", "comments") if c in columns), None)
-    if rows and (id_column is None or text_column is None):
-        raise ValueError(
-            f"{path}: comments need an id column (id, image_id or index) and a text column (comment or comments); "
-            f"found {sorted(columns)}."
-        )
-    comments: dict[str, list[str]] = {}
-    no_id = 0
-    for _, row in rows:
-        image_id = row.get(id_column)
-        if image_id is None or not str(image_id).strip():
-            no_id += 1
-            continue
-        text = _join_comment_text(row.get(text_column))
-        if text:
-            comments.setdefault(str(image_id).strip(), []).append(text)
-    if no_id:
-        report.notes.append(f"{os.path.basename(path)}: {no_id} comment row(s) without an id were ignored")
-    return {image_id: " ".join(texts) for image_id, texts in comments.items()}
+def _as_paths(comments) -> list[str]:
+    if comments is None:
+        return []
+    if isinstance(comments, (str, os.PathLike)):
+        return [os.fspath(comments)]
+    return [os.fspath(path) for path in comments]
+
+
+def _attach_comments(candidates: list[_Candidate], comments, root: str, report: LoadReport) -> None:
+    """Adds the comments of `comments` (one or more files in any of the formats of `aesformer_processing.comments`)
+    to the kept rows, after the comments a row already has; records what matched in the report."""
+    from .comments import read_comments
+
+    files = _as_paths(comments)
+    if not files or not candidates:  # no kept image (the report says why): nothing to match
+        return
+    match = read_comments(files).match([c.image for c in candidates], root=root, ids=[c.id for c in candidates])
+    for cand, texts in zip(candidates, match.comments):
+        if texts:
+            cand.comments = _join_comment_text([cand.comments, *texts] if cand.comments else texts)
+    report.comments = match.to_dict()
+    report.notes.extend(match.notes)
+
+
+def _check_images_found(candidates: list[_Candidate], report: LoadReport, folder: str,
+                        expected: list[str], on_error: str, relative_to: str | None = None) -> None:
+    """When rows named images but not one exists (a wrong folder or layout), makes the `ImagesNotFoundError`: raised
+    with ``on_error="fail"``, else kept in ``report.images_not_found``. `expected` are the expected paths relative to
+    `folder`. Looks one folder down (and in the parent) for a hint; never searches deeper."""
+    if candidates or not expected or not report.counts().get(MISSING_IMAGE):
+        return
+
+    def count_in(directory: str) -> int:
+        if all("/" not in rel and os.sep not in rel for rel in expected):
+            try:
+                names = set(os.listdir(directory))
+            except OSError:
+                return 0
+            return sum(1 for rel in expected if rel in names)
+        return sum(1 for rel in expected[:5000] if os.path.isfile(os.path.join(directory, rel)))
+
+    suggestion, best = None, 0
+    places = []
+    if os.path.isdir(folder):
+        places = sorted(entry.path for entry in os.scandir(folder) if entry.is_dir())[:200]
+    parent = os.path.dirname(folder)
+    if relative_to is None and parent and parent != folder and os.path.isdir(parent):
+        places.append(parent)
+    for place in places:
+        n = count_in(place)
+        if n > best:
+            suggestion, best = place, n
+    found_example = None
+    if suggestion is not None:
+        found_example = next(os.path.join(suggestion, rel) for rel in expected
+                             if os.path.isfile(os.path.join(suggestion, rel)))
+    listing = []
+    if os.path.isdir(folder):
+        entries = sorted(os.listdir(folder))
+        listing = [f"{len(entries):,} entries, e.g. " + ", ".join(entries[:3])] if entries else []
+    report.images_not_found = ImagesNotFoundError(
+        folder, len(expected), os.path.join(folder, expected[0]), suggestion=suggestion, n_found=best,
+        found_example=found_example, listing=listing, relative_to=relative_to if suggestion else None, report=report,
+    )
+    if on_error == "fail":
+        raise report.images_not_found
 
 
 def _load_vote_table(
@@ -1033,7 +1168,7 @@ def _load_vote_table(
         raise FileNotFoundError(f"{name} vote file '{path}' does not exist.")
     present = _list_images(image_dir, image_extension)
     report = LoadReport(source=path)
-    comment_texts = _read_comment_file(comments, report) if comments is not None else {}
+    expected: list[str] = []
 
     candidates: list[_Candidate] = []
     first_line: dict[str, int] = {}
@@ -1066,6 +1201,7 @@ def _load_vote_table(
                 values = _parse_numbers(" ".join(tokens[first_count:min_columns]), "vote")
                 _check_counts(values, num_bins, "vote")
                 file_name = row_id + image_extension
+                expected.append(file_name)
                 if file_name not in present:
                     raise _RowProblem(
                         MISSING_IMAGE, f"image file '{os.path.join(image_dir, file_name)}' does not exist"
@@ -1081,16 +1217,11 @@ def _load_vote_table(
                     image=os.path.join(image_dir, file_name),
                     labels=labels,
                     score=float(labels @ bin_values),
-                    comments=comment_texts.get(row_id, ""),
                 )
             )
 
-    unknown_comments = set(comment_texts) - set(first_line)
-    if unknown_comments:
-        report.notes.append(f"comments for {len(unknown_comments)} id(s) not in {os.path.basename(path)} were ignored")
-    if comments is not None:
-        with_comments = sum(1 for cand in candidates if cand.comments)
-        report.notes.append(f"{with_comments} of {len(candidates)} kept rows have comments")
+    _check_images_found(candidates, report, image_dir, expected, on_error)
+    _attach_comments(candidates, comments, image_dir, report)
 
     all_ids = list(first_line)
     if test_list is not None:
@@ -1132,13 +1263,16 @@ def load_ava(
         ava_txt: ``AVA.txt``: whitespace-separated columns index, image id, the counts of votes for 1..10 (columns
             3-12), two semantic tag ids and the challenge id (the columns after the counts are not used; a row
             needs at least 12 columns).
-        image_dir: folder of the images, ``<image_dir>/<id>.jpg``.
+        image_dir: folder of the images, ``<image_dir>/<id>.jpg`` (not searched recursively). When not one image
+            is there, an `ImagesNotFoundError` (raised with ``on_error="fail"``, else in
+            ``report.images_not_found``) says what the folder and the folders one level down hold.
         test_list: the official test list ``generic_test.jpgl`` (one id per line); train is the rest. Without it,
             a SEEDED RANDOM split of all ids is made instead (`test_fraction` of them go to test), as several papers
             do; say so when you report results.
-        comments: optional AVA-Comments file: a CSV ``index,label,comment`` as the AesFormer code reads it (``index``
-            = image id, ``label`` ignored: AVA.txt is authoritative, ``comment`` = the joined text), or a CSV/JSONL
-            of per-image comments (``id``/``image_id`` + ``comment``/``comments``; several rows per id are joined).
+        comments: optional comments file(s) (a path or a list of paths), in any format of
+            `aesformer_processing.comments`: the AVA-Comments CSV ``index,label,comment`` (``index`` = image id,
+            ``label`` ignored: AVA.txt is authoritative), a CSV/JSONL keyed by id, file name or path, or a JSON object
+            key -> comment(s) (DPC-Captions, keyed ``"<id>.jpg"``). Several entries for one image are joined.
         validation_fraction: part of the TRAIN ids carved out as validation (sorted ids permuted with `seed`).
         test_fraction: part of all ids used as test when there is no `test_list`.
         seed: seed of the validation (and random test) split.
@@ -1179,7 +1313,7 @@ def load_photonet(
         votes_txt: the vote file described above.
         image_dir: folder of the images.
         test_list: optional file with one test id per line; without it a seeded random split is made.
-        comments: optional comments file (same formats as `load_ava`).
+        comments: optional comments file(s) (same formats as `load_ava`).
         validation_fraction, test_fraction, seed, image_extension, on_error: as for `load_ava`.
 
     Returns:
@@ -1210,6 +1344,7 @@ def load_jas(
     split_sizes: tuple[int, int, int] = JAS_SPLIT_SIZES,
     seed: int = 42,
     image_extension: str = ".jpg",
+    comments=None,
     on_error: str = "skip",
 ):
     """
@@ -1229,6 +1364,7 @@ def load_jas(
         csv_path: the CSV file.
         image_dir: image folder; defaults to the CSV's folder.
         score_column, num_bins, score_sigma, split_sizes, seed, image_extension, on_error: see above.
+        comments: optional comments file(s), as for `load_ava`; added after a ``comments`` column's text.
 
     Returns:
         ``(DatasetDict, DatasetSpec)`` with ``score_range=(0, 1)``, ``threshold=0.5``.
@@ -1256,6 +1392,7 @@ def load_jas(
 
     candidates: list[_Candidate] = []
     first_line: dict[str, int] = {}
+    expected: list[str] = []
     for line, fields in records:
         location = _location(csv_path, line)
         row_id = _guess_id(header, fields, f"<line {line}>")
@@ -1271,6 +1408,7 @@ def load_jas(
             split = _normalise_split(row["split"]) if has_split else None
             raw = _parse_score(row[score_column], (0.0, 100.0), what=score_column)
             image = os.path.normpath(os.path.join(image_dir, file_name or row_id + image_extension))
+            expected.append(file_name or row_id + image_extension)
             if not os.path.isfile(image):
                 raise _RowProblem(MISSING_IMAGE, f"image file '{image}' does not exist")
         except _RowProblem as problem:
@@ -1280,6 +1418,8 @@ def load_jas(
             _Candidate(id=row_id, location=location, image=image, score=raw / 100.0,
                        comments=_join_comment_text(row.get("comments")), split=split)
         )
+    _check_images_found(candidates, report, image_dir, expected, on_error)
+    _attach_comments(candidates, comments, image_dir, report)
     if candidates:
         distributions = scores_to_distributions([c.score for c in candidates], (0.0, 1.0), num_bins, score_sigma)
         for cand, dist in zip(candidates, distributions):
@@ -1435,6 +1575,7 @@ __all__ = [
     "AestheticCollator",
     "DatasetLoadError",
     "DatasetSpec",
+    "ImagesNotFoundError",
     "LoadReport",
     "TextEncodingError",
     "RowIssue",

@@ -7,8 +7,8 @@ already uses it) torch. It never imports any other file of the project.
 
 It provides:
 
-- [`clean_comments`]: the comment-cleaning rule used to train Aesformer (strip a fixed set of punctuation characters,
-  drop literal ``"\\n"`` sequences, collapse whitespace, keep the first 200 words, keep case).
+- [`clean_comments`]: the comment-cleaning rule used to train Aesformer (NFKC first, strip a fixed set of punctuation
+  characters, drop literal ``"\\n"`` sequences, collapse whitespace, keep the first 200 words, keep case).
 - [`AesformerImageProcessor`]: a deterministic numpy + Pillow image processor (EXIF orientation, every Pillow mode to
   RGB, alpha composited over a matte colour, squash resize to 224x224 with bicubic resampling, ImageNet normalisation).
   Files and PIL images larger than `max_image_pixels` are refused from their header size, before any pixel is decoded
@@ -88,6 +88,10 @@ def _clean_comments_with_count(comments: Any, max_words: int | None) -> tuple[st
     if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
         raise ValueError(f"max_words must be a positive int or None, got {max_words!r}.")
     text = _join_comments(comments)
+    if not text.isascii():
+        # Compatibility characters become their plain form first (full-width "＊" U+FF0A is "*", "ｆｉｎｅ" is "fine",
+        # the "ﬁ" ligature is "fi"), so the rules below treat them as the ASCII characters they stand for.
+        text = unicodedata.normalize("NFKC", text)
     text = text.replace(_LITERAL_NEWLINE, " ")
     text = _CONTROL_CHARACTERS_RE.sub("", text)
     text = _drop_unicode_controls(text)
@@ -103,7 +107,8 @@ def clean_comments(comments: str | Sequence[str] | None, max_words: int | None =
     """
     Cleans the user comments of one image the way Aesformer was trained.
 
-    The steps are, in order: join a list of comments with a single space; replace every literal ``"\\n"`` (the two
+    The steps are, in order: join a list of comments with a single space; normalise Unicode compatibility characters
+    (NFKC: full-width punctuation and letters, ligatures, ... become their plain forms); replace every literal ``"\\n"`` (the two
     characters backslash and ``n``, as stored in the AVA-Comments files) with a space; remove control characters that
     are not whitespace (ASCII ones, and the Unicode categories Cc/Cf/Cs/Co/Cn plus U+FFFD: zero-width spaces,
     direction marks, the emoji joiner, ..., which BERT's tokenizer drops anyway); replace each of the characters

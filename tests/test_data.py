@@ -400,7 +400,8 @@ def test_ava_official_split_comments_and_bad_rows(ava):
     assert rows["1000"]["image"] == str(ava / "images" / "1000.jpg")
     notes = " | ".join(spec.report.notes)
     assert "1 id(s) of the test list" in notes  # 9999 (2000 is in AVA.txt; its image is missing)
-    assert "comments for 1 id(s)" in notes
+    assert "comments: 1 of 3 key(s) match no image (e.g. '424242')" in notes
+    assert spec.report.comments["images_with_comments"] == 2
     again, _ = load_ava(ava / "AVA.txt", ava / "images", test_list=ava / "generic_test.jpgl", validation_fraction=0.2)
     assert again["validation"]["id"] == dataset["validation"]["id"]
 
@@ -421,8 +422,8 @@ def test_ava_random_split_and_jsonl_comments(ava):
     assert rows["1004"]["comments"] == "first second"
     with pytest.raises(DatasetLoadError, match="id '2000': missing_image"):
         load_ava(ava / "AVA.txt", ava / "images", on_error="fail")
-    write_csv(ava / "bad.csv", ["image", "text"], [["1", "x"]])
-    with pytest.raises(ValueError, match="id column"):
+    write_csv(ava / "bad.csv", ["picture", "text"], [["1", "x"]])
+    with pytest.raises(ValueError, match="needs a key column"):
         load_ava(ava / "AVA.txt", ava / "images", comments=ava / "bad.csv")
     with pytest.raises(FileNotFoundError):
         load_ava(ava / "AVA.txt", ava / "nope")

@@ -131,8 +131,8 @@ def test_list_file_glob_and_comments_file(model_dir, photos, tmp_path, capsys):
         writer.writerow([str(paths[1]), ""])
     comments = tmp_path / "comments.jsonl"
     with open(comments, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"image": paths[6].name, "comments": ["great colour", "sharp focus"]}) + "\n")
-        f.write(json.dumps({"image": str(paths[7]), "comments": "too dark"}) + "\n")
+        f.write(json.dumps({"image": paths[5].name, "comments": ["great colour", "sharp focus"]}) + "\n")
+        f.write(json.dumps({"image": str(paths[9]), "comments": "too dark"}) + "\n")
     pattern = str(root / "trip" / "*.png")
     out = tmp_path / "scores.jsonl"
     code = cli(listing, pattern, root / "trip" / "day2", "--model", model_dir, "--comments", comments,
@@ -145,9 +145,10 @@ def test_list_file_glob_and_comments_file(model_dir, photos, tmp_path, capsys):
     assert rows[str(paths[0])]["branch"] == "with_comments"  # from the list file
     assert rows[str(paths[1])]["branch"] == "image_only"  # empty comments
     for path in png:
-        want = "with_comments" if path in (str(paths[6]), str(paths[7])) else "image_only"
+        want = "with_comments" if path in (str(paths[5]), str(paths[9])) else "image_only"
         assert rows[path]["branch"] == want, path
     assert all(isinstance(r["distribution"], list) and r["error"] is None for r in rows.values())
+    assert {str(paths[5]), str(paths[9])} <= png  # the comments matched inputs (by file name, by path)
 
 
 def test_inputs_that_name_nothing_and_the_pixel_limit(model_dir, photos, tmp_path, capsys):

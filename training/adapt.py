@@ -2,7 +2,8 @@
 
 import sys
 
+from aesformer_training.cli_utils import run_command
 from aesformer_training.scripts import adapt_main
 
 if __name__ == "__main__":
-    sys.exit(adapt_main())
+    sys.exit(run_command(adapt_main))

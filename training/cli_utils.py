@@ -115,4 +115,57 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(self._normalise(list(args)), namespace)
 
 
-__all__ = ["ArgumentParser", "KebabHelpFormatter", "add_argument", "kebab_flag", "snake_flag"]
+class CommandError(Exception):
+    """An input problem a command found before (or instead of) doing its work; the message names the flag to fix.
+    `run_command` prints it without a traceback and exits with status 2."""
+
+
+DEBUG_FLAG = "--debug"
+DEBUG_HELP = "on an error, show the full Python traceback instead of the message alone"
+
+
+def error_message(error: BaseException) -> str:
+    """The one message `run_command` prints for `error`: the text of an input error as it is, the type first for
+    anything else. A `DatasetLoadError` gets the command line's flag (``--on-bad-rows skip``) as its advice."""
+    from aesformer_processing.data import DatasetLoadError  # the lowest layer: cheap, no torch
+
+    if isinstance(error, DatasetLoadError):
+        return error.details + "\nFix these rows, or pass --on-bad-rows skip to drop them and get a report."
+    text = str(error).strip()
+    if isinstance(error, (CommandError, ValueError, OSError, ImportError)) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def run_command(main, argv: Sequence[str] | None = None, prog: str = "aesformer") -> int:
+    """
+    Runs ``main(argv)`` and turns an exception into one message on stderr (``<prog>: error: ...``) and an exit
+    status: 2 for input errors (`CommandError`, ``ValueError``, ``OSError``), 1 for anything else, 130 for Ctrl-C.
+    ``--debug`` anywhere before a bare ``--`` is removed from `argv` and re-raises the exception instead (the full
+    traceback).
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = DEBUG_FLAG in argv[:end]
+    argv = [token for i, token in enumerate(argv) if not (i < end and token == DEBUG_FLAG)]
+    try:
+        return int(main(argv) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every error becomes a message; --debug shows the traceback
+        if debug:
+            raise
+        print(f"{prog}: error: {error_message(error)}", file=sys.stderr)
+        expected = isinstance(error, (CommandError, ValueError, OSError, ImportError))
+        if not expected:
+            print(f"{prog}: (run again with {DEBUG_FLAG} to see where it happened)", file=sys.stderr)
+        return 2 if expected else 1
+
+
+__all__ = ["ArgumentParser", "CommandError", "KebabHelpFormatter", "add_argument", "error_message", "kebab_flag",
+           "run_command", "snake_flag"]

@@ -3,10 +3,11 @@ around `pretrain_main` / `adapt_main`, so `accelerate launch training/<stage>.py
 and the tests run the same code."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
-from .cli_utils import ArgumentParser
+from .cli_utils import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError, run_command
 from .loop import ADAPT, PRETRAIN, TrainConfig, train
 
 DATA_FORMATS = ("generic", "ava", "photonet", "jas")
@@ -18,11 +19,18 @@ def add_data_arguments(parser):
                        help="generic: the dataset folder (metadata.csv); ava: AVA.txt; photonet: the vote file; "
                             "jas: the score CSV")
     group.add_argument("--data-format", choices=DATA_FORMATS, default="generic")
-    group.add_argument("--image-dir", help="folder of the images (ava, photonet, jas)")
+    group.add_argument("--image-dir", help="folder of the images (ava, photonet, jas); not searched recursively")
     group.add_argument("--test-list", help="official test ids, one per line (ava: generic_test.jpgl)")
-    group.add_argument("--comments", help="comments file (ava/photonet: CSV index,label,comment or CSV/JSONL)")
+    group.add_argument("--comments", action="append", metavar="FILE",
+                       help="comments file, any format: CSV/JSONL keyed by id, file name or path; the AVA-Comments "
+                            "CSV (index,label,comment); a JSON object key -> comment(s) as DPC-Captions "
+                            "(docs/data-format.md); repeat for several files")
     group.add_argument("--on-bad-rows", choices=("skip", "fail"), default="skip",
                        help="malformed rows: skip and report them (default) or stop")
+    group.add_argument("--validation-fraction", type=float,
+                       help="part of the ids carved out of train as validation when the data has no split of its "
+                            "own (default: ava 0.05, others 0.1)")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
 
 
 def add_training_arguments(parser, stage):
@@ -49,26 +57,168 @@ def add_training_arguments(parser, stage):
     group.add_argument("--report-to", help="an accelerate tracker, e.g. tensorboard")
 
 
-def load_data(args):
-    from aesformer_processing import data
+def check_data_arguments(args):
+    """The data flags name files and folders that exist (before anything is loaded or written)."""
+    generic = args.data_format == "generic"
+    if not os.path.exists(args.data):
+        raise CommandError(f"--data {args.data}: no such {'folder' if generic else 'file'}")
+    if generic and not os.path.isdir(args.data):
+        raise CommandError(f"--data {args.data}: the generic format is a folder (with metadata.csv); for "
+                           f"another layout pass --data-format ({', '.join(DATA_FORMATS[1:])})")
+    if generic and not os.path.isfile(os.path.join(args.data, "metadata.csv")):
+        raise CommandError(f"--data {args.data}: the folder has no metadata.csv (the generic format; see "
+                           "docs/data-format.md); for AVA, Photo.net or JAS files pass --data-format")
+    if not generic and os.path.isdir(args.data):
+        raise CommandError(f"--data {args.data}: a folder, but --data-format {args.data_format} reads a file")
+    if not args.image_dir and args.data_format in ("ava", "photonet"):
+        raise CommandError(f"--image-dir is required for --data-format {args.data_format}")
+    if args.image_dir and not os.path.isdir(args.image_dir):
+        raise CommandError(f"--image-dir {args.image_dir}: no such folder")
+    if args.test_list and not os.path.isfile(args.test_list):
+        raise CommandError(f"--test-list {args.test_list}: no such file")
+    if args.test_list and args.data_format not in ("ava", "photonet"):
+        raise CommandError(f"--test-list is read for --data-format ava and photonet, not {args.data_format}")
+    for path in args.comments or ():
+        if not os.path.isfile(path):
+            raise CommandError(f"--comments {path}: no such file")
 
-    common = {"seed": args.seed, "on_error": args.on_bad_rows}
-    if args.data_format == "generic":
-        return data.load_generic(args.data, **common)
-    if not args.image_dir and args.data_format != "jas":
-        raise SystemExit(f"--image-dir is required for --data-format {args.data_format}")
-    if args.data_format == "ava":
-        return data.load_ava(args.data, args.image_dir, test_list=args.test_list, comments=args.comments, **common)
-    if args.data_format == "photonet":
-        return data.load_photonet(args.data, args.image_dir, test_list=args.test_list, comments=args.comments,
-                                  **common)
-    return data.load_jas(args.data, image_dir=args.image_dir, **common)
+
+def _flag_of(args, text):
+    """The data flag whose file a loader's message names (for the prefix of the command-line message)."""
+    for flag, values in (("--comments", args.comments or ()), ("--test-list", [args.test_list]),
+                         ("--image-dir", [args.image_dir]), ("--data", [args.data])):
+        for value in values:
+            if value and (os.path.abspath(value) in text or value in text):
+                return f"{flag} {value}"
+    return "--data"
+
+
+def load_data(args):
+    """Loads the dataset the data flags name. Every input problem becomes a `CommandError` naming its flag."""
+    from aesformer_processing import data
+    from aesformer_processing.comments import AmbiguousCommentKeysError, CommentsFileError
+
+    check_data_arguments(args)
+    common = {"seed": args.seed, "on_error": args.on_bad_rows, "comments": args.comments or None}
+    fractions = {} if args.validation_fraction is None else {"validation_fraction": args.validation_fraction}
+    if fractions and args.data_format == "jas":
+        raise CommandError("--validation-fraction does not apply to --data-format jas (its split has fixed sizes)")
+    try:
+        if args.data_format == "generic":
+            loaded = data.load_generic(args.data, **common, **fractions)
+        elif args.data_format == "ava":
+            loaded = data.load_ava(args.data, args.image_dir, test_list=args.test_list, **common, **fractions)
+        elif args.data_format == "photonet":
+            loaded = data.load_photonet(args.data, args.image_dir, test_list=args.test_list, **common, **fractions)
+        else:
+            loaded = data.load_jas(args.data, image_dir=args.image_dir, **common)
+        if loaded[1].report is not None and loaded[1].report.images_not_found is not None:
+            raise loaded[1].report.images_not_found
+        return loaded
+    except data.ImagesNotFoundError as err:
+        if args.data_format == "generic":
+            raise CommandError(err.describe("--data", as_typed=args.data)) from None
+        if args.image_dir:
+            raise CommandError(err.describe("--image-dir", as_typed=args.image_dir)) from None
+        raise CommandError(err.describe("--image-dir")) from None
+    except (AmbiguousCommentKeysError, CommentsFileError) as err:
+        raise CommandError(f"--comments: {err}") from None
+    except data.DatasetLoadError:
+        raise  # its own message, with the --on-bad-rows advice (run_command)
+    except (ValueError, OSError) as err:
+        raise CommandError(f"{_flag_of(args, str(err))}: {err}") from None
+
+
+def _has_split_column(folder):
+    import csv
+
+    with open(os.path.join(folder, "metadata.csv"), encoding="utf-8-sig", newline="") as handle:
+        return "split" in [name.strip() for name in next(csv.reader(handle), [])]
+
+
+def check_splits(args, data, spec, needed, with_comments=False):
+    """Each split in `needed` has rows (stage 1: rows with comments); else a `CommandError` that says which split is
+    empty, what was kept, and which flag to look at."""
+    from aesformer_processing.data import SPLITS
+
+    sizes = {split: len(data[split]) for split in SPLITS}
+    usable = dict(sizes)
+    report = spec.report
+    if with_comments:
+        usable = {split: sum(1 for c in data[split]["comments"] if str(c or "").strip()) for split in SPLITS}
+        if sum(sizes.values()) and not sum(usable.values()):
+            raise CommandError(_no_comments_message(args, report, sum(sizes.values()), data))
+    kept = ", ".join(f"{split} {sizes[split]:,}" for split in SPLITS)
+    for split in needed:
+        if usable[split]:
+            continue
+        if with_comments and sizes[split]:
+            raise CommandError(
+                f"the {split} split has no image with comments ({sizes[split]:,} images without; with comments: "
+                + ", ".join(f"{s} {usable[s]:,}" for s in SPLITS) + "): stage 1 trains and selects on images with "
+                "comments; add comments for them (--comments)")
+        if sum(sizes.values()) == 0:
+            dropped = ", ".join(f"{r} {n:,}" for r, n in sorted(report.counts().items())) if report else ""
+            raise CommandError(f"--data {args.data}: no usable row ({report.total_rows if report else 0:,} read"
+                               + (f"; dropped: {dropped}" if dropped else "") + ")")
+        if split == "test" and getattr(args, "test_list", None):
+            advice = f"--test-list {args.test_list}: none of its ids is a kept row of --data {args.data}"
+        elif args.data_format == "generic" and _has_split_column(args.data):
+            advice = (f"--data {args.data}: the split column of metadata.csv puts no kept row in {split}; add some, "
+                      "or remove the column for a seeded split")
+        elif split == "validation" and args.data_format != "jas":
+            fraction = args.validation_fraction
+            advice = (f"the seeded validation split ({'the default' if fraction is None else fraction} "
+                      f"--validation-fraction of the ids, dropped rows included) holds no kept row; raise "
+                      "--validation-fraction")
+        else:
+            advice = f"--data {args.data}: {sum(sizes.values()):,} kept rows are too few to split"
+        raise CommandError(f"the {split} split is empty (kept: {kept}); {advice}")
+    return usable
+
+
+def _no_comments_message(args, report, n_kept, data):
+    comments = report.comments if report is not None else None
+    if not args.comments and not comments:
+        return (f"stage 1 trains on images with comments, and none of the {n_kept:,} kept images has any: pass "
+                "--comments FILE (docs/data-format.md)" + (" or fill the comments column of metadata.csv"
+                                                           if args.data_format == "generic" else ""))
+    if comments and comments["keys"] and not comments["matched_keys"]:
+        examples = ", ".join(repr(k) for k in comments["unmatched_examples"][:3])
+        return (f"--comments {', '.join(args.comments)}: none of its {comments['keys']:,} keys matches one of the "
+                f"{n_kept:,} kept images (keys like {examples}; images are named by their path relative to the "
+                "image folder, file name or stem, e.g. " + _image_example(args, data) + ")")
+    return (f"--comments {', '.join(args.comments or [])}: none of the {n_kept:,} kept images has comment text "
+            f"({comments['matched_keys'] if comments else 0:,} keys matched)")
+
+
+def _image_example(args, data):
+    row = next(row for split in data.values() for row in split)
+    root = args.data if args.data_format == "generic" else args.image_dir or os.path.dirname(args.data)
+    relative = os.path.relpath(row["image"], root).replace(os.sep, "/")
+    name = os.path.basename(row["image"])
+    forms = dict.fromkeys([relative, name, os.path.splitext(name)[0]])
+    return " or ".join(repr(form) for form in forms)
+
+
+def print_report_location(report, output_dir):
+    """Writes every dropped and repaired row next to results.json and says where (main process only)."""
+    if report is None or not (report.dropped or report.repaired):
+        return
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        path = report.write_csv(Path(output_dir) / DATASET_REPORT_CSV)
+        print(f"dataset report: {report.n_dropped:,} dropped and {report.n_repaired:,} repaired rows listed in {path}")
+
+
+DATASET_REPORT_CSV = "dataset_report.csv"
 
 
 def _config(args, stage, **extra):
     fields = TrainConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    return TrainConfig(stage=stage, **values, **extra)
+    return TrainConfig(stage=stage, **{**values, **extra})
 
 
 def pretrain_main(argv=None):
@@ -90,14 +240,50 @@ def pretrain_main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from accelerate.utils import set_seed
 
+    # Every input is checked before anything is built or written: a run that cannot train writes nothing.
+    _check_stage1_sources(args)
+    data, spec = load_data(args)
+    check_splits(args, data, spec, ("train", "validation", "test"), with_comments=True)
     # torch seeds each process at random: the fresh weights (all of them with --preset, the heads and fusion layers
     # from --vision-model/--text-model) must come from --seed, or two runs with one seed start apart.
     set_seed(args.seed)
     model, processor = build_stage1_model(args)
-    data, spec = load_data(args)
+    if spec.report is not None:
+        spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
     report = train(model, processor, data, spec, _config(args, PRETRAIN))
+    print_report_location(spec.report, args.output_dir)
     print(f"stage 1 done: model in {Path(args.output_dir) / 'model'}; test {_short(report['test'])}")
     return 0
+
+
+def _check_stage1_sources(args):
+    from modeling_aesformer.model_source import check_model_source
+
+    try:
+        if args.model:
+            check_model_source(args.model, "--model")
+        elif args.vision_model and args.text_model:
+            check_model_source(args.vision_model, "--vision-model")
+            check_model_source(args.text_model, "--text-model")
+        elif args.preset:
+            if not args.tokenizer:
+                raise CommandError("--preset needs --tokenizer")
+        else:
+            raise CommandError("give --model, or --vision-model with --text-model, or --preset with --tokenizer")
+        if args.tokenizer:
+            check_model_source(args.tokenizer, "--tokenizer", require_config=False)
+    except FileNotFoundError as err:
+        raise CommandError(str(err)) from None
+
+
+def _load_pretrained(load, reference, flag="--model"):
+    """`load()` with a failure to load `reference` turned into one message naming `flag`."""
+    from modeling_aesformer.model_source import describe_load_error
+
+    try:
+        return load()
+    except OSError as err:
+        raise CommandError(describe_load_error(reference, err, flag)) from None
 
 
 def build_stage1_model(args):
@@ -106,21 +292,27 @@ def build_stage1_model(args):
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
     if args.model:
-        model = AesformerModel.from_pretrained(args.model, use_safetensors=True)  # never a pickled .bin
-        return model, AutoProcessor.from_pretrained(args.model)
+        model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True),
+                                 args.model)  # never a pickled .bin
+        return model, _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
     if args.vision_model and args.text_model:
-        model = AesformerModel.from_vision_text_pretrained(args.vision_model, args.text_model)
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.text_model)
+        model = _load_pretrained(lambda: AesformerModel.from_vision_text_pretrained(args.vision_model,
+                                                                                    args.text_model),
+                                 f"{args.vision_model} / {args.text_model}", "--vision-model/--text-model")
+        tokenizer = _load_pretrained(lambda: AutoTokenizer.from_pretrained(args.tokenizer or args.text_model),
+                                     args.tokenizer or args.text_model, "--tokenizer" if args.tokenizer else
+                                     "--text-model")
     elif args.preset:
         if not args.tokenizer:
-            raise SystemExit("--preset needs --tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+            raise CommandError("--preset needs --tokenizer")
+        tokenizer = _load_pretrained(lambda: AutoTokenizer.from_pretrained(args.tokenizer), args.tokenizer,
+                                     "--tokenizer")
         overrides = {"vision_config": {"image_size": args.image_size}} if args.image_size else {}
         config = AesformerConfig.from_preset(args.preset, **overrides)
         config.text_config.vocab_size = len(tokenizer)
         model = AesformerModel(config)
     else:
-        raise SystemExit("give --model, or --vision-model with --text-model, or --preset with --tokenizer")
+        raise CommandError("give --model, or --vision-model with --text-model, or --preset with --tokenizer")
     size = model.config.vision_config.image_size
     max_length = min(512, model.config.text_config.max_position_embeddings)  # tiny: 128 positions
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
@@ -133,23 +325,57 @@ def adapt_main(argv=None):
     parser = ArgumentParser(description="Aesformer stage 2: train a dataset adapter on the frozen backbone "
                                         "(image only; EMD + 10·MSE). Saves <model>/adapters/<name>/.")
     parser.add_argument("--model", required=True, help="the stage-1 model folder; the adapter is saved into it")
-    parser.add_argument("--adapter-name", help="default: the dataset's name")
+    parser.add_argument("--adapter-name", help="default: the dataset's name (letters, digits, '-' and '_')")
     parser.add_argument("--adapter-preset", choices=("faithful", "lora"), default="faithful")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an adapter of the same name already saved in the model folder")
     add_data_arguments(parser)
     add_training_arguments(parser, ADAPT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from modeling_aesformer.model_source import check_model_source
+
+    # Every input is checked before anything is loaded or written: the model folder never gets an untrained adapter.
+    try:
+        check_model_source(args.model, "--model")
+    except FileNotFoundError as err:
+        raise CommandError(str(err)) from None
+    if not os.path.isdir(args.model):
+        raise CommandError(f"--model {args.model}: no model folder at {os.path.abspath(args.model)} (stage 2 saves "
+                           "its adapter into the stage-1 model folder)")
+    if args.adapter_name is not None:
+        _check_adapter_name(args.adapter_name, args.model, args.overwrite, "--adapter-name")
+    data, spec = load_data(args)
+    name = args.adapter_name or spec.name
+    if args.adapter_name is None:
+        _check_adapter_name(name, args.model, args.overwrite, "--adapter-name (default: the dataset's name)")
+    check_splits(args, data, spec, ("train", "validation", "test"))
     from transformers import AutoProcessor
 
     from modeling_aesformer import AesformerModel
 
-    model = AesformerModel.from_pretrained(args.model, use_safetensors=True)  # never a pickled .bin
-    processor = AutoProcessor.from_pretrained(args.model)
-    data, spec = load_data(args)
-    report = train(model, processor, data, spec, _config(args, ADAPT), model_dir=args.model)
-    name = args.adapter_name or spec.name
+    model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True),
+                             args.model)  # never a pickled .bin
+    processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
+    if spec.report is not None:
+        spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
+    report = train(model, processor, data, spec, _config(args, ADAPT, adapter_name=name), model_dir=args.model)
+    print_report_location(spec.report, args.output_dir)
     print(f"stage 2 done: adapter in {Path(args.model) / 'adapters' / name}; test {_short(report['test'])}")
     return 0
+
+
+def _check_adapter_name(name, model_dir, overwrite, flag):
+    from modeling_aesformer.adapters import ADAPTERS_DIR, check_adapter_name
+
+    try:
+        check_adapter_name(name)
+    except ValueError as err:
+        raise CommandError(f"{flag}: {err}") from None
+    folder = Path(model_dir) / ADAPTERS_DIR / name
+    if folder.exists() and not overwrite:
+        raise CommandError(f"{flag}: the model folder already has an adapter {name!r} ({folder}): pass --overwrite to "
+                           "replace it, or choose another --adapter-name")
 
 
 def eval_main(argv=None):
@@ -163,8 +389,28 @@ def eval_main(argv=None):
     parser.add_argument("--output", help="write the metrics as JSON here")
     add_data_arguments(parser)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import json
 
+    from modeling_aesformer.model_source import check_model_source
+
+    # Inputs first: a run that can evaluate nothing stops before loading the model or writing --output.
+    try:
+        check_model_source(args.model, "--model")
+    except FileNotFoundError as err:
+        raise CommandError(str(err)) from None
+    if args.adapter and args.adapter != "base":
+        from modeling_aesformer.adapters import check_adapter_name, list_adapters
+
+        try:
+            check_adapter_name(args.adapter)
+        except ValueError as err:
+            raise CommandError(f"--adapter: {err}") from None
+        if os.path.isdir(args.model) and args.adapter not in list_adapters(args.model):
+            raise CommandError(f"--adapter {args.adapter}: the model folder {args.model} has no such adapter "
+                               f"(available: {', '.join(list_adapters(args.model)) or 'none'}; 'base' = none)")
+    data, spec = load_data(args)
+    check_splits(args, data, spec, (args.split,))
     from transformers import AutoProcessor
 
     from modeling_aesformer import AesformerModel
@@ -172,14 +418,18 @@ def eval_main(argv=None):
 
     from .loop import evaluate_branches
 
-    model = AesformerModel.from_pretrained(args.model, use_safetensors=True).eval()  # never a pickled .bin
-    processor = AutoProcessor.from_pretrained(args.model)
+    model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True),
+                             args.model).eval()  # never a pickled .bin
+    processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
     if args.adapter and args.adapter != "base":
         model = load_adapters(model, args.model, names=[args.adapter]).eval()
-    data, spec = load_data(args)
     results = evaluate_branches(model, processor, data[args.split], spec, adapter=args.adapter,
                                 batch_size=args.batch_size, num_workers=args.num_workers)
     print(format_table(results))
+    if all("skipped" in metrics for metrics in results.values()):
+        reasons = "; ".join(f"{branch}: {metrics['skipped']}" for branch, metrics in results.items())
+        raise CommandError(f"nothing could be evaluated on the {args.split} split ({reasons})"
+                           + (f"; --output {args.output} was not written" if args.output else ""))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     return 0
@@ -207,4 +457,4 @@ def _short(metrics):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pretrain_main())
+    sys.exit(run_command(pretrain_main))
