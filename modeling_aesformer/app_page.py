@@ -288,7 +288,7 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
             api_result = gr.JSON(label="result")
             api_button = gr.Button("score")
 
-        files.upload(on_upload, [files, table], table, api_visibility="private")
+        files.change(on_upload, [files, table], table, api_visibility="private")
         button.click(on_score, [files, table, adapter, precision],
                      [status, scores, download, pick, summary, chart, picture, results_state],
                      api_visibility="private")

@@ -268,6 +268,9 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
         assert overlay and overlay[0].get_attribute("src")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#distribution canvas, #distribution svg"))
         time.sleep(1.0)  # the chart's draw animation
+        loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        foreign = [u for u in loaded if not u.startswith((served.rstrip("/"), "data:", "blob:"))]
+        assert loaded and not foreign, foreign  # the page loads nothing from other sites (no fonts, no CDN)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(SCREENSHOT))
     finally:
