@@ -188,7 +188,12 @@ def test_serve_command_defaults_to_loopback_and_a_bad_folder_is_an_error(tmp_pat
     args = parser.parse_args(["serve", "--model", str(tmp_path)])
     assert args.host == "127.0.0.1" and args.port is None
     assert args.func(args) == 1
-    assert "not a model folder" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "not a model folder" in out.err and "WARNING" not in out.out + out.err
+    args = parser.parse_args(["serve", "--model", str(tmp_path), "--host", "0.0.0.0", "--port", "8123"])
+    assert args.func(args) == 1
+    out = capsys.readouterr()
+    assert "WARNING: --host 0.0.0.0 serves the page to every machine" in out.out and "8123" in out.out
 
 
 def test_gradio_is_not_imported_by_the_package_or_the_cli_parser():
