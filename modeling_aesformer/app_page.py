@@ -30,6 +30,9 @@ CSV_COLUMNS = ["file", "adapter", "score", "std", "label", "branch", "distributi
 SCORE_DIGITS = 4  # what the page shows; the CSV and the API keep full precision
 API_NAME = "score"
 COMMENTS_HEADERS = ["file", "comments"]
+# The bar chart's x order (it would otherwise sort the bin labels as text: 1, 10, 2, ...): every label
+# `distribution_frame` writes for bins on a 0..100 scale in steps of 0.5.
+BIN_ORDER = [f"{i / 2:g}" for i in range(201)]
 
 
 # -------------------------------------------------------------------------------------------- pure functions
@@ -179,13 +182,15 @@ def distribution_frame(result: Optional[dict]):
     import pandas as pd
 
     if not result or result.get("error") or not result.get("distribution"):
-        return pd.DataFrame({"score bin": [], "probability": []})
+        return pd.DataFrame({"score bin": pd.Categorical([]), "probability": pd.Series([], dtype=float)})
     probs = [float(p) for p in result["distribution"]]
     values = result.get("bin_values")
     labels = [f"{float(v):g}" for v in values][: len(probs)] if values is not None else []
     if len(labels) != len(probs):
         labels = [str(i + 1) for i in range(len(probs))]
-    return pd.DataFrame({"score bin": labels, "probability": probs})
+    # Categorical: one bar per bin, in bin order (numbers-as-text would be drawn on a numeric axis).
+    return pd.DataFrame({"score bin": pd.Categorical(labels, categories=labels, ordered=True),
+                         "probability": probs})
 
 
 def detail(results: Sequence[dict], name: Optional[str]):
@@ -275,7 +280,8 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
                 pick = gr.Dropdown(choices=[], label="Image", elem_id="pick", interactive=True)
                 summary = gr.Markdown(summary_text(None), elem_id="summary")
                 with gr.Row():
-                    chart = gr.BarPlot(distribution_frame(None), x="score bin", y="probability", sort=None,
+                    chart = gr.BarPlot(distribution_frame(None), x="score bin", y="probability", y_lim=[0, None],
+                                       sort=BIN_ORDER,
                                        label="Predicted distribution", elem_id="distribution")
                     picture = gr.Image(label="Attention overlay", elem_id="overlay", type="pil",
                                        interactive=False)
