@@ -385,3 +385,21 @@ def test_push_space_is_one_create_repo_and_one_commit(tmp_path, monkeypatch):
     assert calls[1][1]["repo_type"] == "space" and calls[1][1]["folder_path"] == str(space)
     with pytest.raises(ExportError, match="not a Space folder"):
         push_folder(tmp_path, "someone/demo", repo_type="space", log=lambda *a: None)
+
+
+def test_uploads_over_the_size_cap_are_refused(model_dir, tmp_path):
+    import numpy as np
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    big = tmp_path / "noise.png"  # random pixels do not compress: about 30 KB
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > 20_000
+    page, url = app_module.serve(model_dir, port=free_port(), max_file_size="10kb", block=False,
+                                 log=lambda *a: None)
+    try:
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match="exceeds the maximum file size of 10240 bytes"):
+            client.predict(image=handle_file(str(big)), comments="", adapter="base", api_name="/score")
+    finally:
+        page.close()
