@@ -256,7 +256,9 @@ def write_space(space_dir: Union[str, os.PathLike], model_repo: str, with_adapte
         app = SPACE_TEMPLATE.read_text(encoding="utf-8").replace("USER/MODEL", model_repo)
         (tmp / "app.py").write_text(app, encoding="utf-8")
         shutil.copyfile(PAGE_SOURCE, tmp / "app_page.py")
-        requirements = [GRADIO_REQUIREMENT] + HUB_REQUIREMENTS + (OPTIONAL_REQUIREMENTS if with_adapters else [])
+        # gradio itself comes from the Space's `sdk_version` (README.md): listing it here too can clash.
+        requirements = ["# gradio: sdk_version in README.md"] + HUB_REQUIREMENTS + (
+            OPTIONAL_REQUIREMENTS if with_adapters else [])
         (tmp / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(space_readme(model_repo), encoding="utf-8")
         if space_dir.exists():
