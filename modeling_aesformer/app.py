@@ -23,6 +23,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SPACE_TEMPLATE = Path(__file__).resolve().parent / "templates" / "space_app.py"
 PAGE_SOURCE = Path(__file__).resolve().parent / "app_page.py"
 GRADIO_REQUIREMENT = "gradio>=6.31,<7"
+OVERLAY_SIDE = 1024  # longest side of the attention overlay shown on the page
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -104,12 +105,21 @@ class ModelBackend:
 
     def analyse(self, image, comments=None, adapter="base", precision="float32") -> dict:
         """The pipeline's dict plus `overlay` (photo under its attention heat map) and `bin_values`."""
+        import PIL.Image
+        import PIL.ImageOps
+
         from .explain import explain
 
         result = self.score(image, comments, adapter, precision)  # reads the file first: bad files end here
+        # The overlay is for a screen: from a copy at most OVERLAY_SIDE pixels a side (a 50-megapixel upload would
+        # otherwise cost gigabytes of heat map). The numbers above come from the file itself.
+        with PIL.Image.open(image) as opened:
+            opened.draft("RGB", (OVERLAY_SIDE, OVERLAY_SIDE))  # JPEG: decode at a reduced scale
+            photo = PIL.ImageOps.exif_transpose(opened)
+        photo.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE))
         with self._lock:
             model, processor, _ = self._loaded_for(precision)
-            found = explain(model, processor, image, comments=comments, adapter=adapter)
+            found = explain(model, processor, photo, comments=comments, adapter=adapter)
         result["overlay"] = found.overlay
         result["bin_values"] = [float(v) for v in found.bin_values]
         return result

@@ -240,7 +240,7 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
         failed = sum(1 for r in results if r["error"])
         status = f"{len(results) - failed} of {len(results)} image(s) scored" + (
             f"; {failed} could not be read (see the error column)" if failed else "")
-        csv_path = write_csv(results, tempfile.mkdtemp(dir=work_dir))
+        csv_path = write_csv(results, work_dir)  # gradio serves a copy: the next batch may overwrite it
         first = next((r for r in results if not r["error"]), results[0])
         summary, bars, picture = detail(results, first["file"])
         names = [r["file"] for r in results]

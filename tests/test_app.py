@@ -175,6 +175,15 @@ def test_detail_view_has_summary_chart_and_overlay(backend, images):
     assert "could not be scored" in summary and len(bars) == 0 and picture is None
 
 
+def test_overlay_of_a_large_photo_is_screen_sized_and_the_score_is_the_files(backend, reference, tmp_path):
+    large = tmp_path / "large.jpg"
+    draw_scene(5, size=(2000, 1500)).save(large, quality=90)
+    result = backend.analyse(str(large), None, "base", "float32")
+    assert result["overlay"].size == (app_module.OVERLAY_SIDE, app_module.OVERLAY_SIDE * 3 // 4)
+    want = reference(str(large), adapter="base")
+    assert {k: result[k] for k in want} == want
+
+
 def test_exposure_warning_only_off_loopback():
     assert app_module.exposure_warning("127.0.0.1", 7860) is None
     assert app_module.exposure_warning("localhost", None) is None

@@ -36,7 +36,9 @@ def heat_overlay(path, heatmap, alpha=0.5):
     """The photo (upright, RGB) under `heatmap` ([H, W] in 0..1, upsampled bilinearly), blue (little attention)
     to red (most)."""
     with PIL.Image.open(path) as opened:
+        opened.draft("RGB", (1024, 1024))  # a screen-sized copy is enough (JPEG: decoded at a reduced scale)
         photo = PIL.ImageOps.exif_transpose(opened).convert("RGB")
+    photo.thumbnail((1024, 1024))
     grid = PIL.Image.fromarray(np.asarray(heatmap, dtype=np.float32))
     heat = np.clip(np.asarray(grid.resize(photo.size, PIL.Image.BILINEAR)), 0.0, 1.0)[..., None]
     colour = np.clip(1.5 - np.abs(4 * heat - np.array([3.0, 2.0, 1.0])), 0.0, 1.0) * 255  # a "jet" colour map
