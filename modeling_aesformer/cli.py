@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert_original.add_subparser(sub)
     export.add_subparsers(sub)
     explain.add_subparser(sub)
+    from . import app
+
+    app.add_subparser(sub)
     return parser
 
 

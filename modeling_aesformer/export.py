@@ -404,11 +404,27 @@ def is_converted_folder(hub_dir: Union[str, Path]) -> Optional[dict]:
 
 
 def push_folder(hub_dir: Union[str, Path], repo_id: str, private: bool = False, revision: Optional[str] = None,
-                yes: bool = False, token=None, commit_message: Optional[str] = None, log=print):
-    """Upload an exported folder: one `create_repo`, one `upload_folder` commit. Returns the `CommitInfo`."""
+                yes: bool = False, token=None, commit_message: Optional[str] = None, log=print,
+                repo_type: str = "model"):
+    """Upload an exported folder: one `create_repo`, one `upload_folder` commit. Returns the `CommitInfo`.
+    `repo_type="space"`: a Space folder written by `export --space`."""
     from huggingface_hub import HfApi
 
     hub_dir = Path(hub_dir)
+    if repo_type == "space":
+        readme = hub_dir / "README.md"
+        if not (hub_dir / "app.py").is_file() or not readme.is_file() or \
+                "sdk: gradio" not in readme.read_text(encoding="utf-8"):
+            raise ExportError(f"{hub_dir} is not a Space folder (run `aesformer export ... --space {hub_dir}`)")
+        api = HfApi(token=token)
+        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="space", space_sdk="gradio")
+        repo_id = getattr(repo, "repo_id", None) or repo_id
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="space")
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(hub_dir), repo_type="space", revision=revision,
+                                 commit_message=commit_message or "Upload Aesformer Space (aesformer push)")
+        log(f"[push] committed {len(list_files(hub_dir))} files: {info.commit_url}")
+        return info
     if not (hub_dir / "config.json").is_file() or not (hub_dir / "model.safetensors").is_file():
         raise ExportError(f"{hub_dir} is not an exported folder (run `aesformer export` first)")
     conversion = is_converted_folder(hub_dir)
@@ -446,7 +462,12 @@ def add_subparsers(subparsers) -> None:
                         "base_model, model_name, ...) plus 'repo_id' and 'description' for the card text")
     export.add_argument("--results", default=None, metavar="results.json",
                         help="training results JSON; its metrics go into the card's model-index")
-    export.add_argument("--overwrite", action="store_true", help="replace HUB_DIR if it exists")
+    export.add_argument("--overwrite", action="store_true", help="replace HUB_DIR (and SPACE_DIR) if it exists")
+    export.add_argument("--space", default=None, metavar="SPACE_DIR",
+                        help="also write a Gradio Space folder (app.py, requirements.txt, README.md) that serves "
+                        "the model from the Hub repository --model-repo, without this package")
+    export.add_argument("--model-repo", default=None, metavar="USER/NAME",
+                        help="the Hub model repository the Space loads (where HUB_DIR is pushed); needs --space")
     export.set_defaults(func=run_export)
 
     push = subparsers.add_parser(
@@ -459,6 +480,8 @@ def add_subparsers(subparsers) -> None:
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
     push.add_argument("--yes", action="store_true", help="confirm uploading converted third-party weights")
+    push.add_argument("--repo-type", choices=("model", "space"), default="model",
+                      help="model (default: a folder from `export --output`) or space (`export --space`)")
     push.set_defaults(func=run_push)
 
 
@@ -469,9 +492,20 @@ def add_subparser(subparsers) -> None:
 
 def run_export(args) -> int:
     try:
+        if (args.space is None) != (args.model_repo is None):
+            raise ExportError("--space SPACE_DIR and --model-repo USER/NAME go together")
+        if args.space is not None:
+            from .app import check_space_target
+
+            check_space_target(args.space, args.model_repo, args.overwrite)  # before anything is written
         results = _read_json(args.results) if args.results else None
         export_model(args.model_dir, args.output, card_data=_load_json_arg(args.card_data), results=results,
                      overwrite=args.overwrite)
+        if args.space is not None:
+            from .app import write_space
+
+            write_space(args.space, args.model_repo, with_adapters=(Path(args.output) / "adapters").is_dir(),
+                        overwrite=args.overwrite)
     except (ExportError, OSError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -480,7 +514,8 @@ def run_export(args) -> int:
 
 def run_push(args) -> int:
     try:
-        push_folder(args.hub_dir, args.repo_id, private=args.private, revision=args.revision, yes=args.yes)
+        push_folder(args.hub_dir, args.repo_id, private=args.private, revision=args.revision, yes=args.yes,
+                    repo_type=args.repo_type)
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

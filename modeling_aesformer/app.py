@@ -1,0 +1,285 @@
+"""`aesformer serve`: the interactive page (and the named `score` API) for one model folder; the Space folder.
+
+    aesformer serve --model DIR [--host 127.0.0.1] [--port N] [--max-files 64] [--max-file-size 20mb]
+
+The page itself is `app_page.py` (gradio, no package imports, also shipped in Spaces). This module is its backend
+with the package: the model and processor loaded from DIR (safetensors only), the dataset adapters of
+`DIR/adapters/` (with `peft`), one model copy per precision, scores from `pipeline("image-aesthetics")` and the
+attention overlay from `modeling_aesformer.explain`. [`write_space`] writes the Space folder of
+`aesformer export --space`. gradio is imported only when a page is built (`pip install "aesformer[app]"`).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Optional, Union
+
+APP_HINT = 'the page needs gradio: pip install "aesformer[app]"'
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+SPACE_TEMPLATE = Path(__file__).resolve().parent / "templates" / "space_app.py"
+PAGE_SOURCE = Path(__file__).resolve().parent / "app_page.py"
+GRADIO_REQUIREMENT = "gradio>=6.31,<7"
+OVERLAY_SIDE = 1024  # longest side of the attention overlay shown on the page
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _CastingProcessor:
+    """The processor, with `pixel_values` in the model's dtype (the explain code feeds the processor's output to
+    the model as is; the pipeline casts by itself)."""
+
+    def __init__(self, processor, dtype):
+        self._processor, self._dtype = processor, dtype
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+    def __call__(self, *args, **kwargs):
+        out = self._processor(*args, **kwargs)
+        out["pixel_values"] = out["pixel_values"].to(self._dtype)
+        return out
+
+
+class ModelBackend:
+    """One model folder, served: scores through `pipeline("image-aesthetics")`, overlays through `explain`.
+
+    Model copies per precision are loaded on first use and kept; one lock serialises the forwards (adapters are
+    switched in place, and `explain` sets eval mode)."""
+
+    def __init__(self, model_dir: Union[str, os.PathLike], device: Optional[str] = None, log=print):
+        import torch
+
+        import modeling_aesformer  # noqa: F401 - registers the Auto classes
+
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{self.model_dir} is not a model folder (no config.json): pass --model DIR")
+        self.name = self.model_dir.resolve().name
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+        if self.device.startswith("cuda"):
+            self._dtypes["float16"] = torch.float16
+        self.precisions = list(self._dtypes)
+        from .adapters import list_adapters
+
+        names = list_adapters(self.model_dir)
+        if names:
+            try:
+                import peft  # noqa: F401
+            except ImportError:
+                log(f"[serve] warning: {self.model_dir}/adapters/ holds {names}, but peft is not installed: only "
+                    'the base model is served (pip install "aesformer[train]")')
+                names = []
+        self._adapter_names = names
+        self.adapters = ["base"] + names
+        self._loaded = {}
+        self._lock = threading.Lock()
+        self._loaded_for(self.precisions[0])  # a folder that cannot load fails here, before the page starts
+
+    def _loaded_for(self, precision: str):
+        if precision not in self._dtypes:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {self.precisions}")
+        if precision not in self._loaded:
+            from transformers import AutoModel, AutoProcessor, pipeline
+
+            model = AutoModel.from_pretrained(str(self.model_dir), use_safetensors=True,
+                                              dtype=self._dtypes[precision])
+            if self._adapter_names:
+                from .adapters import load_adapters
+
+                model = load_adapters(model, self.model_dir, names=self._adapter_names)
+            model = model.to(self.device).eval()
+            processor = AutoProcessor.from_pretrained(str(self.model_dir))
+            scorer = pipeline("image-aesthetics", model=model, processor=processor, device=self.device)
+            self._loaded[precision] = (model, _CastingProcessor(processor, self._dtypes[precision]), scorer)
+        return self._loaded[precision]
+
+    def score(self, image, comments=None, adapter="base", precision="float32") -> dict:
+        """`pipeline("image-aesthetics")({"image": image, "comments": comments}, adapter=adapter)`."""
+        with self._lock:
+            _, _, scorer = self._loaded_for(precision)
+            return scorer({"image": image, "comments": comments}, adapter=adapter)
+
+    def analyse(self, image, comments=None, adapter="base", precision="float32") -> dict:
+        """The pipeline's dict plus `overlay` (photo under its attention heat map) and `bin_values`."""
+        import PIL.Image
+        import PIL.ImageOps
+
+        from .explain import explain
+
+        result = self.score(image, comments, adapter, precision)  # reads the file first: bad files end here
+        # The overlay is for a screen: from a copy at most OVERLAY_SIDE pixels a side (a 50-megapixel upload would
+        # otherwise cost gigabytes of heat map). The numbers above come from the file itself.
+        with PIL.Image.open(image) as opened:
+            opened.draft("RGB", (OVERLAY_SIDE, OVERLAY_SIDE))  # JPEG: decode at a reduced scale
+            photo = PIL.ImageOps.exif_transpose(opened)
+        photo.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE))
+        with self._lock:
+            model, processor, _ = self._loaded_for(precision)
+            found = explain(model, processor, photo, comments=comments, adapter=adapter)
+        result["overlay"] = found.overlay
+        result["bin_values"] = [float(v) for v in found.bin_values]
+        return result
+
+
+# ---------------------------------------------------------------------------------------------------------- serve
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def exposure_warning(host: str, port: Optional[int]) -> Optional[str]:
+    """The warning printed when the page listens beyond this machine, or None on loopback."""
+    if is_loopback(host):
+        return None
+    return (f"WARNING: --host {host} serves the page to every machine that can reach this one on port "
+            f"{port or 'gradio picks'}: anyone there can upload files and run the model, and there is no login. "
+            "Use --host 127.0.0.1 (the default) unless that is what you want.")
+
+
+def serve(model_dir, host: str = "127.0.0.1", port: Optional[int] = None, max_files: Optional[int] = None,
+          max_file_size: Optional[str] = None, block: bool = True, log=print):
+    """Load the model, build the page and launch it. Returns `(page, url)` (with `block=False`, the server runs in
+    a thread: `page.close()` stops it)."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError as err:
+        raise ImportError(APP_HINT) from err
+    from . import app_page
+
+    max_files = max_files or app_page.MAX_FILES
+    max_file_size = max_file_size or app_page.MAX_FILE_SIZE
+    warning = exposure_warning(host, port)
+    if warning:
+        log(warning)
+    backend = ModelBackend(model_dir, log=log)
+    page = app_page.build_page(backend, max_files=max_files, max_file_size=max_file_size)
+    _, url, _ = page.launch(prevent_thread_lock=True, quiet=True,
+                            **app_page.launch_options(host, port, max_file_size))
+    log(f"[serve] {backend.name}: {url} (adapters: {', '.join(backend.adapters)}; Ctrl-C stops)")
+    if block:
+        try:
+            page.block_thread()
+        finally:
+            page.close()
+    return page, url
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    """Register `serve --model DIR [--host] [--port] [--max-files] [--max-file-size]` (imports nothing heavy)."""
+    parser = subparsers.add_parser(
+        "serve", help="a web page (and a `score` API) to score photos with one model",
+        description="Start the Gradio page for the model in DIR: upload photos, optional comments, pick an adapter "
+        "and a precision; see score, std, label, distribution, branch and attention overlay; download the table "
+        "as CSV. The page also answers `gradio_client` calls to /score. Needs gradio: "
+        'pip install "aesformer[app]".',
+    )
+    parser.add_argument("--model", required=True, metavar="DIR", help="the model folder to serve (the only one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; another address exposes "
+                        "the page to the network and prints a warning)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860 or the next free)")
+    parser.add_argument("--max-files", type=int, default=None, help="most files per batch (default 64)")
+    parser.add_argument("--max-file-size", default=None, help="largest upload, e.g. 20mb (the default)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args) -> int:
+    """Entry point of `aesformer serve`: blocks until Ctrl-C; 1 on an error (printed to stderr)."""
+    try:
+        serve(args.model, host=args.host, port=args.port, max_files=args.max_files,
+              max_file_size=args.max_file_size)
+    except (ImportError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- Space
+def space_readme(model_repo: str, title: Optional[str] = None) -> str:
+    name = title or model_repo.rpartition("/")[2]
+    return (
+        "---\n"
+        f"title: {name}\n"
+        "emoji: 📷\n"
+        "colorFrom: blue\n"
+        "colorTo: gray\n"
+        "sdk: gradio\n"
+        f"sdk_version: {_gradio_version()}\n"
+        "app_file: app.py\n"
+        "pinned: false\n"
+        "models:\n"
+        f"  - {model_repo}\n"
+        "---\n\n"
+        f"# {name}\n\n"
+        f"Drop a photo, see its aesthetic score and why: the Aesformer model "
+        f"[{model_repo}](https://huggingface.co/{model_repo}), loaded with `trust_remote_code=True` (the model "
+        "repository's own code; this Space does not install the aesformer package).\n\n"
+        "Programmatic use:\n\n"
+        "```python\n"
+        "from gradio_client import Client, handle_file\n\n"
+        "client = Client(\"USER/SPACE\")\n"
+        "client.predict(image=handle_file(\"photo.jpg\"), comments=\"\", adapter=\"base\", api_name=\"/score\")\n"
+        "```\n"
+    )
+
+
+def _gradio_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("gradio")
+    except Exception:  # noqa: BLE001 - not installed here: the lower bound of the requirement
+        return GRADIO_REQUIREMENT.split(">=")[1].split(",")[0] + ".0"
+
+
+def check_space_target(space_dir: Union[str, os.PathLike], model_repo: str, overwrite: bool = False) -> Path:
+    """`ExportError` for a bad `--model-repo` or a non-empty SPACE_DIR without --overwrite (checked before
+    anything is written)."""
+    from .export import ExportError
+
+    if not _REPO_ID.match(model_repo or ""):
+        raise ExportError(f"--model-repo must be USER/NAME (the Hub model repository), got {model_repo!r}")
+    space_dir = Path(space_dir)
+    if space_dir.exists() and not overwrite and (not space_dir.is_dir() or any(space_dir.iterdir())):
+        raise ExportError(f"{space_dir} exists and is not empty; pass --overwrite to replace it")
+    return space_dir
+
+
+def write_space(space_dir: Union[str, os.PathLike], model_repo: str, with_adapters: bool = False,
+                overwrite: bool = False, log=print) -> Path:
+    """Write a Hugging Face Space folder serving the Hub model `model_repo`: `app.py`, `app_page.py`,
+    `requirements.txt` and `README.md` (front matter `sdk: gradio`). Written to a temporary sibling, then renamed."""
+    import tempfile
+
+    from .export import HUB_REQUIREMENTS, OPTIONAL_REQUIREMENTS
+
+    space_dir = check_space_target(space_dir, model_repo, overwrite)
+    space_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{space_dir.name}.", suffix=".tmp", dir=space_dir.parent))
+    try:
+        app = SPACE_TEMPLATE.read_text(encoding="utf-8").replace("USER/MODEL", model_repo)
+        (tmp / "app.py").write_text(app, encoding="utf-8")
+        shutil.copyfile(PAGE_SOURCE, tmp / "app_page.py")
+        # gradio itself comes from the Space's `sdk_version` (README.md): listing it here too can clash.
+        requirements = ["# gradio: sdk_version in README.md"] + HUB_REQUIREMENTS + (
+            OPTIONAL_REQUIREMENTS if with_adapters else [])
+        (tmp / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(space_readme(model_repo), encoding="utf-8")
+        if space_dir.exists():
+            shutil.rmtree(space_dir)
+        os.replace(tmp, space_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"[export] wrote the Space folder {space_dir} (model {model_repo}); upload it with "
+        f"`aesformer push {space_dir} --repo-id USER/SPACE --repo-type space`")
+    return space_dir
+
+
+__all__ = ["ModelBackend", "add_subparser", "exposure_warning", "run", "serve", "write_space"]
