@@ -170,8 +170,8 @@ class PretrainObjective(nn.Module):
         self.model = model
         self.contrast = MomentumContrast(model, config.queue_size, config.momentum, config.temperature)
         self.itc_weight = config.itc_weight
-        # Image-only parts are frozen in stage 1; Swin's final LayerNorm is never used (stage outputs are un-normed).
-        for module in [model.multi_scale_adapter, model.vision_norm, model.vision_head, model.vision_model.layernorm]:
+        # Image-only parts are frozen in stage 1.
+        for module in [model.multi_scale_adapter, model.vision_norm, model.vision_head]:
             module.requires_grad_(False)
         for layer in model.fusion_layers:
             layer.vision_ffn.requires_grad_(False)
