@@ -365,6 +365,8 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     from aesformer_processing.data import AestheticCollator
     from aesformer_processing.transforms import TrainTransform
 
+    if config.stage == PRETRAIN and getattr(processor, "tokenizer", None) is not None:
+        processor.warn_on_vocab_size(model.config.text_config.vocab_size, "training")
     output_dir = Path(config.output_dir)
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               log_with=config.report_to, project_dir=str(output_dir))
