@@ -36,7 +36,9 @@ class AesformerOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
-            Batch mean of the per-sample EMD (r=2) of each head the sample used, summed over those heads.
+            Batch mean of the per-sample EMD (r=2) of each head the sample used, summed over those heads; float32
+            whatever the weights' dtype. With a dataset adapter enabled, the mean over the image-only samples (the
+            branch the adapter trains).
         distribution (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`):
             Predicted score distribution: `mix * vl_image + (1 - mix) * vl_text` with comments, `vision` without.
         score (`torch.FloatTensor` of shape `(batch_size,)`):
@@ -865,7 +867,7 @@ class AesformerModel(AesformerPreTrainedModel):
 
         loss = None
         if labels is not None:
-            loss = self._loss(labels, branches, with_comments, image_only, vision_rows, adapted)
+            loss = self._loss(labels, branches, with_comments, image_only, adapted)
 
         return AesformerOutput(
             loss=loss,
@@ -909,7 +911,7 @@ class AesformerModel(AesformerPreTrainedModel):
             modules += [layer.vision_ffn for layer in self.fusion_layers]
         return [p for m in modules for p in m.parameters()]
 
-    def _loss(self, labels, branches, with_comments, image_only, vision_rows, adapted):
+    def _loss(self, labels, branches, with_comments, image_only, adapted):
         """Mean over the counted samples of the EMD (r=2) of each head a sample used, summed over those heads.
 
         Always fp32 (bf16 weights or autocast included). With a dataset adapter enabled only the image-only samples
