@@ -925,15 +925,19 @@ class AesformerModel(AesformerPreTrainedModel):
                 "evaluate the with-comments branch."
             )
         target = normalize_labels(labels.to(counted[0][1].distribution.device))  # float32
-        terms = []
+        per_sample = target.new_zeros(target.shape[0])
         for rows, branch in counted:
-            t = target if len(rows) == target.shape[0] else target[rows]
+            t = target[rows]
             if t.shape[-1] != branch.distribution.shape[-1]:
                 raise ValueError(
                     f"labels have {t.shape[-1]} bins but the answering head has {branch.distribution.shape[-1]}"
                 )
-            terms.append(sum(earth_movers_distance(dist.float(), t) for _, _, dist in branch.heads.values()))
-        loss = torch.cat(terms).mean()
+            emd = sum(earth_movers_distance(dist.float(), t) for _, _, dist in branch.heads.values())
+            per_sample = per_sample.index_add(0, rows, emd)
+        if len(counted) == len(branches):
+            loss = per_sample.mean()
+        else:  # an adapted model: the image-only rows only
+            loss = per_sample[counted[0][0]].mean()
         if torch.is_grad_enabled():
             # A branch no counted sample went through would leave its trainable parameters out of the graph, and
             # DDP with `find_unused_parameters=False` (Trainer's choice with gradient checkpointing) then fails or
