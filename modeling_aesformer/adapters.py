@@ -194,14 +194,21 @@ def list_adapters(model_dir: Union[str, os.PathLike]) -> list:
 
 
 def _read_meta(source: str, subfolder: Optional[str]) -> dict:
+    """The adapter's `aesformer_adapter.json`, or {} for a plain PEFT folder without it (e.g. written by
+    `Trainer.save_model` / `PeftModel.save_pretrained`): bins, score range and threshold are in the head's buffers
+    anyway; the file only adds the dataset name and preset."""
     if os.path.isdir(source):
         path = os.path.join(source, subfolder or "", ADAPTER_META_FILE)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: an Aesformer adapter folder needs its {ADAPTER_META_FILE}")
+            return {}
     else:
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
 
-        path = hf_hub_download(source, ADAPTER_META_FILE, subfolder=subfolder)
+        try:
+            path = hf_hub_download(source, ADAPTER_META_FILE, subfolder=subfolder)
+        except EntryNotFoundError:
+            return {}
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -234,8 +241,10 @@ def load_adapters(
 ):
     """Load dataset adapters into `model` (an `AesformerModel` or a `PeftModel`); returns the `PeftModel`.
 
-    `source` is a model folder holding `adapters/<name>/` (all of them, or `names`), a single adapter folder, or a
-    Hub id with `subfolder="adapters/<name>"`. The first loaded adapter is active.
+    `source` is a model folder holding `adapters/<name>/` (all of them, or `names`), a single adapter folder, a
+    folder of adapter folders (`<source>/<name>/`, as `PeftModel.save_pretrained` and `Trainer.save_model` write
+    named adapters), or a Hub id with `subfolder="adapters/<name>"`. A plain PEFT adapter folder (no
+    `aesformer_adapter.json`) loads too: its scale is in the head's buffers. The first loaded adapter is active.
     """
     from peft import PeftModel
 
@@ -244,13 +253,19 @@ def load_adapters(
         entries = [(names and list(names)[0]) or Path(subfolder or source).name, source, subfolder]
         entries = [tuple(entries)]
     else:
-        available = list_adapters(source)
+        root = os.path.join(source, ADAPTERS_DIR)
+        if not os.path.isdir(root) and os.path.isdir(source):  # adapter folders directly under `source`
+            root = source
+        available = []
+        if os.path.isdir(root):
+            available = sorted(
+                n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "adapter_config.json"))
+            )
         wanted = list(names) if names is not None else available
         missing = [n for n in wanted if n not in available]
         if missing or not wanted:
-            raise FileNotFoundError(f"adapters {missing or wanted} not found under {source}/{ADAPTERS_DIR}; "
-                                    f"available: {available}")
-        entries = [(n, os.path.join(source, ADAPTERS_DIR, n), None) for n in wanted]
+            raise FileNotFoundError(f"adapters {missing or wanted} not found under {root}; available: {available}")
+        entries = [(n, os.path.join(root, n), None) for n in wanted]
 
     first = None
     for name, folder, sub in entries:
@@ -266,6 +281,7 @@ def load_adapters(
             else:
                 model = PeftModel.from_pretrained(model, folder, **kwargs)
         loaded = _adapter_meta(model, name)
+        meta = meta or {"dataset": name}
         if loaded["num_score_bins"] != meta.get("num_score_bins", loaded["num_score_bins"]):
             raise ValueError(f"adapter {name!r}: {ADAPTER_META_FILE} says {meta['num_score_bins']} bins but its "
                              f"weights carry {loaded['num_score_bins']}")

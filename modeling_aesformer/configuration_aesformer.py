@@ -60,6 +60,15 @@ class AesformerConfig(PretrainedConfig):
 
     model_type = "aesformer"
     sub_configs = {"vision_config": SwinConfig, "text_config": BertConfig}
+    # Output fields `transformers.Trainer` leaves out of its predictions: a head's fields exist only when a sample
+    # of the batch used that head (and per-layer attentions have per-branch shapes), so concatenating them across
+    # batches (or processes) would fail or misalign. `distribution`, `score`, `threshold` and `used_comments` have
+    # the same fields and shapes for every batch.
+    keys_to_ignore_at_inference = [
+        "vl_image_distribution", "vl_image_logits", "vl_text_distribution", "vl_text_logits",
+        "vision_distribution", "vision_logits", "vl_image_embeds", "vl_text_embeds", "vision_embeds",
+        "unimodal_image_embeds", "unimodal_text_embeds", "vision_language_attentions", "vision_attentions",
+    ]
 
     def __init__(
         self,

@@ -78,7 +78,6 @@ RENAME_RULES: tuple[tuple[str, Replacement], ...] = (
     (_BLOCK + r"mlp\.(fc1|fc2)\." + _WB, _BLOCK_TO + r"mlp.\3.\4"),
     (_SWIN + r"layers\.(\d+)\.downsample\.(reduction|norm)\." + _WB,
      r"vision_model.encoder.layers.\1.downsample.\2.\3"),
-    (_SWIN + r"norm\." + _WB, r"vision_model.layernorm.\1"),
     # BERT (already transformers names); its pooler is dropped (see DROP_RULES).
     (r"feature\.bert_model\.((?:embeddings|encoder)\..+)", r"text_model.\1"),
     # Fusion layers: shared attention + VL-FFN from `cross_encoder`, V-FFN from `vlmo_neck`.
@@ -136,6 +135,7 @@ DROP_RULES: tuple[tuple[str, str], ...] = (
     (r"image_queue|text_queue|queue_ptr", "ITC feature queues (image_queue, text_queue, queue_ptr)"),
     (r"temp", "ITC temperature (temp)"),
     (_SWIN + r"head\..+", "Swin classifier head (feature_vit.img_model.head.*, unused by the original)"),
+    (_SWIN + r"norm\." + _WB, "Swin final norm (feature_vit.img_model.norm.*, unused: stage outputs are un-normed)"),
     (_SWIN + r".+\.(?:attn_mask|relative_position_index)",
      "Swin buffers (attn_mask, relative_position_index: recomputed)"),
     (r"feature\.bert_model\.pooler\..+", "BERT pooler (feature.bert_model.pooler.*: AesformerModel has no pooler)"),

@@ -36,7 +36,9 @@ class AesformerOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
-            Batch mean of the per-sample EMD (r=2) of each head the sample used, summed over those heads.
+            Batch mean of the per-sample EMD (r=2) of each head the sample used, summed over those heads; float32
+            whatever the weights' dtype. With a dataset adapter enabled, the mean over the image-only samples (the
+            branch the adapter trains).
         distribution (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`):
             Predicted score distribution: `mix * vl_image + (1 - mix) * vl_text` with comments, `vision` without.
         score (`torch.FloatTensor` of shape `(batch_size,)`):
@@ -515,6 +517,12 @@ class AesformerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["SwinStage", "BertLayer", "AesformerFusionLayer"]
     _supports_sdpa = True
+    # The loss is a batch mean (see `AesformerOutput.loss`), not a sum to be divided by Trainer's
+    # `num_items_in_batch`: without this, gradient accumulation would scale the logged loss and the gradients.
+    accepts_loss_kwargs = False
+    # Swin's final LayerNorm is not part of the model (Aesformer reads un-normed stage outputs); folders saved
+    # before it was removed still hold it.
+    _keys_to_ignore_on_load_unexpected = [r"vision_model\.layernorm\.(weight|bias)"]
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -550,6 +558,10 @@ class AesformerModel(AesformerPreTrainedModel):
     def __init__(self, config: AesformerConfig):
         super().__init__(config)
         self.vision_model = SwinModel(config.vision_config, add_pooling_layer=False)
+        # Swin's final LayerNorm would only norm `last_hidden_state`, which Aesformer never reads: dropped, so that
+        # every parameter gets a gradient (DDP with `find_unused_parameters=False`, as Trainer sets it with gradient
+        # checkpointing). SwinModel's own forward (hooked/offloaded path) then returns un-normed last states.
+        self.vision_model.layernorm = nn.Identity()
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         self.vision_projection = (
             nn.Linear(config.vision_width, config.hidden_size) if config.needs_vision_projection else None
@@ -813,18 +825,22 @@ class AesformerModel(AesformerPreTrainedModel):
             )
 
         def answer(adapter):
-            image_only = None
-            if len(vision_rows):
-                with self._adapter_active(adapter) if adapter is not None else nullcontext():
+            image_only, adapted = None, None
+            with self._adapter_active(adapter) if adapter is not None else nullcontext():
+                if labels is not None:
+                    adapted = self._enabled_dataset_adapter()
+                if len(vision_rows):
                     image_only = self._image_only([take(m, vision_rows) for m in stage_maps], output_attentions)
-            output = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels)
+            output = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels,
+                                    adapted)
             return output if return_dict else output.to_tuple()
 
         if adapters is None or isinstance(adapters, str):
             return answer(adapters)
         return {name: answer(name) for name in adapters}
 
-    def _assemble(self, batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels):
+    def _assemble(self, batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels,
+                  adapted=None):
         """Scatter the branches' rows into batch-sized tensors (rows a head did not answer stay NaN)."""
         ref = with_comments.distribution if with_comments is not None else image_only.distribution
         branches = [(rows, b) for rows, b in ((vl_rows, with_comments), (vision_rows, image_only)) if b is not None]
@@ -851,17 +867,7 @@ class AesformerModel(AesformerPreTrainedModel):
 
         loss = None
         if labels is not None:
-            target = normalize_labels(labels.to(ref.device))
-            per_sample = ref.new_zeros(batch)
-            for rows, branch in branches:
-                t = target[rows]
-                if t.shape[-1] != branch.distribution.shape[-1]:
-                    raise ValueError(
-                        f"labels have {t.shape[-1]} bins but the answering head has {branch.distribution.shape[-1]}"
-                    )
-                emd = sum(earth_movers_distance(dist, t) for _, _, dist in branch.heads.values())
-                per_sample = per_sample.index_add(0, rows, emd)
-            loss = per_sample.mean()
+            loss = self._loss(labels, branches, with_comments, image_only, adapted)
 
         return AesformerOutput(
             loss=loss,
@@ -873,6 +879,76 @@ class AesformerModel(AesformerPreTrainedModel):
             vision_attentions=None if image_only is None else image_only.attentions,
             **result,
         )
+
+    # ------------------------------------------------------------------ loss
+    def _enabled_dataset_adapter(self) -> Optional[str]:
+        """Name of the enabled adapter when it lives in the image-only parts only (a dataset adapter: it trains
+        the image-only branch), else None (no adapter, or one that also changes the with-comments branch)."""
+
+        def enabled(module):
+            return not getattr(module, "disable_adapters", False) and bool(module.active_adapters)
+
+        image_only = self._adapter_layers()
+        names = [module.active_adapters[0] for module in image_only if enabled(module)]
+        if not names:
+            return None
+        own = {id(module) for module in image_only}
+        for module in self.modules():
+            if id(module) not in own and callable(getattr(module, "set_adapter", None)) and \
+                    callable(getattr(module, "enable_adapters", None)) and hasattr(module, "active_adapters") and \
+                    enabled(module):
+                return None
+        return names[0]
+
+    def _branch_parameters(self, modality: str) -> List[nn.Parameter]:
+        """The parameters only `modality`'s branch uses (the Swin encoder, the vision projection and the fusion
+        attention serve both)."""
+        if modality == VISION_LANGUAGE:
+            modules = [self.text_model, self.vl_image_norm, self.vl_image_head, self.vl_text_head]
+            modules += [layer.vl_ffn for layer in self.fusion_layers]
+        else:
+            modules = [self.multi_scale_adapter, self.vision_norm, self.vision_head]
+            modules += [layer.vision_ffn for layer in self.fusion_layers]
+        return [p for m in modules for p in m.parameters()]
+
+    def _loss(self, labels, branches, with_comments, image_only, adapted):
+        """Mean over the counted samples of the EMD (r=2) of each head a sample used, summed over those heads.
+
+        Always fp32 (bf16 weights or autocast included). With a dataset adapter enabled only the image-only samples
+        count (the adapter trains that branch; the with-comments heads are the frozen base model's)."""
+        counted = [(rows, b) for rows, b in branches if adapted is None or b is image_only]
+        if not counted:
+            raise ValueError(
+                f"dataset adapter {adapted!r} trains the image-only branch, but every sample of this batch has "
+                "comments: its loss has nothing to count. Give the adapter images without comments (e.g. "
+                "`AestheticCollator(processor, include_comments=False)`), or disable the adapter to train or "
+                "evaluate the with-comments branch."
+            )
+        target = normalize_labels(labels.to(counted[0][1].distribution.device))  # float32
+        per_sample = target.new_zeros(target.shape[0])
+        for rows, branch in counted:
+            t = target[rows]
+            if t.shape[-1] != branch.distribution.shape[-1]:
+                raise ValueError(
+                    f"labels have {t.shape[-1]} bins but the answering head has {branch.distribution.shape[-1]}"
+                )
+            emd = sum(earth_movers_distance(dist.float(), t) for _, _, dist in branch.heads.values())
+            per_sample = per_sample.index_add(0, rows, emd)
+        if len(counted) == len(branches):
+            loss = per_sample.mean()
+        else:  # an adapted model: the image-only rows only
+            loss = per_sample[counted[0][0]].mean()
+        if torch.is_grad_enabled():
+            # A branch no counted sample went through would leave its trainable parameters out of the graph, and
+            # DDP with `find_unused_parameters=False` (Trainer's choice with gradient checkpointing) then fails or
+            # hangs on a rank whose batch holds one kind of sample only. A zero-weighted term keeps them in the
+            # graph with a zero gradient (what their gradient is on such a batch); the loss value is unchanged.
+            present = {VISION_LANGUAGE: with_comments is not None and adapted is None, VISION: image_only is not None}
+            idle = [p for modality, used in present.items() if not used
+                    for p in self._branch_parameters(modality) if p.requires_grad]
+            if idle:
+                loss = loss + 0.0 * sum(p.sum().float() for p in idle)
+        return loss
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -897,7 +973,9 @@ class AesformerModel(AesformerPreTrainedModel):
                 f"{config.text_config.num_hidden_layers} layers to copy"
             )
         model = cls(config)
-        model.vision_model.load_state_dict(vision.state_dict())
+        # Swin's final LayerNorm is not part of AesformerModel (see __init__); it only seeds the two image norms.
+        vision_state = {k: v for k, v in vision.state_dict().items() if not k.startswith("layernorm.")}
+        model.vision_model.load_state_dict(vision_state)
         model.text_model.load_state_dict(text.state_dict())
         source_layers = text.encoder.layer[-config.num_fusion_layers:]
         for fusion, bert_layer in zip(model.fusion_layers, source_layers):

@@ -429,8 +429,24 @@ class AesformerAestheticsPipeline(Pipeline):
                 "the image-aesthetics pipeline needs the model's processor: pass `processor=AutoProcessor."
                 "from_pretrained(folder)`, or load the model from a folder that holds its processor files."
             )
+        self._warn_on_vocab_size()
         if load_adapters:
             self.load_adapters(None if load_adapters is True else list(load_adapters))
+
+    def _warn_on_vocab_size(self) -> None:
+        """A tokenizer that does not fit the model turns comments into ids it was not trained with, silently (a
+        5-token vocabulary makes every word [UNK]): say so once, when the two are paired."""
+        text_config = getattr(getattr(self.model, "config", None), "text_config", None)
+        vocab_size = getattr(text_config, "vocab_size", None)
+        if self.tokenizer is None or vocab_size is None or len(self.tokenizer) == vocab_size:
+            return
+        logger.warning(
+            "image-aesthetics pipeline: the tokenizer has %d tokens but the model's text encoder expects a "
+            "vocabulary of %d: this tokenizer does not belong to this model, and comments will not be read as the "
+            "model was trained to (in transformers 5.x, `BertTokenizer(vocab_file=...)` silently builds a 5-token "
+            "vocabulary; use `BertTokenizer(vocab=...)` or `from_pretrained`).",
+            len(self.tokenizer), vocab_size,
+        )
 
     def load_adapters(self, names: Optional[Sequence[str]] = None, source: Optional[str] = None) -> List[str]:
         """Load the dataset adapters saved under `<source>/adapters/<name>/` (default: the model's own folder or

@@ -17,6 +17,7 @@ It provides:
   attention-mask row, which is how the model routes that sample to its image-only branch.
 """
 
+import json
 import logging
 import os
 import re
@@ -632,6 +633,28 @@ class AesformerImageProcessor(BaseImageProcessor):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _model_vocab_size(pretrained_model_name_or_path, kwargs: dict) -> int | None:
+    """`text_config.vocab_size` of the Aesformer model config.json beside a processor, or None (no such file)."""
+    from transformers.utils import cached_file
+
+    options = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+    try:
+        path = cached_file(
+            pretrained_model_name_or_path, "config.json", subfolder=kwargs.get("subfolder") or "",
+            _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False, **options,
+        )
+        if path is None:
+            return None
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if config.get("model_type") != "aesformer":
+        return None
+    vocab_size = (config.get("text_config") or {}).get("vocab_size")
+    return vocab_size if isinstance(vocab_size, int) else None
+
+
 class AesformerProcessor(ProcessorMixin):
     r"""
     Constructs an Aesformer processor, which wraps an [`AesformerImageProcessor`] and a BERT tokenizer into a single
@@ -876,6 +899,33 @@ class AesformerProcessor(ProcessorMixin):
                 "`BertTokenizer(vocab_file=...)` silently builds a 5-token vocabulary; use `BertTokenizer(vocab=...)` "
                 "or `from_pretrained`)."
             )
+
+    def warn_on_vocab_size(self, vocab_size: int, context: str = "processor and model") -> bool:
+        """
+        Like [`~AesformerProcessor.check_vocab_size`], but logs a warning instead of raising (for places that pair
+        a processor with a model: the pipeline, `from_pretrained` of a model folder, the start of training).
+        A mismatched tokenizer would otherwise turn comments into ids the model was not trained with, silently
+        (a 5-token vocabulary makes every word `[UNK]`).
+
+        Returns:
+            `bool`: whether the sizes agree.
+        """
+        try:
+            self.check_vocab_size(vocab_size)
+        except ValueError as err:
+            logger.warning("%s: %s", context, err)
+            return False
+        return True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As [`~processing_utils.ProcessorMixin.from_pretrained`]; when the folder also holds a model's
+        `config.json`, warns if the tokenizer does not fit that model's vocabulary."""
+        processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        vocab_size = _model_vocab_size(pretrained_model_name_or_path, kwargs)
+        if vocab_size is not None and getattr(processor, "tokenizer", None) is not None:
+            processor.warn_on_vocab_size(vocab_size, f"processor loaded from {pretrained_model_name_or_path}")
+        return processor
 
     @property
     def model_input_names(self) -> list[str]:

@@ -61,3 +61,28 @@ def read_rows(path):
         return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def trainer_processor(vocab_path):
+    """The tiny model's processor (32 px images, the 512-token toy vocabulary at `vocab_path`)."""
+    from transformers import BertTokenizer
+
+    from modeling_aesformer import AesformerImageProcessor, AesformerProcessor
+
+    tokenizer = BertTokenizer(vocab=str(vocab_path), do_lower_case=False)
+    return AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer, max_length=64)
+
+
+def trainer_collator(processor, **kwargs):
+    """`AestheticCollator` for `transformers.Trainer`: only the model's inputs (as the README shows)."""
+    from aesformer_processing.data import AestheticCollator
+
+    collate = AestheticCollator(processor, **kwargs)
+
+    def collator(rows):
+        batch = collate(rows)
+        batch.pop("ids")
+        batch.pop("skipped")
+        return batch
+
+    return collator

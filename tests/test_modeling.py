@@ -192,8 +192,10 @@ def test_from_vision_text_pretrained_copies_the_last_text_layers(tmp_path):
 
     preset = json.loads(AesformerConfig.from_preset("tiny").to_json_string())
     torch.manual_seed(1)
-    SwinModel(SwinConfig(**{k: v for k, v in preset["vision_config"].items() if k in SwinConfig().to_dict()})
-              ).save_pretrained(tmp_path / "swin")
+    swin = SwinModel(SwinConfig(**{k: v for k, v in preset["vision_config"].items() if k in SwinConfig().to_dict()}))
+    with torch.no_grad():
+        swin.layernorm.weight.normal_()
+    swin.save_pretrained(tmp_path / "swin")
     bert = BertModel(BertConfig(vocab_size=512, hidden_size=64, num_hidden_layers=3, num_attention_heads=2,
                                 intermediate_size=128))
     bert.save_pretrained(tmp_path / "bert")
@@ -205,7 +207,10 @@ def test_from_vision_text_pretrained_copies_the_last_text_layers(tmp_path):
     torch.testing.assert_close(fusion.vl_ffn.intermediate.weight, last.intermediate.dense.weight)
     torch.testing.assert_close(fusion.vision_ffn.output.weight, last.output.dense.weight)
     assert fusion.vision_ffn.output.weight.data_ptr() != fusion.vl_ffn.output.weight.data_ptr()
-    torch.testing.assert_close(model.vision_norm.weight, model.vision_model.layernorm.weight)
+    # Swin's final norm seeds the two image norms; the model does not keep it (it would never get a gradient)
+    torch.testing.assert_close(model.vision_norm.weight, swin.layernorm.weight)
+    torch.testing.assert_close(model.vl_image_norm.weight, swin.layernorm.weight)
+    assert not any(key.startswith("vision_model.layernorm.") for key in model.state_dict())
     torch.testing.assert_close(model.text_model.embeddings.word_embeddings.weight,
                                bert.embeddings.word_embeddings.weight)
 

@@ -170,8 +170,8 @@ class PretrainObjective(nn.Module):
         self.model = model
         self.contrast = MomentumContrast(model, config.queue_size, config.momentum, config.temperature)
         self.itc_weight = config.itc_weight
-        # Image-only parts are frozen in stage 1; Swin's final LayerNorm is never used (stage outputs are un-normed).
-        for module in [model.multi_scale_adapter, model.vision_norm, model.vision_head, model.vision_model.layernorm]:
+        # Image-only parts are frozen in stage 1.
+        for module in [model.multi_scale_adapter, model.vision_norm, model.vision_head]:
             module.requires_grad_(False)
         for layer in model.fusion_layers:
             layer.vision_ffn.requires_grad_(False)
@@ -365,6 +365,8 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     from aesformer_processing.data import AestheticCollator
     from aesformer_processing.transforms import TrainTransform
 
+    if config.stage == PRETRAIN and getattr(processor, "tokenizer", None) is not None:
+        processor.warn_on_vocab_size(model.config.text_config.vocab_size, "training")
     output_dir = Path(config.output_dir)
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               log_with=config.report_to, project_dir=str(output_dir))
