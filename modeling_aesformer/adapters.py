@@ -224,10 +224,15 @@ def load_adapters(
     """Load dataset adapters into `model` (an `AesformerModel` or a `PeftModel`); returns the `PeftModel`.
 
     `source` is a model folder holding `adapters/<name>/` (all of them, or `names`), a single adapter folder, or a
-    Hub id with `subfolder="adapters/<name>"`. The first loaded adapter is active.
+    Hub id with `subfolder="adapters/<name>"`. The model's default adapter (config `default_adapter`) is active
+    when it is among those loaded, else the first loaded. A default adapter that `from_pretrained` folded into the
+    image-only modules is unfolded first: PEFT adapters go on top of the model's own weights.
     """
     from peft import PeftModel
 
+    from .adapter_weights_aesformer import unfold_adapter
+
+    unfold_adapter(_base_model(model))
     source = str(source)
     if subfolder is not None or os.path.isfile(os.path.join(source, "adapter_config.json")):
         entries = [(names and list(names)[0]) or Path(subfolder or source).name, source, subfolder]
@@ -261,8 +266,30 @@ def load_adapters(
                              f"weights carry {loaded['num_score_bins']}")
         _metadata(model)[name] = {**meta, **loaded}
         first = first or name
-    model.set_adapter(first)
+    default = getattr(_base_model(model).config, "default_adapter", None)
+    model.set_adapter(default if default in model.peft_config else first)
     return model
+
+
+def set_default_adapter(model_dir: Union[str, os.PathLike], name: Optional[str]) -> Optional[str]:
+    """Make adapter `name` (saved under `<model_dir>/adapters/<name>/`) the one that answers images without comments
+    when none is named, by writing `default_adapter` into `<model_dir>/config.json` (atomically); `None` or "base"
+    = the model's own image-only modules. Returns the previous default."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json)")
+    name = None if name in (None, "", "base") else str(name)
+    if name is not None and name not in list_adapters(model_dir):
+        raise ValueError(f"no adapter {name!r} under {model_dir / ADAPTERS_DIR}; available: "
+                         f"{list_adapters(model_dir) or 'none (train one with `aesformer adapt`)'}")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    previous = config.get("default_adapter")
+    config["default_adapter"] = name
+    tmp = config_path.with_name(f".{config_path.name}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, config_path)
+    return previous
 
 
 __all__ = [
@@ -273,5 +300,6 @@ __all__ = [
     "list_adapters",
     "load_adapters",
     "save_adapters",
+    "set_default_adapter",
     "trainable_parameters",
 ]

@@ -10,6 +10,28 @@ def _demo(args) -> int:
     return run_demo(output_dir=args.output, quick=args.quick)
 
 
+def _set_default(args) -> int:
+    import json
+    import os
+
+    from .adapters import list_adapters, set_default_adapter
+
+    try:
+        if args.name is None:
+            with open(os.path.join(args.model_dir, "config.json"), encoding="utf-8") as f:
+                config = json.load(f)
+            print(f"default adapter: {config.get('default_adapter') or 'base'} "
+                  f"(image-only modules trained: {bool(config.get('image_only_trained'))}); "
+                  f"adapters: {list_adapters(args.model_dir) or 'none'}")
+            return 0
+        previous = set_default_adapter(args.model_dir, args.name)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"default adapter of {args.model_dir}: {args.name} (was {previous or 'base'})")
+    return 0
+
+
 def _training_command(name):
     def run(args) -> int:
         from aesformer_training import scripts
@@ -33,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true",
                       help="800 images, a few epochs (~35 s): fits the distributions, too short to learn the ranking")
     demo.set_defaults(func=_demo)
+
+    default = sub.add_parser(
+        "set-default", help="choose the adapter that answers images without comments",
+        description="Make a dataset adapter of MODEL_DIR (adapters/NAME/) the model's default answer for images "
+        "without comments, in every entry point (AutoModel.from_pretrained, pipeline, score, explain, eval, "
+        "export). NAME 'base' = the model's own image-only modules. Without NAME: show the current default.")
+    default.add_argument("model_dir", metavar="MODEL_DIR")
+    default.add_argument("name", nargs="?", metavar="NAME")
+    default.set_defaults(func=_set_default)
 
     # The training commands own their (long) argument lists: everything after the command goes to them.
     for name, help_text in (("pretrain", "stage 1: train with comments (= training/pretrain.py)"),

@@ -685,6 +685,7 @@ def convert_original_checkpoint(
 
     # A normally built model: its config-derived buffers (plan.defaults) get their proper values; every parameter
     # is then overwritten by the strict load.
+    plan.config.image_only_trained = True  # the released checkpoint's image-only branch is trained (stage 2)
     model = AesformerModel(plan.config)
     converted = {target: placement.take(state_dict[placement.source]).contiguous()
                  for target, placement in plan.mapping.items()}

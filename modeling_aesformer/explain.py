@@ -347,7 +347,9 @@ class Explanation:
         words: with comments, `(word, weight)` for each word of the comment (WordPiece `##` pieces merged, weights
             summed; [CLS]/[SEP] dropped; renormalised to sum to 1); `None` otherwise.
         tokens: with comments, `(token, weight)` for every real token, [CLS]/[SEP] included (`word_weights`).
-        adapter: the adapter asked for (`None` = the model's active one).
+        adapter: the image-only head that answered (a dataset adapter, or "base"); `None` with comments.
+        trained: image only: whether training or conversion produced that head (False: its score means nothing);
+            `None` with comments.
         maps: the unstretched maps, by name: `rollout` (or `mean`) for image only; `region_map`, `cls_region_map`
             with comments (shares of the grid cells, each summing to 1) and `word_weights` (per real token).
     """
@@ -367,6 +369,7 @@ class Explanation:
     adapter: Optional[str] = None
     contrast: float = 1.0
     maps: Dict[str, np.ndarray] = field(default_factory=dict)
+    trained: Optional[bool] = None
 
 
 def _base_model(model):
@@ -487,7 +490,8 @@ def explain(
         processor: its `AesformerProcessor` (the tokenizer is `processor.tokenizer`).
         image: a path, a PIL image or an HWC uint8 array.
         comments: the image's comments (a string or a list of strings, joined); `None`/empty = image only.
-        adapter: the dataset adapter for the image-only branch (`None` = whatever is active).
+        adapter: the dataset adapter for the image-only branch (`None` = whatever is active: the model's default
+            adapter when it was loaded with `from_pretrained`).
         alpha: opacity of the heat map in the overlay.
         method: "rollout" or "mean", see [`image_attention_map`] (image-only branch).
         normalize: how `heatmap` (and so the overlay) is scaled into [0, 1]: "minmax" (default: the least
@@ -559,7 +563,8 @@ def explain(
         score=score, std=std, label="high" if score > threshold else "low", threshold=threshold,
         distribution=distribution, bin_values=values, branch=branch, heatmap=heatmap,
         overlay=overlay(display, heatmap, alpha=alpha), image=display, words=words, tokens=tokens,
-        adapter=adapter, contrast=contrast, maps=maps,
+        adapter=None if used_comments else getattr(out, "image_only_adapter", adapter),
+        contrast=contrast, maps=maps, trained=None if used_comments else getattr(out, "image_only_trained", None),
     )
 
 
@@ -727,7 +732,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, metavar="DIR", help="the model folder (weights and processor)")
     parser.add_argument(
         "--adapter", default=None, metavar="NAME",
-        help="dataset adapter for the image-only branch, loaded from DIR/adapters/NAME ('base' = the model's own)",
+        help="dataset adapter for the image-only branch, loaded from DIR/adapters/NAME ('base' = the model's own; "
+        "default: the model's default adapter, see `aesformer set-default`)",
     )
     parser.add_argument("--output", required=True, metavar="PNG", help="where to write the figure")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map (0..1, default 0.5)")
@@ -743,12 +749,20 @@ def run(args) -> int:
             raise FileNotFoundError(f"no such image file: {args.image}")
         from transformers import AutoModel, AutoProcessor  # the Auto classes know Aesformer: this package is imported
 
-        model = AutoModel.from_pretrained(args.model, use_safetensors=True).eval()  # never a pickled .bin
+        # the model's default adapter (config `default_adapter`) is folded in unless another one is named
+        model = AutoModel.from_pretrained(args.model, use_safetensors=True,  # never a pickled .bin
+                                          load_default_adapter=args.adapter is None).eval()
         processor = AutoProcessor.from_pretrained(args.model)
         if args.adapter not in (None, "base"):
             from .adapters import load_adapters
 
             model = load_adapters(model, args.model, names=[args.adapter])
+        if not args.comments:
+            from .pipeline_aesformer import untrained_answer_message
+
+            warning = untrained_answer_message(model, [args.adapter or "base"])
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
         explanation = explain(model, processor, args.image, comments=args.comments, adapter=args.adapter,
                               alpha=args.alpha)
         written = plot_explanation(explanation, args.output)
@@ -757,7 +771,7 @@ def run(args) -> int:
         return 1
     e = explanation
     print(f"{args.image}: score {e.score:.3f} ± {e.std:.3f} ({e.label}), {e.branch.replace('_', ' ')} branch"
-          + (f", adapter {args.adapter}" if args.adapter else ""))
+          + (f", adapter {e.adapter}" if e.adapter else "") + (" (UNTRAINED head)" if e.trained is False else ""))
     if e.words:
         top = sorted(e.words, key=lambda item: -item[1])[:5]
         print("most attended words: " + ", ".join(f"{w} ({p:.2f})" for w, p in top))

@@ -9,7 +9,8 @@ renamed to HUB_DIR only when complete:
 - `model.safetensors` and `config.json` (with `auto_map` and `custom_pipelines`);
 - the processor: `processor_config.json` / image processor and tokenizer files;
 - the flat remote-code files `configuration_aesformer.py`, `modeling_aesformer.py`, `processing_aesformer.py`,
-  `pipeline_aesformer.py` (they import only torch, transformers, numpy, Pillow and each other);
+  `pipeline_aesformer.py`, `adapter_weights_aesformer.py` (they import only torch, transformers, numpy, Pillow and
+  each other);
 - `adapters/<name>/` copied from the model folder;
 - `requirements.txt` (the supported range for users of the folder, see `HUB_REQUIREMENTS`);
 - `README.md`: the model card, rendered from the Jinja template `templates/model_card.md` (the packaged copy of the
@@ -36,6 +37,7 @@ SHIPPED_FILES = (
     "modeling_aesformer.py",
     "processing_aesformer.py",
     "pipeline_aesformer.py",
+    "adapter_weights_aesformer.py",
 )
 # Also written to requirements.txt at the repository root (a test keeps both the same).
 HUB_REQUIREMENTS = [
@@ -319,7 +321,9 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     config_dict = _read_json(model_dir / "config.json")
     conversion = detect_conversion(model_dir, config_dict)
     adapters = _read_adapters(model_dir)
-    model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True).eval()  # never a pickled .bin
+    # never a pickled .bin. The folder keeps the model's own image-only weights: its config's default_adapter is
+    # folded in when the exported folder is loaded (by the package or by the folder's own code, no PEFT needed).
+    model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True, load_default_adapter=False).eval()
     if conversion is not None:
         model.config.conversion = {k: v for k, v in conversion.items() if v is not None}
     processor, note = _load_processor(model_dir)

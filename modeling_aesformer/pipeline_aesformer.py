@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import urllib.request
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import PIL.Image
@@ -31,6 +32,8 @@ import torch.nn.functional as F
 import torch.utils.data
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
+
+from .adapter_weights_aesformer import image_only_answer, unfold_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +80,12 @@ def default_adapter(model) -> str:
 
 def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[List[str], bool]:
     """(adapter names to run, whether the caller asked for several). `None` = the default adapter; "all" = "base"
-    followed by every dataset adapter of the model; unknown names raise `ValueError`."""
+    followed by every dataset adapter of the model; unknown names raise `ValueError`. An adapter folded into the
+    model's own image-only modules (config `merged_adapter`, see `adapter_weights_aesformer`) runs as "base"."""
     known = known_adapters(model)
+    merged = getattr(_base_model(model).config, "merged_adapter", None)
+    if merged in known:
+        merged = None  # also loaded as a PEFT adapter: run that one
     if adapter is None:
         return [default_adapter(model)], False
     if isinstance(adapter, str):
@@ -93,12 +100,16 @@ def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[L
             raise ValueError("adapter is an empty list: pass at least one name, or 'all'")
         if len(set(names)) != len(names):
             raise ValueError(f"adapter lists a name twice: {names}")
-    unknown = [n for n in names if n != BASE_ADAPTER and n not in known]
+    unknown = [n for n in names if n != BASE_ADAPTER and n not in known and n != merged]
     if unknown:
         raise ValueError(
             f"unknown adapter(s) {unknown}; this model has {[BASE_ADAPTER] + known}. Dataset adapters saved under "
             "<model>/adapters/ must be loaded into the model first (see the model card)."
         )
+    if merged and merged in names:
+        if BASE_ADAPTER in names:
+            raise ValueError(f"adapter {merged!r} is folded into the model's image-only modules: it IS 'base' here")
+        names = [BASE_ADAPTER if n == merged else n for n in names]
     return names, multi
 
 
@@ -169,8 +180,10 @@ def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> D
 
 
 def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], threshold=None,
-                   return_distribution: bool = True) -> List[dict]:
-    """One result dict per adapter for sample `row` of a `summarize_outputs` dict."""
+                   return_distribution: bool = True, config=None) -> List[dict]:
+    """One result dict per adapter for sample `row` of a `summarize_outputs` dict. With the model's `config`, an
+    image-only row names the adapter that answered (a folded one by its name) and says whether training or
+    conversion produced it (`trained`; None for rows with comments)."""
     results = []
     used = bool(summary["used_comments"][row])
     for a, name in enumerate(names):
@@ -189,9 +202,41 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
             k = int(summary["num_bins"][row, a])
             result["distribution"] = [float(p) for p in summary["distribution"][row, a, :k]]
         result["branch"] = "with_comments" if used else "image_only"
-        result["adapter"] = name
+        result["adapter"], trained = image_only_answer(config, name) if config is not None else (name, None)
+        result["trained"] = None if used else trained
         results.append(result)
     return results
+
+
+def available_adapters(model) -> List[str]:
+    """Dataset adapters loaded into the model and saved in its folder's `adapters/` (for messages)."""
+    names = list(known_adapters(model))
+    source = getattr(_base_model(model), "name_or_path", None)
+    root = os.path.join(source, "adapters") if source and os.path.isdir(source) else None
+    if root and os.path.isdir(root):
+        names += [n for n in sorted(os.listdir(root))
+                  if os.path.isfile(os.path.join(root, n, "adapter_config.json")) and n not in names]
+    return names
+
+
+def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
+    """A warning, once per model object, when one of the image-only answers `names` comes from a head that no
+    training or conversion produced; None otherwise (or when already said for this model)."""
+    base = _base_model(model)
+    untrained = [n for n in names if not image_only_answer(base.config, n)[1]]
+    if not untrained or getattr(base, "_aesformer_untrained_warned", False):
+        return None
+    base._aesformer_untrained_warned = True
+    available = available_adapters(model)
+    source = getattr(base, "name_or_path", None) or "MODEL_DIR"
+    return (
+        f"images without comments are answered by the image-only head {untrained[0]!r}, which no training or "
+        "conversion produced (a model built from a config, or after stage 1, which trains only the with-comments "
+        "heads): its scores carry no meaning. "
+        + (f"Dataset adapters available: {available} (name one with adapter=..., or make one the default with "
+           f"`aesformer set-default {source} NAME`). " if available else "This model has no dataset adapter. ")
+        + f"Train one with stage 2: `aesformer adapt --model {source} --data DATASET --output-dir RUN_DIR`."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- attention maps
@@ -447,6 +492,8 @@ class AesformerAestheticsPipeline(Pipeline):
         source = source or getattr(model, "name_or_path", None)
         if not source:
             raise ValueError("the model has no folder to load adapters from: pass `source=`")
+        # PEFT adapters go on top of the model's own image-only weights, not on a folded default adapter.
+        unfold_adapter(model)
         loaded = []
         if os.path.isdir(source):
             root = os.path.join(source, "adapters")
@@ -466,6 +513,9 @@ class AesformerAestheticsPipeline(Pipeline):
             for name in names:
                 model.load_adapter(source, adapter_name=name, adapter_kwargs={"subfolder": f"adapters/{name}"})
                 loaded.append(name)
+        default = getattr(model.config, "default_adapter", None)
+        if default in loaded:
+            model.set_adapter(default)
         return loaded
 
     def _processor_from_model_folder(self):
@@ -572,7 +622,12 @@ class AesformerAestheticsPipeline(Pipeline):
     def postprocess(self, model_outputs, adapter=None, threshold=None, return_distribution=True,
                     return_attention=False):
         names, multi = resolve_adapters(self.model, adapter)
-        results = format_results(model_outputs, 0, names, threshold, return_distribution)
+        config = _base_model(self.model).config
+        results = format_results(model_outputs, 0, names, threshold, return_distribution, config=config)
+        if not bool(model_outputs["used_comments"][0]):
+            message = untrained_answer_message(self.model, names)
+            if message:
+                warnings.warn(message, UserWarning, stacklevel=2)
         if return_attention:
             with_comments = bool(model_outputs["used_comments"][0])
             words = None

@@ -23,7 +23,11 @@
   were used whole, empty when the image had no comment text.
 - List and comments files must be UTF-8: other bytes stop the run with an error naming the file and the line.
 
-Output columns: path, adapter, score, std, label, branch, distribution (JSON list), comments_truncated, error.
+Output columns: path, adapter, score, std, label, branch, trained, distribution (JSON list), comments_truncated,
+error. `trained` is false on an image-only row answered by a head that no training or conversion produced (e.g. the
+model's own image-only modules after stage 1: a warning then names the adapters to use), empty on rows with comments.
+Without `--adapter`, images without comments are answered by the model's default adapter (config
+`default_adapter`, set by `aesformer adapt` or `aesformer set-default`).
 """
 
 import argparse
@@ -39,7 +43,8 @@ import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-FIELDS = ["path", "adapter", "score", "std", "label", "branch", "distribution", "comments_truncated", "error"]
+FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "distribution", "comments_truncated",
+          "error"]
 LIST_EXTENSIONS = (".csv", ".jsonl", ".txt")
 _IMAGE_KEYS = ("image", "path", "file", "file_name", "filename", "image_path")
 _COMMENT_KEYS = ("comments", "comment", "text")
@@ -332,8 +337,9 @@ class ResultWriter:
                 flat = dict(row)
                 if isinstance(flat.get("distribution"), list):
                     flat["distribution"] = json.dumps(flat["distribution"])
-                if isinstance(flat.get("comments_truncated"), bool):
-                    flat["comments_truncated"] = "true" if flat["comments_truncated"] else "false"
+                for key in ("comments_truncated", "trained"):
+                    if isinstance(flat.get(key), bool):
+                        flat[key] = "true" if flat[key] else "false"
                 writer.writerow({k: ("" if flat.get(k) is None else flat[k]) for k in self.fields})
         self.file.write(buffer.getvalue())  # one write per batch
         self.file.flush()
@@ -402,7 +408,8 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print):
             except ImportError as err:
                 if wanted:
                     raise ScoringError(f"the model's dataset adapters need peft: {err}") from err
-                log("[score] peft is not installed: scoring with the base model, adapters ignored")
+                log("[score] peft is not installed: only the model's default adapter (folded into the model, no "
+                    "peft needed) and 'base' can answer; other adapters are ignored")
     return model, processor, model_dir
 
 
@@ -412,7 +419,14 @@ def score_images(args, log=print) -> int:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .pipeline_aesformer import ALL_ADAPTERS, format_results, resolve_adapters, summarize_outputs
+    from .adapter_weights_aesformer import image_only_answer
+    from .pipeline_aesformer import (
+        ALL_ADAPTERS,
+        format_results,
+        resolve_adapters,
+        summarize_outputs,
+        untrained_answer_message,
+    )
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch_size < 1 or args.num_workers < 0:
@@ -434,6 +448,11 @@ def score_images(args, log=print) -> int:
         adapter_arg = ALL_ADAPTERS
     model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg, log)
     names, _ = resolve_adapters(model, adapter_arg)
+    config = getattr(model, "get_base_model", lambda: model)().config
+    labels = [image_only_answer(config, name)[0] for name in names]  # the adapter column of the rows
+    warning = untrained_answer_message(model, names)
+    if warning:
+        log(f"[score] warning: {warning}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
 
@@ -441,7 +460,7 @@ def score_images(args, log=print) -> int:
     todo, skipped = [], 0
     for path, comments in records:
         key = os.path.abspath(path)
-        if key in failed_before or (key in done and set(names) <= done[key]):
+        if key in failed_before or (key in done and set(labels) <= done[key]):
             skipped += 1
         else:
             todo.append((path, comments))
@@ -475,7 +494,8 @@ def score_images(args, log=print) -> int:
                     outputs = model(**inputs, adapters=list(names))
                 summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
                 for row, index in enumerate(indices):
-                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True)
+                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True,
+                                                    config=config)
             for index, reason in errors:
                 results[index] = reason
             for index in sorted(results):
@@ -536,7 +556,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                         help="CSV/JSONL mapping image path or file name to its comments")
     parser.add_argument("--adapter", action="append", default=None, metavar="NAME|all",
                         help="dataset adapter to answer with (repeat for several; 'all' = base + every adapter; "
-                        "default: the model's first adapter, or base)")
+                        "default: the model's default adapter, see `aesformer set-default`)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--num-workers", type=int, default=_default_workers(),
                         help="decoding worker processes (default: %(default)s)")

@@ -16,7 +16,7 @@ from modeling_aesformer import AesformerConfig, AesformerImageProcessor, Aesform
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEYS = ["score", "std", "label", "distribution", "branch", "adapter"]
+KEYS = ["score", "std", "label", "distribution", "branch", "adapter", "trained"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -67,6 +67,8 @@ def check_result(result, branch, adapter="base", bins=10, distribution=True):
     assert list(result) == (KEYS if distribution else [k for k in KEYS if k != "distribution"])
     assert isinstance(result["score"], float) and isinstance(result["std"], float) and result["std"] > 0
     assert result["label"] in ("high", "low") and result["branch"] == branch and result["adapter"] == adapter
+    # these test models are built from a config: their own image-only head is untrained (adapters count as trained)
+    assert result["trained"] is (None if branch == "with_comments" else adapter != "base")
     if distribution:
         assert len(result["distribution"]) == bins and all(isinstance(p, float) for p in result["distribution"])
         assert abs(sum(result["distribution"]) - 1) < 1e-5

@@ -106,7 +106,9 @@ def build_stage1_model(args):
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
     if args.model:
-        model = AesformerModel.from_pretrained(args.model, use_safetensors=True)  # never a pickled .bin
+        # never a pickled .bin; the model's own image-only modules, not a folded default adapter
+        model = AesformerModel.from_pretrained(args.model, use_safetensors=True, load_default_adapter=False)
+        mark_stage1(model.config)
         return model, AutoProcessor.from_pretrained(args.model)
     if args.vision_model and args.text_model:
         model = AesformerModel.from_vision_text_pretrained(args.vision_model, args.text_model)
@@ -126,7 +128,16 @@ def build_stage1_model(args):
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
                                    max_length=max_length)
     processor.check_vocab_size(model.config.text_config.vocab_size)
+    mark_stage1(model.config)
     return model, processor
+
+
+def mark_stage1(config):
+    """A stage-1 model answers images without comments with its own image-only modules, which stage 1 does not
+    train (and whose inputs it changes): untrained, no default adapter (adapters belong to the old backbone)."""
+    config.image_only_trained = False
+    config.default_adapter = None
+    config.merged_adapter = None
 
 
 def adapt_main(argv=None):
@@ -135,6 +146,9 @@ def adapt_main(argv=None):
     parser.add_argument("--model", required=True, help="the stage-1 model folder; the adapter is saved into it")
     parser.add_argument("--adapter-name", help="default: the dataset's name")
     parser.add_argument("--adapter-preset", choices=("faithful", "lora"), default="faithful")
+    parser.add_argument("--no-default", action="store_true",
+                        help="do not make the new adapter the model's default answer for images without comments "
+                             "(default: it becomes the default; change it later with `aesformer set-default`)")
     add_data_arguments(parser)
     add_training_arguments(parser, ADAPT)
     args = parser.parse_args(argv)
@@ -143,19 +157,28 @@ def adapt_main(argv=None):
 
     from modeling_aesformer import AesformerModel
 
-    model = AesformerModel.from_pretrained(args.model, use_safetensors=True)  # never a pickled .bin
+    # never a pickled .bin; the new adapter starts from the model's own image-only modules, not a folded default
+    model = AesformerModel.from_pretrained(args.model, use_safetensors=True, load_default_adapter=False)
     processor = AutoProcessor.from_pretrained(args.model)
     data, spec = load_data(args)
     report = train(model, processor, data, spec, _config(args, ADAPT), model_dir=args.model)
     name = args.adapter_name or spec.name
     print(f"stage 2 done: adapter in {Path(args.model) / 'adapters' / name}; test {_short(report['test'])}")
+    if not args.no_default:
+        from modeling_aesformer.adapters import set_default_adapter
+
+        previous = set_default_adapter(args.model, name)
+        print(f"images without comments are now answered by adapter {name!r}"
+              + (f" (was {previous!r})" if previous and previous != name else "")
+              + f"; change with `aesformer set-default {args.model} NAME`")
     return 0
 
 
 def eval_main(argv=None):
     parser = ArgumentParser(description="Evaluate an Aesformer model (both branches) on a dataset split.")
     parser.add_argument("--model", required=True, help="model folder (its adapters/ are loaded for --adapter)")
-    parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none)")
+    parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none; default: the "
+                                          "model's default adapter, see `aesformer set-default`)")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
@@ -172,13 +195,27 @@ def eval_main(argv=None):
 
     from .loop import evaluate_branches
 
-    model = AesformerModel.from_pretrained(args.model, use_safetensors=True).eval()  # never a pickled .bin
+    # never a pickled .bin; without --adapter the model's default adapter is folded in (see from_pretrained)
+    model = AesformerModel.from_pretrained(args.model, use_safetensors=True,
+                                           load_default_adapter=args.adapter is None).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     if args.adapter and args.adapter != "base":
         model = load_adapters(model, args.model, names=[args.adapter]).eval()
+    from modeling_aesformer.pipeline_aesformer import untrained_answer_message
+
+    warning = untrained_answer_message(model, [args.adapter or "base"])
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     data, spec = load_data(args)
     results = evaluate_branches(model, processor, data[args.split], spec, adapter=args.adapter,
                                 batch_size=args.batch_size, num_workers=args.num_workers)
+    if "skipped" not in results.get("image_only", {"skipped": ""}):
+        from modeling_aesformer.adapter_weights_aesformer import image_only_answer
+
+        name, trained = image_only_answer(getattr(model, "get_base_model", lambda: model)().config,
+                                          args.adapter or "base")
+        results["image_only"].update(adapter=name, trained=trained)
+        print(f"image-only branch answered by adapter {name!r}" + ("" if trained else " (UNTRAINED head)"))
     print(format_table(results))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
