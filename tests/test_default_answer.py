@@ -217,3 +217,36 @@ def test_an_untrained_head_answers_but_says_so(trained, tmp_path, capsys):
     # a model built from a config says so in its output
     out = AesformerModel(AesformerConfig.from_preset("tiny")).eval()(torch.rand(1, 3, 32, 32))
     assert (out.image_only_adapter, out.image_only_trained) == ("base", False)
+
+
+def test_a_lora_default_adapter_folds_to_what_peft_computes(tmp_path):
+    """Folding covers the LoRA preset (W + scaling * B @ A) and an adapter with its own scale (7 bins); PEFT
+    adapters loaded later go on top of the model's own weights (the fold is undone first)."""
+    from modeling_aesformer.adapters import add_dataset_adapter, load_adapters, save_adapters, set_default_adapter
+
+    torch.manual_seed(0)
+    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
+    model.save_pretrained(tmp_path)
+    peft_model = add_dataset_adapter(model, "jas", preset="lora", num_score_bins=7, score_range=(1, 7), threshold=4)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for key, param in peft_model.named_parameters():
+            if ".jas." in key:  # lora_B starts at zero: move every adapter weight so the fold has work to do
+                param.add_(0.2 * torch.randn(param.shape, generator=g))
+    save_adapters(peft_model, tmp_path)
+    set_default_adapter(tmp_path, "jas")
+    pixels = torch.rand(2, 3, 32, 32, generator=g)
+    with torch.inference_mode():
+        want = peft_model.eval()(pixels, adapters="jas")
+        base = AesformerModel.from_pretrained(tmp_path, load_default_adapter=False).eval()(pixels)
+        folded = AesformerModel.from_pretrained(tmp_path).eval()
+        got = folded(pixels)
+        assert got.image_only_adapter == "jas" and got.distribution.shape[-1] == 7
+        torch.testing.assert_close(got.distribution, want.distribution, atol=ATOL, rtol=0)
+        torch.testing.assert_close(got.score, want.score, atol=ATOL, rtol=0)
+        reloaded = load_adapters(folded, tmp_path).eval()
+        outs = reloaded(pixels, adapters=["base", "jas"])
+        assert reloaded.get_base_model().config.merged_adapter is None
+        torch.testing.assert_close(outs["base"].score, base.score, atol=ATOL, rtol=0)
+        torch.testing.assert_close(outs["jas"].score, want.score, atol=ATOL, rtol=0)
+        assert reloaded(pixels).image_only_adapter == "jas"  # the default is the active PEFT adapter
