@@ -428,7 +428,12 @@ class AesformerAestheticsPipeline(Pipeline):
     - `std` (float): standard deviation of the predicted distribution (spread of opinion);
     - `label` ("high" | "low"): "high" iff `score > threshold`;
     - `distribution` (list of float, with `return_distribution=True`, the default): probability of each bin;
-    - `branch` ("with_comments" | "image_only") and `adapter` (the adapter that answered; "base" = the model's own).
+    - `branch` ("with_comments" | "image_only") and `adapter` (the adapter that answered; "base" = the model's own);
+    - `trained` (image only): False when no training or conversion produced the head that answered (e.g. "base"
+      after stage 1; a warning, once per model, names the adapters to use instead); None with comments.
+
+    Without `adapter=`, images without comments are answered by the model's default adapter (config
+    `default_adapter`: `from_pretrained` folds it into the model, or it is the active PEFT adapter).
 
     A bad input (unreadable or truncated file, not an image, larger than the image processor's `max_image_pixels`,
     ...) raises a `ValueError` naming it (`inputs[3] 'b.jpg': ...` for an item of a list), as transformers'
@@ -444,7 +449,8 @@ class AesformerAestheticsPipeline(Pipeline):
     (bool), `return_attention` (bool: adds `attention_map`, a `[H, W]` array over the last Swin stage's grid in
     [0, 1] — attention rollout over the multi-scale tokens without comments, the comment tokens' attention to each
     image region with them — and, with comments, `word_attention`: `[(word, weight), ...]`), `timeout` (seconds,
-    for URLs), and the usual `batch_size`, `num_workers`, `device`. Batching does not change the results.
+    for URLs), and the usual `batch_size`, `num_workers` (`device` at construction only). Batching does not change
+    the results.
 
     Dataset adapters (`adapters/<name>/` in a model folder) must be in the model before they can be named: pass a
     `PeftModel` (`modeling_aesformer.adapters.load_adapters(model, folder)` with the package), or ask this pipeline
@@ -553,6 +559,9 @@ class AesformerAestheticsPipeline(Pipeline):
             forward_params["adapter"] = adapter
             postprocess_params["adapter"] = adapter
         if threshold is not None:
+            values = threshold.values() if isinstance(threshold, dict) else [threshold]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"threshold must be a number (or a dict adapter name -> number), got {threshold!r}")
             postprocess_params["threshold"] = threshold
         if return_distribution is not None:
             postprocess_params["return_distribution"] = return_distribution

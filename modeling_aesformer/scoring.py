@@ -385,7 +385,11 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print):
     if not os.path.isdir(model_ref):
         from huggingface_hub import snapshot_download
 
-        model_dir = snapshot_download(model_ref)
+        try:
+            model_dir = snapshot_download(model_ref)
+        except Exception as err:  # noqa: BLE001 - offline, unknown repository, not an id at all
+            raise ScoringError(f"--model: no model folder {model_ref!r} here, and it could not be fetched from the "
+                               f"Hub ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     model = AutoModel.from_pretrained(model_dir, use_safetensors=True).eval()  # never a pickled .bin
     try:
         processor = AutoProcessor.from_pretrained(model_dir)
@@ -446,6 +450,10 @@ def score_images(args, log=print) -> int:
         if len(adapter_arg) > 1:
             raise ScoringError("--adapter all cannot be combined with other names")
         adapter_arg = ALL_ADAPTERS
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ScoringError(f"--device {args.device}: CUDA is not available here (torch {torch.__version__}); "
+                           "use --device cpu")
     model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg, log)
     names, _ = resolve_adapters(model, adapter_arg)
     config = getattr(model, "get_base_model", lambda: model)().config
@@ -453,7 +461,6 @@ def score_images(args, log=print) -> int:
     warning = untrained_answer_message(model, names)
     if warning:
         log(f"[score] warning: {warning}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
 
     done, failed_before = read_existing(args.output) if args.resume else ({}, {})
