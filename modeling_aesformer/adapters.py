@@ -29,6 +29,8 @@ from typing import Iterable, Optional, Sequence, Union
 
 import torch
 
+from .file_modes import follow_umask
+
 ADAPTER_PRESETS = ("faithful", "lora")
 ADAPTERS_DIR = "adapters"
 ADAPTER_META_FILE = "aesformer_adapter.json"
@@ -170,6 +172,7 @@ def save_adapters(model, model_dir: Union[str, os.PathLike], names: Optional[Ite
         if not (folder / "adapter_config.json").is_file():
             raise RuntimeError(f"PEFT did not write {folder / 'adapter_config.json'}")
         (folder / ADAPTER_META_FILE).write_text(json.dumps(adapter_info(model, name), indent=2) + "\n")
+        follow_umask(folder)
         folders.append(folder)
     return folders
 

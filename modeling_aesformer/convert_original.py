@@ -730,6 +730,9 @@ def convert_original_checkpoint(
         notes=notes,
     )
     (output / "README.md").write_text(_model_card(report), encoding="utf-8")
+    from .file_modes import follow_umask
+
+    follow_umask(output)  # transformers writes model.safetensors 0600
     return report
 
 

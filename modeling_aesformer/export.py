@@ -308,6 +308,8 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     import modeling_aesformer  # noqa: F401 - registers the Auto classes
     from transformers import AutoModel, pipeline
 
+    from .file_modes import follow_umask
+
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     if not (model_dir / "config.json").is_file():
         raise ExportError(f"{model_dir} is not a model folder (no config.json)")
@@ -345,6 +347,7 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
         card = build_model_card(model, model_dir, card_data, results, adapters, conversion)
         card.save(str(tmp / "README.md"))
         _check_folder(tmp)
+        follow_umask(tmp)  # mkdtemp made it 0700, transformers wrote model.safetensors 0600
         _replace_dir(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -72,3 +72,25 @@ def test_pipeline_threshold_must_be_a_number():
                       image_processor=AesformerImageProcessor(size={"height": 32, "width": 32}))
     with pytest.raises(ValueError, match="threshold must be a number"):
         scorer("x.png", threshold="high")
+
+
+def test_written_folders_follow_the_umask(tmp_path):
+    """An exported folder and a saved adapter are readable as the umask allows (mkdtemp and transformers' private
+    temporary files would leave 0700 folders and a 0600 model.safetensors)."""
+    import os
+    import stat
+
+    from modeling_aesformer.export import export_model
+
+    from test_export import make_model_folder
+
+    previous = os.umask(0o022)
+    try:
+        model_dir = make_model_folder(tmp_path / "model")
+        hub = export_model(model_dir, tmp_path / "hub", log=lambda *a: None)
+    finally:
+        os.umask(previous)
+    for folder in (hub, model_dir / "adapters" / "ava"):
+        for path in [folder, *folder.rglob("*")]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))

@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from modeling_aesformer.file_modes import follow_umask
+
 from .cli_utils import ArgumentParser
 from .loop import ADAPT, PRETRAIN, TrainConfig, train
 
@@ -96,6 +98,7 @@ def pretrain_main(argv=None):
     model, processor = build_stage1_model(args)
     data, spec = load_data(args)
     report = train(model, processor, data, spec, _config(args, PRETRAIN))
+    follow_umask(args.output_dir)  # the model, checkpoints and results: readable as the umask allows
     print(f"stage 1 done: model in {Path(args.output_dir) / 'model'}; test {_short(report['test'])}")
     return 0
 
@@ -162,6 +165,7 @@ def adapt_main(argv=None):
     processor = AutoProcessor.from_pretrained(args.model)
     data, spec = load_data(args)
     report = train(model, processor, data, spec, _config(args, ADAPT), model_dir=args.model)
+    follow_umask(args.output_dir)
     name = args.adapter_name or spec.name
     print(f"stage 2 done: adapter in {Path(args.model) / 'adapters' / name}; test {_short(report['test'])}")
     if not args.no_default:
