@@ -143,11 +143,12 @@ def _bin_values(model, adapter: str) -> Tuple[torch.Tensor, torch.Tensor]:
 def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """Turn the model's `{adapter: AesformerOutput}` into batch-first tensors (A = len(names) adapters):
     `score`, `std`, `threshold` [B, A], `distribution` [B, A, W] (zero-padded), `num_bins` [B, A] (the answering
-    head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`) and `used_comments` [B]."""
+    head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`), `score_low`, `score_high` [B, A]
+    (the values of its first and last bin) and `used_comments` [B]."""
     first = outputs[names[0]]
     used = first.used_comments.bool()
     batch = used.shape[0]
-    scores, stds, thresholds, dists, bins = [], [], [], [], []
+    scores, stds, thresholds, dists, bins, lows, highs = [], [], [], [], [], [], []
     for name in names:
         out = outputs[name]
         vl_values, vision_values = _bin_values(model, name)
@@ -163,6 +164,8 @@ def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> D
         score = out.score.float()
         variance = (dist * (values - score[:, None]) ** 2).sum(-1).clamp_min(0)
         scores.append(score)
+        lows.append(values[:, 0])
+        highs.append(values.gather(1, (num_bins - 1).view(-1, 1)).squeeze(1))
         stds.append(variance.sqrt())
         thresholds.append(out.threshold.float())
         dists.append(dist)
@@ -175,6 +178,8 @@ def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> D
         "threshold": torch.stack(thresholds, 1),
         "distribution": torch.stack(dists, 1),
         "num_bins": torch.stack(bins, 1),
+        "score_low": torch.stack(lows, 1),
+        "score_high": torch.stack(highs, 1),
         "used_comments": used,
     }
 
@@ -204,6 +209,12 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
         result["branch"] = "with_comments" if used else "image_only"
         result["adapter"], trained = image_only_answer(config, name) if config is not None else (name, None)
         result["trained"] = None if used else trained
+        if used:
+            result["adapter"] = None  # the with-comments heads answered: no dataset adapter took part
+        # the scale the score is on, so that rows of a 10-bin and a 7-bin head cannot be confused
+        result["num_bins"] = int(summary["num_bins"][row, a])
+        if "score_low" in summary:
+            result["score_range"] = [float(summary["score_low"][row, a]), float(summary["score_high"][row, a])]
         results.append(result)
     return results
 
@@ -428,9 +439,11 @@ class AesformerAestheticsPipeline(Pipeline):
     - `std` (float): standard deviation of the predicted distribution (spread of opinion);
     - `label` ("high" | "low"): "high" iff `score > threshold`;
     - `distribution` (list of float, with `return_distribution=True`, the default): probability of each bin;
-    - `branch` ("with_comments" | "image_only") and `adapter` (the adapter that answered; "base" = the model's own);
+    - `branch` ("with_comments" | "image_only") and `adapter` (the image-only head that answered: a dataset adapter,
+      or "base" = the model's own; None with comments, where the with-comments heads answer);
     - `trained` (image only): False when no training or conversion produced the head that answered (e.g. "base"
-      after stage 1; a warning, once per model, names the adapters to use instead); None with comments.
+      after stage 1; a warning, once per model, names the adapters to use instead); None with comments;
+    - `num_bins` and `score_range` (`[first bin, last bin]`): the scale of the head that answered.
 
     Without `adapter=`, images without comments are answered by the model's default adapter (config
     `default_adapter`: `from_pretrained` folds it into the model, or it is the active PEFT adapter).

@@ -23,8 +23,9 @@
   were used whole, empty when the image had no comment text.
 - List and comments files must be UTF-8: other bytes stop the run with an error naming the file and the line.
 
-Output columns: path, adapter, score, std, label, branch, trained, distribution (JSON list), comments_truncated,
-error. `trained` is false on an image-only row answered by a head that no training or conversion produced (e.g. the
+Output columns: path, adapter, score, std, label, branch, trained, num_bins, score_range (JSON [first, last] bin
+value: the scale of the score), distribution (JSON list), comments_truncated, error. An image with comments gets
+one row, with an empty adapter (the with-comments heads answer, whatever `--adapter` says). `trained` is false on an image-only row answered by a head that no training or conversion produced (e.g. the
 model's own image-only modules after stage 1: a warning then names the adapters to use), empty on rows with comments.
 Without `--adapter`, images without comments are answered by the model's default adapter (config
 `default_adapter`, set by `aesformer adapt` or `aesformer set-default`).
@@ -43,8 +44,8 @@ import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "distribution", "comments_truncated",
-          "error"]
+FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_bins", "score_range", "distribution",
+          "comments_truncated", "error"]
 LIST_EXTENSIONS = (".csv", ".jsonl", ".txt")
 _IMAGE_KEYS = ("image", "path", "file", "file_name", "filename", "image_path")
 _COMMENT_KEYS = ("comments", "comment", "text")
@@ -335,8 +336,9 @@ class ResultWriter:
             writer = csv.DictWriter(buffer, fieldnames=self.fields)
             for row in rows:
                 flat = dict(row)
-                if isinstance(flat.get("distribution"), list):
-                    flat["distribution"] = json.dumps(flat["distribution"])
+                for key in ("distribution", "score_range"):
+                    if isinstance(flat.get(key), list):
+                        flat[key] = json.dumps(flat[key])
                 for key in ("comments_truncated", "trained"):
                     if isinstance(flat.get(key), bool):
                         flat[key] = "true" if flat[key] else "false"
@@ -467,7 +469,8 @@ def score_images(args, log=print) -> int:
     todo, skipped = [], 0
     for path, comments in records:
         key = os.path.abspath(path)
-        if key in failed_before or (key in done and set(labels) <= done[key]):
+        # an image with comments has one row, without adapter (""): the with-comments heads answer for all
+        if key in failed_before or (key in done and (set(labels) <= done[key] or "" in done[key])):
             skipped += 1
         else:
             todo.append((path, comments))
@@ -513,8 +516,10 @@ def score_images(args, log=print) -> int:
                     failures.append((path, value))
                     continue
                 have = done.get(os.path.abspath(path), set())
+                if value and value[0]["branch"] == "with_comments":
+                    value = value[:1]  # the with-comments heads answered: one row, whatever the adapters asked
                 for result in value:
-                    if result["adapter"] in have:
+                    if (result["adapter"] or "") in have:
                         continue  # written by an earlier, interrupted run
                     dist = [round(p, 6) for p in result["distribution"]]
                     rows.append({**result, "path": path, "distribution": dist,
