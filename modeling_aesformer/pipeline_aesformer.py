@@ -67,15 +67,20 @@ def default_adapter(model) -> str:
     names = known_adapters(model)
     if not names:
         return BASE_ADAPTER
-    active = getattr(model, "active_adapter", None)
-    if callable(active):  # transformers' own adapter integration has a method
-        try:
-            active = active()
-        except Exception:  # noqa: BLE001 - no active adapter
-            active = None
-    if isinstance(active, (list, tuple)):
-        active = active[0] if active else None
-    return active if active in names else BASE_ADAPTER
+    # PeftModel: properties; transformers' own adapter integration: an `active_adapters()` method (5.x; 4.x also
+    # had `active_adapter()`)
+    for attribute in ("active_adapters", "active_adapter"):
+        active = getattr(model, attribute, None)
+        if callable(active):
+            try:
+                active = active()
+            except Exception:  # noqa: BLE001 - no active adapter
+                active = None
+        if isinstance(active, (list, tuple)):
+            active = active[0] if active else None
+        if active in names:
+            return active
+    return BASE_ADAPTER
 
 
 def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[List[str], bool]:
@@ -378,6 +383,30 @@ def _split_input(item: Any) -> Tuple[Any, Any]:
     return item, None
 
 
+class _quiet_adapter_loading:
+    """Silence what loading several dataset adapters always reports although the result is right: PEFT's LN-tuning
+    asks a LayerNorm for in/out features ("Unsupported layer type"), PEFT warns that a second adapter joins the
+    first ("Already found a `peft_config`"), and transformers' load report lists every OTHER adapter's LN-tuning
+    weights as MISSING (each adapter file holds only its own). Errors still surface."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message="Unsupported layer type")
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
+        return self._warnings.__exit__(*exc)
+
+
 class _Numbered:
     """One item of a list input with its position, so that an error names it (`inputs[3]`)."""
 
@@ -513,6 +542,15 @@ class AesformerAestheticsPipeline(Pipeline):
             raise ValueError("the model has no folder to load adapters from: pass `source=`")
         # PEFT adapters go on top of the model's own image-only weights, not on a folded default adapter.
         unfold_adapter(model)
+        with _quiet_adapter_loading():
+            loaded = self._load_adapter_files(model, source, names)
+        default = getattr(model.config, "default_adapter", None)
+        if default in loaded:
+            model.set_adapter(default)
+        return loaded
+
+    @staticmethod
+    def _load_adapter_files(model, source, names):
         loaded = []
         if os.path.isdir(source):
             root = os.path.join(source, "adapters")
@@ -532,9 +570,6 @@ class AesformerAestheticsPipeline(Pipeline):
             for name in names:
                 model.load_adapter(source, adapter_name=name, adapter_kwargs={"subfolder": f"adapters/{name}"})
                 loaded.append(name)
-        default = getattr(model.config, "default_adapter", None)
-        if default in loaded:
-            model.set_adapter(default)
         return loaded
 
     def _processor_from_model_folder(self):
