@@ -45,8 +45,8 @@ def trained(tmp_path_factory):
                   do_lower_case=False).save_pretrained(root / "tok")
     common = ["--data", str(data), "--batch-size", "8", "--epochs", "1", "--seed", "3"]
     assert cli_main(["pretrain", "--preset", "tiny", "--tokenizer", str(root / "tok"), "--output-dir",
-                     str(root / "s1"), "--queue-size", "8", *common]) == 0
-    model_dir = root / "s1" / "model"
+                     str(root / "stage1"), "--queue-size", "8", *common]) == 0
+    model_dir = root / "stage1" / "model"
     stage1_only = root / "stage1-only"
     shutil.copytree(model_dir, stage1_only)
     # a high learning rate: one epoch must move the adapter well away from the untrained head
@@ -141,6 +141,14 @@ def test_every_entry_point_answers_with_the_trained_adapter(trained, tmp_path, c
     hub = root / "hub"
     if not hub.exists():
         assert cli_main(["export", str(model_dir), "--output", str(hub)]) == 0
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(hub / "README.md")  # the card tells the truth about this model (issue 14, item 6)
+    assert card.data.model_name == root.name  # not "model" (the folder is <root>/stage1/model)
+    assert {r.metric_type for r in card.data.eval_results} >= {"srcc", "plcc"}  # results found beside the model
+    assert any("toy adapter" in r.metric_name for r in card.data.eval_results)
+    assert "answered by the `toy` adapter" in card.text and "copyrighted by their photographers" in card.text
+    assert "words of the comments, cut to 128 tokens" in card.text  # the tiny preset has 128 positions
     with torch.inference_mode():
         out = AutoModel.from_pretrained(hub).eval()(**processor(images=[str(photo)], return_tensors="pt"))
     scores["export, package"] = float(out.score[0])

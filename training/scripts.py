@@ -3,6 +3,7 @@ around `pretrain_main` / `adapt_main`, so `accelerate launch training/<stage>.py
 and the tests run the same code."""
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -165,8 +166,12 @@ def adapt_main(argv=None):
     processor = AutoProcessor.from_pretrained(args.model)
     data, spec = load_data(args)
     report = train(model, processor, data, spec, _config(args, ADAPT), model_dir=args.model)
-    follow_umask(args.output_dir)
     name = args.adapter_name or spec.name
+    results = Path(args.output_dir) / "results.json"
+    if results.is_file():  # beside the adapter, so that `aesformer export` finds its evaluation for the card
+        shutil.copyfile(results, Path(args.model) / "adapters" / name / "results.json")
+    follow_umask(args.output_dir)
+    follow_umask(Path(args.model) / "adapters" / name)
     print(f"stage 2 done: adapter in {Path(args.model) / 'adapters' / name}; test {_short(report['test'])}")
     if not args.no_default:
         from modeling_aesformer.adapters import set_default_adapter
