@@ -11,7 +11,8 @@ is first imported):
     >>> from transformers import AutoModel, pipeline
     >>> scorer = pipeline("image-aesthetics", model=AutoModel.from_pretrained("path/to/model"))
     >>> scorer("photo.jpg")
-    {'score': 5.62, 'std': 1.41, 'label': 'high', 'distribution': [...], 'branch': 'image_only', 'adapter': 'base'}
+    {'score': 5.62, 'std': 1.41, 'label': 'high', 'distribution': [...], 'branch': 'image_only', 'adapter': 'ava',
+     'trained': True, 'num_bins': 10, 'score_range': [1.0, 10.0]}
 
 Without the package (e.g. a Hub folder), trust the folder's code:
 

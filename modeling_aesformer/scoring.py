@@ -392,7 +392,9 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print):
         except Exception as err:  # noqa: BLE001 - offline, unknown repository, not an id at all
             raise ScoringError(f"--model: no model folder {model_ref!r} here, and it could not be fetched from the "
                                f"Hub ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    model = AutoModel.from_pretrained(model_dir, use_safetensors=True).eval()  # never a pickled .bin
+    # never a pickled .bin; the default adapter is folded in, unless "base" (the model's own modules) is asked for
+    model = AutoModel.from_pretrained(model_dir, use_safetensors=True,
+                                      load_default_adapter="base" not in (adapters or [])).eval()
     try:
         processor = AutoProcessor.from_pretrained(model_dir)
     except Exception as err:  # noqa: BLE001 - a folder without tokenizer: images only

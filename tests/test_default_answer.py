@@ -195,6 +195,12 @@ def test_set_default_changes_every_entry_point_and_no_default_keeps_it(trained, 
     assert cli_main(["set-default", str(folder), "nope"]) == 1  # an adapter the folder does not have
     assert cli_main(["set-default", str(folder), "toy"]) == 0
     assert score() == (pytest.approx(want, abs=ATOL), "toy")
+    # naming "base" still gives the model's own (untrained) head, marked as such
+    assert score_cli(photo, "--model", folder, "--adapter", "base", "--output", tmp_path / "base.csv",
+                     "--num-workers", 0) == 0
+    (row,) = read_rows(tmp_path / "base.csv")
+    assert (row["adapter"], row["trained"]) == ("base", "false")
+    assert float(row["score"]) == pytest.approx(untrained, abs=ATOL)
 
     # a second adapter trained with --no-default leaves the default alone
     assert cli_main(["adapt", "--model", str(folder), "--output-dir", str(tmp_path / "s2b"), "--adapter-name",
