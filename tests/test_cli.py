@@ -26,7 +26,7 @@ print("light")
 
 
 @pytest.mark.parametrize("words", [["--help"], ["score", "--help"], ["explain", "--help"], ["push", "--help"],
-                                   ["set-default", "--help"], ["--version"]])
+                                   ["set-default", "--help"], ["convert-original", "--help"], ["--version"]])
 def test_help_parses_without_importing_torch_or_transformers(words):
     run = subprocess.run([sys.executable, "-c", HELP_SCRIPT, *words], capture_output=True, text=True, cwd=REPO,
                          timeout=120)
