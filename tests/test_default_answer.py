@@ -162,6 +162,7 @@ def test_every_entry_point_answers_with_the_trained_adapter(trained, tmp_path, c
     scores["export, no package, no peft: pipeline"] = remote["pipeline"]["score"]
 
     print("\n".join(f"{name:>40}: {value:.6f}" for name, value in scores.items()))
+    print(f"{'untrained base head (adapter=base)':>40}: {untrained:.6f}")
     for name, value in scores.items():
         tolerance = 5e-4 if name == "aesformer explain" else ATOL
         assert value == pytest.approx(want, abs=tolerance), (name, value, want)
