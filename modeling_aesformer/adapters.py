@@ -30,6 +30,8 @@ from typing import Iterable, Optional, Sequence, Union
 
 import torch
 
+from .file_modes import follow_umask
+
 ADAPTER_PRESETS = ("faithful", "lora")
 ADAPTERS_DIR = "adapters"
 ADAPTER_META_FILE = "aesformer_adapter.json"
@@ -181,6 +183,7 @@ def save_adapters(model, model_dir: Union[str, os.PathLike], names: Optional[Ite
         if not (folder / "adapter_config.json").is_file():
             raise RuntimeError(f"PEFT did not write {folder / 'adapter_config.json'}")
         (folder / ADAPTER_META_FILE).write_text(json.dumps(adapter_info(model, name), indent=2) + "\n")
+        follow_umask(folder)
         folders.append(folder)
     return folders
 
@@ -244,10 +247,16 @@ def load_adapters(
     `source` is a model folder holding `adapters/<name>/` (all of them, or `names`), a single adapter folder, a
     folder of adapter folders (`<source>/<name>/`, as `PeftModel.save_pretrained` and `Trainer.save_model` write
     named adapters), or a Hub id with `subfolder="adapters/<name>"`. A plain PEFT adapter folder (no
-    `aesformer_adapter.json`) loads too: its scale is in the head's buffers. The first loaded adapter is active.
+    `aesformer_adapter.json`) loads too: its scale is in the head's buffers. The model's default adapter (config
+    `default_adapter`) is active when it is among those loaded, else the first loaded. A default adapter that
+    `from_pretrained` folded into the image-only modules is unfolded first: PEFT adapters go on top of the model's
+    own weights.
     """
     from peft import PeftModel
 
+    from .adapter_weights_aesformer import unfold_adapter
+
+    unfold_adapter(_base_model(model))
     source = str(source)
     if subfolder is not None or os.path.isfile(os.path.join(source, "adapter_config.json")):
         entries = [(names and list(names)[0]) or Path(subfolder or source).name, source, subfolder]
@@ -287,8 +296,30 @@ def load_adapters(
                              f"weights carry {loaded['num_score_bins']}")
         _metadata(model)[name] = {**meta, **loaded}
         first = first or name
-    model.set_adapter(first)
+    default = getattr(_base_model(model).config, "default_adapter", None)
+    model.set_adapter(default if default in model.peft_config else first)
     return model
+
+
+def set_default_adapter(model_dir: Union[str, os.PathLike], name: Optional[str]) -> Optional[str]:
+    """Make adapter `name` (saved under `<model_dir>/adapters/<name>/`) the one that answers images without comments
+    when none is named, by writing `default_adapter` into `<model_dir>/config.json` (atomically); `None` or "base"
+    = the model's own image-only modules. Returns the previous default."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json)")
+    name = None if name in (None, "", "base") else str(name)
+    if name is not None and name not in list_adapters(model_dir):
+        raise ValueError(f"no adapter {name!r} under {model_dir / ADAPTERS_DIR}; available: "
+                         f"{list_adapters(model_dir) or 'none (train one with `aesformer adapt`)'}")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    previous = config.get("default_adapter")
+    config["default_adapter"] = name
+    tmp = config_path.with_name(f".{config_path.name}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, config_path)
+    return previous
 
 
 __all__ = [
@@ -300,5 +331,6 @@ __all__ = [
     "list_adapters",
     "load_adapters",
     "save_adapters",
+    "set_default_adapter",
     "trainable_parameters",
 ]

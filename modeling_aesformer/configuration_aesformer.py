@@ -45,6 +45,19 @@ class AesformerConfig(PretrainedConfig):
             Hidden width of each score head (`Linear -> ReLU -> Linear`).
         initializer_range (`float`, *optional*, defaults to 0.02):
             Std of the normal init of the other fresh linear layers.
+        image_only_trained (`bool`, *optional*, defaults to `False`):
+            Whether the model's own image-only modules ("base": multi-scale adapter, `vision_ffn`, vision norm and
+            head) hold trained weights: true for a converted checkpoint, false for a model built from a config or
+            after stage 1 (which trains only the with-comments heads; the image-only branch is trained in stage 2
+            as a dataset adapter).
+        default_adapter (`str`, *optional*):
+            The dataset adapter (`adapters/<name>/` in the model folder) that answers images without comments when
+            no adapter is named; `None` = "base". Set by stage 2 (`aesformer adapt`) to the adapter it trained, or
+            by `aesformer set-default`. `from_pretrained` folds its weights into the image-only modules (no PEFT
+            needed) unless told not to.
+        merged_adapter (`str`, *optional*):
+            The dataset adapter whose weights the image-only modules hold (written by that folding); `None` = their
+            own weights.
 
     The vision width (Swin's last stage) may differ from the fusion width (Swin-B: 1024 vs 768); the model then adds
     a `vision_projection` (see [`~AesformerConfig.needs_vision_projection`]).
@@ -83,6 +96,9 @@ class AesformerConfig(PretrainedConfig):
         adapter_init_std: float = 0.01,
         head_hidden_size: int = 256,
         initializer_range: float = 0.02,
+        image_only_trained: bool = False,
+        default_adapter: Optional[str] = None,
+        merged_adapter: Optional[str] = None,
         **kwargs,
     ):
         if vision_config is None:
@@ -117,6 +133,9 @@ class AesformerConfig(PretrainedConfig):
         self.adapter_init_std = adapter_init_std
         self.head_hidden_size = head_hidden_size
         self.initializer_range = initializer_range
+        self.image_only_trained = bool(image_only_trained)
+        self.default_adapter = default_adapter or None
+        self.merged_adapter = merged_adapter or None
         super().__init__(**kwargs)
 
     @property

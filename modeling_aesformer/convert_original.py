@@ -27,11 +27,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
-import torch
+if TYPE_CHECKING:  # imported where used: `aesformer convert-original --help` must not wait for torch/transformers
+    import torch
 
-from .configuration_aesformer import AesformerConfig
+    from .configuration_aesformer import AesformerConfig
 
 __all__ = [
     "ConversionError",
@@ -294,6 +295,8 @@ def load_original_state_dict(path: Union[str, os.PathLike]) -> dict:
 
 
 def _torch_load(path: Path):
+    import torch
+
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
     try:
@@ -311,6 +314,8 @@ def normalize_state_dict(obj) -> tuple:
 
     Returns `(state_dict, notes)`.
     """
+    import torch
+
     notes = []
     path = []
     while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
@@ -344,6 +349,8 @@ def normalize_state_dict(obj) -> tuple:
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
+    import torch
+
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
@@ -378,6 +385,8 @@ def detect_config(state_dict: Mapping) -> tuple:
     types; the number of fusion layers; bins and head width; the adapter bottleneck. BERT's number of attention
     heads cannot be read from shapes: the preset's is kept when the width matches, else width // 64.
     """
+    from .configuration_aesformer import AesformerConfig
+
     variant = "aesformer-b" if "proj.weight" in state_dict else "aesformer-t"
     preset = AesformerConfig.from_preset(variant)
     vision, text, top = {}, {}, {}
@@ -445,6 +454,8 @@ def detect_config(state_dict: Mapping) -> tuple:
 
 def _expected_tensors(config: AesformerConfig) -> tuple:
     """`({model key: meta tensor} of AesformerModel(config).state_dict(), {parameter names})`, without allocating."""
+    import torch
+
     from .modeling_aesformer import AesformerModel
 
     with torch.device("meta"):
@@ -644,6 +655,8 @@ def convert_original_checkpoint(
         ConversionError: a key could not be placed, a model key would be missing, a shape does not fit, an alias
             differs from its twin, or the tokenizer does not fit. Nothing is written then.
     """
+    import torch
+
     from .modeling_aesformer import AesformerModel
 
     if isinstance(checkpoint, Mapping):
@@ -685,6 +698,7 @@ def convert_original_checkpoint(
 
     # A normally built model: its config-derived buffers (plan.defaults) get their proper values; every parameter
     # is then overwritten by the strict load.
+    plan.config.image_only_trained = True  # the released checkpoint's image-only branch is trained (stage 2)
     model = AesformerModel(plan.config)
     converted = {target: placement.take(state_dict[placement.source]).contiguous()
                  for target, placement in plan.mapping.items()}
@@ -729,6 +743,9 @@ def convert_original_checkpoint(
         notes=notes,
     )
     (output / "README.md").write_text(_model_card(report), encoding="utf-8")
+    from .file_modes import follow_umask
+
+    follow_umask(output)  # transformers writes model.safetensors 0600
     return report
 
 

@@ -32,7 +32,10 @@ import PIL.ImageOps
 
 WITH_COMMENTS = "with_comments"
 IMAGE_ONLY = "image_only"
-NORMALIZATIONS = ("max", "minmax", "sum")
+NORMALIZATIONS = ("max", "minmax", "sum", "uniform")
+# "uniform" scaling: colour 0.5 = the attention every cell would get if it were spread evenly; 0 and 1 = this many
+# times less / more (log scale), so that a nearly flat map stays one colour instead of being stretched to full range.
+UNIFORM_SPAN = 2.0
 _MAX_TEXT_LINES = 8
 MATPLOTLIB_HINT = 'plotting needs matplotlib: pip install "aesformer[demo]" (or: pip install matplotlib)'
 
@@ -104,7 +107,8 @@ def _normalize(maps: np.ndarray, normalize: Optional[str]) -> np.ndarray:
 
     "max": divide by the sample's maximum (a uniform map becomes all ones); "minmax": stretch min..max to 0..1
     (a uniform map, which has no contrast to stretch, becomes all ones rather than 0/0); "sum": divide by the total
-    (a distribution over the cells)."""
+    (a distribution over the cells); "uniform": 0.5 where a cell gets its even share of the total, 0 / 1 at
+    `UNIFORM_SPAN` times less / more (log scale): the colours show how strong the contrast really is."""
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     maps = np.clip(np.asarray(maps, dtype=np.float64), 0.0, None)
@@ -114,6 +118,14 @@ def _normalize(maps: np.ndarray, normalize: Optional[str]) -> np.ndarray:
         if normalize == "sum":
             total = row.sum()
             out[i] = row / total if total > 0 else 0.0
+            continue
+        if normalize == "uniform":
+            total = row.sum()
+            if total <= 0:
+                out[i] = 0.5
+                continue
+            ratio = np.clip(row * row.size / total, 1e-12, None)  # 1 = the cell's even share
+            out[i] = 0.5 + 0.5 * np.log(ratio) / np.log(UNIFORM_SPAN)
             continue
         high, low = row.max(), row.min()
         if normalize == "max":
@@ -339,7 +351,7 @@ class Explanation:
         distribution: probability of each score bin; `bin_values` the score each bin stands for.
         branch: "with_comments" or "image_only".
         heatmap: `[H_grid, W_grid]` in [0, 1]: the attention-rollout map (image only) or the comment -> image
-            `region_map` (with comments), scaled for display (min-max by default, see [`explain`]).
+            `region_map` (with comments), scaled for display (against an even share by default, see [`explain`]).
         contrast: most / least attended cell of that map before scaling (1.0 = perfectly flat; a stretched map
             with a contrast near 1 shows noise, not a preference).
         overlay: the photo (upright, original size) with the heat map blended on top.
@@ -347,7 +359,9 @@ class Explanation:
         words: with comments, `(word, weight)` for each word of the comment (WordPiece `##` pieces merged, weights
             summed; [CLS]/[SEP] dropped; renormalised to sum to 1); `None` otherwise.
         tokens: with comments, `(token, weight)` for every real token, [CLS]/[SEP] included (`word_weights`).
-        adapter: the adapter asked for (`None` = the model's active one).
+        adapter: the image-only head that answered (a dataset adapter, or "base"); `None` with comments.
+        trained: image only: whether training or conversion produced that head (False: its score means nothing);
+            `None` with comments.
         maps: the unstretched maps, by name: `rollout` (or `mean`) for image only; `region_map`, `cls_region_map`
             with comments (shares of the grid cells, each summing to 1) and `word_weights` (per real token).
     """
@@ -367,6 +381,9 @@ class Explanation:
     adapter: Optional[str] = None
     contrast: float = 1.0
     maps: Dict[str, np.ndarray] = field(default_factory=dict)
+    trained: Optional[bool] = None
+    normalize: str = "uniform"
+    grid: Tuple[int, int] = (0, 0)
 
 
 def _base_model(model):
@@ -475,7 +492,7 @@ def explain(
     adapter: Optional[str] = None,
     alpha: float = 0.5,
     method: str = "rollout",
-    normalize: str = "minmax",
+    normalize: str = "uniform",
 ) -> Explanation:
     """Score one image (with or without comments) and explain the score with the fusion layers' attention.
 
@@ -487,12 +504,15 @@ def explain(
         processor: its `AesformerProcessor` (the tokenizer is `processor.tokenizer`).
         image: a path, a PIL image or an HWC uint8 array.
         comments: the image's comments (a string or a list of strings, joined); `None`/empty = image only.
-        adapter: the dataset adapter for the image-only branch (`None` = whatever is active).
+        adapter: the dataset adapter for the image-only branch (`None` = whatever is active: the model's default
+            adapter when it was loaded with `from_pretrained`).
         alpha: opacity of the heat map in the overlay.
         method: "rollout" or "mean", see [`image_attention_map`] (image-only branch).
-        normalize: how `heatmap` (and so the overlay) is scaled into [0, 1]: "minmax" (default: the least
-            attended cell is 0, the most attended 1, for contrast; `contrast` says how flat the map really was),
-            "max" or "sum" (see [`image_attention_map`]). `maps` keeps the unstretched shares.
+        normalize: how `heatmap` (and so the overlay) is scaled into [0, 1]: "uniform" (default: 0.5 = a cell's
+            even share of the attention, 0 / 1 = `UNIFORM_SPAN` times less / more, so a nearly flat map stays
+            nearly one colour), "minmax" (the least attended cell is 0, the most attended 1, however small the
+            difference; `contrast` says how flat the map really was), "max" or "sum" (see
+            [`image_attention_map`]). `maps` keeps the unstretched shares.
     """
     import torch
 
@@ -559,7 +579,9 @@ def explain(
         score=score, std=std, label="high" if score > threshold else "low", threshold=threshold,
         distribution=distribution, bin_values=values, branch=branch, heatmap=heatmap,
         overlay=overlay(display, heatmap, alpha=alpha), image=display, words=words, tokens=tokens,
-        adapter=adapter, contrast=contrast, maps=maps,
+        adapter=None if used_comments else getattr(out, "image_only_adapter", adapter),
+        contrast=contrast, maps=maps, trained=None if used_comments else getattr(out, "image_only_trained", None),
+        normalize=normalize, grid=tuple(int(g) for g in grid),
     )
 
 
@@ -596,9 +618,10 @@ def _layout_words(widths: Sequence[float], space: float, max_lines: int, more_wi
 
 
 def _draw_highlighted_words(ax, words: Sequence[Tuple[str, float]], renderer, max_lines: int,
-                            fontsize: float = 11.0) -> None:
+                            fontsize: float = 11.0, even_share: bool = False) -> None:
     """Lay the words out left to right with wrapping, each on a box coloured by its weight (relative to the
-    largest word weight); words that do not fit on `max_lines` lines are counted at the end."""
+    largest word weight, or with `even_share` on the "uniform" scale: mid colour = 1 / number of words); words that
+    do not fit on `max_lines` lines are counted at the end."""
     ax.set_axis_off()
     if not words:
         ax.text(0.0, 0.5, "(no words)", transform=ax.transAxes, fontsize=fontsize, va="center")
@@ -620,8 +643,10 @@ def _draw_highlighted_words(ax, words: Sequence[Tuple[str, float]], renderer, ma
     positions, shown = _layout_words(widths, space, max_lines, more)
     line_height = min(2.1 * fontsize * points_to_px / height_px, 1.0 / max_lines)
     top = max(weight for _, weight in words) or 1.0
-    for (word, weight), (line, x) in zip(words[:shown], positions):
-        colour = word_colors(np.array(weight / top)) / 255.0
+    weights = np.array([[weight for _, weight in words]])
+    levels = _normalize(weights, "uniform")[0] if even_share else weights[0] / top
+    for index, ((word, weight), (line, x)) in enumerate(zip(words[:shown], positions)):
+        colour = word_colors(np.array(levels[index])) / 255.0
         luminance = float(colour @ np.array([0.299, 0.587, 0.114]))  # light text on dark boxes
         ax.text(
             x + pad / width_px, 1.0 - (line + 0.5) * line_height, word, transform=ax.transAxes,
@@ -658,10 +683,14 @@ def plot_explanation(explanation: Explanation, path: Union[str, os.PathLike], dp
     ax_photo = fig.add_subplot(grid[0, 0])
     ax_photo.imshow(np.asarray(e.overlay))
     ax_photo.set_axis_off()
+    grid_text = f"{e.grid[0]}×{e.grid[1]} grid" if e.grid[0] else "grid"
     if e.branch == WITH_COMMENTS:
-        what = "with comments: image regions the comment attends to"
+        what = f"with comments: image regions the comment attends to ({grid_text})"
     else:
-        what = "image only: attention rollout, 4 scales combined"
+        head = f"adapter {e.adapter}" if e.adapter else "image-only head"
+        if e.trained is False:
+            head += ", UNTRAINED: no meaning"
+        what = f"image only ({head}): attention rollout, scales combined ({grid_text})"
     if not np.isfinite(e.contrast):
         flatness = "∞"
     else:
@@ -669,8 +698,12 @@ def plot_explanation(explanation: Explanation, path: Union[str, os.PathLike], dp
     ax_photo.set_title(f"{what}\nmost / least attended cell: {flatness}×", fontsize=9)
     cmap = ListedColormap(heat_colors(np.linspace(0, 1, 256)) / 255.0)
     colorbar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), ax=ax_photo, fraction=0.04, pad=0.02)
-    colorbar.set_ticks([0, 1])
-    colorbar.set_ticklabels(["least", "most"])
+    if e.normalize == "uniform":
+        colorbar.set_ticks([0, 0.5, 1])
+        colorbar.set_ticklabels([f"≤ 1/{UNIFORM_SPAN:g}×", "even share", f"≥ {UNIFORM_SPAN:g}×"])
+    else:
+        colorbar.set_ticks([0, 1])
+        colorbar.set_ticklabels(["least", "most"])
     colorbar.ax.tick_params(labelsize=7)
 
     ax_bars = fig.add_subplot(grid[0, 1])
@@ -692,13 +725,16 @@ def plot_explanation(explanation: Explanation, path: Union[str, os.PathLike], dp
     ax_text = None
     if has_words:
         ax_text = fig.add_subplot(grid[1, :])
-        ax_text.set_title("comment: the words the image attends to (redder = more)", fontsize=9, loc="left")
+        ax_text.set_title("comment: the words the image attends to (redder = more"
+                          + ("; mid colour = an even share)" if e.normalize == "uniform" else ")"),
+                          fontsize=9, loc="left")
         ax_text.set_axis_off()
     # Fix the layout first, then lay the words out in the text panel's final size.
     fig.draw_without_rendering()
     fig.set_layout_engine("none")
     if ax_text is not None:
-        _draw_highlighted_words(ax_text, e.words, canvas.get_renderer(), max_lines=lines)
+        _draw_highlighted_words(ax_text, e.words, canvas.get_renderer(), max_lines=lines,
+                                even_share=e.normalize == "uniform")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -727,7 +763,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, metavar="DIR", help="the model folder (weights and processor)")
     parser.add_argument(
         "--adapter", default=None, metavar="NAME",
-        help="dataset adapter for the image-only branch, loaded from DIR/adapters/NAME ('base' = the model's own)",
+        help="dataset adapter for the image-only branch, loaded from DIR/adapters/NAME ('base' = the model's own; "
+        "default: the model's default adapter, see `aesformer set-default`)",
     )
     parser.add_argument("--output", required=True, metavar="PNG", help="where to write the figure")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map (0..1, default 0.5)")
@@ -743,12 +780,20 @@ def run(args) -> int:
             raise FileNotFoundError(f"no such image file: {args.image}")
         from transformers import AutoModel, AutoProcessor  # the Auto classes know Aesformer: this package is imported
 
-        model = AutoModel.from_pretrained(args.model, use_safetensors=True).eval()  # never a pickled .bin
+        # the model's default adapter (config `default_adapter`) is folded in unless another one is named
+        model = AutoModel.from_pretrained(args.model, use_safetensors=True,  # never a pickled .bin
+                                          load_default_adapter=args.adapter is None).eval()
         processor = AutoProcessor.from_pretrained(args.model)
         if args.adapter not in (None, "base"):
             from .adapters import load_adapters
 
             model = load_adapters(model, args.model, names=[args.adapter])
+        if not args.comments:
+            from .pipeline_aesformer import untrained_answer_message
+
+            warning = untrained_answer_message(model, [args.adapter or "base"])
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
         explanation = explain(model, processor, args.image, comments=args.comments, adapter=args.adapter,
                               alpha=args.alpha)
         written = plot_explanation(explanation, args.output)
@@ -757,7 +802,7 @@ def run(args) -> int:
         return 1
     e = explanation
     print(f"{args.image}: score {e.score:.3f} ± {e.std:.3f} ({e.label}), {e.branch.replace('_', ' ')} branch"
-          + (f", adapter {args.adapter}" if args.adapter else ""))
+          + (f", adapter {e.adapter}" if e.adapter else "") + (" (UNTRAINED head)" if e.trained is False else ""))
     if e.words:
         top = sorted(e.words, key=lambda item: -item[1])[:5]
         print("most attended words: " + ", ".join(f"{w} ({p:.2f})" for w, p in top))

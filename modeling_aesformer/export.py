@@ -9,7 +9,8 @@ renamed to HUB_DIR only when complete:
 - `model.safetensors` and `config.json` (with `auto_map` and `custom_pipelines`);
 - the processor: `processor_config.json` / image processor and tokenizer files;
 - the flat remote-code files `configuration_aesformer.py`, `modeling_aesformer.py`, `processing_aesformer.py`,
-  `pipeline_aesformer.py` (they import only torch, transformers, numpy, Pillow and each other);
+  `pipeline_aesformer.py`, `adapter_weights_aesformer.py` (they import only torch, transformers, numpy, Pillow and
+  each other);
 - `adapters/<name>/` copied from the model folder;
 - `requirements.txt` (the supported range for users of the folder, see `HUB_REQUIREMENTS`);
 - `README.md`: the model card, rendered from the Jinja template `templates/model_card.md` (the packaged copy of the
@@ -36,6 +37,7 @@ SHIPPED_FILES = (
     "modeling_aesformer.py",
     "processing_aesformer.py",
     "pipeline_aesformer.py",
+    "adapter_weights_aesformer.py",
 )
 # Also written to requirements.txt at the repository root (a test keeps both the same).
 HUB_REQUIREMENTS = [
@@ -185,8 +187,59 @@ def _param_count(n: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------- the card
+_GENERIC_FOLDER_NAMES = {"model", "models", "hub", "output", "outputs", "runs", "final", "best", "checkpoint",
+                         "stage1", "stage2", "stage-1", "stage-2", "."}
+
+
+def default_model_name(model_dir: Path) -> str:
+    """The card's name when none is given: the model folder's name, or the nearest parent's when the folder has a
+    generic name (`aesformer-demo/stage1/model` -> "aesformer-demo")."""
+    for folder in [model_dir.resolve(), *model_dir.resolve().parents]:
+        if folder.name and folder.name.lower() not in _GENERIC_FOLDER_NAMES:
+            return folder.name
+    return "aesformer"
+
+
+def find_training_results(model_dir: Path) -> List[dict]:
+    """Training results saved beside the model: stage 1's `results.json` in the folder above a `<run>/model`
+    folder, and each adapter's `adapters/<name>/results.json` (written by `aesformer adapt`)."""
+    found = []
+    for path in [model_dir / "results.json", model_dir.parent / "results.json",
+                 *sorted((model_dir / "adapters").glob("*/results.json"))]:
+        if path.is_file():
+            try:
+                data = _read_json(path)
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(data, dict) and data.get("stage") in ("pretrain", "adapt"):
+                found.append(data)
+    return found
+
+
+def _training_data_kind(names: List[str]) -> str:
+    lowered = [n.lower() for n in names]
+    if any("synthetic" in n for n in lowered):
+        return "synthetic"
+    if any(n == "ava" or n.startswith("ava") for n in lowered):
+        return "ava"
+    return "other"
+
+
+def _comment_limit(model, processor) -> Optional[str]:
+    """What the processor really keeps of the comments, for the card (None: no tokenizer)."""
+    if processor is None or getattr(processor, "tokenizer", None) is None:
+        return None
+    tokens = int(getattr(processor, "max_length", 512))
+    positions = getattr(model.config.text_config, "max_position_embeddings", None)
+    if positions:
+        tokens = min(tokens, int(positions))
+    words = getattr(processor, "max_comment_words", None)
+    return (f"the first {words} words of the comments, cut to {tokens} tokens ([CLS] and [SEP] included)"
+            if words else f"the first {tokens} tokens of the comments ([CLS] and [SEP] included)")
+
+
 def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, results: Any = None,
-                     adapters: Optional[List[dict]] = None, conversion: Optional[dict] = None):
+                     adapters: Optional[List[dict]] = None, conversion: Optional[dict] = None, processor=None):
     """Render `templates/model_card.md` into a `huggingface_hub.ModelCard`."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -199,7 +252,7 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
     card_data.pop("converted_from", None)
     repo_id = template_keys.get("repo_id")
     model_name = str(card_data.pop("model_name", None) or (repo_id or "").rpartition("/")[2]
-                     or model_dir.resolve().name)
+                     or default_model_name(model_dir))
     repo_id = repo_id or f"your-name/{model_name}"
 
     parsed = parse_results(results)
@@ -278,6 +331,11 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
         adapters=adapters,
         results=results_view,
         converted=conversion,
+        training_data=_training_data_kind([e["dataset"] for e in parsed] + [a["dataset"] for a in adapters]
+                                          + list(datasets or [])),
+        dataset_names=", ".join(datasets or []) or "the training data",
+        comment_limit=_comment_limit(model, processor),
+        default_adapter=getattr(config, "default_adapter", None),
         requirements_line=", ".join(f"`{r}`" for r in HUB_REQUIREMENTS[:2]),
     )
 
@@ -306,6 +364,8 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     import modeling_aesformer  # noqa: F401 - registers the Auto classes
     from transformers import AutoModel, pipeline
 
+    from .file_modes import follow_umask
+
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     if not (model_dir / "config.json").is_file():
         raise ExportError(f"{model_dir} is not a model folder (no config.json)")
@@ -319,7 +379,9 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     config_dict = _read_json(model_dir / "config.json")
     conversion = detect_conversion(model_dir, config_dict)
     adapters = _read_adapters(model_dir)
-    model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True).eval()  # never a pickled .bin
+    # never a pickled .bin. The folder keeps the model's own image-only weights: its config's default_adapter is
+    # folded in when the exported folder is loaded (by the package or by the folder's own code, no PEFT needed).
+    model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True, load_default_adapter=False).eval()
     if conversion is not None:
         model.config.conversion = {k: v for k, v in conversion.items() if v is not None}
     processor, note = _load_processor(model_dir)
@@ -338,9 +400,12 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
         if adapters:
             shutil.copytree(model_dir / "adapters", tmp / "adapters")
         (tmp / "requirements.txt").write_text(requirements_text(), encoding="utf-8")
-        card = build_model_card(model, model_dir, card_data, results, adapters, conversion)
+        if results is None:
+            results = find_training_results(model_dir) or None
+        card = build_model_card(model, model_dir, card_data, results, adapters, conversion, processor=processor)
         card.save(str(tmp / "README.md"))
         _check_folder(tmp)
+        follow_umask(tmp)  # mkdtemp made it 0700, transformers wrote model.safetensors 0600
         _replace_dir(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

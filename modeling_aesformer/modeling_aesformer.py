@@ -19,6 +19,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
+from .adapter_weights_aesformer import fold_default_adapter, image_only_answer
 from .configuration_aesformer import AesformerConfig
 
 logger = logging.get_logger(__name__)
@@ -68,6 +69,10 @@ class AesformerOutput(ModelOutput):
         vision_attentions (`tuple(torch.FloatTensor)`, *optional*):
             One tensor per fusion layer, `(n_image_only, heads, T, T)` over the multi-scale tokens
             (scale-major: all tokens of stage 1, then stage 2, ...).
+
+    When some samples took the image-only branch, two attributes (not fields: they are not tensors) say which head
+    answered them: `image_only_adapter` (the dataset adapter, or "base" for the model's own modules) and
+    `image_only_trained` (False when no training or conversion produced that head, e.g. "base" after stage 1).
     """
 
     loss: Optional[torch.FloatTensor] = None
@@ -765,6 +770,15 @@ class AesformerModel(AesformerPreTrainedModel):
             for param, flag in saved_grad:
                 param.requires_grad_(flag)
 
+    def _active_image_only_adapter(self) -> str:
+        """The dataset adapter the image-only parts run now ("base" = none)."""
+        for module in self._adapter_layers():
+            if getattr(module, "disable_adapters", False):
+                return "base"
+            active = module.active_adapters
+            return str(active[0]) if active else "base"
+        return "base"
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -833,6 +847,9 @@ class AesformerModel(AesformerPreTrainedModel):
                     image_only = self._image_only([take(m, vision_rows) for m in stage_maps], output_attentions)
             output = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels,
                                     adapted)
+            if image_only is not None:
+                name, trained = image_only_answer(self.config, adapter or self._active_image_only_adapter())
+                output.image_only_adapter, output.image_only_trained = name, trained
             return output if return_dict else output.to_tuple()
 
         if adapters is None or isinstance(adapters, str):
@@ -951,6 +968,19 @@ class AesformerModel(AesformerPreTrainedModel):
         return loss
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, load_default_adapter: bool = True,
+                        **kwargs):
+        """`PreTrainedModel.from_pretrained`, then the config's `default_adapter` (`adapters/<name>/` of the same
+        folder or Hub repository) folded into the image-only modules, so that images without comments get the
+        trained answer without PEFT. `load_default_adapter=False` keeps the model's own image-only weights (to
+        train, or to load PEFT adapters on top)."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if load_default_adapter and pretrained_model_name_or_path is not None:
+            fold_default_adapter(model, pretrained_model_name_or_path, kwargs)
+        return loaded
+
     @classmethod
     def from_vision_text_pretrained(
         cls, vision_model_name_or_path, text_model_name_or_path, **config_kwargs

@@ -11,7 +11,8 @@ is first imported):
     >>> from transformers import AutoModel, pipeline
     >>> scorer = pipeline("image-aesthetics", model=AutoModel.from_pretrained("path/to/model"))
     >>> scorer("photo.jpg")
-    {'score': 5.62, 'std': 1.41, 'label': 'high', 'distribution': [...], 'branch': 'image_only', 'adapter': 'base'}
+    {'score': 5.62, 'std': 1.41, 'label': 'high', 'distribution': [...], 'branch': 'image_only', 'adapter': 'ava',
+     'trained': True, 'num_bins': 10, 'score_range': [1.0, 10.0]}
 
 Without the package (e.g. a Hub folder), trust the folder's code:
 
@@ -23,6 +24,7 @@ import logging
 import os
 import threading
 import urllib.request
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import PIL.Image
@@ -31,6 +33,8 @@ import torch.nn.functional as F
 import torch.utils.data
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
+
+from .adapter_weights_aesformer import image_only_answer, unfold_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -64,21 +68,30 @@ def default_adapter(model) -> str:
     names = known_adapters(model)
     if not names:
         return BASE_ADAPTER
-    active = getattr(model, "active_adapter", None)
-    if callable(active):  # transformers' own adapter integration has a method
-        try:
-            active = active()
-        except Exception:  # noqa: BLE001 - no active adapter
-            active = None
-    if isinstance(active, (list, tuple)):
-        active = active[0] if active else None
-    return active if active in names else BASE_ADAPTER
+    # PeftModel: properties; transformers' own adapter integration: an `active_adapters()` method (5.x; 4.x also
+    # had `active_adapter()`)
+    for attribute in ("active_adapters", "active_adapter"):
+        active = getattr(model, attribute, None)
+        if callable(active):
+            try:
+                active = active()
+            except Exception:  # noqa: BLE001 - no active adapter
+                active = None
+        if isinstance(active, (list, tuple)):
+            active = active[0] if active else None
+        if active in names:
+            return active
+    return BASE_ADAPTER
 
 
 def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[List[str], bool]:
     """(adapter names to run, whether the caller asked for several). `None` = the default adapter; "all" = "base"
-    followed by every dataset adapter of the model; unknown names raise `ValueError`."""
+    followed by every dataset adapter of the model; unknown names raise `ValueError`. An adapter folded into the
+    model's own image-only modules (config `merged_adapter`, see `adapter_weights_aesformer`) runs as "base"."""
     known = known_adapters(model)
+    merged = getattr(_base_model(model).config, "merged_adapter", None)
+    if merged in known:
+        merged = None  # also loaded as a PEFT adapter: run that one
     if adapter is None:
         return [default_adapter(model)], False
     if isinstance(adapter, str):
@@ -93,12 +106,16 @@ def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[L
             raise ValueError("adapter is an empty list: pass at least one name, or 'all'")
         if len(set(names)) != len(names):
             raise ValueError(f"adapter lists a name twice: {names}")
-    unknown = [n for n in names if n != BASE_ADAPTER and n not in known]
+    unknown = [n for n in names if n != BASE_ADAPTER and n not in known and n != merged]
     if unknown:
         raise ValueError(
             f"unknown adapter(s) {unknown}; this model has {[BASE_ADAPTER] + known}. Dataset adapters saved under "
             "<model>/adapters/ must be loaded into the model first (see the model card)."
         )
+    if merged and merged in names:
+        if BASE_ADAPTER in names:
+            raise ValueError(f"adapter {merged!r} is folded into the model's image-only modules: it IS 'base' here")
+        names = [BASE_ADAPTER if n == merged else n for n in names]
     return names, multi
 
 
@@ -132,11 +149,12 @@ def _bin_values(model, adapter: str) -> Tuple[torch.Tensor, torch.Tensor]:
 def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """Turn the model's `{adapter: AesformerOutput}` into batch-first tensors (A = len(names) adapters):
     `score`, `std`, `threshold` [B, A], `distribution` [B, A, W] (zero-padded), `num_bins` [B, A] (the answering
-    head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`) and `used_comments` [B]."""
+    head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`), `score_low`, `score_high` [B, A]
+    (the values of its first and last bin) and `used_comments` [B]."""
     first = outputs[names[0]]
     used = first.used_comments.bool()
     batch = used.shape[0]
-    scores, stds, thresholds, dists, bins = [], [], [], [], []
+    scores, stds, thresholds, dists, bins, lows, highs = [], [], [], [], [], [], []
     for name in names:
         out = outputs[name]
         vl_values, vision_values = _bin_values(model, name)
@@ -152,6 +170,8 @@ def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> D
         score = out.score.float()
         variance = (dist * (values - score[:, None]) ** 2).sum(-1).clamp_min(0)
         scores.append(score)
+        lows.append(values[:, 0])
+        highs.append(values.gather(1, (num_bins - 1).view(-1, 1)).squeeze(1))
         stds.append(variance.sqrt())
         thresholds.append(out.threshold.float())
         dists.append(dist)
@@ -164,13 +184,17 @@ def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> D
         "threshold": torch.stack(thresholds, 1),
         "distribution": torch.stack(dists, 1),
         "num_bins": torch.stack(bins, 1),
+        "score_low": torch.stack(lows, 1),
+        "score_high": torch.stack(highs, 1),
         "used_comments": used,
     }
 
 
 def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], threshold=None,
-                   return_distribution: bool = True) -> List[dict]:
-    """One result dict per adapter for sample `row` of a `summarize_outputs` dict."""
+                   return_distribution: bool = True, config=None) -> List[dict]:
+    """One result dict per adapter for sample `row` of a `summarize_outputs` dict. With the model's `config`, an
+    image-only row names the adapter that answered (a folded one by its name) and says whether training or
+    conversion produced it (`trained`; None for rows with comments)."""
     results = []
     used = bool(summary["used_comments"][row])
     for a, name in enumerate(names):
@@ -189,9 +213,47 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
             k = int(summary["num_bins"][row, a])
             result["distribution"] = [float(p) for p in summary["distribution"][row, a, :k]]
         result["branch"] = "with_comments" if used else "image_only"
-        result["adapter"] = name
+        result["adapter"], trained = image_only_answer(config, name) if config is not None else (name, None)
+        result["trained"] = None if used else trained
+        if used:
+            result["adapter"] = None  # the with-comments heads answered: no dataset adapter took part
+        # the scale the score is on, so that rows of a 10-bin and a 7-bin head cannot be confused
+        result["num_bins"] = int(summary["num_bins"][row, a])
+        if "score_low" in summary:
+            result["score_range"] = [float(summary["score_low"][row, a]), float(summary["score_high"][row, a])]
         results.append(result)
     return results
+
+
+def available_adapters(model) -> List[str]:
+    """Dataset adapters loaded into the model and saved in its folder's `adapters/` (for messages)."""
+    names = list(known_adapters(model))
+    source = getattr(_base_model(model), "name_or_path", None)
+    root = os.path.join(source, "adapters") if source and os.path.isdir(source) else None
+    if root and os.path.isdir(root):
+        names += [n for n in sorted(os.listdir(root))
+                  if os.path.isfile(os.path.join(root, n, "adapter_config.json")) and n not in names]
+    return names
+
+
+def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
+    """A warning, once per model object, when one of the image-only answers `names` comes from a head that no
+    training or conversion produced; None otherwise (or when already said for this model)."""
+    base = _base_model(model)
+    untrained = [n for n in names if not image_only_answer(base.config, n)[1]]
+    if not untrained or getattr(base, "_aesformer_untrained_warned", False):
+        return None
+    base._aesformer_untrained_warned = True
+    available = available_adapters(model)
+    source = getattr(base, "name_or_path", None) or "MODEL_DIR"
+    return (
+        f"images without comments are answered by the image-only head {untrained[0]!r}, which no training or "
+        "conversion produced (a model built from a config, or after stage 1, which trains only the with-comments "
+        "heads): its scores carry no meaning. "
+        + (f"Dataset adapters available: {available} (name one with adapter=..., or make one the default with "
+           f"`aesformer set-default {source} NAME`). " if available else "This model has no dataset adapter. ")
+        + f"Train one with stage 2: `aesformer adapt --model {source} --data DATASET --output-dir RUN_DIR`."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- attention maps
@@ -322,6 +384,30 @@ def _split_input(item: Any) -> Tuple[Any, Any]:
     return item, None
 
 
+class _quiet_adapter_loading:
+    """Silence what loading several dataset adapters always reports although the result is right: PEFT's LN-tuning
+    asks a LayerNorm for in/out features ("Unsupported layer type"), PEFT warns that a second adapter joins the
+    first ("Already found a `peft_config`"), and transformers' load report lists every OTHER adapter's LN-tuning
+    weights as MISSING (each adapter file holds only its own). Errors still surface."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message="Unsupported layer type")
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
+        return self._warnings.__exit__(*exc)
+
+
 class _Numbered:
     """One item of a list input with its position, so that an error names it (`inputs[3]`)."""
 
@@ -383,7 +469,14 @@ class AesformerAestheticsPipeline(Pipeline):
     - `std` (float): standard deviation of the predicted distribution (spread of opinion);
     - `label` ("high" | "low"): "high" iff `score > threshold`;
     - `distribution` (list of float, with `return_distribution=True`, the default): probability of each bin;
-    - `branch` ("with_comments" | "image_only") and `adapter` (the adapter that answered; "base" = the model's own).
+    - `branch` ("with_comments" | "image_only") and `adapter` (the image-only head that answered: a dataset adapter,
+      or "base" = the model's own; None with comments, where the with-comments heads answer);
+    - `trained` (image only): False when no training or conversion produced the head that answered (e.g. "base"
+      after stage 1; a warning, once per model, names the adapters to use instead); None with comments;
+    - `num_bins` and `score_range` (`[first bin, last bin]`): the scale of the head that answered.
+
+    Without `adapter=`, images without comments are answered by the model's default adapter (config
+    `default_adapter`: `from_pretrained` folds it into the model, or it is the active PEFT adapter).
 
     A bad input (unreadable or truncated file, not an image, larger than the image processor's `max_image_pixels`,
     ...) raises a `ValueError` naming it (`inputs[3] 'b.jpg': ...` for an item of a list), as transformers'
@@ -399,7 +492,8 @@ class AesformerAestheticsPipeline(Pipeline):
     (bool), `return_attention` (bool: adds `attention_map`, a `[H, W]` array over the last Swin stage's grid in
     [0, 1] — attention rollout over the multi-scale tokens without comments, the comment tokens' attention to each
     image region with them — and, with comments, `word_attention`: `[(word, weight), ...]`), `timeout` (seconds,
-    for URLs), and the usual `batch_size`, `num_workers`, `device`. Batching does not change the results.
+    for URLs), and the usual `batch_size`, `num_workers` (`device` at construction only). Batching does not change
+    the results.
 
     Dataset adapters (`adapters/<name>/` in a model folder) must be in the model before they can be named: pass a
     `PeftModel` (`modeling_aesformer.adapters.load_adapters(model, folder)` with the package), or ask this pipeline
@@ -463,6 +557,17 @@ class AesformerAestheticsPipeline(Pipeline):
         source = source or getattr(model, "name_or_path", None)
         if not source:
             raise ValueError("the model has no folder to load adapters from: pass `source=`")
+        # PEFT adapters go on top of the model's own image-only weights, not on a folded default adapter.
+        unfold_adapter(model)
+        with _quiet_adapter_loading():
+            loaded = self._load_adapter_files(model, source, names)
+        default = getattr(model.config, "default_adapter", None)
+        if default in loaded:
+            model.set_adapter(default)
+        return loaded
+
+    @staticmethod
+    def _load_adapter_files(model, source, names):
         loaded = []
         if os.path.isdir(source):
             root = os.path.join(source, "adapters")
@@ -519,6 +624,9 @@ class AesformerAestheticsPipeline(Pipeline):
             forward_params["adapter"] = adapter
             postprocess_params["adapter"] = adapter
         if threshold is not None:
+            values = threshold.values() if isinstance(threshold, dict) else [threshold]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"threshold must be a number (or a dict adapter name -> number), got {threshold!r}")
             postprocess_params["threshold"] = threshold
         if return_distribution is not None:
             postprocess_params["return_distribution"] = return_distribution
@@ -588,7 +696,12 @@ class AesformerAestheticsPipeline(Pipeline):
     def postprocess(self, model_outputs, adapter=None, threshold=None, return_distribution=True,
                     return_attention=False):
         names, multi = resolve_adapters(self.model, adapter)
-        results = format_results(model_outputs, 0, names, threshold, return_distribution)
+        config = _base_model(self.model).config
+        results = format_results(model_outputs, 0, names, threshold, return_distribution, config=config)
+        if not bool(model_outputs["used_comments"][0]):
+            message = untrained_answer_message(self.model, names)
+            if message:
+                warnings.warn(message, UserWarning, stacklevel=2)
         if return_attention:
             with_comments = bool(model_outputs["used_comments"][0])
             words = None

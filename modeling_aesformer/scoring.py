@@ -23,7 +23,12 @@
   were used whole, empty when the image had no comment text.
 - List and comments files must be UTF-8: other bytes stop the run with an error naming the file and the line.
 
-Output columns: path, adapter, score, std, label, branch, distribution (JSON list), comments_truncated, error.
+Output columns: path, adapter, score, std, label, branch, trained, num_bins, score_range (JSON [first, last] bin
+value: the scale of the score), distribution (JSON list), comments_truncated, error. An image with comments gets
+one row, with an empty adapter (the with-comments heads answer, whatever `--adapter` says). `trained` is false on an image-only row answered by a head that no training or conversion produced (e.g. the
+model's own image-only modules after stage 1: a warning then names the adapters to use), empty on rows with comments.
+Without `--adapter`, images without comments are answered by the model's default adapter (config
+`default_adapter`, set by `aesformer adapt` or `aesformer set-default`).
 """
 
 import argparse
@@ -39,7 +44,8 @@ import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-FIELDS = ["path", "adapter", "score", "std", "label", "branch", "distribution", "comments_truncated", "error"]
+FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_bins", "score_range", "distribution",
+          "comments_truncated", "error"]
 LIST_EXTENSIONS = (".csv", ".jsonl", ".txt")
 _IMAGE_KEYS = ("image", "path", "file", "file_name", "filename", "image_path")
 _COMMENT_KEYS = ("comments", "comment", "text")
@@ -338,10 +344,12 @@ class ResultWriter:
             writer = csv.DictWriter(buffer, fieldnames=self.fields)
             for row in rows:
                 flat = dict(row)
-                if isinstance(flat.get("distribution"), list):
-                    flat["distribution"] = json.dumps(flat["distribution"])
-                if isinstance(flat.get("comments_truncated"), bool):
-                    flat["comments_truncated"] = "true" if flat["comments_truncated"] else "false"
+                for key in ("distribution", "score_range"):
+                    if isinstance(flat.get(key), list):
+                        flat[key] = json.dumps(flat[key])
+                for key in ("comments_truncated", "trained"):
+                    if isinstance(flat.get(key), bool):
+                        flat[key] = "true" if flat[key] else "false"
                 writer.writerow({k: ("" if flat.get(k) is None else flat[k]) for k in self.fields})
         self.file.write(buffer.getvalue())  # one write per batch
         self.file.flush()
@@ -396,7 +404,9 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print):
             model_dir = snapshot_download(model_ref)
         except Exception as err:  # noqa: BLE001 - offline, unknown repo, no access: one message naming --model
             raise ScoringError(describe_load_error(model_ref, err)) from None
-    model = AutoModel.from_pretrained(model_dir, use_safetensors=True).eval()  # never a pickled .bin
+    # never a pickled .bin; the default adapter is folded in, unless "base" (the model's own modules) is asked for
+    model = AutoModel.from_pretrained(model_dir, use_safetensors=True,
+                                      load_default_adapter="base" not in (adapters or [])).eval()
     try:
         processor = AutoProcessor.from_pretrained(model_dir)
     except Exception as err:  # noqa: BLE001 - a folder without tokenizer: images only
@@ -418,7 +428,8 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print):
             except ImportError as err:
                 if wanted:
                     raise ScoringError(f"the model's dataset adapters need peft: {err}") from err
-                log("[score] peft is not installed: scoring with the base model, adapters ignored")
+                log("[score] peft is not installed: only the model's default adapter (folded into the model, no "
+                    "peft needed) and 'base' can answer; other adapters are ignored")
     return model, processor, model_dir
 
 
@@ -428,7 +439,14 @@ def score_images(args, log=print) -> int:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .pipeline_aesformer import ALL_ADAPTERS, format_results, resolve_adapters, summarize_outputs
+    from .adapter_weights_aesformer import image_only_answer
+    from .pipeline_aesformer import (
+        ALL_ADAPTERS,
+        format_results,
+        resolve_adapters,
+        summarize_outputs,
+        untrained_answer_message,
+    )
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch_size < 1 or args.num_workers < 0:
@@ -449,18 +467,27 @@ def score_images(args, log=print) -> int:
         if len(adapter_arg) > 1:
             raise ScoringError("--adapter all cannot be combined with other names")
         adapter_arg = ALL_ADAPTERS
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ScoringError(f"--device {args.device}: CUDA is not available here (torch {torch.__version__}); "
+                           "use --device cpu")
     model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg, log)
     names, _ = resolve_adapters(model, adapter_arg)
     if args.overwrite and not args.resume and os.path.exists(args.output):
         os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = getattr(model, "get_base_model", lambda: model)().config
+    labels = [image_only_answer(config, name)[0] for name in names]  # the adapter column of the rows
+    warning = untrained_answer_message(model, names)
+    if warning:
+        log(f"[score] warning: {warning}")
     model.to(device)
 
     done, failed_before = read_existing(args.output) if args.resume else ({}, {})
     todo, skipped = [], 0
     for path, comments in records:
         key = os.path.abspath(path)
-        if key in failed_before or (key in done and set(names) <= done[key]):
+        # an image with comments has one row, without adapter (""): the with-comments heads answer for all
+        if key in failed_before or (key in done and (set(labels) <= done[key] or "" in done[key])):
             skipped += 1
         else:
             todo.append((path, comments))
@@ -494,7 +521,8 @@ def score_images(args, log=print) -> int:
                     outputs = model(**inputs, adapters=list(names))
                 summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
                 for row, index in enumerate(indices):
-                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True)
+                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True,
+                                                    config=config)
             for index, reason in errors:
                 results[index] = reason
             for index in sorted(results):
@@ -505,8 +533,10 @@ def score_images(args, log=print) -> int:
                     failures.append((path, value))
                     continue
                 have = done.get(os.path.abspath(path), set())
+                if value and value[0]["branch"] == "with_comments":
+                    value = value[:1]  # the with-comments heads answered: one row, whatever the adapters asked
                 for result in value:
-                    if result["adapter"] in have:
+                    if (result["adapter"] or "") in have:
                         continue  # written by an earlier, interrupted run
                     dist = [round(p, 6) for p in result["distribution"]]
                     rows.append({**result, "path": path, "distribution": dist,
@@ -557,7 +587,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                         "comment(s); see docs/data-format.md); repeat for several")
     parser.add_argument("--adapter", action="append", default=None, metavar="NAME|all",
                         help="dataset adapter to answer with (repeat for several; 'all' = base + every adapter; "
-                        "default: the model's first adapter, or base)")
+                        "default: the model's default adapter, see `aesformer set-default`)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--num-workers", type=int, default=_default_workers(),
                         help="decoding worker processes (default: %(default)s)")

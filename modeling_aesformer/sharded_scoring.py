@@ -34,8 +34,8 @@ from typing import Dict, List, Optional, Tuple
 
 from .scoring import MAX_LISTED_FAILURES, ScoringError
 
-OUTPUT_FIELDS = ["key", "shard", "path", "adapter", "score", "std", "label", "branch", "distribution",
-                 "comments_truncated", "error"]
+OUTPUT_FIELDS = ["key", "shard", "path", "adapter", "score", "std", "label", "branch", "trained", "num_bins",
+                 "score_range", "distribution", "comments_truncated", "error"]
 OUTPUT_FORMATS = (".parquet", ".csv", ".jsonl", ".json")
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -131,6 +131,7 @@ def _output_schema():
     return pa.schema([
         ("key", pa.string()), ("shard", pa.string()), ("path", pa.string()), ("adapter", pa.string()),
         ("score", pa.float64()), ("std", pa.float64()), ("label", pa.string()), ("branch", pa.string()),
+        ("trained", pa.bool_()), ("num_bins", pa.int64()), ("score_range", pa.list_(pa.float64())),
         ("distribution", pa.list_(pa.float64())), ("comments_truncated", pa.bool_()), ("error", pa.string()),
     ])
 
@@ -315,6 +316,7 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
 
     lookup = _CommentsLookup(load_comments(args.comments)) if args.comments else None
     dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
+    config = getattr(model, "get_base_model", lambda: model)().config  # which head answered, trained or not
     tokenizer = getattr(processor, "tokenizer", None)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     workers = args.num_workers if shards else 0
@@ -338,7 +340,8 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
                     outputs = model(**inputs, adapters=list(names))
                 summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
                 for row, index in enumerate(indices):
-                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True)
+                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True,
+                                                    config=config)
             for index, reason in errors:
                 results[index] = reason
             rows_by_shard: Dict[str, List[dict]] = {}
@@ -385,7 +388,7 @@ def _flat_row(row: dict) -> dict:
     flat = {}
     for key in OUTPUT_FIELDS:
         value = row.get(key)
-        if key == "distribution" and value is not None:
+        if key in ("distribution", "score_range") and value is not None:
             value = json.dumps(value)
         elif isinstance(value, bool):
             value = "true" if value else "false"
@@ -519,7 +522,7 @@ def run(args, log=print) -> int:
 
     import torch
 
-    from .pipeline_aesformer import ALL_ADAPTERS, resolve_adapters
+    from .pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from .scoring import load_model
 
     adapter_arg = args.adapter
@@ -533,6 +536,9 @@ def run(args, log=print) -> int:
         model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
                                          log if main else (lambda *a, **k: None))
     names, _ = resolve_adapters(model, adapter_arg)
+    warning = untrained_answer_message(model, names)
+    if warning and main:
+        log(f"[score] warning: {warning}")
     if state is not None and not (args.device or "").startswith("cpu"):
         device = state.device
     else:

@@ -86,3 +86,39 @@ def trainer_collator(processor, **kwargs):
         return batch
 
     return collator
+
+
+BLOCKED_PACKAGES = ("modeling_aesformer", "aesformer_processing", "aesformer_training")
+
+
+def blocked_imports_preamble(repo, blocked=BLOCKED_PACKAGES, uninstalled=()) -> str:
+    """The first lines of a script for a clean process that must work WITHOUT the package: importing any of
+    `blocked` (top-level names) raises, and the repository `repo` is off sys.path. `uninstalled` names look absent
+    (`importlib.util.find_spec` gives None, as libraries probe for optional packages; importing them fails)."""
+    return (
+        "import importlib.abc, sys\n"
+        f"sys.modules.update(dict.fromkeys({list(uninstalled)!r}))\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {set(blocked)!r}:\n"
+        "            raise ImportError(f'{name} must not be importable in this process')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.path = [p for p in sys.path if p not in ('', {str(repo)!r})]\n"
+    )
+
+
+def run_clean_process(script, args, tmp_path, timeout=600):
+    """Run `script` (Python source) with `args` in a fresh interpreter: offline, a throw-away HF_HOME, no
+    PYTHONPATH, one thread, cwd `tmp_path`. Returns the CompletedProcess (asserting exit code 0)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "clean_process.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf-home"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, str(path), *map(str, args)], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run

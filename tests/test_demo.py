@@ -25,6 +25,10 @@ def test_quick_demo_runs_end_to_end_and_learns_the_distribution(tmp_path):
     assert metrics["with comments"]["emd_r2"] < 0.8 * metrics["untrained, with comments"]["emd_r2"]
     assert metrics["image only (adapter)"]["emd_r2"] < 0.9 * metrics["untrained, image only"]["emd_r2"]
     assert "srcc" in run.stdout and "with comments" in run.stdout  # the table is printed
+    assert "--quick is a smoke run" in run.stdout  # and says its ranking numbers mean nothing
+    # the demo's model answers images without comments with its trained 1-10 adapter, wherever it is loaded
+    for folder in (out / "stage1" / "model", out / "hub"):
+        assert json.loads((folder / "config.json").read_text())["default_adapter"] == "synthetic"
     # the adapters sit in the backbone folder; the exported folder and figures exist
     assert sorted(os.listdir(out / "stage1" / "model" / "adapters")) == ["synthetic", "synthetic7"]
     assert (out / "hub" / "config.json").is_file() and (out / "hub" / "README.md").is_file()

@@ -307,3 +307,16 @@ def test_cli_with_a_dataset_adapter(tiny_model, processor, tmp_path, capsys):
     assert cli(argv) == 0
     assert_png(out)
     assert "adapter photonet" in capsys.readouterr().out
+
+
+def test_the_uniform_scale_keeps_a_nearly_flat_map_one_colour():
+    """A most/least ratio of 1.015 is not painted from blue to red: against an even share it stays mid-scale,
+    while doubling a cell's share reaches the top of the scale (issue 14)."""
+    flat = np.full((1, 2, 2), 0.25)
+    flat[0, 0, 0] *= 1.015
+    shown = ex._normalize(flat, "uniform")
+    assert np.all(np.abs(shown - 0.5) < 0.02)
+    assert ex._normalize(flat, "minmax").max() == 1.0  # what the old default made of it
+    strong = np.array([[[0.4, 0.2], [0.2, 0.2]]])  # cell 0 gets 1.6x its even share
+    assert ex._normalize(strong, "uniform")[0, 0, 0] > 0.8
+    assert ex._normalize(np.array([[[0.5, 0.5 / 3], [0.5 / 3, 0.5 / 3]]]), "uniform")[0, 0, 0] == 1.0

@@ -21,7 +21,7 @@ from modeling_aesformer import export as export_module
 from modeling_aesformer.export import ExportError, export_model, list_files, push_folder
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
-from _helpers import add_noisy_adapters
+from _helpers import add_noisy_adapters, blocked_imports_preamble
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_SOURCES = {
@@ -29,6 +29,7 @@ PACKAGE_SOURCES = {
     "modeling_aesformer.py": REPO / "modeling_aesformer" / "modeling_aesformer.py",
     "processing_aesformer.py": REPO / "processing" / "processing_aesformer.py",
     "pipeline_aesformer.py": REPO / "modeling_aesformer" / "pipeline_aesformer.py",
+    "adapter_weights_aesformer.py": REPO / "modeling_aesformer" / "adapter_weights_aesformer.py",
 }
 ALLOWED_THIRD_PARTY = {"torch", "numpy", "PIL", "transformers"}
 COMMENTS = ["lovely soft light, well placed subject", None, ["great colour", "the horizon is tilted"], None]
@@ -36,7 +37,7 @@ RESULTS = {"stage": "stage2", "dataset": "AVA", "config": {"adapter_name": "ava"
            "test": {"srcc": 0.7123, "plcc": 0.7345, "krcc": 0.5321, "accuracy": 0.8012, "mae": 0.41, "rmse": 0.52,
                     "emd_r1": 0.0456, "emd_r2": 0.0567, "n": 2000}, "history": [], "skipped_images": []}
 EXPECTED_FILES = [
-    "README.md", "adapters/README.md",
+    "README.md", "adapter_weights_aesformer.py", "adapters/README.md",
     "adapters/ava/adapter_config.json", "adapters/ava/adapter_model.safetensors", "adapters/ava/aesformer_adapter.json",
     "adapters/photonet/adapter_config.json", "adapters/photonet/adapter_model.safetensors",
     "adapters/photonet/aesformer_adapter.json",
@@ -138,15 +139,9 @@ def test_shipped_files_follow_the_import_rules():
 
 
 # ------------------------------------------------------------------------------------------ clean-process reload
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = blocked_imports_preamble(REPO) + textwrap.dedent(
     """
-    import importlib.abc, importlib.util, json, sys
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_aesformer", "aesformer_processing", "aesformer_training"}:
-                raise ImportError(f"{name} must not be importable in this process")
-    sys.meta_path.insert(0, Block())
-    sys.path = [p for p in sys.path if p not in ("", REPO)]
+    import importlib.util, json
     import torch, transformers
     from transformers import AutoConfig, AutoModel, AutoProcessor, pipeline
     folder, images, comments, out_path = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
@@ -183,14 +178,14 @@ def run_remote(python, hub, tmp_path, env_extra=None):
         draw_scene(20 + i, size=(44 + 3 * i, 36)).save(path)
         images.append(str(path))
     script = tmp_path / "remote.py"
-    script.write_text(REMOTE_SCRIPT.replace("REPO", repr(str(REPO))))
+    script.write_text(REMOTE_SCRIPT)
     out_path = tmp_path / "remote.json"
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf-home"), "OMP_NUM_THREADS": "1", **(env_extra or {})}
     run = subprocess.run([str(python), str(script), str(hub), json.dumps(images), json.dumps(COMMENTS),
                           str(out_path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
-    return images, json.loads(out_path.read_text())
+    return images, {**json.loads(out_path.read_text()), "stderr": run.stderr}
 
 
 def local_reference(model_dir, images):
@@ -230,6 +225,9 @@ def test_exported_folder_reloads_in_a_clean_process(exported, tmp_path):
     images, remote = run_remote(sys.executable, hub, tmp_path)
     assert "adapters" in remote  # peft is installed here: the no-package adapter route was exercised too
     compare(remote, model_dir, images, atol=1e-6)
+    # a quiet load: loading the adapters reports nothing when the scores are right (issue 14)
+    for noise in ("MISSING", "newly initialized", "Unsupported layer type", "Already found a `peft_config`"):
+        assert noise not in remote["stderr"], remote["stderr"][-3000:]
 
 
 def _tf4_venv() -> Path:

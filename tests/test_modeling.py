@@ -272,7 +272,8 @@ def test_remote_code_round_trip_in_a_clean_process(tmp_path, tiny_tokenizer):
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     shipped = sorted(p.name for p in tmp_path.glob("*.py"))
-    assert shipped == ["configuration_aesformer.py", "modeling_aesformer.py", "processing_aesformer.py"]
+    assert shipped == ["adapter_weights_aesformer.py", "configuration_aesformer.py", "modeling_aesformer.py",
+                       "processing_aesformer.py"]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_aesformer.AesformerModel"
 

@@ -16,7 +16,7 @@ from modeling_aesformer import AesformerConfig, AesformerImageProcessor, Aesform
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEYS = ["score", "std", "label", "distribution", "branch", "adapter"]
+KEYS = ["score", "std", "label", "distribution", "branch", "adapter", "trained", "num_bins", "score_range"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,7 +66,11 @@ def image_files(tmp_path_factory):
 def check_result(result, branch, adapter="base", bins=10, distribution=True):
     assert list(result) == (KEYS if distribution else [k for k in KEYS if k != "distribution"])
     assert isinstance(result["score"], float) and isinstance(result["std"], float) and result["std"] > 0
-    assert result["label"] in ("high", "low") and result["branch"] == branch and result["adapter"] == adapter
+    assert result["label"] in ("high", "low") and result["branch"] == branch
+    assert result["adapter"] == (None if branch == "with_comments" else adapter)
+    assert result["num_bins"] == bins and result["score_range"] == [1.0, float(bins)]
+    # these test models are built from a config: their own image-only head is untrained (adapters count as trained)
+    assert result["trained"] is (None if branch == "with_comments" else adapter != "base")
     if distribution:
         assert len(result["distribution"]) == bins and all(isinstance(p, float) for p in result["distribution"])
         assert abs(sum(result["distribution"]) - 1) < 1e-5
@@ -271,7 +275,7 @@ def test_adapter_all_gives_one_result_per_adapter_in_one_call(adapter_setup):
     assert [[r["adapter"] for r in per_image] for per_image in pair] == [["photonet", "base"]] * 2
     # with comments every adapter's answer comes from the shared with-comments branch
     commented = scorer({"image": image, "comments": "great light"}, adapter="all")
-    assert {r["branch"] for r in commented} == {"with_comments"}
+    assert {r["branch"] for r in commented} == {"with_comments"} and {r["adapter"] for r in commented} == {None}
     assert len({round(r["score"], 6) for r in commented}) == 1 and len(commented[2]["distribution"]) == 10
     thresholds = scorer(image, adapter="all", threshold={"photonet": 0.0})
     assert thresholds[2]["label"] == "high"
@@ -287,7 +291,7 @@ def test_adapter_batches_mixing_scales_are_invariant(adapter_setup):
     many = scorer(inputs, adapter="all", batch_size=6)
     for a_list, b_list in zip(one, many):
         for a, b in zip(a_list, b_list):
-            assert a["adapter"] == b["adapter"] and a["branch"] == b["branch"]
+            assert a["adapter"] == b["adapter"] and a["branch"] == b["branch"] and a["num_bins"] == b["num_bins"]
             assert len(a["distribution"]) == len(b["distribution"])
             assert a["score"] == pytest.approx(b["score"], abs=1e-5)
 

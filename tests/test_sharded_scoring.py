@@ -109,8 +109,10 @@ def test_single_process_one_row_per_key(data, reference, capsys):
         if want["corrupt"]:
             assert row["score"] is None and "UnidentifiedImageError" in row["error"]
         else:
-            assert row["error"] is None and 1 <= row["score"] <= 10 and row["adapter"] == "base"
+            assert row["error"] is None and 1 <= row["score"] <= 10 and row["num_bins"] == 10
             assert row["branch"] == ("with_comments" if want["comments"] else "image_only"), key
+            # a with-comments row claims no adapter; an image-only row names its head and whether it was trained
+            assert (row["adapter"], row["trained"]) == ((None, None) if want["comments"] else ("base", False)), key
         assert row["path"] is None
     markers = sorted(p for p in os.listdir(f"{out}.parts") if p.endswith(".done.json"))
     assert len(markers) == 5

@@ -4,8 +4,11 @@ and the tests run the same code."""
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
+
+from modeling_aesformer.file_modes import follow_umask
 
 from .cli_utils import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError, run_command
 from .loop import ADAPT, PRETRAIN, TrainConfig, train
@@ -252,6 +255,7 @@ def pretrain_main(argv=None):
         spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
     report = train(model, processor, data, spec, _config(args, PRETRAIN))
     print_report_location(spec.report, args.output_dir)
+    follow_umask(args.output_dir)  # the model, checkpoints and results: readable as the umask allows
     print(f"stage 1 done: model in {Path(args.output_dir) / 'model'}; test {_short(report['test'])}")
     return 0
 
@@ -292,8 +296,10 @@ def build_stage1_model(args):
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
     if args.model:
-        model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True),
-                                 args.model)  # never a pickled .bin
+        # never a pickled .bin; the model's own image-only modules, not a folded default adapter
+        model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True,
+                                                                        load_default_adapter=False), args.model)
+        mark_stage1(model.config)
         return model, _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
     if args.vision_model and args.text_model:
         model = _load_pretrained(lambda: AesformerModel.from_vision_text_pretrained(args.vision_model,
@@ -318,7 +324,16 @@ def build_stage1_model(args):
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
                                    max_length=max_length)
     processor.check_vocab_size(model.config.text_config.vocab_size)
+    mark_stage1(model.config)
     return model, processor
+
+
+def mark_stage1(config):
+    """A stage-1 model answers images without comments with its own image-only modules, which stage 1 does not
+    train (and whose inputs it changes): untrained, no default adapter (adapters belong to the old backbone)."""
+    config.image_only_trained = False
+    config.default_adapter = None
+    config.merged_adapter = None
 
 
 def adapt_main(argv=None):
@@ -329,6 +344,9 @@ def adapt_main(argv=None):
     parser.add_argument("--adapter-preset", choices=("faithful", "lora"), default="faithful")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an adapter of the same name already saved in the model folder")
+    parser.add_argument("--no-default", action="store_true",
+                        help="do not make the new adapter the model's default answer for images without comments "
+                             "(default: it becomes the default; change it later with `aesformer set-default`)")
     add_data_arguments(parser)
     add_training_arguments(parser, ADAPT)
     args = parser.parse_args(argv)
@@ -354,14 +372,27 @@ def adapt_main(argv=None):
 
     from modeling_aesformer import AesformerModel
 
-    model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True),
-                             args.model)  # never a pickled .bin
+    # never a pickled .bin; the new adapter starts from the model's own image-only modules, not a folded default
+    model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True,
+                                                                    load_default_adapter=False), args.model)
     processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
     if spec.report is not None:
         spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
     report = train(model, processor, data, spec, _config(args, ADAPT, adapter_name=name), model_dir=args.model)
     print_report_location(spec.report, args.output_dir)
+    results = Path(args.output_dir) / "results.json"
+    if results.is_file():  # beside the adapter, so that `aesformer export` finds its evaluation for the card
+        shutil.copyfile(results, Path(args.model) / "adapters" / name / "results.json")
+    follow_umask(args.output_dir)
+    follow_umask(Path(args.model) / "adapters" / name)
     print(f"stage 2 done: adapter in {Path(args.model) / 'adapters' / name}; test {_short(report['test'])}")
+    if not args.no_default:
+        from modeling_aesformer.adapters import set_default_adapter
+
+        previous = set_default_adapter(args.model, name)
+        print(f"images without comments are now answered by adapter {name!r}"
+              + (f" (was {previous!r})" if previous and previous != name else "")
+              + f"; change with `aesformer set-default {args.model} NAME`")
     return 0
 
 
@@ -381,7 +412,8 @@ def _check_adapter_name(name, model_dir, overwrite, flag):
 def eval_main(argv=None):
     parser = ArgumentParser(description="Evaluate an Aesformer model (both branches) on a dataset split.")
     parser.add_argument("--model", required=True, help="model folder (its adapters/ are loaded for --adapter)")
-    parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none)")
+    parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none; default: the "
+                                          "model's default adapter, see `aesformer set-default`)")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
@@ -418,13 +450,26 @@ def eval_main(argv=None):
 
     from .loop import evaluate_branches
 
-    model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True),
-                             args.model).eval()  # never a pickled .bin
+    # never a pickled .bin; without --adapter the model's default adapter is folded in (see from_pretrained)
+    model = _load_pretrained(lambda: AesformerModel.from_pretrained(
+        args.model, use_safetensors=True, load_default_adapter=args.adapter is None), args.model).eval()
     processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
     if args.adapter and args.adapter != "base":
         model = load_adapters(model, args.model, names=[args.adapter]).eval()
+    from modeling_aesformer.pipeline_aesformer import untrained_answer_message
+
+    warning = untrained_answer_message(model, [args.adapter or "base"])
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     results = evaluate_branches(model, processor, data[args.split], spec, adapter=args.adapter,
                                 batch_size=args.batch_size, num_workers=args.num_workers)
+    if "skipped" not in results.get("image_only", {"skipped": ""}):
+        from modeling_aesformer.adapter_weights_aesformer import image_only_answer
+
+        name, trained = image_only_answer(getattr(model, "get_base_model", lambda: model)().config,
+                                          args.adapter or "base")
+        results["image_only"].update(adapter=name, trained=trained)
+        print(f"image-only branch answered by adapter {name!r}" + ("" if trained else " (UNTRAINED head)"))
     print(format_table(results))
     if all("skipped" in metrics for metrics in results.values()):
         reasons = "; ".join(f"{branch}: {metrics['skipped']}" for branch, metrics in results.items())

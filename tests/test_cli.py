@@ -1,0 +1,96 @@
+"""The `aesformer` command line: parsing happens before torch/transformers load (their speed is measured in
+bench/bench_cli_help.py, not here); one-line errors for a missing GPU and a mistyped model folder."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _helpers import score_cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+HELP_SCRIPT = """
+import sys
+sys.argv = ["aesformer"] + sys.argv[1:]
+import aesformer_cli
+try:
+    aesformer_cli.main()
+except SystemExit as done:
+    assert done.code == 0, done.code
+heavy = sorted(m for m in ("torch", "transformers", "peft", "accelerate") if m in sys.modules)
+assert not heavy, f"--help imported {heavy}"
+print("light")
+"""
+
+
+@pytest.mark.parametrize("words", [["--help"], ["score", "--help"], ["explain", "--help"], ["push", "--help"],
+                                   ["set-default", "--help"], ["convert-original", "--help"], ["--version"]])
+def test_help_parses_without_importing_torch_or_transformers(words):
+    run = subprocess.run([sys.executable, "-c", HELP_SCRIPT, *words], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert run.returncode == 0 and "light" in run.stdout, run.stderr[-2000:]
+    assert ("usage: aesformer" in run.stdout) or words == ["--version"]
+
+
+def test_every_command_is_listed_and_parses(tmp_path):
+    from modeling_aesformer import cli
+
+    full = cli.build_parser()  # every command's real parser
+    listing = cli.build_parser(None)  # names and help only
+    commands = next(a for a in full._actions if a.dest == "command").choices
+    listed = next(a for a in listing._actions if a.dest == "command").choices
+    assert list(commands) == list(listed)
+    for name in cli.LAZY_COMMANDS:  # each command's own parser, built alone, is the full one
+        alone = next(a for a in cli.build_parser(name)._actions if a.dest == "command").choices[name]
+        assert [a.dest for a in alone._actions] == [a.dest for a in commands[name]._actions], name
+
+
+def test_missing_cuda_and_a_mistyped_model_are_one_line_errors(tmp_path, capsys):
+    import torch
+
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    if not torch.cuda.is_available():
+        assert score_cli(image, "--model", tmp_path, "--device", "cuda", "--output", tmp_path / "s.csv") == 2
+        err = capsys.readouterr().err
+        assert "--device cuda: CUDA is not available here" in err and "Traceback" not in err
+    assert score_cli(image, "--model", tmp_path / "no-such-model", "--output", tmp_path / "s.csv") == 2
+    err = capsys.readouterr().err
+    assert "no model folder" in err and "no-such-model" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.csv").exists()  # a run that cannot succeed writes nothing
+
+
+def test_pipeline_threshold_must_be_a_number():
+    from transformers import pipeline
+
+    from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
+
+    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
+    scorer = pipeline("image-aesthetics", model=model,
+                      image_processor=AesformerImageProcessor(size={"height": 32, "width": 32}))
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        scorer("x.png", threshold="high")
+
+
+def test_written_folders_follow_the_umask(tmp_path):
+    """An exported folder and a saved adapter are readable as the umask allows (mkdtemp and transformers' private
+    temporary files would leave 0700 folders and a 0600 model.safetensors)."""
+    import os
+    import stat
+
+    from modeling_aesformer.export import export_model
+
+    from test_export import make_model_folder
+
+    previous = os.umask(0o022)
+    try:
+        model_dir = make_model_folder(tmp_path / "model")
+        hub = export_model(model_dir, tmp_path / "hub", log=lambda *a: None)
+    finally:
+        os.umask(previous)
+    for folder in (hub, model_dir / "adapters" / "ava"):
+        for path in [folder, *folder.rglob("*")]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
