@@ -30,6 +30,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from .precision import add_dtype_argument, chosen_dtype
+
 WITH_COMMENTS = "with_comments"
 IMAGE_ONLY = "image_only"
 NORMALIZATIONS = ("max", "minmax", "sum")
@@ -731,6 +733,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, metavar="PNG", help="where to write the figure")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map (0..1, default 0.5)")
+    add_dtype_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -743,7 +746,8 @@ def run(args) -> int:
             raise FileNotFoundError(f"no such image file: {args.image}")
         from transformers import AutoModel, AutoProcessor  # the Auto classes know Aesformer: this package is imported
 
-        model = AutoModel.from_pretrained(args.model, use_safetensors=True).eval()  # never a pickled .bin
+        dtype = chosen_dtype(args, "cpu")
+        model = AutoModel.from_pretrained(args.model, use_safetensors=True, dtype=dtype).eval()  # never a .bin
         processor = AutoProcessor.from_pretrained(args.model)
         if args.adapter not in (None, "base"):
             from .adapters import load_adapters

@@ -153,6 +153,8 @@ def adapt_main(argv=None):
 
 
 def eval_main(argv=None):
+    from modeling_aesformer.precision import add_dtype_argument
+
     parser = ArgumentParser(description="Evaluate an Aesformer model (both branches) on a dataset split.")
     parser.add_argument("--model", required=True, help="model folder (its adapters/ are loaded for --adapter)")
     parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none)")
@@ -161,6 +163,7 @@ def eval_main(argv=None):
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=42, help="seed of the split when the data has no split column")
     parser.add_argument("--output", help="write the metrics as JSON here")
+    add_dtype_argument(parser)
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     import json
@@ -169,10 +172,13 @@ def eval_main(argv=None):
 
     from modeling_aesformer import AesformerModel
     from modeling_aesformer.adapters import load_adapters
+    from modeling_aesformer.precision import chosen_dtype
 
     from .loop import evaluate_branches
 
-    model = AesformerModel.from_pretrained(args.model, use_safetensors=True).eval()  # never a pickled .bin
+    dtype = chosen_dtype(args, "cpu")  # evaluation runs on the CPU
+    # never a pickled .bin
+    model = AesformerModel.from_pretrained(args.model, use_safetensors=True, dtype=dtype).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     if args.adapter and args.adapter != "base":
         model = load_adapters(model, args.model, names=[args.adapter]).eval()
