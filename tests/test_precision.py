@@ -228,3 +228,16 @@ def test_accelerate_bf16_mixed_precision_trains_both_stages(stage, tmp_path, mon
     assert first and all(now[k].dtype == torch.float32 for k in first)  # the master weights stay fp32
     assert any(not torch.equal(now[k], v) for k, v in first.items())  # and they trained
     assert np.isfinite(report["test"]["emd_r1"])
+
+
+def test_pipeline_with_a_bf16_model(spread_model_dir):
+    from transformers import AutoModel, AutoProcessor, pipeline
+
+    image = draw_scene(5, size=(64, 48))
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = AutoModel.from_pretrained(spread_model_dir, dtype=dtype)
+        scorer = pipeline("image-aesthetics", model=model, processor=AutoProcessor.from_pretrained(spread_model_dir))
+        results[dtype] = scorer(image)
+    assert results[torch.bfloat16]["score"] == pytest.approx(results[torch.float32]["score"], abs=0.05)
+    assert sum(results[torch.bfloat16]["distribution"]) == pytest.approx(1, abs=1e-5)
