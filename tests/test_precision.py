@@ -11,7 +11,7 @@ import torch
 from scipy.stats import spearmanr
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
-from modeling_aesformer.precision import cpu_bf16_flags, resolve_dtype
+from modeling_aesformer.precision import cpu_bf16_flags, cpu_bf16_is_fast, resolve_dtype
 from modeling_aesformer.scoring import open_reduced_jpeg
 from modeling_aesformer.toy import draw_scene
 
@@ -42,18 +42,24 @@ def spread_model_dir(tmp_path_factory):
     return folder
 
 
-def test_auto_dtype_follows_the_cpu_flags(tmp_path):
-    with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
-    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
-    without.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
-    assert cpu_bf16_flags(str(with_bf16)) == ("avx512_bf16",)
+def _cpuinfo(path, vendor, flags):
+    path.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu avx2 avx512f {flags}\n")
+    return str(path)
+
+
+def test_auto_dtype_follows_the_cpu(tmp_path):
+    amd = _cpuinfo(tmp_path / "amd", "AuthenticAMD", "avx512_bf16 avx512_vnni")
+    amx = _cpuinfo(tmp_path / "amx", "GenuineIntel", "avx512_bf16 amx_bf16 amx_tile")
+    intel = _cpuinfo(tmp_path / "intel", "GenuineIntel", "avx512_bf16 avx512_vnni")  # no AMX: bf16 is not faster
+    plain = _cpuinfo(tmp_path / "plain", "GenuineIntel", "avx512_vnni")
+    assert cpu_bf16_flags(amd) == ("avx512_bf16",) and cpu_bf16_flags(amx) == ("avx512_bf16", "amx_bf16")
     assert cpu_bf16_flags(str(tmp_path / "missing")) == ()
-    dtype, reason = resolve_dtype("auto", "cpu", cpuinfo_path=str(with_bf16))
-    assert dtype == torch.bfloat16 and "avx512_bf16" in reason
-    dtype, reason = resolve_dtype("auto", "cpu", cpuinfo_path=str(without))
-    assert dtype == torch.float32 and "emulated" in reason
-    assert resolve_dtype("fp32", "cpu", cpuinfo_path=str(with_bf16))[0] == torch.float32
-    assert resolve_dtype("bf16", "cpu", cpuinfo_path=str(without))[0] == torch.bfloat16
+    for path, expected, words in ((amd, torch.bfloat16, "AMD"), (amx, torch.bfloat16, "AMX"),
+                                  (intel, torch.float32, "no faster"), (plain, torch.float32, "emulated")):
+        dtype, reason = resolve_dtype("auto", "cpu", cpuinfo_path=path)
+        assert dtype == expected and words in reason and reason.startswith(("bf16 (auto", "fp32 (auto"))
+    assert resolve_dtype("fp32", "cpu", cpuinfo_path=amx)[0] == torch.float32
+    assert resolve_dtype("bf16", "cpu", cpuinfo_path=plain)[0] == torch.bfloat16
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         resolve_dtype("fp16", "cpu")
     with pytest.raises(ValueError, match="--dtype must be one of"):
@@ -145,7 +151,7 @@ def test_score_reduced_decode_and_bf16_against_full_decode_and_fp32(spread_model
     # --dtype auto says what it chose and why
     assert score_cli(photos, "--model", spread_model_dir, "--output", tmp_path / "auto.csv",
                      "--num-workers", 0) == 0
-    expected = "bf16 (auto" if cpu_bf16_flags() else "fp32 (auto"
+    expected = "bf16 (auto" if cpu_bf16_is_fast()[0] else "fp32 (auto"
     assert f"precision: {expected}" in capsys.readouterr().out
 
 
