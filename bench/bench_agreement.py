@@ -111,7 +111,20 @@ def parity_state_dict(reference: dict) -> dict:
     return state
 
 
-def parity_scores(variants, images: int, batch_size: int, comment_tokens: int) -> dict:
+def spread_heads(model, factor: float):
+    """Multiplies the score heads' output weights by `factor` (a power of 2: exact in bf16 too). The parity weights
+    are random (0.02·N(0,1)): their scores all sit within ~0.01 of each other, and a rank correlation between two
+    such lists measures noise. Scaled heads spread the scores like a trained model's (std ~0.5) and amplify any
+    difference the bf16 features make by the same factor: a harder test, on the same model for fp32 and bf16."""
+    import torch
+
+    with torch.no_grad():
+        for head in (model.vision_head, model.vl_image_head, model.vl_text_head):
+            head.out_proj.weight.mul_(factor)
+    return model
+
+
+def parity_scores(variants, images: int, batch_size: int, comment_tokens: int, spreads=(1.0,), keep=None) -> dict:
     import torch
 
     from modeling_aesformer.convert_original import convert_original_checkpoint
@@ -124,19 +137,29 @@ def parity_scores(variants, images: int, batch_size: int, comment_tokens: int) -
         pixels = torch.randn(images, 3, 224, 224, generator=g)
         ids = torch.randint(1000, 28001, (images, comment_tokens), generator=g)
         ids[:, 0], ids[:, -1] = 101, 102
-        scores, thresholds = {"with comments": {}, "image only": {}}, {}
+        scores, thresholds = {}, {}
         for variant, load in variants.items():
             model = load(folder / "aesformer-t").eval()
-            for branch in scores:
+            for spread, branch in ((s, b) for s in spreads for b in ("with comments", "image only")):
+                if spread != 1:
+                    spread_heads(model, spread)
                 out = []
                 for start in range(0, images, batch_size):
                     kwargs = {} if branch == "image only" else {"input_ids": ids[start:start + batch_size]}
                     with torch.inference_mode():
                         result = model(pixels[start:start + batch_size], **kwargs)
                     out += result.score.tolist()
-                    thresholds[branch] = float(result.threshold[0])
-                scores[branch][variant] = out
+                if spread != 1:
+                    spread_heads(model, 1 / spread)
+                name = branch if spread == 1 else f"{branch}, heads x{spread:g}"
+                thresholds[name] = float(result.threshold[0])
+                scores.setdefault(name, {})[variant] = out
             del model
+        if keep:  # the fp32 model with the last spread, as a folder `aesformer score` can load
+            from modeling_aesformer import AesformerImageProcessor, AesformerModel
+
+            spread_heads(AesformerModel.from_pretrained(folder / "aesformer-t"), spreads[-1]).save_pretrained(keep)
+            AesformerImageProcessor().save_pretrained(keep)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return scores, thresholds
@@ -148,7 +171,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-parity", action="store_true", help="skip the parity-weights model")
     parser.add_argument("--parity-images", type=int, default=32, help="generated inputs for the parity model")
     parser.add_argument("--comment-tokens", type=int, default=64)
+    parser.add_argument("--spread", type=float, default=64.0,
+                        help="also run the parity model with its heads' output weights x SPREAD (default 64; 1 = "
+                        "off): random weights give near-constant scores otherwise")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--save-parity-model", default=None, metavar="DIR",
+                        help="keep the converted parity model (heads x SPREAD) there, e.g. for bench_decode.py "
+                        "--agreement-model")
     parser.add_argument("--output", default=None, help="JSON path (default bench/results/agreement.json)")
     common.add_common_arguments(parser)
     args = parser.parse_args(argv)
@@ -170,8 +199,9 @@ def main(argv=None) -> int:
         suites["demo model, test split"] = demo_scores(demo / "stage1" / "model", demo / "data" / "synthetic",
                                                        variants, args.batch_size)
     if not args.no_parity:
+        spreads = (1.0,) if args.spread == 1 else (1.0, args.spread)
         suites["Aesformer-T, parity weights"] = parity_scores(variants, args.parity_images, args.batch_size,
-                                                              args.comment_tokens)
+                                                              args.comment_tokens, spreads, args.save_parity_model)
     rows = []
     for suite, (scores, thresholds) in suites.items():
         for branch, by_variant in scores.items():
