@@ -520,10 +520,9 @@ class AesformerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     # `from_pretrained(..., dtype=torch.bfloat16 / float16)` keeps the score heads (0.6 M parameters, < 0.1 % of the
     # FLOPs) and their scale buffers in fp32: logits, distribution, score and EMD then never round to 8 bits.
-    _keep_in_fp32_modules_strict = [
-        f"{head}.{part}" for head in ("vision_head", "vl_image_head", "vl_text_head")
-        for part in ("dense", "out_proj", "bin_values", "threshold")  # not num_active_bins: an integer
-    ]
+    # (Whole module names: transformers 4.x accepts nothing else. The integer `num_active_bins` may come back as
+    # fp32 from such a load; it is only ever read with `int()`.)
+    _keep_in_fp32_modules_strict = ["vision_head", "vl_image_head", "vl_text_head"]
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -72,7 +72,7 @@ def test_bf16_weights_keep_the_heads_and_the_score_in_fp32(spread_model_dir):
     assert model.fusion_layers[0].attention.query.weight.dtype == torch.bfloat16
     for head in (model.vision_head, model.vl_image_head, model.vl_text_head):
         assert head.out_proj.weight.dtype == head.dense.weight.dtype == torch.float32
-        assert head.bin_values.dtype == torch.float32 and head.num_active_bins.dtype == torch.long
+        assert head.bin_values.dtype == head.threshold.dtype == torch.float32 and int(head.num_active_bins) == 10
     pixels = torch.randn(2, 3, 32, 32)  # fp32 images into a bf16 model: cast by the model
     ids = torch.randint(5, 500, (2, 8))
     with torch.inference_mode():
