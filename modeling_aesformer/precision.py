@@ -11,7 +11,7 @@ Whatever the weights' precision, the score heads, the softmax, the distribution,
 """
 
 import argparse
-from typing import Optional, Tuple
+from typing import Tuple
 
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -80,12 +80,6 @@ def resolve_dtype(choice: str, device, cpuinfo_path: str = "/proc/cpuinfo"):
     return torch.float32, f"fp32 (auto: no bf16 check for {device.type} devices)"
 
 
-def dtype_name(dtype) -> str:
-    import torch
-
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
-
-
 def add_dtype_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     parser.add_argument(
         "--dtype", choices=DTYPE_CHOICES, default=default,
@@ -95,12 +89,11 @@ def add_dtype_argument(parser: argparse.ArgumentParser, default: str = "auto") -
     )
 
 
-def chosen_dtype(args, device, log=print, prefix: str = "") -> Optional[object]:
+def chosen_dtype(args, device, log=print, prefix: str = ""):
     """Resolves `args.dtype` on `device` and prints the choice (one line)."""
     dtype, reason = resolve_dtype(getattr(args, "dtype", "auto"), device)
     log(f"{prefix}precision: {reason}")
     return dtype
 
 
-__all__ = ["DTYPE_CHOICES", "add_dtype_argument", "chosen_dtype", "cpu_bf16_flags", "cpu_bf16_is_fast", "dtype_name",
-           "resolve_dtype"]
+__all__ = ["DTYPE_CHOICES", "add_dtype_argument", "chosen_dtype", "cpu_bf16_flags", "cpu_bf16_is_fast", "resolve_dtype"]

@@ -21,8 +21,9 @@
 - JPEGs at least twice the model's input size on both sides are decoded at 1/2, 1/4 or 1/8 of their size (Pillow's
   JPEG draft mode: the DCT scaling averages 8x8 blocks, still at least the input size), then resized as usual: a
   12-megapixel photo decodes ~4x faster and its score moves by a few hundredths at most. `--full-decode` turns it off.
-- `--dtype {auto,fp32,bf16,fp16}`: the precision of the weights (auto = bf16 where the hardware computes it
-  natively, else fp32; printed at the start). The heads, distribution and score stay fp32.
+- `--dtype {auto,fp32,bf16,fp16}`: the precision of the weights (auto = bf16 where the hardware computes it faster
+  than fp32, else fp32; the choice and its reason are printed at the start). The heads, distribution and score stay
+  fp32.
 - Comments that are empty or whitespace-only after cleaning count as no comments (`branch` = image_only).
   `comments_truncated` is true when the processor's word or token limit cut an image's comments, false when they
   were used whole, empty when the image had no comment text.
