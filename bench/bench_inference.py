@@ -193,33 +193,20 @@ def main(argv=None) -> int:
     if args.compile:
         goals.append(common.goal_row("image-only, batch 8, compile_for_inference",
                                      by_name["Aesformer-T image-only b8, compiled"]["images/s"], 10.5, "img/s"))
-    # The original code's figures were measured at a 217 GFLOP/s matmul peak; scaled to this run's peak they give
-    # a load-independent comparison.
-    scale = peak / 1e9 / common.ORIGINAL_MEASURED_PEAK_GFLOPS
-    versus_original = {
-        "image_only": img8 / common.ORIGINAL_IMAGES_PER_S["image_only"],
-        "image_only_peak_normalised": img8 / (common.ORIGINAL_IMAGES_PER_S["image_only"] * scale),
-        "with_comments": cmt8 / common.ORIGINAL_IMAGES_PER_S["with_comments"],
-        "with_comments_peak_normalised": cmt8 / (common.ORIGINAL_IMAGES_PER_S["with_comments"] * scale),
-    }
-
     print()
     print(common.table(rows, ["candidate", "batch", "ms/batch", "images/s", "spread", "GFLOP/img", "GFLOP/s",
                               "% of peak"], title="Inference, fp32, CPU (median of interleaved repeats)"))
     print()
     print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals (issue 8)"))
     print()
-    print(f"vs the original code (6.3 / 4.9 img/s at a 217 GFLOP/s peak): image-only "
-          f"{versus_original['image_only']:.2f}× ({versus_original['image_only_peak_normalised']:.2f}× at equal "
-          f"peak), with comments {versus_original['with_comments']:.2f}× "
-          f"({versus_original['with_comments_peak_normalised']:.2f}× at equal peak); this run's peak "
-          f"{peak / 1e9:.0f} GFLOP/s")
+    print("vs the original code: bench/bench_seed_code.py runs it in the same run, alternating, on the same "
+          "inputs (a figure from another run never enters a ratio)")
 
     others = common.report_foreign(foreign)
     path = common.save_results("inference", {
         "machine": info, "load_average_end": load_end, "repeats": args.repeats, "warmup": args.warmup,
         "comment_tokens": args.comment_tokens, "matmul_peak_gflops": peak / 1e9,
-        "flops_per_image": flops, "rows": rows, "goals": goals, "versus_original": versus_original,
+        "flops_per_image": flops, "rows": rows, "goals": goals,
         "compile_seconds": compile_seconds, "raw_seconds": times, "baseline_revision": args.baseline,
         "parameters": {"aesformer_t": sum(p.numel() for p in model.parameters()),
                        "clip_predictor": clip.num_parameters() if clip is not None else None},

@@ -14,10 +14,6 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOAD_LIMIT = 1.2  # 1-minute load average above which timings on a 2-core machine are not trustworthy
 
-# The original AesFormer code's speed on this kind of machine (shared/parity/README.md): 2 cores, fp32, batch 8.
-ORIGINAL_IMAGES_PER_S = {"image_only": 6.3, "with_comments": 4.9}
-ORIGINAL_MEASURED_PEAK_GFLOPS = 217.0
-
 
 def setup_offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -30,6 +30,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from .precision import add_dtype_argument, chosen_dtype
+
 WITH_COMMENTS = "with_comments"
 IMAGE_ONLY = "image_only"
 NORMALIZATIONS = ("max", "minmax", "sum", "uniform")
@@ -768,6 +770,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, metavar="PNG", help="where to write the figure")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map (0..1, default 0.5)")
+    add_dtype_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -780,9 +783,10 @@ def run(args) -> int:
             raise FileNotFoundError(f"no such image file: {args.image}")
         from transformers import AutoModel, AutoProcessor  # the Auto classes know Aesformer: this package is imported
 
+        dtype = chosen_dtype(args, "cpu")
         # the model's default adapter (config `default_adapter`) is folded in unless another one is named
         model = AutoModel.from_pretrained(args.model, use_safetensors=True,  # never a pickled .bin
-                                          load_default_adapter=args.adapter is None).eval()
+                                          load_default_adapter=args.adapter is None, dtype=dtype).eval()
         processor = AutoProcessor.from_pretrained(args.model)
         if args.adapter not in (None, "base"):
             from .adapters import load_adapters

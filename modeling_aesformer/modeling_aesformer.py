@@ -353,8 +353,8 @@ class AesformerFusionAttention(nn.Module):
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            weights = scores.softmax(dim=-1)
-            context = F.dropout(weights, p=dropout, training=self.training) @ v
+            weights = scores.float().softmax(dim=-1)  # fp32 in a bf16/fp16 model too (returned for explanations)
+            context = F.dropout(weights, p=dropout, training=self.training).to(v.dtype) @ v
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         context = context.transpose(1, 2).reshape(batch, length, width)
@@ -491,8 +491,11 @@ class AesformerScoreHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns the logits of the active bins, their score values and the threshold."""
         k = int(self.num_active_bins)
-        logits = self.out_proj(self.activation(self.dense(pooled)))[..., :k]
-        return logits, self.bin_values[:k], self.threshold
+        # A bf16/fp16 model feeds its pooled features to an fp32 head; the logits leave in fp32 (even when the head
+        # itself was cast), so the softmax, the distribution and the score are computed in fp32.
+        pooled = pooled.to(self.dense.weight.dtype)
+        logits = self.out_proj(self.activation(self.dense(pooled)))[..., :k].float()
+        return logits, self.bin_values[:k].float(), self.threshold.float()
 
 
 @dataclass
@@ -528,6 +531,11 @@ class AesformerPreTrainedModel(PreTrainedModel):
     # Swin's final LayerNorm is not part of the model (Aesformer reads un-normed stage outputs); folders saved
     # before it was removed still hold it.
     _keys_to_ignore_on_load_unexpected = [r"vision_model\.layernorm\.(weight|bias)"]
+    # `from_pretrained(..., dtype=torch.bfloat16 / float16)` keeps the score heads (0.6 M parameters, < 0.1 % of the
+    # FLOPs) and their scale buffers in fp32: logits, distribution, score and EMD then never round to 8 bits.
+    # (Whole module names: transformers 4.x accepts nothing else. The integer `num_active_bins` may come back as
+    # fp32 from such a load; it is only ever read with `int()`.)
+    _keep_in_fp32_modules_strict = ["vision_head", "vl_image_head", "vl_text_head"]
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -599,6 +607,7 @@ class AesformerModel(AesformerPreTrainedModel):
     def _stage_maps(self, pixel_values):
         """The Swin stage outputs as `[B, C, H, W]` maps (channels-last views of the stage tokens: no copies)."""
         vision = self.vision_model
+        pixel_values = pixel_values.to(vision.dtype)  # fp32 images into a bf16/fp16 model (no-op otherwise)
         with _grad_only_if_trainable(vision):
             if any(hasattr(m, "_hf_hook") for m in vision.modules()) or vision._forward_hooks or \
                     vision._forward_pre_hooks or not _swin_layout_known(vision):

@@ -523,6 +523,7 @@ def run(args, log=print) -> int:
     import torch
 
     from .pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
+    from .precision import chosen_dtype
     from .scoring import load_model
 
     adapter_arg = args.adapter
@@ -530,19 +531,21 @@ def run(args, log=print) -> int:
         if len(adapter_arg) > 1:
             raise ScoringError("--adapter all cannot be combined with other names")
         adapter_arg = ALL_ADAPTERS
-    # a Hub id: one download into the shared cache (the main process first), the others then read it
-    downloading = state is not None and not os.path.isdir(args.model)
-    with state.main_process_first() if downloading else contextlib.nullcontext():
-        model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
-                                         log if main else (lambda *a, **k: None))
-    names, _ = resolve_adapters(model, adapter_arg)
-    warning = untrained_answer_message(model, names)
-    if warning and main:
-        log(f"[score] warning: {warning}")
     if state is not None and not (args.device or "").startswith("cpu"):
         device = state.device
     else:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    quiet = lambda *a, **k: None  # noqa: E731 - one process reports
+    dtype = chosen_dtype(args, device, log if main else quiet, prefix="[score] ")
+    # a Hub id: one download into the shared cache (the main process first), the others then read it
+    downloading = state is not None and not os.path.isdir(args.model)
+    with state.main_process_first() if downloading else contextlib.nullcontext():
+        model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
+                                         log if main else quiet, dtype)
+    names, _ = resolve_adapters(model, adapter_arg)
+    warning = untrained_answer_message(model, names)
+    if warning and main:
+        log(f"[score] warning: {warning}")
     model.to(device)
 
     plan, error = None, None

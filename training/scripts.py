@@ -410,6 +410,8 @@ def _check_adapter_name(name, model_dir, overwrite, flag):
 
 
 def eval_main(argv=None):
+    from modeling_aesformer.precision import add_dtype_argument
+
     parser = ArgumentParser(description="Evaluate an Aesformer model (both branches) on a dataset split.")
     parser.add_argument("--model", required=True, help="model folder (its adapters/ are loaded for --adapter)")
     parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none; default: the "
@@ -419,6 +421,7 @@ def eval_main(argv=None):
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=42, help="seed of the split when the data has no split column")
     parser.add_argument("--output", help="write the metrics as JSON here")
+    add_dtype_argument(parser)
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -447,12 +450,15 @@ def eval_main(argv=None):
 
     from modeling_aesformer import AesformerModel
     from modeling_aesformer.adapters import load_adapters
+    from modeling_aesformer.precision import chosen_dtype
 
     from .loop import evaluate_branches
 
+    dtype = chosen_dtype(args, "cpu")  # evaluation runs on the CPU
     # never a pickled .bin; without --adapter the model's default adapter is folded in (see from_pretrained)
     model = _load_pretrained(lambda: AesformerModel.from_pretrained(
-        args.model, use_safetensors=True, load_default_adapter=args.adapter is None), args.model).eval()
+        args.model, use_safetensors=True, load_default_adapter=args.adapter is None, dtype=dtype),
+        args.model).eval()
     processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
     if args.adapter and args.adapter != "base":
         model = load_adapters(model, args.model, names=[args.adapter]).eval()

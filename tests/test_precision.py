@@ -1,0 +1,249 @@
+"""Precision as a choice: `from_pretrained(dtype=bf16)` (heads and score in fp32), bf16-vs-fp32 agreement at tiny
+scale, `--dtype` on score/eval/explain, JPEG draft decode in `aesformer score`, accelerate bf16 mixed precision."""
+
+import argparse
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
+from modeling_aesformer.precision import cpu_bf16_flags, cpu_bf16_is_fast, resolve_dtype
+from modeling_aesformer.scoring import open_reduced_jpeg
+from modeling_aesformer.toy import draw_scene
+
+from _helpers import read_rows, score_cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def spread_model_dir(tmp_path_factory):
+    """A tiny random model whose score heads are scaled up so that its scores spread (std ~0.2 around 5.5) like a
+    trained model's: with the raw initialisation every score sits within 0.01 and a rank correlation means nothing."""
+    from transformers import BertTokenizer
+
+    from modeling_aesformer import AesformerProcessor
+    from modeling_aesformer.toy import write_toy_vocab
+
+    folder = tmp_path_factory.mktemp("precision") / "model"
+    folder.mkdir()
+    torch.manual_seed(0)
+    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
+    with torch.no_grad():
+        for head in (model.vision_head, model.vl_image_head, model.vl_text_head):
+            head.out_proj.weight.mul_(50)
+    model.save_pretrained(folder)
+    tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
+    AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
+    return folder
+
+
+def _cpuinfo(path, vendor, flags):
+    path.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu avx2 avx512f {flags}\n")
+    return str(path)
+
+
+def test_auto_dtype_follows_the_cpu(tmp_path):
+    amd = _cpuinfo(tmp_path / "amd", "AuthenticAMD", "avx512_bf16 avx512_vnni")
+    amx = _cpuinfo(tmp_path / "amx", "GenuineIntel", "avx512_bf16 amx_bf16 amx_tile")
+    intel = _cpuinfo(tmp_path / "intel", "GenuineIntel", "avx512_bf16 avx512_vnni")  # no AMX: bf16 is not faster
+    plain = _cpuinfo(tmp_path / "plain", "GenuineIntel", "avx512_vnni")
+    assert cpu_bf16_flags(amd) == ("avx512_bf16",) and cpu_bf16_flags(amx) == ("avx512_bf16", "amx_bf16")
+    assert cpu_bf16_flags(str(tmp_path / "missing")) == ()
+    for path, expected, words in ((amd, torch.bfloat16, "AMD"), (amx, torch.bfloat16, "AMX"),
+                                  (intel, torch.float32, "no faster"), (plain, torch.float32, "emulated")):
+        dtype, reason = resolve_dtype("auto", "cpu", cpuinfo_path=path)
+        assert dtype == expected and words in reason and reason.startswith(("bf16 (auto", "fp32 (auto"))
+    assert resolve_dtype("fp32", "cpu", cpuinfo_path=amx)[0] == torch.float32
+    assert resolve_dtype("bf16", "cpu", cpuinfo_path=plain)[0] == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        resolve_dtype("fp16", "cpu")
+    with pytest.raises(ValueError, match="--dtype must be one of"):
+        resolve_dtype("int8", "cpu")
+
+
+def test_bf16_weights_keep_the_heads_and_the_score_in_fp32(spread_model_dir):
+    model = AesformerModel.from_pretrained(spread_model_dir, dtype=torch.bfloat16).eval()
+    assert model.vision_model.embeddings.patch_embeddings.projection.weight.dtype == torch.bfloat16
+    assert model.fusion_layers[0].attention.query.weight.dtype == torch.bfloat16
+    for head in (model.vision_head, model.vl_image_head, model.vl_text_head):
+        assert head.out_proj.weight.dtype == head.dense.weight.dtype == torch.float32
+        assert head.bin_values.dtype == head.threshold.dtype == torch.float32 and int(head.num_active_bins) == 10
+    pixels = torch.randn(2, 3, 32, 32)  # fp32 images into a bf16 model: cast by the model
+    ids = torch.randint(5, 500, (2, 8))
+    with torch.inference_mode():
+        for kwargs in ({}, {"input_ids": ids}):
+            out = model(pixels, output_attentions=True, **kwargs)
+            assert out.score.dtype == out.distribution.dtype == torch.float32
+            assert torch.allclose(out.distribution.sum(-1), torch.ones(2), atol=1e-6)
+            attentions = out.vision_attentions or out.vision_language_attentions
+            assert attentions[0].dtype == torch.float32  # the eager softmax runs in fp32
+    labels = torch.softmax(torch.randn(2, 10), -1)
+    with torch.inference_mode():
+        loss = model(pixels, labels=labels).loss
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_bf16_agrees_with_fp32(spread_model_dir):
+    """The agreement goals at tiny scale: SRCC >= 0.995, max |delta score| <= 0.05, and a high/low label flips only
+    where the fp32 score lies within 0.05 of the threshold — on both branches."""
+    fp32 = AesformerModel.from_pretrained(spread_model_dir).eval()
+    bf16 = AesformerModel.from_pretrained(spread_model_dir, dtype=torch.bfloat16).eval()
+    processor = AesformerImageProcessor(size={"height": 32, "width": 32})
+    pixels = processor([draw_scene(i, size=(48, 40)) for i in range(64)], return_tensors="pt")["pixel_values"]
+    ids = torch.randint(5, 500, (64, 16), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for kwargs in ({}, {"input_ids": ids}):
+            reference, reduced = fp32(pixels, **kwargs), bf16(pixels, **kwargs)
+            a, b = reference.score.numpy(), reduced.score.numpy()
+            assert a.std() > 0.1  # the scores spread: the rank correlation is meaningful
+            assert spearmanr(a, b)[0] >= 0.995
+            assert np.abs(a - b).max() <= 0.05
+            threshold = reference.threshold.numpy()
+            flips = (a > threshold) != (b > threshold)
+            assert np.all(np.abs(a[flips] - threshold[flips]) <= 0.05)
+
+
+def _jpeg(path, size, seed=0):
+    """A camera-like JPEG: a smooth scene with noise (so it does not compress to nothing)."""
+    rng = np.random.default_rng(seed)
+    scene = np.asarray(draw_scene(seed, size=(64, 48)).resize(size, PIL.Image.BICUBIC), dtype=np.float32)
+    noisy = np.clip(scene + rng.normal(0, 8, scene.shape), 0, 255).astype(np.uint8)
+    PIL.Image.fromarray(noisy).save(path, quality=90)
+    return path
+
+
+def test_open_reduced_jpeg(tmp_path):
+    big = _jpeg(tmp_path / "big.jpg", (1024, 768))
+    image = open_reduced_jpeg(str(big), (32, 32))
+    assert image is not None and image.size == (128, 96)  # 1/8: still at least the target on both sides
+    assert open_reduced_jpeg(str(big), (300, 300)).size == (512, 384)  # 1/2
+    assert open_reduced_jpeg(str(big), (600, 600)) is None  # not twice the target: decoded in full
+    assert open_reduced_jpeg(str(big), (32, 32), max_image_pixels=1000) is None  # the full read refuses it
+    PIL.Image.open(big).save(tmp_path / "big.png")
+    assert open_reduced_jpeg(str(tmp_path / "big.png"), (32, 32)) is None
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert open_reduced_jpeg(str(tmp_path / "broken.jpg"), (32, 32)) is None
+
+
+def test_score_reduced_decode_and_bf16_against_full_decode_and_fp32(spread_model_dir, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        _jpeg(photos / f"{i}.jpg", (960 + 16 * i, 720), seed=i)
+    fast, full = tmp_path / "fast.csv", tmp_path / "full.csv"
+    assert score_cli(photos, "--model", spread_model_dir, "--output", fast, "--num-workers", 0,
+                     "--dtype", "bf16") == 0
+    out = capsys.readouterr().out
+    assert "precision: bf16 (asked for)" in out and "scored 6 images in" in out
+    assert score_cli(photos, "--model", spread_model_dir, "--output", full, "--num-workers", 0,
+                     "--dtype", "fp32", "--full-decode") == 0
+    assert "precision: fp32 (asked for)" in capsys.readouterr().out
+    a = {row["path"]: float(row["score"]) for row in read_rows(full)}
+    b = {row["path"]: float(row["score"]) for row in read_rows(fast)}
+    assert a.keys() == b.keys() and len(a) == 6
+    deltas = [abs(a[k] - b[k]) for k in a]
+    assert max(deltas) <= 0.1 and max(deltas) > 0  # the reduced decode did change the pixels
+    # --dtype auto says what it chose and why
+    assert score_cli(photos, "--model", spread_model_dir, "--output", tmp_path / "auto.csv",
+                     "--num-workers", 0, "--dtype", "auto") == 0
+    expected = "bf16 (auto" if cpu_bf16_is_fast()[0] else "fp32 (auto"
+    assert f"precision: {expected}" in capsys.readouterr().out
+
+
+def test_explain_and_eval_take_dtype(spread_model_dir, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from aesformer_processing.data import DatasetSpec, write_generic
+    from aesformer_training.scripts import eval_main
+    from modeling_aesformer import explain
+
+    from _helpers import toy_training_rows
+
+    image = tmp_path / "photo.jpg"
+    draw_scene(3, size=(64, 48)).save(image)
+    parser = argparse.ArgumentParser(prog="aesformer")
+    explain.add_subparser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["explain", str(image), "--model", str(spread_model_dir), "--output",
+                              str(tmp_path / "fig.png"), "--dtype", "bf16"])
+    assert args.func(args) == 0
+    assert "precision: bf16 (asked for)" in capsys.readouterr().out
+
+    data = tmp_path / "data"
+    write_generic(data, toy_training_rows(), DatasetSpec("toy", 10, (1, 10), 5.0))
+    results = {}
+    for dtype in ("fp32", "bf16"):
+        path = tmp_path / f"{dtype}.json"
+        assert eval_main(["--model", str(spread_model_dir), "--data", str(data), "--dtype", dtype,
+                          "--output", str(path)]) == 0
+        assert f"precision: {dtype} (asked for)" in capsys.readouterr().out
+        results[dtype] = json.loads(path.read_text())
+    for branch in ("with_comments", "image_only"):
+        assert results["bf16"][branch]["n"] == results["fp32"][branch]["n"]
+        assert results["bf16"][branch]["emd_r2"] == pytest.approx(results["fp32"][branch]["emd_r2"], abs=0.01)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "adapt"])
+def test_accelerate_bf16_mixed_precision_trains_both_stages(stage, tmp_path, monkeypatch, tiny_tokenizer):
+    """`mixed_precision: bf16` (here through accelerate's environment variable, as `accelerate launch` sets it):
+    the forward runs under bf16 autocast, the loss stays fp32 and finite, the trainable weights (fp32) move."""
+    from aesformer_processing.data import DatasetSpec, load_generic, write_generic
+    from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
+    from modeling_aesformer import AesformerProcessor
+
+    from _helpers import toy_training_rows
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    data_dir = tmp_path / "data"
+    write_generic(data_dir, toy_training_rows(), DatasetSpec("toy", 10, (1, 10), 5.0))
+    torch.manual_seed(0)
+    model = AesformerModel(AesformerConfig.from_preset("tiny"))
+    processor = AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tiny_tokenizer,
+                                   max_length=64)
+    if stage == "adapt":
+        model.save_pretrained(tmp_path / "stage1")
+        processor.save_pretrained(tmp_path / "stage1")
+        model = AesformerModel.from_pretrained(tmp_path / "stage1")
+    seen, losses, first = [], [], {}
+
+    def record(module, args, output):
+        if module.training:
+            losses.append(output.loss.detach())
+            if not first:  # the trainable weights as the first step saw them
+                first.update({k: p.detach().clone() for k, p in module.named_parameters() if p.requires_grad})
+
+    probe = model.fusion_layers[0].attention.query
+    handles = [probe.register_forward_hook(lambda module, args, out: seen.append(out.dtype) if module.training
+                                           else None), model.register_forward_hook(record)]
+    data, spec = load_generic(data_dir)
+    config = TrainConfig(stage=PRETRAIN if stage == "pretrain" else ADAPT, output_dir=str(tmp_path / "out"),
+                         batch_size=4, epochs=1, max_steps=3, learning_rate=1e-3, queue_size=8)
+    try:
+        report = train(model, processor, data, spec, config, model_dir=str(tmp_path / "stage1")
+                       if stage == "adapt" else None)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert report["steps"] == 3
+    assert seen and set(seen) == {torch.bfloat16}  # the training forward ran under bf16 autocast
+    assert len(losses) == 3 and all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)
+    now = dict(model.named_parameters())
+    assert first and all(now[k].dtype == torch.float32 for k in first)  # the master weights stay fp32
+    assert any(not torch.equal(now[k], v) for k, v in first.items())  # and they trained
+    assert np.isfinite(report["test"]["emd_r1"])
+
+
+def test_pipeline_with_a_bf16_model(spread_model_dir):
+    from transformers import AutoModel, AutoProcessor, pipeline
+
+    image = draw_scene(5, size=(64, 48))
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = AutoModel.from_pretrained(spread_model_dir, dtype=dtype)
+        scorer = pipeline("image-aesthetics", model=model, processor=AutoProcessor.from_pretrained(spread_model_dir))
+        results[dtype] = scorer(image)
+    assert results[torch.bfloat16]["score"] == pytest.approx(results[torch.float32]["score"], abs=0.05)
+    assert sum(results[torch.bfloat16]["distribution"]) == pytest.approx(1, abs=1e-5)
