@@ -169,7 +169,9 @@ def test_loss_is_float32_for_a_bfloat16_model_and_under_cpu_autocast(toy):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             autocast = model(**batch).loss
     bf16 = AesformerModel.from_pretrained(toy.model_dir, dtype=torch.bfloat16).train()
-    assert bf16.vision_head.out_proj.weight.dtype == torch.bfloat16
+    # the encoders and fusion load in bf16; the score heads stay fp32 (`_keep_in_fp32_modules_strict`)
+    assert bf16.text_model.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    assert bf16.vision_head.out_proj.weight.dtype == torch.float32
     loss = bf16(**{**batch, "pixel_values": batch["pixel_values"].bfloat16()}).loss
     loss.backward()
     assert loss.dtype == autocast.dtype == torch.float32
