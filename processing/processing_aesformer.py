@@ -156,7 +156,7 @@ class AesformerImagesKwargs(ImagesKwargs, total=False):
     max_image_pixels: int | None
 
 
-_VALID_RESAMPLE = {int(member) for member in PIL.Image.Resampling}
+_VALID_RESAMPLE = frozenset(int(member) for member in PIL.Image.Resampling)
 # Default decompression-bomb limit: Pillow's own hard limit (2 x PIL.Image.MAX_IMAGE_PIXELS as Pillow ships it, where
 # `Image.open` raises DecompressionBombError). About 537 MB of 8-bit RGB once decoded.
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
