@@ -378,6 +378,7 @@ class _Branch:
     attentions: Optional[tuple]
     unimodal: Optional[dict] = None  # encoder outputs before fusion (with comments)
     hidden_states: Optional[tuple] = None  # the text encoder's hidden states (with comments, on request)
+    valid: Optional[torch.Tensor] = None  # traced only: [batch] bool, the rows this branch answered (NaN elsewhere)
 
 
 def _grad_only_if_trainable(module: nn.Module):
@@ -663,6 +664,46 @@ class AesformerModel(AesformerPreTrainedModel):
             hidden_states=text.hidden_states,
         )
 
+    def _with_comments_traced(self, used_comments, last_stage_map, input_ids, attention_mask, token_type_ids):
+        """Traced form of the with-comments branch: batch-sized results (NaN rows for samples without comments).
+
+        `torch.cond` runs the branch only when a sample has comments (BERT cannot run on zero rows: its head split
+        is ambiguous for an empty batch), and then on those rows only (`nonzero`: an unbacked size)."""
+        batch = used_comments.shape[0]
+        num_image = last_stage_map.shape[-2] * last_stage_map.shape[-1]
+        hidden, width = self.config.hidden_size, self.vl_image_head.out_proj.out_features
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        shapes = [(batch, width)] + [(batch, hidden), (batch, width), (batch, width)] * 2
+        shapes += [(batch, num_image, hidden), (batch, hidden)]
+
+        def run(used, stage_map, ids, mask, types):
+            rows = used.nonzero().flatten()
+            branch = self._with_comments(
+                stage_map.index_select(0, rows), ids.index_select(0, rows), mask.index_select(0, rows),
+                types.index_select(0, rows), False,
+            )
+            values = [branch.distribution]
+            for head in ("vl_image", "vl_text"):
+                values += list(branch.heads[head])
+            values += [branch.unimodal["unimodal_image_embeds"], branch.unimodal["unimodal_text_embeds"]]
+            return tuple(
+                stage_map.new_full(shape, float("nan")).index_copy(0, rows, value.to(stage_map.dtype))
+                for shape, value in zip(shapes, values)
+            )
+
+        def skip(used, stage_map, ids, mask, types):
+            return tuple(stage_map.new_full(shape, float("nan")) for shape in shapes)
+
+        out = torch.cond(
+            used_comments.any(), run, skip, (used_comments, last_stage_map, input_ids, attention_mask, token_type_ids)
+        )
+        return _Branch(
+            distribution=out[0], bin_values=self.vl_image_head.bin_values, threshold=self.vl_image_head.threshold,
+            heads={"vl_image": tuple(out[1:4]), "vl_text": tuple(out[4:7])}, attentions=None,
+            unimodal={"unimodal_image_embeds": out[7], "unimodal_text_embeds": out[8]}, valid=used_comments,
+        )
+
     def _image_only(self, stage_maps, output_attentions):
         tokens = self.multi_scale_adapter(stage_maps, vision_projection=self.vision_projection)
         compiled = None if output_attentions else self._compiled("fusion")
@@ -779,7 +820,7 @@ class AesformerModel(AesformerPreTrainedModel):
         stages, _ = self._vision_tokens(pixel_values)
         stage_maps = self._stage_maps(stages)
         vision_hidden_states = tuple(tokens for tokens, _, _ in stages) if output_hidden_states else None
-        vl_rows = used_comments.nonzero().flatten()
+        vl_rows = None if tracing else used_comments.nonzero().flatten()  # traced: see _with_comments_traced
         vision_rows = (~used_comments).nonzero().flatten()
         # Eager: a branch no sample uses is skipped. Traced: the row counts are not known, both branches are
         # traced and each runs on its own (possibly empty) rows.
@@ -792,7 +833,17 @@ class AesformerModel(AesformerPreTrainedModel):
             return x.index_select(0, rows)
 
         with_comments = None
-        if has_vl:
+        if has_vl and tracing:
+            if output_attentions or output_hidden_states:
+                raise ValueError(
+                    "output_attentions / output_hidden_states are not available while tracing (torch.export, "
+                    "torch.compile) a batch with comment inputs: their row count is data-dependent"
+                )
+            with_comments = self._with_comments_traced(
+                used_comments, stage_maps[-1], input_ids, attention_mask, token_type_ids
+            )
+            vl_rows = torch.arange(batch, device=used_comments.device)
+        elif has_vl:
             with_comments = self._with_comments(
                 take(stage_maps[-1], vl_rows), take(input_ids, vl_rows), take(attention_mask, vl_rows),
                 take(token_type_ids, vl_rows), output_attentions, output_hidden_states,
@@ -851,6 +902,8 @@ class AesformerModel(AesformerPreTrainedModel):
                         f"labels have {t.shape[-1]} bins but the answering head has {branch.distribution.shape[-1]}"
                     )
                 emd = sum(earth_movers_distance(dist, t) for _, _, dist in branch.heads.values())
+                if branch.valid is not None:  # traced with-comments branch: rows of other samples are NaN
+                    emd = torch.where(branch.valid, emd, torch.zeros_like(emd))
                 per_sample = per_sample.index_add(0, rows, emd)
             loss = per_sample.mean()
 

@@ -70,14 +70,21 @@ def test_shipped_files_hold_no_module_level_mutable_state():
     assert found == []
 
 
-def test_a_traced_forward_leaves_later_eager_forwards_untouched():
+@pytest.fixture(scope="module")
+def exported():
+    """(model, the whole model exported with torch.export at static shapes from a mixed batch of 3)."""
+    model = tiny_model()
+    return model, torch.export.export(model, (), kwargs=mixed_inputs(), strict=False)
+
+
+def test_a_traced_forward_leaves_later_eager_forwards_untouched(exported):
     """A failed or successful torch.export attempt used to leave FakeTensors in a global cache, after which every
     ordinary forward of every model instance returned FakeTensors."""
-    model, other = tiny_model(), tiny_model()
+    model, _ = exported
+    other = tiny_model()
     inputs = mixed_inputs()
     with torch.no_grad():
-        before = other(**inputs).score
-    torch.export.export(model, (), kwargs=inputs, strict=False)
+        before = other(**inputs).score  # `exported` has already traced `model` in this process
     with torch.no_grad():
         after = other(**inputs).score
         again = model(**inputs).score
@@ -172,3 +179,109 @@ def test_hidden_states_and_attentions_from_call_or_config():
     with torch.no_grad():
         overridden = model(**inputs, output_attentions=False, output_hidden_states=False)
     assert overridden.vision_attentions is None and overridden.vision_hidden_states is None
+
+
+# ------------------------------------------------------------------------------------------------ 7. export, compile
+def _with_mask(inputs, rows_without_comments):
+    inputs = {k: v.clone() for k, v in inputs.items()}
+    inputs["attention_mask"][:] = 1
+    inputs["attention_mask"][list(rows_without_comments)] = 0
+    return inputs
+
+
+def _assert_same_answer(out, expected):
+    for name in ("score", "distribution", "threshold"):
+        torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=1e-5, atol=1e-5)
+    assert out.used_comments.tolist() == expected.used_comments.tolist()
+
+
+@pytest.mark.parametrize("rows_without_comments", [(2,), (), (0, 1, 2), (1,)])
+def test_export_static_shapes_routes_any_mix(exported, rows_without_comments):
+    model, program = exported
+    inputs = _with_mask(mixed_inputs(seed=1), rows_without_comments)
+    with torch.no_grad():
+        expected = model(**inputs)
+    _assert_same_answer(program.module()(**inputs), expected)
+
+
+def _unbacked_batch_inputs(graph_module, parameter_suffix, target):
+    """Batch sizes of the `target` ops that read a parameter ending in `parameter_suffix`, in any (sub)graph."""
+    sizes = []
+    for module in graph_module.modules():
+        graph = getattr(module, "graph", None)
+        if graph is None:
+            continue
+        for node in graph.nodes:
+            if node.op == "call_function" and target in str(node.target) and any(
+                getattr(arg, "name", "").endswith(parameter_suffix) for arg in node.args
+            ):
+                sizes.append(str(node.meta["val"].shape[0]))
+    return sizes
+
+
+def test_export_runs_each_branch_on_its_own_rows_only(exported):
+    """Routing by data-dependent row counts (unbacked sizes), not by computing both branches for every sample."""
+    _, program = exported
+    graph = program.graph_module
+    text = _unbacked_batch_inputs(graph, "word_embeddings_weight", "embedding")
+    vision_expert = _unbacked_batch_inputs(graph, "fusion_layers_0_vision_ffn_intermediate_weight", "linear")
+    comment_expert = _unbacked_batch_inputs(graph, "fusion_layers_0_vl_ffn_intermediate_weight", "linear")
+    for sizes in (text, vision_expert, comment_expert):
+        assert sizes and all(size.startswith("u") for size in sizes), sizes  # not the batch of 3
+
+
+def test_export_dynamic_batch():
+    from torch.export import Dim
+
+    model = tiny_model()
+    batch = Dim("batch", min=1, max=64)
+    program = torch.export.export(
+        model, (), kwargs=mixed_inputs(), strict=False,
+        dynamic_shapes={"pixel_values": {0: batch}, "input_ids": {0: batch}, "attention_mask": {0: batch}},
+    )
+    for size, rows in ((5, (1, 3)), (1, ()), (2, (0, 1))):
+        inputs = _with_mask(mixed_inputs(batch=size, seed=2), rows)
+        with torch.no_grad():
+            expected = model(**inputs)
+        _assert_same_answer(program.module()(**inputs), expected)
+
+
+def test_compile_fullgraph_mixed_batches():
+    model = tiny_model()
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    for rows in ((2,), (0, 1, 2)):
+        inputs = _with_mask(mixed_inputs(seed=3), rows)
+        with torch.no_grad():
+            _assert_same_answer(compiled(**inputs), model(**inputs))
+
+
+def test_onnx_export_of_the_image_only_branch_runs_in_onnxruntime(tmp_path):
+    pytest.importorskip("onnxscript")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from torch.export import Dim
+
+    class ImageOnlyScore(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values):
+            out = self.model(pixel_values)
+            return out.score, out.distribution
+
+    model = tiny_model()
+    # transformers' SDPA attention in Swin does not survive the ONNX exporter's decomposition (a view of the
+    # attention output with the wrong strides); the eager attention exports.
+    model.set_attn_implementation("eager")
+    wrapper = ImageOnlyScore(model).eval()
+    path = tmp_path / "image_only.onnx"
+    torch.onnx.export(wrapper, (torch.randn(2, 3, 32, 32),), str(path), dynamo=True,
+                      dynamic_shapes={"pixel_values": {0: Dim("batch", min=1, max=64)}})
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in (2, 5):
+        pixel_values = torch.randn(size, 3, 32, 32, generator=torch.Generator().manual_seed(size))
+        with torch.no_grad():
+            score, distribution = wrapper(pixel_values)
+        got_score, got_distribution = session.run(None, {session.get_inputs()[0].name: pixel_values.numpy()})
+        assert abs(got_score - score.numpy()).max() <= 1e-4
+        assert abs(got_distribution - distribution.numpy()).max() <= 1e-4
