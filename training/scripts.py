@@ -72,7 +72,8 @@ def _config(args, stage, **extra):
 
 
 def pretrain_main(argv=None):
-    parser = ArgumentParser(description="Aesformer stage 1: train with comments (EMD of both VL heads + 0.5·ITC).")
+    parser = ArgumentParser(prog="aesformer pretrain",
+                            description="Aesformer stage 1: train with comments (EMD of both VL heads + 0.5·ITC).")
     source = parser.add_argument_group("model (one of)")
     source.add_argument("--model", help="a saved Aesformer model folder (with its processor)")
     source.add_argument("--vision-model", help="a pretrained Swin folder or Hub id (with --text-model)")
@@ -130,7 +131,8 @@ def build_stage1_model(args):
 
 
 def adapt_main(argv=None):
-    parser = ArgumentParser(description="Aesformer stage 2: train a dataset adapter on the frozen backbone "
+    parser = ArgumentParser(prog="aesformer adapt",
+                            description="Aesformer stage 2: train a dataset adapter on the frozen backbone "
                                         "(image only; EMD + 10·MSE). Saves <model>/adapters/<name>/.")
     parser.add_argument("--model", required=True, help="the stage-1 model folder; the adapter is saved into it")
     parser.add_argument("--adapter-name", help="default: the dataset's name")
@@ -153,7 +155,8 @@ def adapt_main(argv=None):
 
 
 def eval_main(argv=None):
-    parser = ArgumentParser(description="Evaluate an Aesformer model (both branches) on a dataset split.")
+    parser = ArgumentParser(prog="aesformer eval",
+                            description="Evaluate an Aesformer model (both branches) on a dataset split.")
     parser.add_argument("--model", required=True, help="model folder (its adapters/ are loaded for --adapter)")
     parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none)")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
