@@ -448,6 +448,13 @@ class AesformerModel(AesformerPreTrainedModel):
         self.vision_head = AesformerScoreHead(*head_args)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The comment encoder's word embeddings."""
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
     # ------------------------------------------------------------------ features
     def get_image_features(
         self,

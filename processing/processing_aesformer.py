@@ -748,6 +748,8 @@ class AesformerProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, max_comment_words: int = 200, **kwargs):
         # `max_length` is a text kwarg (callers may override it per call), so it is not an explicit argument here;
         # `AesformerProcessor(..., max_length=64)` still sets the default (and `to_dict` saves it).
+        # Given here, it wins over a `max_length` the tokenizer was created (or saved) with; a call's wins over both.
+        self._max_length_given = "max_length" in kwargs
         max_length = kwargs.pop("max_length", 512)
         if image_processor is None:
             image_processor = AesformerImageProcessor()
@@ -779,6 +781,7 @@ class AesformerProcessor(ProcessorMixin):
             if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
                 raise ValueError(f"max_length must be a positive int, got {max_length!r}.")
             processor.max_length = max_length
+            processor._max_length_given = True
         return result
 
     @classmethod
@@ -879,8 +882,13 @@ class AesformerProcessor(ProcessorMixin):
         images_kwargs.pop("return_tensors", None)
         padding = text_kwargs.pop("padding", "longest")
         pad_to_multiple_of = text_kwargs.pop("pad_to_multiple_of", None)
-        # The call's max_length, else the tokenizer's init kwarg, else the processor's own default.
-        max_length = text_kwargs.pop("max_length", None) or self.max_length
+        # The call's max_length; else the processor's when it was given (or saved) explicitly; else the one the
+        # tokenizer was created with; else the processor's default.
+        called = "max_length" in kwargs or any("max_length" in (kwargs.get(group) or {})
+                                               for group in ("text_kwargs", "common_kwargs"))
+        max_length = text_kwargs.pop("max_length", None)
+        if max_length is None or (not called and getattr(self, "_max_length_given", True)):
+            max_length = self.max_length
         padding_side = text_kwargs.pop("padding_side", None)
         if padding is True:
             padding = "longest"

@@ -285,3 +285,62 @@ def test_onnx_export_of_the_image_only_branch_runs_in_onnxruntime(tmp_path):
         got_score, got_distribution = session.run(None, {session.get_inputs()[0].name: pixel_values.numpy()})
         assert abs(got_score - score.numpy()).max() <= 1e-4
         assert abs(got_distribution - distribution.numpy()).max() <= 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ 8. + 9. processors
+def _toy_tokenizer(tmp_path):
+    from transformers import BertTokenizer
+
+    from modeling_aesformer.toy import write_toy_vocab
+
+    return BertTokenizer(vocab=str(write_toy_vocab(tmp_path / "vocab.txt", 512)), do_lower_case=False)
+
+
+def test_image_processor_accepts_the_standard_images_kwargs():
+    import numpy as np
+
+    from aesformer_processing import AesformerImageProcessor
+    from aesformer_processing.processing_aesformer import AesformerImageProcessorKwargs
+
+    processor = AesformerImageProcessor(size={"height": 8, "width": 8})
+    assert processor.valid_kwargs is AesformerImageProcessorKwargs
+    chw = np.random.default_rng(0).integers(0, 255, (3, 12, 10), dtype=np.uint8)
+    out = processor(chw, do_convert_rgb=True, input_data_format="channels_first", data_format="channels_last",
+                    device="cpu", return_tensors="pt", disable_grouping=True, default_to_square=True)
+    assert tuple(out["pixel_values"].shape) == (1, 8, 8, 3)
+    hwc = processor(chw.transpose(1, 2, 0), input_data_format="channels_last", return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(hwc, out["pixel_values"].permute(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="do_center_crop"):
+        processor(chw, do_center_crop=True)
+    with pytest.raises(ValueError, match="data_format"):
+        processor(chw, data_format="channels_middle")
+
+
+def test_processor_kwargs_routing_and_the_old_call_forms(tmp_path):
+    from PIL import Image
+
+    from aesformer_processing import AesformerImageProcessor, AesformerProcessor
+
+    processor = AesformerProcessor(AesformerImageProcessor(size={"height": 16, "width": 16}),
+                                   _toy_tokenizer(tmp_path), max_length=64)
+    images = [Image.new("RGB", (20, 20), (200, 10, 10)), Image.new("RGB", (20, 20), (10, 200, 10))]
+    long_comment = " ".join(["great light"] * 40)
+    # max_length goes to the tokenizer, size to the image processor (flat kwargs routed by name)
+    out = processor(images=images, text=[long_comment, None], max_length=16, size=12)
+    assert out["input_ids"].shape[1] == 16 and out["pixel_values"].shape[-1] == 12
+    assert out["attention_mask"][1].sum() == 0
+    # the structured forms
+    nested = processor(images=images, text=[long_comment, None], text_kwargs={"max_length": 10},
+                       images_kwargs={"size": {"height": 8, "width": 8}}, common_kwargs={"return_tensors": "np"})
+    assert nested["input_ids"].shape[1] == 10 and nested["pixel_values"].shape[-2:] == (8, 8)
+    assert type(nested["pixel_values"]).__module__ == "numpy"
+    # the processor's own default (64) and the old keyword `comments=`, positional images
+    default = processor(images, comments=[long_comment, None])
+    assert default["input_ids"].shape[1] == 64
+    padded = processor(images, comments=["nice", None], padding="max_length", pad_to_multiple_of=8)
+    assert padded["input_ids"].shape[1] == 64
+    with pytest.raises(ValueError, match="not both"):
+        processor(images, text=["a", None], comments=["a", None])
+    # saved and reloaded with its max_length
+    processor.save_pretrained(tmp_path / "processor")
+    assert AesformerProcessor.from_pretrained(tmp_path / "processor").max_length == 64
