@@ -765,8 +765,8 @@ class AesformerProcessor(ProcessorMixin):
         self.max_length = max_length
         super().__init__(image_processor, tokenizer, **kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
-        output = super().to_dict()
+    def to_dict(self, *args, **kwargs) -> dict[str, Any]:
+        output = super().to_dict(*args, **kwargs)  # (transformers 4.x takes `legacy_serialization`)
         output["max_length"] = self.max_length
         return output
 
