@@ -23,7 +23,6 @@ import importlib
 import unittest
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import transformers
