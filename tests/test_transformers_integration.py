@@ -344,3 +344,14 @@ def test_processor_kwargs_routing_and_the_old_call_forms(tmp_path):
     # saved and reloaded with its max_length
     processor.save_pretrained(tmp_path / "processor")
     assert AesformerProcessor.from_pretrained(tmp_path / "processor").max_length == 64
+
+
+# ------------------------------------------------------------------------------------------------ packaging
+@pytest.mark.parametrize("command", ["pretrain", "adapt", "eval", "score", "demo"])
+def test_every_command_help_shows_its_own_name(command, capsys):
+    from modeling_aesformer.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: aesformer {command} ")
