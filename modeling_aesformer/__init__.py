@@ -31,6 +31,11 @@ def _register() -> None:
 
 _register()
 
+# The eval fast path (package only, not shipped to the Hub): see fast_inference.py.
+from .fast_inference import install as _install_fast_path  # noqa: E402
+
+_install_fast_path()
+
 __all__ = [
     "AesformerConfig",
     "AesformerImageProcessor",

@@ -81,6 +81,7 @@ class AesformerConfig(PretrainedConfig):
         "vl_image_distribution", "vl_image_logits", "vl_text_distribution", "vl_text_logits",
         "vision_distribution", "vision_logits", "vl_image_embeds", "vl_text_embeds", "vision_embeds",
         "unimodal_image_embeds", "unimodal_text_embeds", "vision_language_attentions", "vision_attentions",
+        "vision_hidden_states", "text_hidden_states",
     ]
 
     def __init__(

@@ -6,7 +6,6 @@ sibling `configuration_aesformer`.
 
 import copy
 import math
-import weakref
 from dataclasses import dataclass
 from contextlib import contextmanager, nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -17,6 +16,7 @@ from torch import nn
 from transformers import BertModel, PreTrainedModel, SwinModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, logging
 
 from .adapter_weights_aesformer import fold_default_adapter, image_only_answer
@@ -69,6 +69,12 @@ class AesformerOutput(ModelOutput):
         vision_attentions (`tuple(torch.FloatTensor)`, *optional*):
             One tensor per fusion layer, `(n_image_only, heads, T, T)` over the multi-scale tokens
             (scale-major: all tokens of stage 1, then stage 2, ...).
+        vision_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            Swin's patch embedding, then every stage's output (after its patch merging), `(batch_size, H_k * W_k,
+            C_k)` each, for every sample.
+        text_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            BERT's embedding output and every layer's output, `(batch_size, T, hidden_size)`; rows of samples
+            without comments are NaN.
 
     When some samples took the image-only branch, two attributes (not fields: they are not tensors) say which head
     answered them: `image_only_adapter` (the dataset adapter, or "base" for the model's own modules) and
@@ -93,6 +99,8 @@ class AesformerOutput(ModelOutput):
     unimodal_text_embeds: Optional[torch.FloatTensor] = None
     vision_language_attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
     vision_attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
+    vision_hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
+    text_hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
 
 
 def earth_movers_distance(predicted: torch.Tensor, target: torch.Tensor, r: int = 2) -> torch.Tensor:
@@ -109,6 +117,8 @@ def earth_movers_distance(predicted: torch.Tensor, target: torch.Tensor, r: int 
 def normalize_labels(labels: torch.Tensor) -> torch.Tensor:
     """Vote counts or distributions [B, bins] -> distributions; a row with no mass is an error."""
     labels = labels.float()
+    if _is_tracing(labels):  # data-dependent checks cannot be traced (torch.export / torch.compile)
+        return labels / labels.sum(dim=-1, keepdim=True)
     if (labels < 0).any():
         raise ValueError("labels must be non-negative vote counts or probabilities")
     total = labels.sum(dim=-1, keepdim=True)
@@ -118,158 +128,21 @@ def normalize_labels(labels: torch.Tensor) -> torch.Tensor:
     return labels / total
 
 
-# ---------------------------------------------------------------------------------------------- inference fast paths
-# Tensors derived from parameters (fused q/k/v weights, Swin's per-window attention biases) are cached per module and
-# rebuilt when any source parameter changes: the key holds each source's identity (a weak reference, so a new
-# Parameter never matches an old entry), storage pointer and version counter (bumped by every in-place update:
-# optimizer steps, `load_state_dict`, `copy_`). Nothing is cached while autograd must see the derivation (a source
-# requires grad and grad mode is on) or under `torch.compile` (the compiler folds it); the cache lives outside the
-# modules, so state dicts, deepcopy and pickling never see it.
-_DERIVED = weakref.WeakKeyDictionary()
-_GEOMETRY: Dict[tuple, Optional[Tuple[torch.Tensor, torch.Tensor]]] = {}
-_COMPILED = weakref.WeakKeyDictionary()  # model -> what compile_for_inference() compiled (see there)
-_CACHED_BIAS_MAX_BYTES = 32 * 2**20  # a per-window attention bias expanded to the batch is kept below this size
-
-
-def _is_compiling() -> bool:
+def _is_tracing(tensor: Optional[torch.Tensor] = None) -> bool:
+    """Whether this forward is being traced (torch.compile, torch.export, fx) rather than run: routing then takes
+    no Python decision on tensor values."""
     compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+    for name in ("is_compiling", "is_exporting"):
+        check = getattr(compiler, name, None)
+        if callable(check) and check():
+            return True
+    return tensor is not None and type(tensor) is not torch.Tensor and type(tensor) is not nn.Parameter
 
 
-def _derived(owner: nn.Module, name, sources: Sequence[torch.Tensor], build):
-    """`build()` (a function of `sources`), cached on `owner` under `name` while the sources are unchanged."""
-    if (torch.is_grad_enabled() and any(s.requires_grad for s in sources)) or _is_compiling():
-        return build()
-    key = tuple((s.data_ptr(), s._version, s.dtype, s.device) for s in sources)
-    entries = _DERIVED.setdefault(owner, {})
-    entry = entries.get(name)
-    if entry is not None and entry[0] == key and all(ref() is s for ref, s in zip(entry[1], sources)):
-        return entry[2]
-    with torch.inference_mode(False), torch.no_grad():  # a normal tensor: usable outside inference mode too
-        value = build()
-    entries[name] = (key, [weakref.ref(s) for s in sources], value)
-    return value
-
-
-def _plain_linear(module) -> bool:
-    """An unwrapped nn.Linear without hooks: its weights may be read directly (a PEFT layer or a hooked module is
-    called as a module instead)."""
-    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
-
-
-def _fused_projection(owner: nn.Module, linears: Sequence[nn.Module]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """(weight, bias) of the given Linears concatenated along the output dimension (one GEMM instead of several), or
-    None when they must run as separate modules: wrapped or hooked Linears, or autograd training them. The separate
-    parameters stay the checkpoint format; the fused copy is derived (see `_derived`)."""
-    if not all(_plain_linear(m) for m in linears):
-        return None
-    params = [m.weight for m in linears] + [m.bias for m in linears if m.bias is not None]
-    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        return None
-
-    def build():
-        weight = torch.cat([m.weight for m in linears], dim=0)
-        biases = [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in linears]
-        return weight, torch.cat(biases, dim=0)
-
-    return _derived(owner, "fused_projection", params, build)
-
-
-def _window_geometry(height: int, width: int, window: int, shift: int, device) -> Optional[Tuple[torch.Tensor, ...]]:
-    """(order, inverse) token indices: `tokens[:, order]` is Swin's cyclic shift by `-shift` followed by the window
-    partition (window-major, row-major inside a window) in one gather; `inverse` undoes it. None = identity."""
-    key = (height, width, window, shift, str(device))
-    if key not in _GEOMETRY:
-        if shift == 0 and window == height and window == width:
-            _GEOMETRY[key] = None
-        else:
-            with torch.inference_mode(False):  # normal tensors: autograd may save them (index_select's backward)
-                rows = (torch.arange(height) + shift) % height
-                cols = (torch.arange(width) + shift) % width
-                grid = rows[:, None] * width + cols[None, :]  # grid[h, w] = source of shifted position (h, w)
-                order = grid.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1)
-                _GEOMETRY[key] = (order.to(device), torch.argsort(order).to(device))
-    return _GEOMETRY[key]
-
-
-def _shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
-    """Swin's shifted-window mask [num_windows, N, N]: 0 inside a region, -100 across regions (as transformers)."""
-    h_idx, w_idx = torch.arange(height), torch.arange(width)
-    h_region = (h_idx >= height - window).long() + (h_idx >= height - shift).long()
-    w_region = (w_idx >= width - window).long() + (w_idx >= width - shift).long()
-    regions = (h_region[:, None] * 3 + w_region[None, :]).float()
-    windows = regions.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window**2)
-    mask = windows.unsqueeze(1) - windows.unsqueeze(2)
-    return mask.masked_fill(mask != 0, -100.0)
-
-
-def _window_attention_bias(block, window: int, shift: int, height: int, width: int, batch: int) -> torch.Tensor:
-    """Relative position bias (+ the shifted-window mask) for one Swin block, shaped for SDPA over
-    `[batch * windows, heads, N, N]`: `[1, heads, N, N]` without shift, else expanded to every window of the batch."""
-    bias_module = block.attention.relative_position_bias
-    table = bias_module.relative_position_bias_table
-    area = window * window
-
-    def relative():
-        bias = table[bias_module.relative_position_index.view(-1)].view(area, area, -1)
-        return bias.permute(2, 0, 1).unsqueeze(0)  # [1, heads, N, N]
-
-    if shift == 0:
-        return _derived(block, ("bias", window), [table], lambda: relative().contiguous())
-
-    def combined():
-        mask = _shift_mask(height, width, window, shift).to(device=table.device, dtype=table.dtype)
-        return relative() + mask.unsqueeze(1)  # [windows, heads, N, N]
-
-    per_window = _derived(block, ("bias", window, shift, height, width), [table], combined)
-    expanded_shape = (batch * per_window.shape[0],) + tuple(per_window.shape[1:])
-
-    def expand():
-        return per_window.unsqueeze(0).expand((batch,) + tuple(per_window.shape)).reshape(expanded_shape)
-
-    if per_window.numel() * batch * per_window.element_size() > _CACHED_BIAS_MAX_BYTES:
-        return expand()
-    return _derived(block, ("bias", window, shift, height, width, batch), [table], expand)
-
-
-def _swin_block_fast(block, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """One SwinLayer in eval mode, equal to `block(hidden_states, (height, width))[0]` up to float rounding, with
-    less work: the cyclic shift and window partition are one gather (and one inverse gather), q/k/v are one GEMM,
-    the attention bias and masks are built once, no zero padding. Falls back to the block itself where padding or
-    a clamped window would be needed."""
-    window, shift = block.window_size, block.shift_size
-    if min(height, width) <= window:  # transformers' own clamp (set_shift_and_window_size), without mutating
-        window, shift = min(height, width), 0
-    attention = block.attention
-    if window != attention.relative_position_bias.window_size[0] or height % window or width % window:
-        return block(hidden_states, (height, width))[0]
-    batch, length, channels = hidden_states.shape
-    area = window * window
-    windows = batch * (length // area)
-    heads, head_dim = attention.num_attention_heads, attention.head_dim
-
-    shortcut = hidden_states
-    hidden_states = block.layernorm_before(hidden_states)
-    geometry = _window_geometry(height, width, window, shift, hidden_states.device)
-    if geometry is not None:
-        hidden_states = hidden_states.index_select(1, geometry[0])
-    fused = _fused_projection(attention, (attention.q_proj, attention.k_proj, attention.v_proj))
-    if fused is not None:
-        query, key, value = F.linear(hidden_states, *fused).view(windows, area, 3, heads, head_dim).unbind(2)
-    else:
-        query, key, value = (
-            proj(hidden_states).view(windows, area, heads, head_dim)
-            for proj in (attention.q_proj, attention.k_proj, attention.v_proj)
-        )
-    bias = _window_attention_bias(block, window, shift, height, width, batch)
-    context = F.scaled_dot_product_attention(
-        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask=bias, scale=attention.scaling
-    )
-    context = attention.o_proj(context.transpose(1, 2).reshape(batch, length, channels))
-    if geometry is not None:
-        context = context.index_select(1, geometry[1])
-    hidden_states = shortcut + context
-    return hidden_states + block.mlp(block.layernorm_after(hidden_states))
+def _hooked(module: nn.Module) -> bool:
+    """Whether a module (or one below it) carries hooks: accelerate's `_hf_hook` (device_map dispatch, offload,
+    which replaces `forward`) or ordinary forward hooks. Such modules must be called, never read directly."""
+    return any(hasattr(m, "_hf_hook") or m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
 def _swin_layout_known(swin: SwinModel) -> bool:
@@ -290,22 +163,16 @@ def _swin_layout_known(swin: SwinModel) -> bool:
         return False
 
 
-def _swin_stage_tokens(swin: SwinModel, pixel_values: torch.Tensor, fast: bool) -> List[Tuple[torch.Tensor, int, int]]:
-    """The output of every Swin stage (after its patch merging) as `(tokens [B, H*W, C], H, W)`.
+def _swin_stage_tokens(swin: SwinModel, pixel_values: torch.Tensor) -> List[Tuple[torch.Tensor, int, int]]:
+    """The patch embedding, then the output of every Swin stage (after its patch merging), each as
+    `(tokens [B, H*W, C], H, W)`.
 
-    Runs the stages directly: no final LayerNorm (unused: Aesformer takes un-normed stage outputs), no hidden-state
-    recording. `fast` (eval only) uses `_swin_block_fast`; otherwise each stage is transformers' own module (drop
-    path, gradient checkpointing and all)."""
+    Calls transformers' own modules stage by stage (drop path, gradient checkpointing, hooks and all), without the
+    final LayerNorm (Aesformer takes the un-normed stage outputs) and without hidden-state recording."""
     hidden_states, (height, width) = swin.embeddings(pixel_values)
-    stages = []
+    stages = [(hidden_states, height, width)]
     for stage in swin.encoder.layers:
-        if fast:
-            for block in stage.blocks:
-                hidden_states = _swin_block_fast(block, hidden_states, height, width)
-            if stage.downsample is not None:
-                hidden_states = stage.downsample(hidden_states, (height, width))
-        else:
-            hidden_states = stage(hidden_states, (height, width))[0]
+        hidden_states = stage(hidden_states, (height, width))[0]
         if stage.downsample is not None:
             height, width = (height + 1) // 2, (width + 1) // 2
         stages.append((hidden_states, height, width))
@@ -314,6 +181,10 @@ def _swin_stage_tokens(swin: SwinModel, pixel_values: torch.Tensor, fast: bool) 
 
 class AesformerFusionAttention(nn.Module):
     """BERT-style self-attention with its output projection and post-LN residual, shared by both modalities."""
+
+    # `fast_qkv(attention, hidden_states)`: the installed package's cached one-GEMM q/k/v (or None to run the three
+    # Linears); None in a Hub copy of this file. See `modeling_aesformer/fast_inference.py`.
+    fast_qkv = None
 
     def __init__(self, config: AesformerConfig):
         super().__init__()
@@ -339,9 +210,11 @@ class AesformerFusionAttention(nn.Module):
         def split_heads(x):
             return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-        fused = _fused_projection(self, (self.query, self.key, self.value))
+        fused = None
+        if self.fast_qkv is not None:
+            fused = self.fast_qkv(self, hidden_states)
         if fused is not None:  # one GEMM for q, k and v (the checkpoint keeps the three Linears)
-            q, k, v = (split_heads(x) for x in F.linear(hidden_states, *fused).chunk(3, dim=-1))
+            q, k, v = (split_heads(x) for x in fused.chunk(3, dim=-1))
         else:
             q, k, v = (split_heads(proj(hidden_states)) for proj in (self.query, self.key, self.value))
         # key_padding_mask: [B, L] bool, True = may be attended to.
@@ -489,13 +362,19 @@ class AesformerScoreHead(nn.Module):
         self.threshold.fill_(float(threshold))
 
     def forward(self, pooled: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns the logits of the active bins, their score values and the threshold."""
-        k = int(self.num_active_bins)
+        """Returns the logits of the active bins, their score values and the threshold.
+
+        Traced (torch.export / torch.compile), the number of active bins is not known at trace time: the head then
+        answers at its full width with the inactive bins' logits at -inf (probability 0, score unchanged)."""
         # A bf16/fp16 model feeds its pooled features to an fp32 head; the logits leave in fp32 (even when the head
         # itself was cast), so the softmax, the distribution and the score are computed in fp32.
         pooled = pooled.to(self.dense.weight.dtype)
-        logits = self.out_proj(self.activation(self.dense(pooled)))[..., :k].float()
-        return logits, self.bin_values[:k].float(), self.threshold.float()
+        logits = self.out_proj(self.activation(self.dense(pooled))).float()
+        if _is_tracing(pooled):
+            inactive = torch.arange(logits.shape[-1], device=logits.device) >= self.num_active_bins
+            return logits.masked_fill(inactive, float("-inf")), self.bin_values.float(), self.threshold.float()
+        k = int(self.num_active_bins)
+        return logits[..., :k], self.bin_values[:k].float(), self.threshold.float()
 
 
 @dataclass
@@ -508,6 +387,8 @@ class _Branch:
     heads: dict  # head name -> (embeds, logits, distribution)
     attentions: Optional[tuple]
     unimodal: Optional[dict] = None  # encoder outputs before fusion (with comments)
+    hidden_states: Optional[tuple] = None  # the text encoder's hidden states (with comments, on request)
+    valid: Optional[torch.Tensor] = None  # traced only: [batch] bool, the rows this branch answered (NaN elsewhere)
 
 
 def _grad_only_if_trainable(module: nn.Module):
@@ -564,8 +445,10 @@ class AesformerModel(AesformerPreTrainedModel):
     or an all-zero mask row) goes through the image-only branch (multi-scale adapter, `vision_ffn`, `vision_head`).
     """
 
-    # Eval-mode Swin without the work the model never uses (see `_swin_block_fast`); set False on an instance to
-    # run transformers' SwinModel forward instead (the results agree to float rounding).
+    # `fast_vision_stages(swin, pixel_values)`: the installed package's eval fast path for Swin (same results up to
+    # float rounding, less work; `modeling_aesformer/fast_inference.py`), None in a Hub copy of this file. Set
+    # `fast_vision_path = False` on an instance to run transformers' own Swin modules instead.
+    fast_vision_stages = None
     fast_vision_path = True
 
     def __init__(self, config: AesformerConfig):
@@ -590,37 +473,121 @@ class AesformerModel(AesformerPreTrainedModel):
         self.vision_head = AesformerScoreHead(*head_args)
         self.post_init()
 
-    # ------------------------------------------------------------------ features
-    def get_image_features(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """The output of every Swin stage (after its patch merging, not layer-normed) as token sequences
-        `[B, H_k * W_k, C_k]`: `[B, 784, 192], [B, 196, 384], [B, 49, 768], [B, 49, 768]` for Aesformer-T."""
-        return tuple(m.flatten(2).transpose(1, 2) for m in self._stage_maps(pixel_values))
+    def get_input_embeddings(self) -> nn.Module:
+        """The comment encoder's word embeddings."""
+        return self.text_model.get_input_embeddings()
 
-    def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        """BERT's last hidden state `[B, T, hidden]` of the comments (the [CLS] token is position 0)."""
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
+    # ------------------------------------------------------------------ features
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[BaseModelOutputWithPooling, tuple]:
+        r"""
+        Runs the Swin image encoder.
+
+        Returns:
+            [`~modeling_outputs.BaseModelOutputWithPooling`] (a tuple with `return_dict=False`):
+
+            - **last_hidden_state** `[B, H*W, C]`: the last stage's tokens (un-normed: what the fusion layers take,
+              before `vision_projection`), `[B, 49, 768]` for Aesformer-T at 224 px;
+            - **pooler_output** `[B, C]`: their mean;
+            - **hidden_states** (with `output_hidden_states`): the patch embedding, then every stage's output after
+              its patch merging as `[B, H_k*W_k, C_k]` (`[B, 3136, 96], [B, 784, 192], [B, 196, 384], [B, 49, 768],
+              [B, 49, 768]` for Aesformer-T);
+            - **attentions** (with `output_attentions`): Swin's attention weights, one tensor per block.
+        """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        stages, attentions = self._vision_tokens(pixel_values, output_attentions=output_attentions)
+        last = stages[-1][0]
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=last,
+            pooler_output=last.mean(dim=1),
+            hidden_states=tuple(tokens for tokens, _, _ in stages) if output_hidden_states else None,
+            attentions=attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[BaseModelOutputWithPooling, tuple]:
+        r"""
+        Runs the BERT comment encoder.
+
+        Returns:
+            [`~modeling_outputs.BaseModelOutputWithPooling`] (a tuple with `return_dict=False`):
+            **last_hidden_state** `[B, T, hidden]`, **pooler_output** `[B, hidden]` (the [CLS] token: the unimodal
+            text embedding of the stage-1 contrastive loss; BERT's own pooler is not part of the model), and BERT's
+            **hidden_states** / **attentions** on request.
+        """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         # A frozen encoder (stage 2) runs without autograd: nothing below it needs gradients.
         with _grad_only_if_trainable(self.text_model):
-            return self.text_model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
+            outputs = self.text_model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+            )
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=outputs.last_hidden_state[:, 0],
+            hidden_states=outputs.hidden_states if output_hidden_states else None,
+            attentions=outputs.attentions if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
 
-    def _stage_maps(self, pixel_values):
-        """The Swin stage outputs as `[B, C, H, W]` maps (channels-last views of the stage tokens: no copies)."""
+    def _vision_tokens(self, pixel_values, output_attentions: bool = False):
+        """(`[(tokens [B, H*W, C], H, W)]` for the patch embedding and every Swin stage, Swin's attentions or None)."""
         vision = self.vision_model
         pixel_values = pixel_values.to(vision.dtype)  # fp32 images into a bf16/fp16 model (no-op otherwise)
         with _grad_only_if_trainable(vision):
-            if any(hasattr(m, "_hf_hook") for m in vision.modules()) or vision._forward_hooks or \
-                    vision._forward_pre_hooks or not _swin_layout_known(vision):
-                # Dispatched/offloaded or hooked encoder (the hooks move weights and inputs), or another
-                # transformers' Swin layout: SwinModel's own forward.
-                outputs = vision(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
-                return outputs.reshaped_hidden_states[1:]  # [0] is the patch embedding
-            compiled = self._compiled_vision()
-            if compiled is not None:
-                stages = compiled(pixel_values)
-            else:
-                stages = _swin_stage_tokens(vision, pixel_values, fast=self.fast_vision_path and not vision.training)
-        return [tokens.view(tokens.shape[0], h, w, tokens.shape[-1]).permute(0, 3, 1, 2) for tokens, h, w in stages]
+            if output_attentions or _hooked(vision) or not _swin_layout_known(vision):
+                # Attention weights, a dispatched/offloaded or hooked encoder (the hooks move weights and inputs), or
+                # another transformers' Swin layout: SwinModel's own forward.
+                outputs = vision(
+                    pixel_values=pixel_values, output_hidden_states=True, output_attentions=output_attentions,
+                    return_dict=True,
+                )
+                stages = [
+                    (tokens, grid.shape[-2], grid.shape[-1])
+                    for tokens, grid in zip(outputs.hidden_states, outputs.reshaped_hidden_states)
+                ]
+                return stages, (outputs.attentions if output_attentions else None)
+            stages = None
+            if not vision.training and not _is_tracing(pixel_values):
+                compiled = self._compiled("vision")
+                if compiled is not None:
+                    stages = compiled(pixel_values)
+                elif self.fast_vision_path and self.fast_vision_stages is not None:
+                    stages = self.fast_vision_stages(vision, pixel_values)
+            if stages is None:
+                stages = _swin_stage_tokens(vision, pixel_values)
+        return stages, None
+
+    @staticmethod
+    def _stage_maps(stages):
+        """The Swin stage outputs as `[B, C, H, W]` maps (channels-last views of the stage tokens: no copies)."""
+        return [tokens.view(tokens.shape[0], h, w, tokens.shape[-1]).permute(0, 3, 1, 2) for tokens, h, w in stages[1:]]
 
     # ------------------------------------------------------------------ opt-in compiled inference
     def compile_for_inference(self, mode: Optional[str] = None, dynamic: Optional[bool] = None,
@@ -630,13 +597,13 @@ class AesformerModel(AesformerPreTrainedModel):
         `output_attentions` take the eager path, so does a model whose weights changed after this call (compile
         again then).
 
-        Compiled: the Swin encoder (its eval fast path: the many small, memory-bound operations of the early
-        stages are where compiling pays) and, with `fusion=True`, also the fusion layers of the image-only branch
-        (large GEMMs already near the matmul peak: no measurable gain on CPU, 20 s more compiling, and one more
-        compilation per dataset adapter). `freezing=True` lets inductor treat the weights as constants (prepacked
-        GEMMs, bias and GELU fused into them); `mode` and `dynamic` go to `torch.compile` (`mode` replaces
-        `freezing`). The first call per input shape compiles (10-30 s on 2 CPU cores; inductor caches it on disk
-        for later processes); later calls reuse it. Needs a C++ compiler on CPU (inductor).
+        Compiled: the Swin encoder (the many small, memory-bound operations of the early stages are where compiling
+        pays) and, with `fusion=True`, also the fusion layers of the image-only branch (large GEMMs already near the
+        matmul peak: no measurable gain on CPU, 20 s more compiling, and one more compilation per dataset adapter).
+        `freezing=True` lets inductor treat the weights as constants (prepacked GEMMs, bias and GELU fused into
+        them); `mode` and `dynamic` go to `torch.compile` (`mode` replaces `freezing`). The first call per input
+        shape compiles (10-30 s on 2 CPU cores; inductor caches it on disk for later processes); later calls reuse
+        it. Needs a C++ compiler on CPU (inductor). The compiled functions belong to this model instance.
 
         ```python
         model = AesformerModel.from_pretrained(path).eval().compile_for_inference()
@@ -651,12 +618,12 @@ class AesformerModel(AesformerPreTrainedModel):
         vision = self.vision_model
 
         def vision_stages(pixel_values):
-            return _swin_stage_tokens(vision, pixel_values, fast=True)
+            return _swin_stage_tokens(vision, pixel_values)
 
         def image_only_fusion(hidden_states):
             return self._fuse(hidden_states, VISION, None, False)[0]
 
-        _COMPILED[self] = {
+        self.__dict__["_compiled_inference"] = {
             "vision": torch.compile(vision_stages, **kwargs),
             "fusion": torch.compile(image_only_fusion, **kwargs) if fusion else None,
             "key": self._weights_key(),
@@ -670,8 +637,8 @@ class AesformerModel(AesformerPreTrainedModel):
 
     def _compiled(self, part: str):
         """The compiled callable for `part`, when compiled and usable for this call; otherwise None (eager)."""
-        entry = _COMPILED.get(self)
-        if entry is None or entry[part] is None or torch.is_grad_enabled() or self.training or _is_compiling():
+        entry = self.__dict__.get("_compiled_inference")
+        if entry is None or entry[part] is None or torch.is_grad_enabled() or self.training or _is_tracing():
             return None
         if entry.get("stale") or entry["key"] != self._weights_key():
             if not entry.get("stale"):
@@ -682,9 +649,6 @@ class AesformerModel(AesformerPreTrainedModel):
                 )
             return None
         return entry[part]
-
-    def _compiled_vision(self):
-        return None if self.vision_model.training else self._compiled("vision")
 
     # ------------------------------------------------------------------ branches
     def _fuse(self, hidden_states, modality, key_padding_mask, output_attentions):
@@ -697,15 +661,21 @@ class AesformerModel(AesformerPreTrainedModel):
             attentions.append(weights)
         return hidden_states, (tuple(attentions) if output_attentions else None)
 
-    def _with_comments(self, last_stage_map, input_ids, attention_mask, token_type_ids, output_attentions):
+    def _with_comments(self, last_stage_map, input_ids, attention_mask, token_type_ids, output_attentions,
+                       output_hidden_states=False):
         image_tokens = last_stage_map.flatten(2).transpose(1, 2)
         if self.vision_projection is not None:
             image_tokens = self.vision_projection(image_tokens)
-        # Drop columns no sample of this group uses: the processor pads to the whole batch's longest comment.
-        length = int(attention_mask.any(dim=0).nonzero().max()) + 1
-        input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
-        token_type_ids = None if token_type_ids is None else token_type_ids[:, :length]
-        text_tokens = self.get_text_features(input_ids, attention_mask, token_type_ids)
+        if not _is_tracing(input_ids):
+            # Drop columns no sample of this group uses: the processor pads to the whole batch's longest comment.
+            length = int(attention_mask.any(dim=0).nonzero().max()) + 1
+            input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
+            token_type_ids = None if token_type_ids is None else token_type_ids[:, :length]
+        text = self.get_text_features(
+            input_ids, attention_mask, token_type_ids, output_attentions=False,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        text_tokens = text.last_hidden_state
         num_image = image_tokens.shape[1]
         key_padding_mask = torch.cat(
             [attention_mask.new_ones(attention_mask.shape[0], num_image), attention_mask], dim=1
@@ -724,6 +694,47 @@ class AesformerModel(AesformerPreTrainedModel):
             heads={"vl_image": (image_embeds, image_logits, image_dist), "vl_text": (text_embeds, text_logits, text_dist)},
             attentions=attentions,
             unimodal={"unimodal_image_embeds": image_tokens, "unimodal_text_embeds": text_tokens[:, 0]},
+            hidden_states=text.hidden_states,
+        )
+
+    def _with_comments_traced(self, used_comments, last_stage_map, input_ids, attention_mask, token_type_ids):
+        """Traced form of the with-comments branch: batch-sized results (NaN rows for samples without comments).
+
+        `torch.cond` runs the branch only when a sample has comments (BERT cannot run on zero rows: its head split
+        is ambiguous for an empty batch), and then on those rows only (`nonzero`: an unbacked size)."""
+        batch = used_comments.shape[0]
+        num_image = last_stage_map.shape[-2] * last_stage_map.shape[-1]
+        hidden, width = self.config.hidden_size, self.vl_image_head.out_proj.out_features
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        shapes = [(batch, width)] + [(batch, hidden), (batch, width), (batch, width)] * 2
+        shapes += [(batch, num_image, hidden), (batch, hidden)]
+
+        def run(used, stage_map, ids, mask, types):
+            rows = used.nonzero().flatten()
+            branch = self._with_comments(
+                stage_map.index_select(0, rows), ids.index_select(0, rows), mask.index_select(0, rows),
+                types.index_select(0, rows), False,
+            )
+            values = [branch.distribution]
+            for head in ("vl_image", "vl_text"):
+                values += list(branch.heads[head])
+            values += [branch.unimodal["unimodal_image_embeds"], branch.unimodal["unimodal_text_embeds"]]
+            return tuple(
+                stage_map.new_full(shape, float("nan")).index_copy(0, rows, value.to(stage_map.dtype))
+                for shape, value in zip(shapes, values)
+            )
+
+        def skip(used, stage_map, ids, mask, types):
+            return tuple(stage_map.new_full(shape, float("nan")) for shape in shapes)
+
+        out = torch.cond(
+            used_comments.any(), run, skip, (used_comments, last_stage_map, input_ids, attention_mask, token_type_ids)
+        )
+        return _Branch(
+            distribution=out[0], bin_values=self.vl_image_head.bin_values, threshold=self.vl_image_head.threshold,
+            heads={"vl_image": tuple(out[1:4]), "vl_text": tuple(out[4:7])}, attentions=None,
+            unimodal={"unimodal_image_embeds": out[7], "unimodal_text_embeds": out[8]}, valid=used_comments,
         )
 
     def _image_only(self, stage_maps, output_attentions):
@@ -796,9 +807,10 @@ class AesformerModel(AesformerPreTrainedModel):
         attention_mask: Optional[torch.Tensor] = None,
         token_type_ids: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
-        output_attentions: bool = False,
+        output_attentions: Optional[bool] = None,
         adapters: Optional[Union[str, Sequence[str]]] = None,
         return_dict: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
         **kwargs,
     ) -> Union[AesformerOutput, Dict[str, AesformerOutput], tuple]:
         r"""
@@ -811,16 +823,30 @@ class AesformerModel(AesformerPreTrainedModel):
             labels (`torch.FloatTensor` of shape `(batch_size, bins)`, *optional*):
                 Target distributions or raw vote counts (rows are normalised), in the bins of the scale that
                 answers (the base bins, or the adapter's for image-only samples).
-            output_attentions (`bool`, *optional*):
+            output_attentions (`bool`, *optional*, defaults to `config.output_attentions`):
                 Return the fusion layers' attention weights (computed on the eager path).
             adapters (`str` or list of `str`, *optional*):
                 Dataset adapters (PEFT) for the image-only branch. A name runs that adapter for this call
                 ("base" = the model's own image-only modules); a list returns a dict `name -> AesformerOutput`,
                 each equal to a call with that adapter alone, with the Swin (and comment) work done once.
                 Default: whatever adapter is active.
+            output_hidden_states (`bool`, *optional*, defaults to `config.output_hidden_states`):
+                Return the towers' hidden states: `vision_hidden_states` (Swin's patch embedding and stage outputs,
+                every sample) and `text_hidden_states` (BERT's embeddings and layer outputs; NaN rows for samples
+                without comments).
+
+        Traced by `torch.export` or `torch.compile`, routing takes no Python decision on tensor values: each branch
+        runs on the rows that use it (a data-dependent number, possibly zero), never on the others; every head's
+        field is then present (NaN rows where unused) and a head with fewer active bins than its width answers at
+        full width (inactive bins have probability 0).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         batch = pixel_values.shape[0]
+        tracing = _is_tracing(pixel_values)
         if input_ids is None:
             used_comments = torch.zeros(batch, dtype=torch.bool, device=pixel_values.device)
         else:
@@ -833,18 +859,36 @@ class AesformerModel(AesformerPreTrainedModel):
                 )
             used_comments = attention_mask.bool().any(dim=-1)
 
-        stage_maps = self._stage_maps(pixel_values)
-        vl_rows = used_comments.nonzero().flatten()
+        stages, _ = self._vision_tokens(pixel_values)
+        stage_maps = self._stage_maps(stages)
+        vision_hidden_states = tuple(tokens for tokens, _, _ in stages) if output_hidden_states else None
+        vl_rows = None if tracing else used_comments.nonzero().flatten()  # traced: see _with_comments_traced
         vision_rows = (~used_comments).nonzero().flatten()
+        # Eager: a branch no sample uses is skipped. Traced: the row counts are not known, both branches are
+        # traced and each runs on its own (possibly empty) rows.
+        has_vl = input_ids is not None and (tracing or len(vl_rows) > 0)
+        has_vision = tracing or len(vision_rows) > 0
 
         def take(x, rows):  # a branch that answers for the whole batch takes the tensors as they are (no copy)
-            return x if x is None or len(rows) == batch else x[rows]
+            if x is None or (not tracing and len(rows) == batch):
+                return x
+            return x.index_select(0, rows)
 
         with_comments = None
-        if len(vl_rows):
+        if has_vl and tracing:
+            if output_attentions or output_hidden_states:
+                raise ValueError(
+                    "output_attentions / output_hidden_states are not available while tracing (torch.export, "
+                    "torch.compile) a batch with comment inputs: their row count is data-dependent"
+                )
+            with_comments = self._with_comments_traced(
+                used_comments, stage_maps[-1], input_ids, attention_mask, token_type_ids
+            )
+            vl_rows = torch.arange(batch, device=used_comments.device)
+        elif has_vl:
             with_comments = self._with_comments(
                 take(stage_maps[-1], vl_rows), take(input_ids, vl_rows), take(attention_mask, vl_rows),
-                take(token_type_ids, vl_rows), output_attentions,
+                take(token_type_ids, vl_rows), output_attentions, output_hidden_states,
             )
 
         def answer(adapter):
@@ -852,13 +896,15 @@ class AesformerModel(AesformerPreTrainedModel):
             with self._adapter_active(adapter) if adapter is not None else nullcontext():
                 if labels is not None:
                     adapted = self._enabled_dataset_adapter()
-                if len(vision_rows):
+                if has_vision:
                     image_only = self._image_only([take(m, vision_rows) for m in stage_maps], output_attentions)
             output = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels,
                                     adapted)
             if image_only is not None:
                 name, trained = image_only_answer(self.config, adapter or self._active_image_only_adapter())
                 output.image_only_adapter, output.image_only_trained = name, trained
+            if vision_hidden_states is not None:
+                output["vision_hidden_states"] = vision_hidden_states
             return output if return_dict else output.to_tuple()
 
         if adapters is None or isinstance(adapters, str):
@@ -881,9 +927,12 @@ class AesformerModel(AesformerPreTrainedModel):
         score, threshold = ref.new_zeros(batch), ref.new_zeros(batch)
         result = {}
         for rows, branch in branches:
-            distribution[rows, : branch.distribution.shape[-1]] = branch.distribution
+            padded = F.pad(branch.distribution, (0, width - branch.distribution.shape[-1]))
+            distribution = distribution.index_copy(0, rows, padded.to(ref.dtype))
             score = score.index_copy(0, rows, branch.distribution @ branch.bin_values.to(ref.dtype))
-            threshold = threshold.index_fill(0, rows, float(branch.threshold))
+            threshold = threshold.index_copy(0, rows, branch.threshold.to(ref.dtype).expand(rows.shape[0]))
+            if branch.hidden_states is not None:
+                result["text_hidden_states"] = tuple(full(rows, h) for h in branch.hidden_states)
             for head, (embeds, logits, dist) in branch.heads.items():
                 result[f"{head}_embeds"] = full(rows, embeds)
                 result[f"{head}_logits"] = full(rows, logits)
@@ -959,6 +1008,8 @@ class AesformerModel(AesformerPreTrainedModel):
                     f"labels have {t.shape[-1]} bins but the answering head has {branch.distribution.shape[-1]}"
                 )
             emd = sum(earth_movers_distance(dist.float(), t) for _, _, dist in branch.heads.values())
+            if branch.valid is not None:  # traced with-comments branch: rows of other samples are NaN
+                emd = torch.where(branch.valid, emd, torch.zeros_like(emd))
             per_sample = per_sample.index_add(0, rows, emd)
         if len(counted) == len(branches):
             loss = per_sample.mean()

@@ -32,7 +32,7 @@ import PIL.Image
 import PIL.ImageOps
 from transformers import AutoTokenizer
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
-from transformers.processing_utils import ImagesKwargs, ProcessorMixin
+from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
 
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def clean_comments(comments: str | Sequence[str] | None, max_words: int | None =
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class AesformerImagesKwargs(ImagesKwargs, total=False):
+class AesformerImageProcessorKwargs(ImagesKwargs, total=False):
     """Keyword arguments accepted by [`AesformerImageProcessor`] on top of the standard image kwargs.
 
     Attributes:
@@ -162,7 +162,9 @@ class AesformerImagesKwargs(ImagesKwargs, total=False):
     max_image_pixels: int | None
 
 
-_VALID_RESAMPLE = {int(member) for member in PIL.Image.Resampling}
+
+
+_VALID_RESAMPLE = frozenset(int(member) for member in PIL.Image.Resampling)
 # Default decompression-bomb limit: Pillow's own hard limit (2 x PIL.Image.MAX_IMAGE_PIXELS as Pillow ships it, where
 # `Image.open` raises DecompressionBombError). About 537 MB of 8-bit RGB once decoded.
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
@@ -401,8 +403,12 @@ def _read_image_file(path: str, matte_color: Sequence[int], max_pixels: int | No
         raise ValueError(f"cannot read image file '{path}': {type(err).__name__}: {err}") from err
 
 
-def _to_rgb_image(image: Any, matte_color: Sequence[int], max_pixels: int | None = None) -> PIL.Image.Image:
-    """Turns one accepted image input into an 8-bit RGB PIL image (see `AesformerImageProcessor.preprocess`)."""
+def _to_rgb_image(
+    image: Any, matte_color: Sequence[int], max_pixels: int | None = None, channels_first: bool | None = None
+) -> PIL.Image.Image:
+    """Turns one accepted image input into an 8-bit RGB PIL image (see `AesformerImageProcessor.preprocess`).
+    `channels_first` (from `input_data_format`) says which layout a 3-D array or tensor has when both could fit;
+    by default HWC for numpy, CHW for torch."""
     if isinstance(image, (str, os.PathLike)):
         return _read_image_file(os.fspath(image), matte_color, max_pixels)
     if isinstance(image, PIL.Image.Image):
@@ -415,17 +421,29 @@ def _to_rgb_image(image: Any, matte_color: Sequence[int], max_pixels: int | None
         except (OSError, SyntaxError, EOFError) as err:  # a lazily opened image whose data is broken
             raise ValueError(f"cannot decode the image: {type(err).__name__}: {err}") from err
     if isinstance(image, np.ndarray):
-        return _pil_to_rgb(_array_to_pil(image, channels_first=False), matte_color)
+        return _pil_to_rgb(_array_to_pil(image, channels_first=bool(channels_first)), matte_color)
     if _is_torch_tensor(image):
         torch = sys.modules["torch"]
         tensor = image.detach().cpu()
         if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.float()  # numpy has no bfloat16
-        return _pil_to_rgb(_array_to_pil(tensor.numpy(), channels_first=True), matte_color)
+        return _pil_to_rgb(
+            _array_to_pil(tensor.numpy(), channels_first=channels_first is not False), matte_color
+        )
     raise TypeError(
         f"unsupported image type {type(image).__name__}: expected a PIL image, a numpy array, a torch tensor or a "
         "file path (str or pathlib.Path)."
     )
+
+
+def _channels_last(value: Any, name: str, default: bool) -> bool:
+    """`ChannelDimension` (or its string value) -> whether it means channels-last."""
+    if value is None:
+        return default
+    text = str(getattr(value, "value", value))
+    if text not in ("channels_first", "channels_last"):
+        raise ValueError(f"{name} must be 'channels_first' or 'channels_last', got {value!r}.")
+    return text == "channels_last"
 
 
 def _split_images(images: Any) -> list:
@@ -498,7 +516,7 @@ class AesformerImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values"]
-    valid_kwargs = AesformerImagesKwargs
+    valid_kwargs = AesformerImageProcessorKwargs
 
     def __init__(
         self,
@@ -552,6 +570,17 @@ class AesformerImageProcessor(BaseImageProcessor):
         image_std: float | Sequence[float] | None = None,
         matte_color: Sequence[int] | None = None,
         max_image_pixels: int | None = None,
+        do_convert_rgb: bool | None = None,
+        data_format: str | None = "channels_first",
+        input_data_format: str | None = None,
+        device: Any = None,
+        default_to_square: bool | None = None,
+        do_center_crop: bool | None = None,
+        crop_size: Any = None,
+        do_pad: bool | None = None,
+        pad_size: Any = None,
+        disable_grouping: bool | None = None,
+        image_seq_length: int | None = None,
     ) -> BatchFeature:
         r"""
         Preprocesses an image or a batch of images.
@@ -571,6 +600,21 @@ class AesformerImageProcessor(BaseImageProcessor):
             do_resize, size, resample, do_rescale, rescale_factor, do_normalize, image_mean, image_std, matte_color,
             max_image_pixels:
                 Override the attributes of the same name for this call only (see the class docstring).
+            do_convert_rgb (`bool`, *optional*):
+                Every image is converted to RGB (the model takes 3 channels): `True` or `None`; `False` is refused.
+            data_format (`str` or `ChannelDimension`, *optional*, defaults to `"channels_first"`):
+                Layout of `pixel_values`: `"channels_first"` (`[batch, 3, H, W]`) or `"channels_last"`
+                (`[batch, H, W, 3]`).
+            input_data_format (`str` or `ChannelDimension`, *optional*):
+                Layout of 3-D array/tensor inputs (`"channels_first"` or `"channels_last"`) when the shape does not
+                say it; by default numpy arrays are read as HWC and torch tensors as CHW.
+            device (`str` or `torch.device`, *optional*):
+                With `return_tensors="pt"`, the device `pixel_values` is put on.
+            default_to_square, do_center_crop, crop_size, do_pad, pad_size, disable_grouping, image_seq_length:
+                Standard image kwargs this processor has no use for: `size` is always the exact output size (an int
+                is a square), there is no crop, no padding and no grouping. The values that match this behaviour
+                (`None`, `default_to_square=True`, `do_center_crop=False`, `do_pad=False`, any `disable_grouping`)
+                are accepted; the others raise a `ValueError`.
 
         Returns:
             [`~image_processing_utils.BatchFeature`]: with `pixel_values`, float32 of shape `[batch, 3, height,
@@ -582,6 +626,20 @@ class AesformerImageProcessor(BaseImageProcessor):
                 files), an item is larger than `max_image_pixels` (checked before decoding), or, with
                 `do_resize=False`, the images do not share one size.
         """
+        if do_convert_rgb is False:
+            raise ValueError("do_convert_rgb=False is not supported: AesformerImageProcessor always returns RGB.")
+        for name, value, allowed in (("default_to_square", default_to_square, (None, True)),
+                                     ("do_center_crop", do_center_crop, (None, False)),
+                                     ("do_pad", do_pad, (None, False))):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not supported by AesformerImageProcessor (no crop, no padding; "
+                                 "`size` is the exact output size).")
+        for name, value in (("crop_size", crop_size), ("pad_size", pad_size), ("image_seq_length", image_seq_length)):
+            if value is not None:
+                raise ValueError(f"{name} is not supported by AesformerImageProcessor (got {value!r}).")
+        channels_last_out = _channels_last(data_format, "data_format", default=False)
+        channels_first_in = None if input_data_format is None else not _channels_last(
+            input_data_format, "input_data_format", default=False)
         do_resize = self.do_resize if do_resize is None else bool(do_resize)
         size = self.size if size is None else _normalize_size(size)
         resample = self.resample if resample is None else _normalize_resample(resample)
@@ -604,7 +662,7 @@ class AesformerImageProcessor(BaseImageProcessor):
         arrays = []
         for index, item in enumerate(_split_images(images)):
             try:
-                rgb = _to_rgb_image(item, matte_color, max_pixels)
+                rgb = _to_rgb_image(item, matte_color, max_pixels, channels_first=channels_first_in)
                 if do_resize and rgb.size != target:
                     rgb = rgb.resize(target, resample=resample)
             except TypeError as err:
@@ -625,7 +683,12 @@ class AesformerImageProcessor(BaseImageProcessor):
                 + ", ".join(f"images[{i}]: {a.shape[1]}x{a.shape[2]}" for i, a in enumerate(arrays))
             )
         pixel_values = np.stack(arrays, axis=0)
-        return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
+        if channels_last_out:
+            pixel_values = np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1))
+        features = BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
+        if device is not None and _is_torch_tensor(features["pixel_values"]):
+            features["pixel_values"] = features["pixel_values"].to(device)
+        return features
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -655,6 +718,19 @@ def _model_vocab_size(pretrained_model_name_or_path, kwargs: dict) -> int | None
     return vocab_size if isinstance(vocab_size, int) else None
 
 
+class AesformerProcessorKwargs(ProcessingKwargs, total=False):
+    """Keyword arguments of [`AesformerProcessor.__call__`]: `text_kwargs` go to the tokenizer (`max_length`,
+    `padding`, `pad_to_multiple_of`, `truncation`, ...), `images_kwargs` to [`AesformerImageProcessor`]
+    (`size`, `matte_color`, ...), `common_kwargs` (`return_tensors`) to both. Flat keyword arguments are routed by
+    name."""
+
+    images_kwargs: AesformerImageProcessorKwargs
+    _defaults = {
+        "text_kwargs": {"padding": "longest", "truncation": True},
+        "common_kwargs": {"return_tensors": "pt"},
+    }
+
+
 class AesformerProcessor(ProcessorMixin):
     r"""
     Constructs an Aesformer processor, which wraps an [`AesformerImageProcessor`] and a BERT tokenizer into a single
@@ -675,7 +751,8 @@ class AesformerProcessor(ProcessorMixin):
         max_comment_words (`int`, *optional*, defaults to 200):
             Only the first `max_comment_words` words of the cleaned comments of an image are kept.
         max_length (`int`, *optional*, defaults to 512):
-            Maximum number of tokens per image, special tokens included; longer texts are truncated.
+            Default maximum number of tokens per image, special tokens included; longer texts are truncated. Saved
+            with the processor; a call's `max_length` (flat or in `text_kwargs`) overrides it.
         kwargs (`dict[str, Any]`, *optional*):
             Passed to [`~processing_utils.ProcessorMixin`] (only `chat_template` is accepted there).
 
@@ -694,15 +771,14 @@ class AesformerProcessor(ProcessorMixin):
     attributes = ["image_processor", "tokenizer"]
     image_processor_class = "AutoImageProcessor"
     tokenizer_class = "AutoTokenizer"
+    valid_processor_kwargs = AesformerProcessorKwargs
 
-    def __init__(
-        self,
-        image_processor=None,
-        tokenizer=None,
-        max_comment_words: int = 200,
-        max_length: int = 512,
-        **kwargs,
-    ):
+    def __init__(self, image_processor=None, tokenizer=None, max_comment_words: int = 200, **kwargs):
+        # `max_length` is a text kwarg (callers may override it per call), so it is not an explicit argument here;
+        # `AesformerProcessor(..., max_length=64)` still sets the default (and `to_dict` saves it).
+        # Given here, it wins over a `max_length` the tokenizer was created (or saved) with; a call's wins over both.
+        self._max_length_given = "max_length" in kwargs
+        max_length = kwargs.pop("max_length", 512)
         if image_processor is None:
             image_processor = AesformerImageProcessor()
         if tokenizer is None:
@@ -716,6 +792,25 @@ class AesformerProcessor(ProcessorMixin):
         self.max_comment_words = max_comment_words
         self.max_length = max_length
         super().__init__(image_processor, tokenizer, **kwargs)
+
+    def to_dict(self, *args, **kwargs) -> dict[str, Any]:
+        output = super().to_dict(*args, **kwargs)  # (transformers 4.x takes `legacy_serialization`)
+        output["max_length"] = self.max_length
+        return output
+
+    @classmethod
+    def from_args_and_dict(cls, args, processor_dict: dict[str, Any], **kwargs):
+        # The base class passes only explicit `__init__` arguments on; `max_length` is a keyword one.
+        processor_dict = dict(processor_dict)
+        max_length = kwargs.pop("max_length", processor_dict.pop("max_length", None))
+        result = super().from_args_and_dict(args, processor_dict, **kwargs)
+        if max_length is not None:
+            processor = result[0] if isinstance(result, tuple) else result
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+                raise ValueError(f"max_length must be a positive int, got {max_length!r}.")
+            processor.max_length = max_length
+            processor._max_length_given = True
+        return result
 
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
@@ -769,34 +864,29 @@ class AesformerProcessor(ProcessorMixin):
             )
         return list(comments)
 
-    def __call__(
-        self,
-        images=None,
-        comments=None,
-        return_tensors: str | None = "pt",
-        padding: bool | str = "longest",
-        pad_to_multiple_of: int | None = None,
-        **kwargs,
-    ) -> BatchFeature:
+    def __call__(self, images=None, text=None, comments=None, **kwargs) -> BatchFeature:
         r"""
         Prepares images and their optional comments for the model.
 
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor`, `str`, `pathlib.Path`, or a list of those):
                 One image or a batch (list, or 4-D array/tensor); see [`~AesformerImageProcessor.preprocess`].
-            comments (`str`, `list[str]`, `None`, or for a batch a list of those, *optional*):
-                For a single image: its comments as one string, a list of strings (joined), or `None`. For a batch: a
-                list with one such entry per image (same length as `images`). `None`, `""` or whitespace-only means
-                the image has no comments. `text=` is accepted as an alias.
-            return_tensors (`str` or [`~utils.TensorType`], *optional*, defaults to `"pt"`):
-                `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
-            padding (`bool` or `str`, *optional*, defaults to `"longest"`):
-                `"longest"` (or `True`) pads to the longest tokenized comment text of the batch; `"max_length"` pads
-                to `max_length`. Not padding is not possible: the output is rectangular.
-            pad_to_multiple_of (`int`, *optional*):
-                Rounds the padded length up to a multiple of this value.
-            kwargs (`dict[str, Any]`, *optional*):
-                Passed to [`~AesformerImageProcessor.preprocess`] (e.g. `size`, `matte_color`).
+            text (`str`, `list[str]`, `None`, or for a batch a list of those, *optional*):
+                The comments. For a single image: its comments as one string, a list of strings (joined), or
+                `None`. For a batch: a list with one such entry per image (same length as `images`). `None`, `""` or
+                whitespace-only means the image has no comments.
+            comments (*optional*):
+                Same as `text` (the name used by the rest of this project); give one of the two.
+            kwargs ([`AesformerProcessorKwargs`], *optional*):
+                Routed by name, or given per modality as `text_kwargs={...}`, `images_kwargs={...}`,
+                `common_kwargs={...}`:
+
+                - tokenizer: `max_length` (default: the processor's `max_length`), `padding` (`"longest"`/`True`,
+                  the default, pads to the longest comment text of the batch; `"max_length"` to `max_length`; no
+                  padding is not possible: the output is rectangular), `pad_to_multiple_of`, `truncation` (default
+                  `True`), `padding_side`, `add_special_tokens`;
+                - image processor: see [`~AesformerImageProcessor.preprocess`] (e.g. `size`, `matte_color`);
+                - `return_tensors` (default `"pt"`; `"np"` or `None` for numpy arrays).
 
         Returns:
             [`~image_processing_utils.BatchFeature`]: with
@@ -808,12 +898,26 @@ class AesformerProcessor(ProcessorMixin):
 
             Use [`~AesformerProcessor.clean_and_check`] to find out whether a comment text was truncated.
         """
-        if "text" in kwargs:
+        if text is not None:
             if comments is not None:
                 raise ValueError("pass the comments either as `comments` or as `text`, not both.")
-            comments = kwargs.pop("text")
+            comments = text
         if images is None:
             raise ValueError("AesformerProcessor needs images: every sample is an image (comments are optional).")
+        merged = self._merge_kwargs(AesformerProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        text_kwargs, images_kwargs = dict(merged["text_kwargs"]), dict(merged["images_kwargs"])
+        return_tensors = text_kwargs.pop("return_tensors", None)
+        images_kwargs.pop("return_tensors", None)
+        padding = text_kwargs.pop("padding", "longest")
+        pad_to_multiple_of = text_kwargs.pop("pad_to_multiple_of", None)
+        # The call's max_length; else the processor's when it was given (or saved) explicitly; else the one the
+        # tokenizer was created with; else the processor's default.
+        called = "max_length" in kwargs or any("max_length" in (kwargs.get(group) or {})
+                                               for group in ("text_kwargs", "common_kwargs"))
+        max_length = text_kwargs.pop("max_length", None)
+        if max_length is None or (not called and getattr(self, "_max_length_given", True)):
+            max_length = self.max_length
+        padding_side = text_kwargs.pop("padding_side", None)
         if padding is True:
             padding = "longest"
         if padding not in ("longest", "max_length"):
@@ -822,6 +926,13 @@ class AesformerProcessor(ProcessorMixin):
             isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1
         ):
             raise ValueError(f"pad_to_multiple_of must be a positive int or None, got {pad_to_multiple_of!r}.")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}.")
+        if padding_side not in (None, "left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        # Always returned: the model routes on the attention mask and BERT takes the token types.
+        text_kwargs.pop("return_attention_mask", None)
+        text_kwargs.pop("return_token_type_ids", None)
 
         batched = _is_batch(images)
         n_images = len(_split_images(images)) if batched else 1
@@ -830,31 +941,32 @@ class AesformerProcessor(ProcessorMixin):
         texts = []
         for index, entry in enumerate(per_image):
             try:
-                text, _ = self.clean_and_check(entry, check_tokens=False)
+                cleaned, _ = self.clean_and_check(entry, check_tokens=False)
             except TypeError as err:
                 where = f"comments[{index}]" if batched else "comments"
                 raise TypeError(f"{where}: {err}") from err
-            texts.append(text)
+            texts.append(cleaned)
 
-        pixel_values = self.image_processor(images, return_tensors=None, **kwargs)["pixel_values"]
+        pixel_values = self.image_processor(images, return_tensors=None, **images_kwargs)["pixel_values"]
         data = {"pixel_values": pixel_values}
 
-        rows = [i for i, text in enumerate(texts) if text]
+        rows = [i for i, cleaned in enumerate(texts) if cleaned]
         if rows:
             with _TOKENIZER_LOCK:
                 encoded = self.tokenizer(
                     [texts[i] for i in rows],
-                    truncation=True,
-                    max_length=self.max_length,
+                    max_length=max_length,
                     padding=False,
                     return_attention_mask=True,
                     return_token_type_ids=True,
+                    **text_kwargs,
                 )
-            data.update(self._pad_rows(encoded, rows, n_images, padding, pad_to_multiple_of))
+            data.update(self._pad_rows(encoded, rows, n_images, padding, pad_to_multiple_of, max_length, padding_side))
 
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _pad_rows(self, encoded, rows: list, n_images: int, padding: str, pad_to_multiple_of: int | None) -> dict:
+    def _pad_rows(self, encoded, rows: list, n_images: int, padding: str, pad_to_multiple_of: int | None,
+                  max_length: int | None = None, padding_side: str | None = None) -> dict:
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             raise ValueError("the tokenizer has no pad token: set `tokenizer.pad_token` before using the processor.")
@@ -864,14 +976,14 @@ class AesformerProcessor(ProcessorMixin):
 
         length = max(len(ids) for ids in input_ids)
         if padding == "max_length":
-            length = max(length, self.max_length)
+            length = max(length, self.max_length if max_length is None else max_length)
         if pad_to_multiple_of is not None and length % pad_to_multiple_of:
             length += pad_to_multiple_of - length % pad_to_multiple_of
 
         out_ids = np.full((n_images, length), pad_id, dtype=np.int64)
         out_mask = np.zeros((n_images, length), dtype=np.int64)
         out_types = np.zeros((n_images, length), dtype=np.int64)
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        left = (padding_side or getattr(self.tokenizer, "padding_side", "right")) == "left"
         for k, row in enumerate(rows):
             n = len(input_ids[k])
             where = slice(length - n, length) if left else slice(0, n)
@@ -942,4 +1054,10 @@ class AesformerProcessor(ProcessorMixin):
         return self.tokenizer.decode(*args, **kwargs)
 
 
-__all__ = ["AesformerImageProcessor", "AesformerProcessor", "clean_comments"]
+__all__ = [
+    "AesformerImageProcessor",
+    "AesformerImageProcessorKwargs",
+    "AesformerProcessor",
+    "AesformerProcessorKwargs",
+    "clean_comments",
+]

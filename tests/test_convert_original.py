@@ -311,9 +311,11 @@ def outputs(reference, converted):
                               token_type_ids=token_type_ids)
         handles.append(model.fusion_layers[0].register_forward_pre_hook(keep("viaa.neck_input_tokens")))
         image_only = model(pixel_values)
-        for k, stage in enumerate(model.get_image_features(pixel_values), start=1):
+        stages = model.get_image_features(pixel_values, output_hidden_states=True).hidden_states[1:]
+        for k, stage in enumerate(stages, start=1):
             captured[f"swin_stage{k}"] = stage
-        captured["miaa.bert_last_hidden_state"] = model.get_text_features(input_ids, attention_mask, token_type_ids)
+        captured["miaa.bert_last_hidden_state"] = model.get_text_features(
+            input_ids, attention_mask, token_type_ids).last_hidden_state
     for handle in handles:
         handle.remove()
     yield SimpleNamespace(with_comments=with_comments, image_only=image_only, intermediates=captured)

@@ -164,13 +164,18 @@ def test_vision_projection_for_swin_b_shaped_configs():
 def test_image_features_are_the_swin_stage_outputs():
     model = tiny_model()
     pixel_values, input_ids, attention_mask = tiny_inputs(batch=2)
-    stages = model.get_image_features(pixel_values)
-    assert [tuple(s.shape) for s in stages] == [(2, 64, 16), (2, 16, 32), (2, 4, 64), (2, 4, 64)]
+    features = model.get_image_features(pixel_values, output_hidden_states=True)
+    stages = features.hidden_states
+    assert [tuple(s.shape) for s in stages] == [(2, 256, 8), (2, 64, 16), (2, 16, 32), (2, 4, 64), (2, 4, 64)]
     hidden = model.vision_model(pixel_values, output_hidden_states=True).hidden_states
-    for stage, expected in zip(stages, hidden[1:5]):
+    for stage, expected in zip(stages, hidden[:5]):
         torch.testing.assert_close(stage, expected)
+    torch.testing.assert_close(features.last_hidden_state, hidden[4])
+    torch.testing.assert_close(features.pooler_output, hidden[4].mean(dim=1))
+    assert model.get_image_features(pixel_values).hidden_states is None
     text = model.get_text_features(input_ids, attention_mask)
-    assert text.shape == (2, 9, 64)
+    assert text.last_hidden_state.shape == (2, 9, 64)
+    torch.testing.assert_close(text.pooler_output, text.last_hidden_state[:, 0])
 
 
 def test_adapter_init_and_gradient_checkpointing():

@@ -225,7 +225,8 @@ def _config(args, stage, **extra):
 
 
 def pretrain_main(argv=None):
-    parser = ArgumentParser(description="Aesformer stage 1: train with comments (EMD of both VL heads + 0.5·ITC).")
+    parser = ArgumentParser(prog="aesformer pretrain",
+                            description="Aesformer stage 1: train with comments (EMD of both VL heads + 0.5·ITC).")
     source = parser.add_argument_group("model (one of)")
     source.add_argument("--model", help="a saved Aesformer model folder (with its processor)")
     source.add_argument("--vision-model", help="a pretrained Swin folder or Hub id (with --text-model)")
@@ -337,7 +338,8 @@ def mark_stage1(config):
 
 
 def adapt_main(argv=None):
-    parser = ArgumentParser(description="Aesformer stage 2: train a dataset adapter on the frozen backbone "
+    parser = ArgumentParser(prog="aesformer adapt",
+                            description="Aesformer stage 2: train a dataset adapter on the frozen backbone "
                                         "(image only; EMD + 10·MSE). Saves <model>/adapters/<name>/.")
     parser.add_argument("--model", required=True, help="the stage-1 model folder; the adapter is saved into it")
     parser.add_argument("--adapter-name", help="default: the dataset's name (letters, digits, '-' and '_')")
@@ -412,7 +414,8 @@ def _check_adapter_name(name, model_dir, overwrite, flag):
 def eval_main(argv=None):
     from modeling_aesformer.precision import add_dtype_argument
 
-    parser = ArgumentParser(description="Evaluate an Aesformer model (both branches) on a dataset split.")
+    parser = ArgumentParser(prog="aesformer eval",
+                            description="Evaluate an Aesformer model (both branches) on a dataset split.")
     parser.add_argument("--model", required=True, help="model folder (its adapters/ are loaded for --adapter)")
     parser.add_argument("--adapter", help="dataset adapter for the image-only branch ('base' = none; default: the "
                                           "model's default adapter, see `aesformer set-default`)")
