@@ -186,8 +186,20 @@ def test_explain_and_eval_take_dtype(spread_model_dir, tmp_path, capsys):
         assert results["bf16"][branch]["emd_r2"] == pytest.approx(results["fp32"][branch]["emd_r2"], abs=0.01)
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state: a Trainer or training run earlier in this process fixed its mixed
+    precision ("no"). Start from a fresh one, and leave none behind (bf16 must not leak into later tests)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.mark.parametrize("stage", ["pretrain", "adapt"])
-def test_accelerate_bf16_mixed_precision_trains_both_stages(stage, tmp_path, monkeypatch, tiny_tokenizer):
+def test_accelerate_bf16_mixed_precision_trains_both_stages(stage, tmp_path, monkeypatch, tiny_tokenizer,
+                                                            fresh_accelerate_state):
     """`mixed_precision: bf16` (here through accelerate's environment variable, as `accelerate launch` sets it):
     the forward runs under bf16 autocast, the loss stays fp32 and finite, the trainable weights (fp32) move."""
     from aesformer_processing.data import DatasetSpec, load_generic, write_generic
