@@ -476,19 +476,35 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print, dtype=N
 
 
 # ------------------------------------------------------------------------------------------------------------- run
+def score_batch(model, batch, errors, names, device, threshold, config):
+    """One collated batch through the model: `({index: [result per adapter] or error text}, {index: comments
+    truncated})` (the rows `format_results` gives; `errors` are the items that could not be decoded)."""
+    import torch
+
+    from .pipeline_aesformer import format_results, summarize_outputs
+
+    results, truncated = {}, {}
+    if batch is not None:
+        indices = batch.pop("indices")
+        truncated = dict(zip(indices, batch.pop("comments_truncated")))
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        with torch.inference_mode():
+            outputs = model(**inputs, adapters=list(names))
+        summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
+        for row, index in enumerate(indices):
+            results[index] = format_results(summary, row, names, threshold, return_distribution=True, config=config)
+    for index, reason in errors:
+        results[index] = reason
+    return results, truncated
+
+
 def score_images(args, log=print) -> int:
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     from .adapter_weights_aesformer import image_only_answer
-    from .pipeline_aesformer import (
-        ALL_ADAPTERS,
-        format_results,
-        resolve_adapters,
-        summarize_outputs,
-        untrained_answer_message,
-    )
+    from .pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from .precision import chosen_dtype
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -557,19 +573,7 @@ def score_images(args, log=print) -> int:
     try:
         for batch, errors in loader:
             rows = []
-            results = {}
-            if batch is not None:
-                indices = batch.pop("indices")
-                truncated = dict(zip(indices, batch.pop("comments_truncated")))
-                inputs = {k: v.to(device) for k, v in batch.items()}
-                with torch.inference_mode():
-                    outputs = model(**inputs, adapters=list(names))
-                summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
-                for row, index in enumerate(indices):
-                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True,
-                                                    config=config)
-            for index, reason in errors:
-                results[index] = reason
+            results, truncated = score_batch(model, batch, errors, names, device, args.threshold, config)
             for index in sorted(results):
                 path = todo[index][0]
                 value = results[index]

@@ -306,12 +306,10 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     import functools
     import signal
 
-    import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .pipeline_aesformer import format_results, summarize_outputs
-    from .scoring import load_comments
+    from .scoring import load_comments, score_batch
     from .shards import ShardStream, error_kind
 
     lookup = _CommentsLookup(load_comments(args.comments)) if args.comments else None
@@ -331,19 +329,7 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
                     mininterval=0.5, disable=not show_progress)
     try:
         for batch, errors, metas, ends in (loader if shards else []):
-            results = {}
-            if batch is not None:
-                indices = batch.pop("indices")
-                truncated = dict(zip(indices, batch.pop("comments_truncated")))
-                inputs = {k: v.to(device) for k, v in batch.items()}
-                with torch.inference_mode():
-                    outputs = model(**inputs, adapters=list(names))
-                summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
-                for row, index in enumerate(indices):
-                    results[index] = format_results(summary, row, names, args.threshold, return_distribution=True,
-                                                    config=config)
-            for index, reason in errors:
-                results[index] = reason
+            results, truncated = score_batch(model, batch, errors, names, device, args.threshold, config)
             rows_by_shard: Dict[str, List[dict]] = {}
             for index in sorted(results):
                 meta, value = metas[index], results[index]

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from modeling_aesformer import app_page  # noqa: E402
 from modeling_aesformer.adapters import load_adapters  # noqa: E402
 from modeling_aesformer.toy import draw_scene  # noqa: E402
 
+from _helpers import blocked_imports_preamble  # noqa: E402
 from test_export import make_model_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -298,21 +298,6 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the Space
-SPACE_RUNNER = textwrap.dedent(
-    """
-    import importlib.abc, runpy, sys
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_aesformer", "aesformer_processing", "aesformer_training"}:
-                raise ImportError(f"{name} must not be importable in this process")
-    sys.meta_path.insert(0, Block())
-    sys.path = [p for p in sys.path if p not in ("", REPO)]
-    sys.path.insert(0, SPACE)
-    runpy.run_path(SPACE + "/app.py", run_name="__main__")
-    """
-)
-
-
 @pytest.mark.slow
 def test_exported_space_runs_without_the_package(model_dir, reference, images, tmp_path):
     from gradio_client import Client, handle_file
@@ -336,7 +321,9 @@ def test_exported_space_runs_without_the_package(model_dir, reference, images, t
 
     port = free_port()
     runner = tmp_path / "run_space.py"
-    runner.write_text(SPACE_RUNNER.replace("REPO", repr(str(REPO))).replace("SPACE", repr(str(space))))
+    runner.write_text(blocked_imports_preamble(REPO) + "import runpy\n"
+                      f"sys.path.insert(0, {str(space)!r})\n"
+                      f"runpy.run_path({str(space / 'app.py')!r}, run_name='__main__')\n")
     env = {**os.environ, "PYTHONPATH": "", "AESFORMER_MODEL": str(hub), "GRADIO_SERVER_PORT": str(port),
            "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HOME": str(tmp_path / "hf-home"), "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "space.log", "w")
