@@ -481,6 +481,15 @@ class AesformerModel(AesformerPreTrainedModel):
         self.text_model.set_input_embeddings(value)
 
     # ------------------------------------------------------------------ features
+    def _output_flags(self, output_attentions, output_hidden_states, return_dict) -> Tuple[bool, bool, bool]:
+        """The call's choices, the config's where the call leaves them None."""
+        config = self.config
+        return (
+            config.output_attentions if output_attentions is None else output_attentions,
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.return_dict if return_dict is None else return_dict,
+        )
+
     def get_image_features(
         self,
         pixel_values: torch.Tensor,
@@ -503,11 +512,9 @@ class AesformerModel(AesformerPreTrainedModel):
               [B, 49, 768]` for Aesformer-T);
             - **attentions** (with `output_attentions`): Swin's attention weights, one tensor per block.
         """
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
         )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         stages, attentions = self._vision_tokens(pixel_values, output_attentions=output_attentions)
         last = stages[-1][0]
         output = BaseModelOutputWithPooling(
@@ -537,11 +544,9 @@ class AesformerModel(AesformerPreTrainedModel):
             text embedding of the stage-1 contrastive loss; BERT's own pooler is not part of the model), and BERT's
             **hidden_states** / **attentions** on request.
         """
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
         )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         # A frozen encoder (stage 2) runs without autograd: nothing below it needs gradients.
         with _grad_only_if_trainable(self.text_model):
             outputs = self.text_model(
@@ -840,10 +845,8 @@ class AesformerModel(AesformerPreTrainedModel):
         field is then present (NaN rows where unused) and a head with fewer active bins than its width answers at
         full width (inactive bins have probability 0).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
         )
         batch = pixel_values.shape[0]
         tracing = _is_tracing(pixel_values)
