@@ -157,7 +157,8 @@ def _main(argv) -> int:
     if argv and argv[0] in TRAINING_COMMANDS:
         # argparse's REMAINDER does not take tokens that start with "--" right after a subcommand
         # (`aesformer pretrain --preset tiny` was "unrecognized arguments"): hand them over untouched.
-        _finish_package_import()
+        if not {"-h", "--help"} & set(argv[1:]):  # the help needs neither torch nor transformers
+            _finish_package_import()
         return int(_training_command(argv[0])(argparse.Namespace(args=argv[1:])) or 0)
     args = build_parser(_command(argv)).parse_args(argv)
     _finish_package_import()

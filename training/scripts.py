@@ -11,7 +11,7 @@ from pathlib import Path
 from modeling_aesformer.file_modes import follow_umask
 
 from .cli_utils import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError, run_command
-from .loop import ADAPT, PRETRAIN, TrainConfig, train
+from .train_config import ADAPT, PRETRAIN, TrainConfig
 
 DATA_FORMATS = ("generic", "ava", "photonet", "jas")
 
@@ -254,6 +254,8 @@ def pretrain_main(argv=None):
     model, processor = build_stage1_model(args)
     if spec.report is not None:
         spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
+    from .loop import train  # torch: only once the arguments are parsed and checked
+
     report = train(model, processor, data, spec, _config(args, PRETRAIN))
     print_report_location(spec.report, args.output_dir)
     follow_umask(args.output_dir)  # the model, checkpoints and results: readable as the umask allows
@@ -380,6 +382,8 @@ def adapt_main(argv=None):
     processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
     if spec.report is not None:
         spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
+    from .loop import train
+
     report = train(model, processor, data, spec, _config(args, ADAPT, adapter_name=name), model_dir=args.model)
     print_report_location(spec.report, args.output_dir)
     results = Path(args.output_dir) / "results.json"
