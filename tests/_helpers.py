@@ -12,6 +12,14 @@ from modeling_aesformer.toy import draw_scene
 TOY_WORDS = ["lovely light", "too dark", "sharp subject", "boring composition", "great colour", "blurry"]
 
 
+
+def tiny_model(**overrides):
+    """The `tiny` preset with seed-0 weights, in eval mode (config fields in `overrides`)."""
+    from modeling_aesformer import AesformerConfig, AesformerModel
+
+    torch.manual_seed(0)
+    return AesformerModel(AesformerConfig.from_preset("tiny", **overrides)).eval()
+
 def toy_training_rows():
     """24 rows for `write_generic`: votes centred on a hidden quality that brightness reveals; every fifth row has
     no comments; rows 0-15 train, 16-19 validation, 20-23 test."""

@@ -8,11 +8,7 @@ import pytest
 import torch
 
 from modeling_aesformer import AesformerConfig, AesformerModel, earth_movers_distance
-
-
-def tiny_model(**overrides):
-    torch.manual_seed(0)
-    return AesformerModel(AesformerConfig.from_preset("tiny", **overrides)).eval()
+from _helpers import tiny_model
 
 
 def tiny_inputs(batch=4, length=9, seed=0):

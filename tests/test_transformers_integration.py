@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from modeling_aesformer import AesformerConfig, AesformerModel
+from modeling_aesformer import AesformerModel
+from _helpers import tiny_model
 
 SHIPPED = [
     "modeling_aesformer/configuration_aesformer.py",
@@ -17,11 +18,6 @@ SHIPPED = [
     "processing/processing_aesformer.py",
 ]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_model(**overrides):
-    torch.manual_seed(0)
-    return AesformerModel(AesformerConfig.from_preset("tiny", **overrides)).eval()
 
 
 def mixed_inputs(batch=3, length=7, seed=0):
