@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     import torch
 
     from modeling_aesformer import AesformerImageProcessor, AesformerModel
-    from modeling_aesformer.scoring import ImageDataset
+    from aesformer_cli.score import ImageDataset
     from bench_inference import build_aesformer
 
     info, foreign = common.start_measuring(args.wait_idle)

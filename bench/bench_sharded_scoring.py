@@ -78,7 +78,7 @@ def main():
     shard_dir, model_dir = os.path.join(work, "shards"), os.path.join(work, "model")
     write_shards(shard_dir, args.shards, args.images_per_shard, args.image_size)
     write_model(model_dir, args.preset)
-    score = ["-m", "modeling_aesformer.cli", "score", os.path.join(shard_dir, "shard-*.tar"), "--model", model_dir,
+    score = ["-m", "aesformer_cli", "score", os.path.join(shard_dir, "shard-*.tar"), "--model", model_dir,
              "--batch-size", str(args.batch_size), "--num-workers", "0", "--device", "cpu", "--overwrite"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]

@@ -66,10 +66,10 @@ print(json.dumps({"rss_after_import_mb": after_import, "rss_after_load_mb": afte
 """
 
 # `aesformer score` through the installed CLI when it is wired in, else through its own parser
-# (modeling_aesformer.scoring.add_subparser), exactly as `aesformer score ...` would parse the arguments.
+# (aesformer_cli.score.add_subparser), exactly as `aesformer score ...` would parse the arguments.
 SCORE_SNIPPET = """
 import argparse, sys
-from modeling_aesformer import cli, scoring
+from aesformer_cli import main as cli, score as scoring
 
 def score_parser():
     parser = cli.build_parser()
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
             images = os.path.join(tmp, "images")
             make_jpegs(images, args.images)
             runs = []
-            from modeling_aesformer import scoring
+            from aesformer_cli import score as scoring
 
             default_workers = getattr(scoring, "_default_workers", lambda: 1)()  # the CLI's --num-workers default
             for workers in (default_workers, 0):

@@ -257,7 +257,7 @@ def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------- attention maps
-# Self-contained (torch only): the method of the package's `modeling_aesformer.explain` (docs/explain.md), which
+# Self-contained (torch only): the method of the package's `aesformer_cli.explain` (docs/explain.md), which
 # this shipped file must not import. Maps are max-normalised: 1 = the most attended cell.
 def _last_stage_grid(config, pixel_values) -> Tuple[int, int]:
     """(H, W) of the last Swin stage: the patch grid halved (rounded up) at each of the num_stages-1 mergings."""

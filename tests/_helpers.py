@@ -55,7 +55,7 @@ def add_noisy_adapters(model, folder, scale):
 
 def score_cli(*argv):
     """`aesformer score ARGV...` in this process; returns its exit code."""
-    from modeling_aesformer import scoring
+    from aesformer_cli import score as scoring
 
     parser = argparse.ArgumentParser(prog="aesformer")
     scoring.add_subparser(parser.add_subparsers(dest="command", required=True))
@@ -83,7 +83,7 @@ def trainer_processor(vocab_path):
 
 def trainer_collator(processor, **kwargs):
     """`AestheticCollator` for `transformers.Trainer`: only the model's inputs (as the README shows)."""
-    from aesformer_processing.data import AestheticCollator
+    from aesformer_training.data import AestheticCollator
 
     collate = AestheticCollator(processor, **kwargs)
 

@@ -20,8 +20,8 @@ gr = pytest.importorskip("gradio", reason='the app tests need gradio: pip instal
 
 from transformers import AutoModel, AutoProcessor, pipeline  # noqa: E402
 
-from modeling_aesformer import app as app_module  # noqa: E402
-from modeling_aesformer import app_page  # noqa: E402
+from aesformer_cli import serve as app_module  # noqa: E402
+from aesformer_cli import app_page  # noqa: E402
 from modeling_aesformer.adapters import load_adapters  # noqa: E402
 from modeling_aesformer.toy import draw_scene  # noqa: E402
 
@@ -209,8 +209,8 @@ def test_serve_command_defaults_to_loopback_and_a_bad_folder_is_an_error(tmp_pat
 
 
 def test_gradio_is_not_imported_by_the_package_or_the_cli_parser():
-    code = ("import sys, modeling_aesformer, modeling_aesformer.app, modeling_aesformer.app_page\n"
-            "from modeling_aesformer.cli import build_parser\n"
+    code = ("import sys, modeling_aesformer, aesformer_cli.serve, aesformer_cli.app_page\n"
+            "from aesformer_cli.main import build_parser\n"
             "build_parser().parse_args(['serve', '--model', 'x'])\n"
             "assert 'gradio' not in sys.modules, 'gradio imported'\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -302,7 +302,7 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
 def test_exported_space_runs_without_the_package(model_dir, reference, images, tmp_path):
     from gradio_client import Client, handle_file
 
-    from modeling_aesformer import export as export_module
+    from aesformer_cli import export as export_module
 
     parser = argparse.ArgumentParser(prog="aesformer")
     export_module.add_subparsers(parser.add_subparsers(dest="command", required=True))
@@ -354,7 +354,7 @@ def test_exported_space_runs_without_the_package(model_dir, reference, images, t
 
 
 def test_space_export_checks_its_arguments_before_writing(model_dir, tmp_path, capsys):
-    from modeling_aesformer import export as export_module
+    from aesformer_cli import export as export_module
 
     parser = argparse.ArgumentParser(prog="aesformer")
     export_module.add_subparsers(parser.add_subparsers(dest="command", required=True))
@@ -370,7 +370,7 @@ def test_space_export_checks_its_arguments_before_writing(model_dir, tmp_path, c
 def test_push_space_is_one_create_repo_and_one_commit(tmp_path, monkeypatch):
     from huggingface_hub import HfApi
 
-    from modeling_aesformer.export import ExportError, push_folder
+    from aesformer_cli.export import ExportError, push_folder
 
     space = app_module.write_space(tmp_path / "space", "someone/aesformer-tiny", log=lambda *a: None)
     calls = []

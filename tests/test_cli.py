@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 HELP_SCRIPT = """
 import sys
 sys.argv = ["aesformer"] + sys.argv[1:]
-import aesformer_cli
+from aesformer_cli.main import main
 try:
-    aesformer_cli.main()
+    main()
 except SystemExit as done:
     assert done.code == 0, done.code
 heavy = sorted(m for m in ("torch", "transformers", "peft", "accelerate") if m in sys.modules)
@@ -35,7 +35,7 @@ def test_help_parses_without_importing_torch_or_transformers(words):
 
 
 def test_every_command_is_listed_and_parses(tmp_path):
-    from modeling_aesformer import cli
+    from aesformer_cli import main as cli
 
     full = cli.build_parser()  # every command's real parser
     listing = cli.build_parser(None)  # names and help only
@@ -80,7 +80,7 @@ def test_written_folders_follow_the_umask(tmp_path):
     import os
     import stat
 
-    from modeling_aesformer.export import export_model
+    from aesformer_cli.export import export_model
 
     from test_export import make_model_folder
 

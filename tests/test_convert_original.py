@@ -29,12 +29,11 @@ import modeling_aesformer  # noqa: E402,F401  (registers the Auto classes)
 from modeling_aesformer import AesformerConfig, AesformerModel  # noqa: E402
 from modeling_aesformer.convert_original import (  # noqa: E402
     ConversionError,
-    add_subparser,
     convert_original_checkpoint,
     detect_config,
     plan_conversion,
-    run,
 )
+from aesformer_cli.convert import add_subparser, run  # noqa: E402
 
 def _parity_dir() -> Path:
     """$AESFORMER_PARITY_DIR, else `shared/parity` beside the checkout (the project layout), else the workplace's
@@ -690,7 +689,7 @@ def test_cli_subcommand(tmp_path, capsys):
 
 
 def test_package_cli_dispatches_to_the_converter(tmp_path, capsys):
-    from modeling_aesformer import cli
+    from aesformer_cli import main as cli
 
     code = cli.main(["convert-original", str(tmp_path / "absent.pth"), "--output", str(tmp_path / "out")])
     assert code == 1 and "absent.pth" in capsys.readouterr().err

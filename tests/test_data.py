@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 
-from aesformer_processing.data import (
+from aesformer_training.data import (
     AestheticCollator,
     DatasetLoadError,
     DatasetSpec,
@@ -23,7 +23,7 @@ from aesformer_processing.data import (
     write_generic,
 )
 from aesformer_processing.processing_aesformer import AesformerImageProcessor, AesformerProcessor
-from aesformer_processing.transforms import EvalTransform, TrainTransform
+from aesformer_training.transforms import EvalTransform, TrainTransform
 
 
 COLUMNS = ["id", "image", "labels", "score", "comments"]
@@ -115,7 +115,7 @@ def write_bad_generic(folder):
 
 def test_generic_bad_rows_are_dropped_and_reported(tmp_path, caplog):
     write_bad_generic(tmp_path)
-    with caplog.at_level(logging.INFO, logger="aesformer_processing.data"):
+    with caplog.at_level(logging.INFO, logger="aesformer_training.data"):
         dataset, spec = load_generic(tmp_path, validation_fraction=0.0, test_fraction=0.0)
     expected = {i: r for _, i, _, r in BAD_ROWS if r is not None}
     expected["extra"] = "malformed_row"
@@ -528,7 +528,7 @@ def test_collator_batch_with_and_without_comments(processor, rows):
 
 def test_collator_skips_broken_images(processor, rows, caplog):
     collator = AestheticCollator(processor)
-    with caplog.at_level(logging.WARNING, logger="aesformer_processing.data"):
+    with caplog.at_level(logging.WARNING, logger="aesformer_training.data"):
         batch = collator([rows[3], rows[0]])
     assert batch["ids"] == ["r0"] and batch["pixel_values"].shape[0] == 1 and batch["labels"].shape == (1, 2)
     assert [s[0] for s in batch["skipped"]] == ["bad"]

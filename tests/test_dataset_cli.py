@@ -1,7 +1,7 @@
 """Real dataset layouts through the command line: the official AVA files (AVA.txt with its 15 columns, a .jpgl test
 list, the AVA-Comments CSV), DPC-Captions-style JSON keyed "<id>.jpg", and the common mistakes (images one folder
 down, comments that match nothing, an empty split, a mistyped model folder, a bad adapter name). Every command runs
-in this process through `aesformer ...` (`modeling_aesformer.cli.main`)."""
+in this process through `aesformer ...` (`aesformer_cli.main.main`)."""
 
 import csv
 import json
@@ -10,9 +10,9 @@ import os
 import pytest
 
 from aesformer_processing import clean_comments
-from aesformer_processing.comments import AmbiguousCommentKeysError, read_comments
-from aesformer_processing.data import DatasetSpec, ImagesNotFoundError, load_ava, load_generic, write_generic
-from modeling_aesformer.cli import main as aesformer
+from aesformer_training.comments import AmbiguousCommentKeysError, read_comments
+from aesformer_training.data import DatasetSpec, ImagesNotFoundError, load_ava, load_generic, write_generic
+from aesformer_cli.main import main as aesformer
 from modeling_aesformer.toy import draw_scene
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -140,7 +140,7 @@ def test_keys_match_path_then_file_name_then_stem_and_ambiguous_keys_are_refused
 
 
 def test_pipeline_inputs_pair_images_with_their_comments(ava):
-    from aesformer_processing.comments import pipeline_inputs
+    from aesformer_training.comments import pipeline_inputs
 
     image_dir = ava / "ava" / "images" / "a"
     paths = [image_dir / f"{i}.jpg" for i in IDS[:3]] + [ava / "generic_test.jpgl"]
@@ -267,7 +267,7 @@ def test_model_folders_adapter_names_and_debug(ava, tmp_path, capsys):
     with pytest.raises(ValueError, match="letters, digits, '-' and '_'"):
         check_adapter_name("a/b")
     # --debug shows the traceback instead of the message
-    from aesformer_training.cli_utils import CommandError
+    from aesformer_cli.common import CommandError
 
     with pytest.raises(CommandError, match="no such folder"):
         aesformer(["--debug", "eval", "--model", str(model), "--data", str(tmp_path / "nowhere")])

@@ -17,9 +17,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoProcessor, pipeline
 
-from aesformer_processing.data import DatasetSpec, write_generic
+from aesformer_training.data import DatasetSpec, write_generic
 from modeling_aesformer import AesformerConfig, AesformerModel
-from modeling_aesformer.cli import main as cli_main
+from aesformer_cli.main import main as cli_main
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import blocked_imports_preamble, read_rows, run_clean_process, score_cli, toy_training_rows
@@ -124,7 +124,7 @@ def test_every_entry_point_answers_with_the_trained_adapter(trained, tmp_path, c
     assert (row["adapter"], row["trained"]) == ("toy", "true")
     scores["aesformer score"] = float(row["score"])
 
-    from modeling_aesformer import explain as explain_module
+    from aesformer_cli import explain as explain_module
 
     parser = argparse.ArgumentParser()
     explain_module.add_subparser(parser.add_subparsers(dest="command"))

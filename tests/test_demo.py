@@ -10,7 +10,7 @@ import pytest
 def test_quick_demo_runs_end_to_end_and_learns_the_distribution(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    run = subprocess.run([sys.executable, "-m", "modeling_aesformer.cli", "demo", "--quick", "--output", str(out)],
+    run = subprocess.run([sys.executable, "-m", "aesformer_cli", "demo", "--quick", "--output", str(out)],
                          capture_output=True, text=True, timeout=900, env=env)
     assert run.returncode == 0, run.stderr[-4000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -39,7 +39,7 @@ def test_quick_demo_runs_end_to_end_and_learns_the_distribution(tmp_path):
 
 
 def test_demo_vocabulary_is_deterministic_and_covers_unseen_words(tmp_path):
-    from modeling_aesformer.demo import train_tokenizer
+    from aesformer_cli.demo import train_tokenizer
 
     texts = ["Too dark, boring subject.", "Lovely light! Boring crop.", "lovely colours, too dark"] * 3
     first = train_tokenizer(texts, tmp_path / "a", vocab_size=200)

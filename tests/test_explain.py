@@ -1,4 +1,4 @@
-"""`modeling_aesformer.explain`: attention maps, overlays, the explanation figure and `aesformer explain`."""
+"""`aesformer_cli.explain`: attention maps, overlays, the explanation figure and `aesformer explain`."""
 
 import argparse
 import ast
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from modeling_aesformer import explain as ex
+from aesformer_cli import explain as ex
 from modeling_aesformer.toy import draw_scene
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

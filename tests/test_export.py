@@ -17,8 +17,8 @@ import torch
 from transformers import AutoModel, AutoProcessor, BertTokenizer, pipeline
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from modeling_aesformer import export as export_module
-from modeling_aesformer.export import ExportError, export_model, list_files, push_folder
+from aesformer_cli import export as export_module
+from aesformer_cli.export import ExportError, export_model, list_files, push_folder
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
 from _helpers import add_noisy_adapters, blocked_imports_preamble

@@ -17,7 +17,7 @@ import torch
 from scipy import stats
 
 import aesformer_training
-from aesformer_training.cli_utils import ArgumentParser, KebabHelpFormatter, add_argument
+from aesformer_cli.common import ArgumentParser, KebabHelpFormatter, add_argument
 from aesformer_training.evaluation import METRIC_NAMES, compute_metrics, metric_path
 
 

@@ -333,7 +333,7 @@ def test_return_attention_gives_maps_equal_to_explain(adapter_setup, image_files
     import numpy as np
     from transformers import AutoProcessor, pipeline
 
-    from modeling_aesformer.explain import explain
+    from aesformer_cli.explain import explain
 
     model, folder = adapter_setup
     processor = AutoProcessor.from_pretrained(folder)

@@ -11,8 +11,8 @@ import torch
 from scipy.stats import spearmanr
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
-from modeling_aesformer.precision import cpu_bf16_flags, cpu_bf16_is_fast, resolve_dtype
-from modeling_aesformer.scoring import open_reduced_jpeg
+from aesformer_cli.precision import cpu_bf16_flags, cpu_bf16_is_fast, resolve_dtype
+from aesformer_cli.score import open_reduced_jpeg
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import read_rows, score_cli
@@ -157,9 +157,9 @@ def test_score_reduced_decode_and_bf16_against_full_decode_and_fp32(spread_model
 
 def test_explain_and_eval_take_dtype(spread_model_dir, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from aesformer_processing.data import DatasetSpec, write_generic
-    from aesformer_training.scripts import eval_main
-    from modeling_aesformer import explain
+    from aesformer_training.data import DatasetSpec, write_generic
+    from aesformer_cli.train import eval_main
+    from aesformer_cli import explain
 
     from _helpers import toy_training_rows
 
@@ -202,7 +202,7 @@ def test_accelerate_bf16_mixed_precision_trains_both_stages(stage, tmp_path, mon
                                                             fresh_accelerate_state):
     """`mixed_precision: bf16` (here through accelerate's environment variable, as `accelerate launch` sets it):
     the forward runs under bf16 autocast, the loss stays fp32 and finite, the trainable weights (fp32) move."""
-    from aesformer_processing.data import DatasetSpec, load_generic, write_generic
+    from aesformer_training.data import DatasetSpec, load_generic, write_generic
     from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
     from modeling_aesformer import AesformerProcessor
 

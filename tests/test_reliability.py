@@ -25,10 +25,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, BertTokenizer, pipeline
 
-from aesformer_processing.data import DatasetLoadError, DatasetSpec, TextEncodingError, load_ava, load_generic, \
+from aesformer_training.data import DatasetLoadError, DatasetSpec, TextEncodingError, load_ava, load_generic, \
     write_generic
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from modeling_aesformer import scoring
+from aesformer_cli import score as scoring
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
 from _helpers import add_noisy_adapters, read_rows, score_cli, toy_training_rows
@@ -373,7 +373,7 @@ def test_non_utf8_comment_and_metadata_files_name_the_row(model_dir, tmp_path, c
 
 # ------------------------------------------------------------------------------------------------- 3. datasets
 def test_bad_rows_are_reported_by_id_with_counts_through_the_training_cli(tmp_path, caplog):
-    from aesformer_training import scripts
+    from aesformer_cli import train as scripts
 
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
@@ -430,7 +430,7 @@ TRAIN_STALL_DRIVER = textwrap.dedent("""
         return result
 
     accelerate.Accelerator.save_state = save_state
-    from modeling_aesformer.cli import main
+    from aesformer_cli.main import main
     sys.exit(main(sys.argv[3:]))
 """)
 
@@ -482,7 +482,7 @@ def test_training_killed_mid_epoch_resumes_to_bit_identical_weights(training_dat
               str(training_data), "--batch-size", "4", "--epochs", "2", "--save-steps", "1", "--learning-rate",
               "1e-3", "--queue-size", "8", "--seed", "7"]
     full, cut, marker = tmp_path / "full", tmp_path / "cut", tmp_path / "stalled"
-    cli = [sys.executable, "-m", "modeling_aesformer.cli"]
+    cli = [sys.executable, "-m", "aesformer_cli"]
     popen = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=SUBPROCESS_ENV, cwd=tmp_path)
     reference = subprocess.Popen(cli + common + ["--output-dir", str(full)], **popen)
     killed = subprocess.Popen([sys.executable, "-c", TRAIN_STALL_DRIVER, str(marker), ".tmp_step_00000005"]
@@ -524,7 +524,7 @@ def test_training_killed_mid_epoch_resumes_to_bit_identical_weights(training_dat
     assert dropped == {"no-votes": "zero_votes", "images/lost.png": "missing_image"}
 
     # -- safe loading of a resumed checkpoint: a pickle inside it is refused, its payload never runs
-    from aesformer_training import scripts
+    from aesformer_cli import train as scripts
 
     pickled = sorted(p.name for p in (checkpoints / "step_00000005").iterdir() if p.suffix in (".bin", ".pkl", ".pt"))
     assert "optimizer.bin" in pickled and "random_states_0.pkl" in pickled
@@ -648,7 +648,7 @@ def test_the_training_state_is_json_and_a_legacy_pickle_is_refused(tmp_path):
 
 SCORE_STALL_DRIVER = textwrap.dedent("""
     import os, sys, time
-    from modeling_aesformer import scoring
+    from aesformer_cli import score as scoring
     marker = sys.argv[1]
     original_init = scoring.ResultWriter.__init__
 
@@ -673,7 +673,7 @@ SCORE_STALL_DRIVER = textwrap.dedent("""
         self.file = HalfWrites(self.file)
 
     scoring.ResultWriter.__init__ = init
-    from modeling_aesformer.cli import main
+    from aesformer_cli.main import main
     sys.exit(main(sys.argv[2:]))
 """)
 
@@ -714,7 +714,7 @@ def test_score_killed_mid_run_resumes_without_lost_or_duplicated_rows(model_dir,
 
 
 def test_a_failed_export_leaves_the_previous_export_loadable(exported, tmp_path, monkeypatch):
-    from modeling_aesformer import export as export_module
+    from aesformer_cli import export as export_module
 
     model_dir, hub = exported
     target = tmp_path / "hub"
@@ -823,7 +823,7 @@ def test_a_malicious_pickle_is_refused_everywhere_and_never_runs(model_dir, tmp_
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from modeling_aesformer.export import export_model
+    from aesformer_cli.export import export_model
 
     root = tmp_path_factory.mktemp("exported")
     model_dir = make_model_folder(root / "model", adapters=True)

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModel, BertTokenizer, pipeline
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from modeling_aesformer import scoring
+from aesformer_cli import score as scoring
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
 from _helpers import read_rows, score_cli as cli

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from modeling_aesformer import sharded_scoring, shards
+from aesformer_cli import sharded_scoring, shards
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import read_rows, score_cli as cli
@@ -251,7 +251,7 @@ def test_parquet_layouts(tmp_path):
 def _launch(argv, env_extra=None):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "-m", "modeling_aesformer.cli", "score"]
+              "-m", "aesformer_cli", "score"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run(launch + argv, capture_output=True, text=True, env=env, timeout=600)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aesformer_cli import make_dataset as make_dataset_command
 from aesformer_training import synthetic
 from aesformer_training.synthetic import SyntheticConfig, make_dataset
 
@@ -220,7 +221,7 @@ def test_without_scikit_image_uses_scenes_only(tmp_path, monkeypatch):
 def test_cli_subcommand(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="aesformer")
     sub = parser.add_subparsers(dest="command", required=True)
-    synthetic.add_subparser(sub)
+    make_dataset_command.add_subparser(sub)
     args = parser.parse_args(["make-dataset", "--size", "12", "--seed", "4", "--output", str(tmp_path / "d"),
                               "--num-bins", "7", "--image_size", "40", "--comment-rate", "0.5", "--photos", "chelsea",
                               "--split-fractions", "0.5", "0.25", "0.25"])
@@ -252,7 +253,7 @@ def test_docs_cover_every_knob():
 
 
 def test_the_generic_loader_reads_it(tmp_path):
-    from aesformer_processing.data import load_generic
+    from aesformer_training.data import load_generic
 
     summary = make_dataset(tmp_path, size=40, seed=5, num_bins=7, image_size=32)
     data, spec = load_generic(tmp_path)

@@ -2,17 +2,20 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from aesformer_processing.data import DatasetSpec, load_generic, write_generic
+from aesformer_training.data import DatasetSpec, load_generic, write_generic
 from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
 from _helpers import toy_training_rows
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def test_stage1_trains_saves_and_reports(tmp_path, dataset_dir, tiny_tokenizer):
 
 
 def test_stage1_loss_goes_down(tmp_path, dataset_dir, tiny_tokenizer):
-    from aesformer_processing.data import AestheticCollator
+    from aesformer_training.data import AestheticCollator
 
     from aesformer_training.loop import PretrainObjective
 
@@ -154,13 +157,11 @@ def test_two_processes_run_both_stages(tmp_path, dataset_dir, tiny_tokenizer):
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     common = ["--data", str(dataset_dir), "--batch-size", "2", "--epochs", "1", "--learning-rate", "1e-3"]
-    from aesformer_training import scripts
-
-    s1 = subprocess.run(launch + [scripts.__file__.replace("scripts.py", "pretrain.py"), "--model", str(model_dir),
+    s1 = subprocess.run(launch + [str(REPO / "training" / "pretrain.py"), "--model", str(model_dir),
                                   "--output-dir", str(tmp_path / "s1"), "--queue-size", "8"] + common,
                         capture_output=True, text=True, env=env, timeout=600)
     assert s1.returncode == 0, s1.stderr[-4000:]
-    s2 = subprocess.run(launch + [scripts.__file__.replace("scripts.py", "adapt.py"), "--model",
+    s2 = subprocess.run(launch + [str(REPO / "training" / "adapt.py"), "--model",
                                   str(tmp_path / "s1" / "model"), "--output-dir", str(tmp_path / "s2"),
                                   "--adapter-name", "toy"] + common,
                         capture_output=True, text=True, env=env, timeout=600)

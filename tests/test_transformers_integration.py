@@ -345,7 +345,7 @@ def test_processor_kwargs_routing_and_the_old_call_forms(tmp_path):
 # ------------------------------------------------------------------------------------------------ packaging
 @pytest.mark.parametrize("command", ["pretrain", "adapt", "eval", "score", "demo"])
 def test_every_command_help_shows_its_own_name(command, capsys):
-    from modeling_aesformer.cli import main
+    from aesformer_cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -307,7 +307,7 @@ def metrics_from_predictions(pred, bin_values):
 
 # ---------------------------------------------------------------------------------------------------- the loop
 def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
-    """Train one stage. `data` is a DatasetDict (train/validation/test) from `aesformer_processing.data`, `spec`
+    """Train one stage. `data` is a DatasetDict (train/validation/test) from `aesformer_training.data`, `spec`
     its `DatasetSpec`. Stage 1 writes the best model (by validation) to `output_dir/model`; stage 2 adds the
     adapter `config.adapter_name` and writes the best one to `<model_dir or output_dir/model>/adapters/<name>/`.
     Returns the results dict also written to `output_dir/results.json`."""
@@ -315,8 +315,8 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from aesformer_processing.data import AestheticCollator
-    from aesformer_processing.transforms import TrainTransform
+    from aesformer_training.data import AestheticCollator
+    from aesformer_training.transforms import TrainTransform
 
     if config.stage == PRETRAIN and getattr(processor, "tokenizer", None) is not None:
         processor.warn_on_vocab_size(model.config.text_config.vocab_size, "training")
@@ -670,7 +670,7 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
     """Metrics of the with-comments branch (rows that have comments) and of the image-only branch (every row, with
     dataset adapter `adapter` when given) on `rows` (a dataset split), for the names in `branches`. A branch whose
     bins do not match the dataset's scale is left out with a reason."""
-    from aesformer_processing.data import AestheticCollator
+    from aesformer_training.data import AestheticCollator
 
     results, bin_values = {}, spec.bin_values.tolist()
     with_comments = rows_with_comments(rows)

@@ -2,8 +2,8 @@
 
 import sys
 
-from aesformer_training.cli_utils import run_command
-from aesformer_training.scripts import pretrain_main
+from aesformer_cli.common import run_command
+from aesformer_cli.train import pretrain_main
 
 if __name__ == "__main__":
     sys.exit(run_command(pretrain_main))

@@ -22,7 +22,7 @@ When not one image of a file exists (a wrong image folder), the report's ``image
 `LoadReport.describe` is the readable report (counts, a few rows per reason, every note); `LoadReport.to_dict` keeps
 at most 20 rows per reason and `LoadReport.write_csv` writes them all.
 
-Comments files (``comments=``, one path or several) are read by `aesformer_processing.comments`, the one reader
+Comments files (``comments=``, one path or several) are read by `aesformer_training.comments`, the one reader
 every command uses.
 
 Loaders (the formats are documented in ``docs/data-format.md``):
@@ -201,7 +201,7 @@ class LoadReport:
         repaired: one `RowIssue` per kept row that was changed (e.g. a renormalised distribution).
         notes: other facts worth knowing (ignored columns, test-list ids absent from the dataset, comments for
             unknown ids, ...).
-        comments: when a comments file was given, what matched (`aesformer_processing.comments.CommentMatch.to_dict`:
+        comments: when a comments file was given, what matched (`aesformer_training.comments.CommentMatch.to_dict`:
             files, keys, matched keys, unmatched keys with examples, images with comments); else ``None``.
     """
 
@@ -861,7 +861,7 @@ def load_generic(
         folder: the dataset folder.
         seed, validation_fraction, test_fraction: the seeded split (ignored when there is a ``split`` column).
         score_sigma: σ in bins for score labels; overrides ``dataset.json``.
-        comments: optional comments file(s) in any format of `aesformer_processing.comments` (keys: the path
+        comments: optional comments file(s) in any format of `aesformer_training.comments` (keys: the path
             relative to the folder, the id, the file name or stem); added after the ``comments`` column's text.
         on_error: ``"skip"`` drops bad rows and reports them; ``"fail"`` raises `DatasetLoadError` naming them.
 
@@ -1083,7 +1083,7 @@ def _as_paths(comments) -> list[str]:
 
 
 def _attach_comments(candidates: list[_Candidate], comments, root: str, report: LoadReport) -> None:
-    """Adds the comments of `comments` (one or more files in any of the formats of `aesformer_processing.comments`)
+    """Adds the comments of `comments` (one or more files in any of the formats of `aesformer_training.comments`)
     to the kept rows, after the comments a row already has; records what matched in the report."""
     from .comments import read_comments
 
@@ -1270,7 +1270,7 @@ def load_ava(
             a SEEDED RANDOM split of all ids is made instead (`test_fraction` of them go to test), as several papers
             do; say so when you report results.
         comments: optional comments file(s) (a path or a list of paths), in any format of
-            `aesformer_processing.comments`: the AVA-Comments CSV ``index,label,comment`` (``index`` = image id,
+            `aesformer_training.comments`: the AVA-Comments CSV ``index,label,comment`` (``index`` = image id,
             ``label`` ignored: AVA.txt is authoritative), a CSV/JSONL keyed by id, file name or path, or a JSON object
             key -> comment(s) (DPC-Captions, keyed ``"<id>.jpg"``). Several entries for one image are joined.
         validation_fraction: part of the TRAIN ids carved out as validation (sorted ids permuted with `seed`).
@@ -1477,7 +1477,7 @@ class AestheticCollator:
 
     Args:
         processor: an `AesformerProcessor` (or an `AesformerImageProcessor` with ``include_comments=False``).
-        transform: ``(PIL image, index, epoch) -> PIL image``, e.g. `aesformer_processing.transforms.TrainTransform`;
+        transform: ``(PIL image, index, epoch) -> PIL image``, e.g. `aesformer_training.transforms.TrainTransform`;
             ``None`` for evaluation (the processor's deterministic resize).
         epoch: the current epoch.
         seed: mixed into the sample index of rows without an ``index`` field.

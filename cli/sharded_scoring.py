@@ -1,6 +1,6 @@
 """`aesformer score` over shards, in one process or many (accelerate / torch.distributed).
 
-    accelerate launch --num_processes 8 -m modeling_aesformer.cli score 'shards/*.tar' data.parquet \\
+    accelerate launch --num_processes 8 -m aesformer_cli score 'shards/*.tar' data.parquet \\
         --model MODEL_DIR --output scores.parquet
 
 The same command runs in one process (`aesformer score ... --output scores.parquet`). It is used whenever an input is
@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
-from .scoring import MAX_LISTED_FAILURES, ScoringError
+from .score import MAX_LISTED_FAILURES, ScoringError
 
 OUTPUT_FIELDS = ["key", "shard", "path", "adapter", "score", "std", "label", "branch", "trained", "num_bins",
                  "score_range", "distribution", "comments_truncated", "error"]
@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
     """The flags of sharded scoring, added to `aesformer score`'s parser."""
     group = parser.add_argument_group(
         "sharded inputs and several processes",
-        "Tar (webdataset) and Parquet shards, .parquet output, and `accelerate launch -m modeling_aesformer.cli "
+        "Tar (webdataset) and Parquet shards, .parquet output, and `accelerate launch -m aesformer_cli "
         "score ...` (the work is split by shard; parts and completion markers go to OUTPUT.parts/).")
     group.add_argument("--shard-comments", choices=("txt", "json"), default=None,
                        help="read each tar sample's comments from its .txt member (txt) or from the 'comments' field "
@@ -255,7 +255,7 @@ def prepare_run(args, names: List[str]) -> dict:
 
 # ------------------------------------------------------------------------------------------------------- scoring
 class _CommentsLookup:
-    """Comments from `--comments FILE` (an `aesformer_processing.comments.CommentTable`) for a shard member or a
+    """Comments from `--comments FILE` (an `aesformer_training.comments.CommentTable`) for a shard member or a
     file, matched as `CommentTable.match` does for files (path, then file name, then stem), one sample at a time
     because shards are streamed."""
 
@@ -283,7 +283,7 @@ class _CommentsLookup:
 
 def _collate_stream(items, pad_id: int = 0):
     """(batch or None, [(index, error)], {index: meta}, [shard end markers])."""
-    from .scoring import collate
+    from .score import collate
 
     ends = [it for it in items if "shard_end" in it]
     rest = [dict(it) for it in items if "shard_end" not in it]
@@ -309,7 +309,7 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .scoring import load_comments, score_batch
+    from .score import load_comments, score_batch
     from .shards import ShardStream, error_kind
 
     lookup = _CommentsLookup(load_comments(args.comments)) if args.comments else None
@@ -508,9 +508,9 @@ def run(args, log=print) -> int:
 
     import torch
 
-    from .pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
+    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from .precision import chosen_dtype
-    from .scoring import load_model
+    from .score import load_model
 
     adapter_arg = args.adapter
     if adapter_arg and ALL_ADAPTERS in adapter_arg:

@@ -1,7 +1,6 @@
 """`aesformer` command line. Subcommands import their heavy dependencies lazily, and only the module of the command
 being run is imported to build the parser: `aesformer --help` and `aesformer <command> --help` answer before torch
-and transformers load (through the `aesformer` console script, `aesformer_cli.py`, which also defers this package's
-`__init__`; see bench/bench_cli_help.py)."""
+and transformers load (see bench/bench_cli_help.py)."""
 
 import argparse
 import importlib
@@ -11,19 +10,19 @@ import sys
 # Commands defined in other modules: (module, its function that registers them, help shown in `aesformer --help`).
 # Only the module of the command being run is imported.
 LAZY_COMMANDS = {
-    "score": ("modeling_aesformer.scoring", "add_subparser",
+    "score": ("aesformer_cli.score", "add_subparser",
               "score images (files, folders, globs, list files) into a CSV/JSONL file"),
-    "make-dataset": ("aesformer_training.synthetic", "add_subparser",
+    "make-dataset": ("aesformer_cli.make_dataset", "add_subparser",
                      "write the synthetic aesthetic dataset (generic format) used by the demo"),
-    "convert-original": ("modeling_aesformer.convert_original", "add_subparser",
+    "convert-original": ("aesformer_cli.convert", "add_subparser",
                          "convert a checkpoint of the original AesFormer code into a model folder"),
-    "export": ("modeling_aesformer.export", "add_subparsers",
+    "export": ("aesformer_cli.export", "add_subparsers",
                "write a self-contained Hugging Face Hub folder (weights, code, processor, model card)"),
-    "push": ("modeling_aesformer.export", "add_subparsers",
+    "push": ("aesformer_cli.export", "add_subparsers",
              "upload an exported folder to the Hugging Face Hub (one commit)"),
-    "explain": ("modeling_aesformer.explain", "add_subparser",
+    "explain": ("aesformer_cli.explain", "add_subparser",
                 "score one image and write a figure explaining the score (attention heat map, distribution, words)"),
-    "serve": ("modeling_aesformer.app", "add_subparser",
+    "serve": ("aesformer_cli.serve", "add_subparser",
               "a web page (and a `score` API) to score photos with one model"),
 }
 ALL_COMMANDS = object()  # build_parser(): every command's real parser
@@ -39,7 +38,7 @@ def _set_default(args) -> int:
     import json
     import os
 
-    from .adapters import list_adapters, set_default_adapter
+    from modeling_aesformer.adapters import list_adapters, set_default_adapter
 
     try:
         if args.name is None:
@@ -59,9 +58,9 @@ def _set_default(args) -> int:
 
 def _training_command(name):
     def run(args) -> int:
-        from aesformer_training import scripts
+        from . import train
 
-        return {"pretrain": scripts.pretrain_main, "adapt": scripts.adapt_main, "eval": scripts.eval_main}[name](
+        return {"pretrain": train.pretrain_main, "adapt": train.adapt_main, "eval": train.eval_main}[name](
             args.args
         )
 
@@ -129,20 +128,11 @@ def _command(argv):
     return None
 
 
-def _finish_package_import() -> None:
-    """When started by the console script, this package's `__init__` (the Auto-class registration: transformers and
-    torch) was deferred until the command line had been parsed: run it now."""
-    package = sys.modules.get(__package__)
-    finish = getattr(package, "_aesformer_deferred_init", None)
-    if finish is not None:
-        finish()
-
-
 TRAINING_COMMANDS = ("pretrain", "adapt", "eval")
 
 
 def main(argv=None) -> int:
-    from aesformer_training.cli_utils import run_command
+    from .common import run_command
 
     # Errors become one message, not a traceback; `--debug` (anywhere) shows the traceback.
     return run_command(_main, argv)
@@ -157,11 +147,8 @@ def _main(argv) -> int:
     if argv and argv[0] in TRAINING_COMMANDS:
         # argparse's REMAINDER does not take tokens that start with "--" right after a subcommand
         # (`aesformer pretrain --preset tiny` was "unrecognized arguments"): hand them over untouched.
-        if not {"-h", "--help"} & set(argv[1:]):  # the help needs neither torch nor transformers
-            _finish_package_import()
         return int(_training_command(argv[0])(argparse.Namespace(args=argv[1:])) or 0)
     args = build_parser(_command(argv)).parse_args(argv)
-    _finish_package_import()
     return int(args.func(args) or 0)
 
 

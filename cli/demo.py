@@ -45,7 +45,7 @@ def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
     from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertTokenizer
 
-    from .toy import SPECIAL_TOKENS
+    from modeling_aesformer.toy import SPECIAL_TOKENS
 
     normalizer, pre_tokenizer = BertNormalizer(lowercase=True), BertPreTokenizer()
     counts = Counter()
@@ -71,13 +71,13 @@ def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
 
 def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict | None = None) -> int:
     """Runs the demo into `output_dir`; `overrides` replaces entries of the FULL/QUICK settings (experiments)."""
-    from aesformer_processing.data import load_generic
+    from aesformer_training.data import load_generic
     from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, evaluate_branches, rows_with_comments, train
-    from aesformer_training.scripts import format_table
+    from aesformer_cli.train import format_table
     from aesformer_training.synthetic import make_dataset
 
-    from . import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-    from .adapters import load_adapters, set_default_adapter
+    from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
+    from modeling_aesformer.adapters import load_adapters, set_default_adapter
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = {**(QUICK if quick else FULL), **(overrides or {})}
@@ -189,7 +189,7 @@ def _plots(model, processor, rows, spec, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aesformer_processing.data import AestheticCollator
+    from aesformer_training.data import AestheticCollator
     from aesformer_training.loop import IndexedRows, predict, rows_with_comments
 
     from .explain import explain, plot_explanation
@@ -233,7 +233,7 @@ def _export_and_score(model_dir, out, rows, step):
     step(f"Hub-ready folder exported to {hub_dir}")
     from transformers import pipeline
 
-    from . import AesformerModel
+    from modeling_aesformer import AesformerModel
 
     # as a user would: the exported folder's default adapter ("synthetic") answers images without comments
     scorer = pipeline("image-aesthetics", model=AesformerModel.from_pretrained(hub_dir).eval())

@@ -297,7 +297,7 @@ def read_comments(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Com
     Raises:
         FileNotFoundError: a file does not exist.
         CommentsFileError: a file cannot be read as comments (no key/text column, invalid JSON, ...).
-        aesformer_processing.data.TextEncodingError: a file is not UTF-8.
+        aesformer_training.data.TextEncodingError: a file is not UTF-8.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

@@ -5,7 +5,7 @@
 The page itself is `app_page.py` (gradio, no package imports, also shipped in Spaces). This module is its backend
 with the package: the model and processor loaded from DIR (safetensors only), the dataset adapters of
 `DIR/adapters/` (with `peft`), one model copy per precision, scores from `pipeline("image-aesthetics")` and the
-attention overlay from `modeling_aesformer.explain`. [`write_space`] writes the Space folder of
+attention overlay from `aesformer_cli.explain`. [`write_space`] writes the Space folder of
 `aesformer export --space`. gradio is imported only when a page is built (`pip install "aesformer[app]"`).
 """
 
@@ -63,7 +63,7 @@ class ModelBackend:
         if self.device.startswith("cuda"):
             self._dtypes["float16"] = torch.float16
         self.precisions = list(self._dtypes)
-        from .adapters import list_adapters
+        from modeling_aesformer.adapters import list_adapters
 
         names = list_adapters(self.model_dir)
         if names:
@@ -88,7 +88,7 @@ class ModelBackend:
             model = AutoModel.from_pretrained(str(self.model_dir), use_safetensors=True,
                                               dtype=self._dtypes[precision])
             if self._adapter_names:
-                from .adapters import load_adapters
+                from modeling_aesformer.adapters import load_adapters
 
                 model = load_adapters(model, self.model_dir, names=self._adapter_names)
             model = model.to(self.device).eval()

@@ -364,7 +364,7 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     import modeling_aesformer  # noqa: F401 - registers the Auto classes
     from transformers import AutoModel, pipeline
 
-    from .file_modes import follow_umask
+    from modeling_aesformer.file_modes import follow_umask
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     if not (model_dir / "config.json").is_file():
@@ -560,14 +560,14 @@ def run_export(args) -> int:
         if (args.space is None) != (args.model_repo is None):
             raise ExportError("--space SPACE_DIR and --model-repo USER/NAME go together")
         if args.space is not None:
-            from .app import check_space_target
+            from .serve import check_space_target
 
             check_space_target(args.space, args.model_repo, args.overwrite)  # before anything is written
         results = _read_json(args.results) if args.results else None
         export_model(args.model_dir, args.output, card_data=_load_json_arg(args.card_data), results=results,
                      overwrite=args.overwrite)
         if args.space is not None:
-            from .app import write_space
+            from .serve import write_space
 
             write_space(args.space, args.model_repo, with_adapters=(Path(args.output) / "adapters").is_dir(),
                         overwrite=args.overwrite)

@@ -6,7 +6,7 @@
 - INPUTS: image files, folders (searched recursively for every extension Pillow can open), glob patterns (`**`
   allowed), or list files (`.csv` / `.jsonl` with an `image` (or `path`) column and an optional `comments` column,
   or `.txt` with one path per line; relative paths are relative to the list file's folder).
-- `--comments FILE` (repeatable): comments in the one format every command reads (`aesformer_processing.comments`,
+- `--comments FILE` (repeatable): comments in the one format every command reads (`aesformer_training.comments`,
   docs/data-format.md): a CSV/JSONL keyed by image path, file name or stem, or a JSON object key -> comment(s).
   Images with comments are answered by the with-comments branch, the others by the image-only branch.
 - Decoding and preprocessing run in DataLoader workers (`--num-workers`) while the model computes; a progress bar
@@ -90,7 +90,7 @@ def _walk(folder: str) -> List[str]:
 def _rows(path: str) -> Iterable[dict]:
     """Rows of a CSV (with header) or JSONL file, as dicts. Bytes that are not UTF-8, a line that is not JSON or a
     CSV that cannot be parsed raise `ScoringError` naming the file and the line."""
-    from aesformer_processing.data import TextEncodingError, read_utf8_text
+    from aesformer_training.data import TextEncodingError, read_utf8_text
 
     jsonl = path.lower().endswith(".jsonl")
     try:
@@ -132,7 +132,7 @@ def _resolve(path: str, base: str) -> str:
 def _read_list_file(path: str) -> List[Tuple[str, Optional[object]]]:
     base = os.path.dirname(path)
     if path.lower().endswith(".txt"):
-        from aesformer_processing.data import TextEncodingError, read_utf8_text
+        from aesformer_training.data import TextEncodingError, read_utf8_text
 
         try:
             lines = read_utf8_text(path).splitlines()
@@ -187,10 +187,10 @@ def collect_inputs(inputs: Sequence[str]) -> Tuple[List[Tuple[str, Optional[obje
 
 
 def load_comments(paths):
-    """The comments of one or more `--comments` files, in any format `aesformer_processing.comments` reads (the same
+    """The comments of one or more `--comments` files, in any format `aesformer_training.comments` reads (the same
     reader as the dataset loaders): a `CommentTable`."""
-    from aesformer_processing.comments import CommentsFileError, read_comments
-    from aesformer_processing.data import TextEncodingError
+    from aesformer_training.comments import CommentsFileError, read_comments
+    from aesformer_training.data import TextEncodingError
 
     try:
         return read_comments([paths] if isinstance(paths, (str, os.PathLike)) else paths)
@@ -202,7 +202,7 @@ def attach_comments(records, table, log=print):
     """`records` with the comments of `table` for every image that has none from its list file. A key matches an
     image by its path (absolute, relative to the working folder or to the comments file), else its file name, else
     its stem; a key that names two images, or comments that match no image at all, stop the run (`ScoringError`)."""
-    from aesformer_processing.comments import AmbiguousCommentKeysError
+    from aesformer_training.comments import AmbiguousCommentKeysError
 
     try:
         match = table.match([path for path, _ in records])
@@ -432,7 +432,7 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print, dtype=N
     import modeling_aesformer  # noqa: F401 - registers the Auto classes
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
-    from .model_source import check_model_source, describe_load_error
+    from .loading import check_model_source, describe_load_error
 
     try:
         model_dir = check_model_source(model_ref)
@@ -462,7 +462,7 @@ def load_model(model_ref: str, adapters: Optional[List[str]], log=print, dtype=N
         processor.max_length = int(positions)
     wanted = [a for a in (adapters or []) if a != "base"]
     if os.path.isdir(os.path.join(model_dir, "adapters")) and (wanted or not adapters):
-        from .adapters import list_adapters, load_adapters
+        from modeling_aesformer.adapters import list_adapters, load_adapters
 
         if list_adapters(model_dir):
             try:
@@ -481,7 +481,7 @@ def score_batch(model, batch, errors, names, device, threshold, config):
     truncated})` (the rows `format_results` gives; `errors` are the items that could not be decoded)."""
     import torch
 
-    from .pipeline_aesformer import format_results, summarize_outputs
+    from modeling_aesformer.pipeline_aesformer import format_results, summarize_outputs
 
     results, truncated = {}, {}
     if batch is not None:
@@ -503,8 +503,8 @@ def score_images(args, log=print) -> int:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .adapter_weights_aesformer import image_only_answer
-    from .pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
+    from modeling_aesformer.adapter_weights_aesformer import image_only_answer
+    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from .precision import chosen_dtype
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

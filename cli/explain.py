@@ -789,11 +789,11 @@ def run(args) -> int:
                                           load_default_adapter=args.adapter is None, dtype=dtype).eval()
         processor = AutoProcessor.from_pretrained(args.model)
         if args.adapter not in (None, "base"):
-            from .adapters import load_adapters
+            from modeling_aesformer.adapters import load_adapters
 
             model = load_adapters(model, args.model, names=[args.adapter])
         if not args.comments:
-            from .pipeline_aesformer import untrained_answer_message
+            from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
             warning = untrained_answer_message(model, [args.adapter or "base"])
             if warning:

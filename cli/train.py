@@ -8,10 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from modeling_aesformer.file_modes import follow_umask
-
-from .cli_utils import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError, run_command
-from .train_config import ADAPT, PRETRAIN, TrainConfig
+from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError, run_command
+from aesformer_training.train_config import ADAPT, PRETRAIN, TrainConfig
 
 DATA_FORMATS = ("generic", "ava", "photonet", "jas")
 
@@ -98,8 +96,8 @@ def _flag_of(args, text):
 
 def load_data(args):
     """Loads the dataset the data flags name. Every input problem becomes a `CommandError` naming its flag."""
-    from aesformer_processing import data
-    from aesformer_processing.comments import AmbiguousCommentKeysError, CommentsFileError
+    from aesformer_training import data
+    from aesformer_training.comments import AmbiguousCommentKeysError, CommentsFileError
 
     check_data_arguments(args)
     common = {"seed": args.seed, "on_error": args.on_bad_rows, "comments": args.comments or None}
@@ -142,7 +140,7 @@ def _has_split_column(folder):
 def check_splits(args, data, spec, needed, with_comments=False):
     """Each split in `needed` has rows (stage 1: rows with comments); else a `CommandError` that says which split is
     empty, what was kept, and which flag to look at."""
-    from aesformer_processing.data import SPLITS
+    from aesformer_training.data import SPLITS
 
     sizes = {split: len(data[split]) for split in SPLITS}
     usable = dict(sizes)
@@ -254,7 +252,8 @@ def pretrain_main(argv=None):
     model, processor = build_stage1_model(args)
     if spec.report is not None:
         spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
-    from .loop import train  # torch: only once the arguments are parsed and checked
+    from aesformer_training.loop import train  # torch: only once the arguments are parsed and checked
+    from modeling_aesformer.file_modes import follow_umask
 
     report = train(model, processor, data, spec, _config(args, PRETRAIN))
     print_report_location(spec.report, args.output_dir)
@@ -264,7 +263,7 @@ def pretrain_main(argv=None):
 
 
 def _check_stage1_sources(args):
-    from modeling_aesformer.model_source import check_model_source
+    from aesformer_cli.loading import check_model_source
 
     try:
         if args.model:
@@ -285,7 +284,7 @@ def _check_stage1_sources(args):
 
 def _load_pretrained(load, reference, flag="--model"):
     """`load()` with a failure to load `reference` turned into one message naming `flag`."""
-    from modeling_aesformer.model_source import describe_load_error
+    from aesformer_cli.loading import describe_load_error
 
     try:
         return load()
@@ -355,7 +354,7 @@ def adapt_main(argv=None):
     add_training_arguments(parser, ADAPT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from modeling_aesformer.model_source import check_model_source
+    from aesformer_cli.loading import check_model_source
 
     # Every input is checked before anything is loaded or written: the model folder never gets an untrained adapter.
     try:
@@ -382,7 +381,8 @@ def adapt_main(argv=None):
     processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
     if spec.report is not None:
         spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
-    from .loop import train
+    from aesformer_training.loop import train
+    from modeling_aesformer.file_modes import follow_umask
 
     report = train(model, processor, data, spec, _config(args, ADAPT, adapter_name=name), model_dir=args.model)
     print_report_location(spec.report, args.output_dir)
@@ -416,7 +416,7 @@ def _check_adapter_name(name, model_dir, overwrite, flag):
 
 
 def eval_main(argv=None):
-    from modeling_aesformer.precision import add_dtype_argument
+    from aesformer_cli.precision import add_dtype_argument
 
     parser = ArgumentParser(prog="aesformer eval",
                             description="Evaluate an Aesformer model (both branches) on a dataset split.")
@@ -434,7 +434,7 @@ def eval_main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import json
 
-    from modeling_aesformer.model_source import check_model_source
+    from aesformer_cli.loading import check_model_source
 
     # Inputs first: a run that can evaluate nothing stops before loading the model or writing --output.
     try:
@@ -457,9 +457,9 @@ def eval_main(argv=None):
 
     from modeling_aesformer import AesformerModel
     from modeling_aesformer.adapters import load_adapters
-    from modeling_aesformer.precision import chosen_dtype
+    from aesformer_cli.precision import chosen_dtype
 
-    from .loop import evaluate_branches
+    from aesformer_training.loop import evaluate_branches
 
     dtype = chosen_dtype(args, "cpu")  # evaluation runs on the CPU
     # never a pickled .bin; without --adapter the model's default adapter is folded in (see from_pretrained)

@@ -29,7 +29,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from .scoring import ScoringError, _reason, collect_inputs, image_extensions
+from .score import ScoringError, _reason, collect_inputs, image_extensions
 
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 PARQUET_EXTENSIONS = (".parquet",)

@@ -4,7 +4,7 @@ Two ways to use it:
 
 ```python
 import argparse
-from aesformer_training.cli_utils import ArgumentParser, add_argument
+from aesformer_cli.common import ArgumentParser, add_argument
 
 parser = ArgumentParser()                          # every long flag accepts both spellings
 parser.add_argument("--batch-size", type=int, default=16)
@@ -127,7 +127,7 @@ DEBUG_HELP = "on an error, show the full Python traceback instead of the message
 def error_message(error: BaseException) -> str:
     """The one message `run_command` prints for `error`: the text of an input error as it is, the type first for
     anything else. A `DatasetLoadError` gets the command line's flag (``--on-bad-rows skip``) as its advice."""
-    from aesformer_processing.data import DatasetLoadError  # the lowest layer: cheap, no torch
+    from aesformer_training.data import DatasetLoadError  # the lowest layer: cheap, no torch
 
     if isinstance(error, DatasetLoadError):
         return error.details + "\nFix these rows, or pass --on-bad-rows skip to drop them and get a report."
