@@ -47,7 +47,7 @@ __all__ = [
     "earth_movers_distance",
 ]
 
-# --- pipeline("image-aesthetics") (issue 7) -------------------------------------------------------------------------
+# --- pipeline("image-aesthetics") --------------------------------------------------------------------------------
 # Registered lazily: transformers.pipelines is heavy and stays off this import path. The hook registers the task
 # right after transformers.pipelines is first imported (see pipeline_registration.py).
 from .pipeline_registration import install as _install_pipeline_hook  # noqa: E402

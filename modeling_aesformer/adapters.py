@@ -49,7 +49,8 @@ def check_adapter_name(name) -> str:
         raise ValueError(f"adapter name {name!r} is reserved; pick another (e.g. the dataset's name)")
     return name
 
-# What the paper trains in stage 2 (spec §2); PEFT matches these names by suffix.
+# What the paper trains in stage 2 (the multi-scale adapters, the fusion's vision FFN, the vision head); PEFT matches
+# these names by suffix.
 STAGE2_MODULES = ["multi_scale_adapter", "vision_ffn", "vision_head"]
 
 

@@ -767,7 +767,7 @@ class AesformerProcessor(ProcessorMixin):
     """
 
     # transformers 4.x (e.g. 4.57) reads the sub-processors from these class attributes; 5.x infers them from
-    # `__init__`. Kept for Hub users on 4.x (issue 7); "Auto*" names check against the base classes.
+    # `__init__`. Kept for Hub users on transformers 4.x; "Auto*" names check against the base classes.
     attributes = ["image_processor", "tokenizer"]
     image_processor_class = "AutoImageProcessor"
     tokenizer_class = "AutoTokenizer"

@@ -1,1 +1,3 @@
-"""Aesformer training code (`aesformer_training`): losses, data, the shared training loop (later issues)."""
+"""Training and evaluation (`aesformer_training`): dataset loaders and comments files, augmentation, the synthetic
+dataset, the losses and the accelerate loop of both stages, checkpoints, evaluation. Sits above `modeling_aesformer`
+and below the command line (`aesformer_cli`); see docs/architecture.md."""
