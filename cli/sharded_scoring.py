@@ -254,33 +254,6 @@ def prepare_run(args, names: List[str]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- scoring
-class _CommentsLookup:
-    """Comments from `--comments FILE` (an `aesformer_training.comments.CommentTable`) for a shard member or a
-    file, matched as `CommentTable.match` does for files (path, then file name, then stem), one sample at a time
-    because shards are streamed."""
-
-    def __init__(self, table):
-        self.by_path, self.by_name = {}, {}
-        for entry in table.entries:
-            if "/" in entry.key or os.path.isabs(entry.key):
-                for form in {os.path.abspath(entry.key),
-                             os.path.abspath(os.path.join(os.path.dirname(entry.file), entry.key))}:
-                    self.by_path.setdefault(form, []).extend(entry.comments)
-            else:
-                self.by_name.setdefault(entry.key, []).extend(entry.comments)
-
-    def __call__(self, sample: dict):
-        if sample.get("path"):
-            found = self.by_path.get(os.path.abspath(sample["path"]))
-            if found:
-                return found
-        name = os.path.basename(sample.get("path") or sample.get("name") or "")
-        for form in (name, os.path.splitext(name)[0], sample.get("key") or ""):
-            if form and self.by_name.get(form):
-                return self.by_name[form]
-        return None
-
-
 def _collate_stream(items, pad_id: int = 0):
     """(batch or None, [(index, error)], {index: meta}, [shard end markers])."""
     from .score import collate
@@ -312,7 +285,7 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     from .score import load_comments, score_batch
     from .shards import ShardStream, error_kind
 
-    lookup = _CommentsLookup(load_comments(args.comments)) if args.comments else None
+    lookup = load_comments(args.comments).lookup() if args.comments else None
     dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
     config = getattr(model, "get_base_model", lambda: model)().config  # which head answered, trained or not
     tokenizer = getattr(processor, "tokenizer", None)

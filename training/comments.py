@@ -289,6 +289,43 @@ class CommentTable:
             notes.append(f"comments: {len(unmatched)} of {len(self.entries)} key(s) match no image (e.g. {examples})")
         return CommentMatch(comments, list(self.files), len(self.entries), matched, unmatched, notes)
 
+    def lookup(self) -> "CommentLookup":
+        """A matcher for images that arrive one at a time (streamed shards): see `CommentLookup`."""
+        return CommentLookup(self)
+
+
+class CommentLookup:
+    """
+    The comments of a `CommentTable` for one image at a time, matched in `CommentTable.match`'s order (a key that is a
+    path: the image's absolute path, also read relative to its comments file's folder; else the file name; else the
+    stem; else the sample's shard key). Streamed images cannot be checked for ambiguity against each other, so the
+    first level with a hit decides and keys of one level add up.
+
+    Called with a sample dict (`path`, `name`, `key`: any may be missing); returns the comments, or None.
+    """
+
+    def __init__(self, table: CommentTable):
+        self.by_path: dict[str, list[str]] = {}
+        self.by_name: dict[str, list[str]] = {}
+        for entry in table.entries:
+            if "/" in entry.key or os.path.isabs(entry.key):
+                for form in {os.path.abspath(entry.key),
+                             os.path.abspath(os.path.join(os.path.dirname(entry.file), entry.key))}:
+                    self.by_path.setdefault(form, []).extend(entry.comments)
+            else:
+                self.by_name.setdefault(entry.key, []).extend(entry.comments)
+
+    def __call__(self, sample: dict) -> list[str] | None:
+        if sample.get("path"):
+            found = self.by_path.get(os.path.abspath(sample["path"]))
+            if found:
+                return found
+        name = os.path.basename(sample.get("path") or sample.get("name") or "")
+        for form in (name, os.path.splitext(name)[0], sample.get("key") or ""):
+            if form and self.by_name.get(form):
+                return self.by_name[form]
+        return None
+
 
 def read_comments(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> CommentTable:
     """
@@ -330,6 +367,7 @@ def pipeline_inputs(
 
 __all__ = [
     "AmbiguousCommentKeysError",
+    "CommentLookup",
     "CommentEntry",
     "CommentMatch",
     "CommentTable",
