@@ -393,48 +393,6 @@ def _base_model(model):
     return get_base() if callable(get_base) else model
 
 
-def _active_adapter(model) -> Optional[str]:
-    if not getattr(model, "peft_config", None):
-        return None
-    active = getattr(model, "active_adapters", None)
-    if isinstance(active, (list, tuple)) and active:
-        return str(active[0])
-    active = getattr(model, "active_adapter", None)
-    return str(active) if isinstance(active, str) else None
-
-
-def _head_values(head) -> Optional[np.ndarray]:
-    values, k = getattr(head, "bin_values", None), getattr(head, "num_active_bins", None)
-    if values is None or k is None:
-        return None
-    return _as_numpy(values)[: int(k)]
-
-
-def _bin_values(model, branch: str, adapter: Optional[str], distribution: np.ndarray, score: float) -> np.ndarray:
-    """The score of each bin of the head that answered: read from the head's buffers (an adapter's copy of the
-    vision head when one answered), checked against the score (`sum v_i p_i`); the config's scale as a fallback."""
-    base = _base_model(model)
-    candidates = []
-    if branch == WITH_COMMENTS:
-        candidates.append(getattr(base, "vl_image_head", None))
-    else:
-        head = getattr(base, "vision_head", None)
-        name = adapter if adapter is not None else _active_adapter(model)
-        copies = getattr(head, "modules_to_save", None)  # a PEFT wrapper holds one copy per adapter
-        if name not in (None, "base") and copies is not None and name in copies:
-            candidates.append(copies[name])
-        candidates.append(getattr(head, "original_module", head))
-    k = len(distribution)
-    for head in candidates:
-        values = _head_values(head) if head is not None else None
-        if values is not None and len(values) == k and abs(float(values @ distribution) - score) < 1e-3 * max(
-            1.0, abs(score)
-        ):
-            return values
-    low, high = (float(x) for x in getattr(base.config, "score_range", (1, k)))
-    return np.linspace(low, high, k)
-
-
 def _token_grid(config, pixel_shape: Sequence[int]) -> Tuple[int, int]:
     """The last Swin stage's grid for an input of `pixel_shape = (H, W)`: the patch grid, halved (rounded up,
     as Swin pads odd maps) at each of the `num_stages - 1` patch mergings."""
@@ -570,12 +528,11 @@ def explain(
     low, high = float(share.min()), float(share.max())
     contrast = high / low if low > 0 else float("inf")
 
-    distribution = _as_numpy(out.distribution[0])
-    score = float(out.score[0])
-    threshold = float(out.threshold[0])
-    values = _bin_values(model, branch, adapter, distribution, score)
-    distribution = distribution[: len(values)]
-    std = float(np.sqrt(max(0.0, float(distribution @ (values - score) ** 2))))
+    # The scale of the head that answered comes with the output (NaN past its last bin).
+    values = _as_numpy(out.bin_values[0])
+    values = values[np.isfinite(values)]
+    distribution = _as_numpy(out.distribution[0])[: len(values)]
+    score, std, threshold = float(out.score[0]), float(out.std[0]), float(out.threshold[0])
     display = _display_rgb(photo)
     return Explanation(
         score=score, std=std, label="high" if score > threshold else "low", threshold=threshold,

@@ -490,7 +490,7 @@ def score_batch(model, batch, errors, names, device, threshold, config):
         inputs = {k: v.to(device) for k, v in batch.items()}
         with torch.inference_mode():
             outputs = model(**inputs, adapters=list(names))
-        summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
+        summary = {k: v.cpu() for k, v in summarize_outputs(outputs, names).items()}
         for row, index in enumerate(indices):
             results[index] = format_results(summary, row, names, threshold, return_distribution=True, config=config)
     for index, reason in errors:

@@ -119,70 +119,34 @@ def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[L
     return names, multi
 
 
-def _head_values(head) -> Optional[torch.Tensor]:
-    values, k = getattr(head, "bin_values", None), getattr(head, "num_active_bins", None)
-    if values is None or k is None:
-        return None
-    return values[: int(k)].float()
-
-
-def _bin_values(model, adapter: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Score value of each active bin of the with-comments heads and of `adapter`'s image-only head."""
-    base = _base_model(model)
-    vl_head = getattr(base, "vl_image_head", None)
-    vision_head = getattr(base, "vision_head", None)
-    copies = getattr(vision_head, "modules_to_save", None)  # a PEFT wrapper keeps one copy per adapter
-    if adapter != BASE_ADAPTER and copies is not None and adapter in copies:
-        vision_head = copies[adapter]
-    else:
-        vision_head = getattr(vision_head, "original_module", vision_head)
-    vl, vision = _head_values(vl_head), _head_values(vision_head)
-    if vl is None or vision is None:  # fall back to the config's scale
-        config = base.config
-        low, high = [float(x) for x in getattr(config, "score_range", (1, config.num_score_bins))]
-        fallback = torch.linspace(low, high, config.num_score_bins)
-        vl = fallback if vl is None else vl
-        vision = fallback if vision is None else vision
-    return vl, vision
-
-
-def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> Dict[str, torch.Tensor]:
+def summarize_outputs(outputs: Dict[str, Any], names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """Turn the model's `{adapter: AesformerOutput}` into batch-first tensors (A = len(names) adapters):
-    `score`, `std`, `threshold` [B, A], `distribution` [B, A, W] (zero-padded), `num_bins` [B, A] (the answering
-    head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`), `score_low`, `score_high` [B, A]
-    (the values of its first and last bin) and `used_comments` [B]."""
-    first = outputs[names[0]]
-    used = first.used_comments.bool()
-    batch = used.shape[0]
-    scores, stds, thresholds, dists, bins, lows, highs = [], [], [], [], [], [], []
+    `score`, `std`, `threshold` [B, A], `distribution` [B, A, W] (zero-padded), `bin_values` [B, A, W] (NaN-padded),
+    `num_bins` [B, A] (the answering head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`),
+    `score_low`, `score_high` [B, A] (the values of its first and last bin) and `used_comments` [B]. The scale of
+    each row is the one the model's output carries (`AesformerOutput.bin_values`, `std`)."""
+    used = outputs[names[0]].used_comments.bool()
+    width = max(outputs[name].distribution.shape[-1] for name in names)
+    scores, stds, thresholds, dists, values, bins, lows, highs = [], [], [], [], [], [], [], []
     for name in names:
         out = outputs[name]
-        vl_values, vision_values = _bin_values(model, name)
-        device = out.distribution.device
-        vl_values, vision_values = vl_values.to(device), vision_values.to(device)
-        width = max(vl_values.numel(), vision_values.numel(), out.distribution.shape[-1])
-        values = torch.zeros(batch, width, device=device)
-        values[used, : vl_values.numel()] = vl_values
-        values[~used, : vision_values.numel()] = vision_values
-        num_bins = torch.where(used, torch.tensor(vl_values.numel(), device=device),
-                               torch.tensor(vision_values.numel(), device=device))
-        dist = F.pad(out.distribution.float(), (0, width - out.distribution.shape[-1]))
-        score = out.score.float()
-        variance = (dist * (values - score[:, None]) ** 2).sum(-1).clamp_min(0)
-        scores.append(score)
-        lows.append(values[:, 0])
-        highs.append(values.gather(1, (num_bins - 1).view(-1, 1)).squeeze(1))
-        stds.append(variance.sqrt())
+        padding = width - out.distribution.shape[-1]
+        scale = F.pad(out.bin_values.float(), (0, padding), value=float("nan"))
+        num_bins = scale.isfinite().sum(-1)
+        scores.append(out.score.float())
+        stds.append(out.std.float())
         thresholds.append(out.threshold.float())
-        dists.append(dist)
+        dists.append(F.pad(out.distribution.float(), (0, padding)))
+        values.append(scale)
         bins.append(num_bins)
-    width = max(d.shape[-1] for d in dists)
-    dists = [F.pad(d, (0, width - d.shape[-1])) for d in dists]
+        lows.append(scale[:, 0])
+        highs.append(scale.gather(1, (num_bins - 1).clamp_min(0).view(-1, 1)).squeeze(1))
     return {
         "score": torch.stack(scores, 1),
         "std": torch.stack(stds, 1),
         "threshold": torch.stack(thresholds, 1),
         "distribution": torch.stack(dists, 1),
+        "bin_values": torch.stack(values, 1),
         "num_bins": torch.stack(bins, 1),
         "score_low": torch.stack(lows, 1),
         "score_high": torch.stack(highs, 1),
@@ -191,10 +155,11 @@ def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> D
 
 
 def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], threshold=None,
-                   return_distribution: bool = True, config=None) -> List[dict]:
+                   return_distribution: bool = True, config=None, return_bin_values: bool = False) -> List[dict]:
     """One result dict per adapter for sample `row` of a `summarize_outputs` dict. With the model's `config`, an
     image-only row names the adapter that answered (a folded one by its name) and says whether training or
-    conversion produced it (`trained`; None for rows with comments)."""
+    conversion produced it (`trained`; None for rows with comments). `return_bin_values` adds `bin_values`, the
+    score each bin of the answering head stands for."""
     results = []
     used = bool(summary["used_comments"][row])
     for a, name in enumerate(names):
@@ -212,6 +177,8 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
         if return_distribution:
             k = int(summary["num_bins"][row, a])
             result["distribution"] = [float(p) for p in summary["distribution"][row, a, :k]]
+        if return_bin_values:
+            result["bin_values"] = [float(v) for v in summary["bin_values"][row, a, : int(summary["num_bins"][row, a])]]
         result["branch"] = "with_comments" if used else "image_only"
         result["adapter"], trained = image_only_answer(config, name) if config is not None else (name, None)
         result["trained"] = None if used else trained
@@ -489,7 +456,8 @@ class AesformerAestheticsPipeline(Pipeline):
 
     Options (at construction or per call): `adapter` (name | list | "all"; default: the model's active adapter),
     `threshold` (float, or a dict adapter -> float; default: the answering head's own), `return_distribution`
-    (bool), `return_attention` (bool: adds `attention_map`, a `[H, W]` array over the last Swin stage's grid in
+    (bool), `return_bin_values` (bool: adds `bin_values`, the score each bin of the answering head stands for),
+    `return_attention` (bool: adds `attention_map`, a `[H, W]` array over the last Swin stage's grid in
     [0, 1] — attention rollout over the multi-scale tokens without comments, the comment tokens' attention to each
     image region with them — and, with comments, `word_attention`: `[(word, weight), ...]`), `timeout` (seconds,
     for URLs), and the usual `batch_size`, `num_workers` (`device` at construction only). Batching does not change
@@ -612,8 +580,10 @@ class AesformerAestheticsPipeline(Pipeline):
 
     # -------------------------------------------------------------------------------------------- parameters
     def _sanitize_parameters(self, adapter=None, threshold=None, return_distribution=None, timeout=None,
-                             return_attention=None):
+                             return_attention=None, return_bin_values=None):
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if return_bin_values is not None:
+            postprocess_params["return_bin_values"] = bool(return_bin_values)
         if return_attention is not None:
             forward_params["return_attention"] = bool(return_attention)
             postprocess_params["return_attention"] = bool(return_attention)
@@ -688,16 +658,17 @@ class AesformerAestheticsPipeline(Pipeline):
                 outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
         else:
             outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
-        summary = summarize_outputs(self.model, outputs, names)
+        summary = summarize_outputs(outputs, names)
         if return_attention:
             summary.update(attention_summary(self.model, outputs, names, model_inputs))
         return summary
 
     def postprocess(self, model_outputs, adapter=None, threshold=None, return_distribution=True,
-                    return_attention=False):
+                    return_attention=False, return_bin_values=False):
         names, multi = resolve_adapters(self.model, adapter)
         config = _base_model(self.model).config
-        results = format_results(model_outputs, 0, names, threshold, return_distribution, config=config)
+        results = format_results(model_outputs, 0, names, threshold, return_distribution, config=config,
+                                 return_bin_values=return_bin_values)
         if not bool(model_outputs["used_comments"][0]):
             message = untrained_answer_message(self.model, names)
             if message:
