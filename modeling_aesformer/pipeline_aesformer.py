@@ -34,7 +34,8 @@ import torch.utils.data
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
-from .adapter_weights_aesformer import image_only_answer, unfold_adapter
+from .adapter_weights_aesformer import base_model, image_only_answer, unfold_adapter
+from .attention_maps_aesformer import comment_attention, image_attention_map, token_grid, word_attention
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +52,9 @@ __all__ = ["AesformerAestheticsPipeline", "register_pipeline", "TASK"]
 
 
 # ----------------------------------------------------------------------------------------------------- model helpers
-def _base_model(model):
-    """The AesformerModel under a PeftModel (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
 def known_adapters(model) -> List[str]:
     """Dataset adapters the model carries ("base", the model's own image-only modules, is not listed)."""
-    config = getattr(model, "peft_config", None) or getattr(_base_model(model), "peft_config", None) or {}
+    config = getattr(model, "peft_config", None) or getattr(base_model(model), "peft_config", None) or {}
     return [str(name) for name in config]
 
 
@@ -89,7 +84,7 @@ def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[L
     followed by every dataset adapter of the model; unknown names raise `ValueError`. An adapter folded into the
     model's own image-only modules (config `merged_adapter`, see `adapter_weights_aesformer`) runs as "base"."""
     known = known_adapters(model)
-    merged = getattr(_base_model(model).config, "merged_adapter", None)
+    merged = getattr(base_model(model).config, "merged_adapter", None)
     if merged in known:
         merged = None  # also loaded as a PEFT adapter: run that one
     if adapter is None:
@@ -195,7 +190,7 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
 def available_adapters(model) -> List[str]:
     """Dataset adapters loaded into the model and saved in its folder's `adapters/` (for messages)."""
     names = list(known_adapters(model))
-    source = getattr(_base_model(model), "name_or_path", None)
+    source = getattr(base_model(model), "name_or_path", None)
     root = os.path.join(source, "adapters") if source and os.path.isdir(source) else None
     if root and os.path.isdir(root):
         names += [n for n in sorted(os.listdir(root))
@@ -206,7 +201,7 @@ def available_adapters(model) -> List[str]:
 def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
     """A warning, once per model object, when one of the image-only answers `names` comes from a head that no
     training or conversion produced; None otherwise (or when already said for this model)."""
-    base = _base_model(model)
+    base = base_model(model)
     untrained = [n for n in names if not image_only_answer(base.config, n)[1]]
     if not untrained or getattr(base, "_aesformer_untrained_warned", False):
         return None
@@ -224,56 +219,12 @@ def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------- attention maps
-# Self-contained (torch only): the method of the package's `aesformer_cli.explain` (docs/explain.md), which
-# this shipped file must not import. Maps are max-normalised: 1 = the most attended cell.
-def _last_stage_grid(config, pixel_values) -> Tuple[int, int]:
-    """(H, W) of the last Swin stage: the patch grid halved (rounded up) at each of the num_stages-1 mergings."""
-    vision = config.vision_config
-    patch = vision.patch_size if isinstance(vision.patch_size, (list, tuple)) else (vision.patch_size,) * 2
-    h, w = -(-pixel_values.shape[-2] // patch[0]), -(-pixel_values.shape[-1] // patch[1])
-    for _ in range(len(vision.depths) - 1):
-        h, w = -(-h // 2), -(-w // 2)
-    return h, w
-
-
-def _max_normalise(maps: torch.Tensor) -> torch.Tensor:
-    top = maps.flatten(1).amax(dim=1).clamp_min(1e-12)
-    return (maps / top.view(-1, *([1] * (maps.dim() - 1)))).clamp(0, 1)
-
-
-def rollout_map(vision_attentions, num_scales: int, grid: Tuple[int, int]) -> torch.Tensor:
-    """Image-only branch: attention rollout (heads averaged, (A + I) row-normalised, multiplied over the layers),
-    mean over the output tokens (the head mean-pools them), then mean over the scales of each grid cell (token
-    s*G + k of every scale covers cell k): [n, H, W] in [0, 1]."""
-    layers = torch.stack([a.float().mean(dim=1) for a in vision_attentions])  # [layers, n, T, T]
-    tokens = layers.shape[-1]
-    eye = torch.eye(tokens, device=layers.device)
-    rollout = eye.expand(layers.shape[1], tokens, tokens)
-    for attention in layers:
-        attention = attention + eye
-        rollout = (attention / attention.sum(dim=-1, keepdim=True)) @ rollout
-    cells = rollout.mean(dim=1).reshape(-1, num_scales, grid[0], grid[1]).mean(dim=1)
-    return _max_normalise(cells)
-
-
-def comment_maps(vl_attentions, attention_mask, grid: Tuple[int, int]):
-    """With-comments branch, heads and layers averaged: (region map [n, H, W] in [0, 1]: attention of the real
-    comment tokens to each image cell; word weights [n, L_text]: attention of the image tokens to each comment
-    token, zero on padding, summing to 1)."""
-    mean = torch.stack([a.float().mean(dim=1) for a in vl_attentions]).mean(dim=0)  # [n, L, L]
-    num_image = grid[0] * grid[1]
-    real = attention_mask[:, : mean.shape[-1] - num_image].to(mean.dtype)  # the model drops unused columns
-    words = mean[:, :num_image, num_image:].mean(dim=1) * real
-    words = words / words.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    region = (mean[:, num_image:, :num_image] * real[:, :, None]).sum(dim=1) / real.sum(dim=1, keepdim=True)
-    return _max_normalise(region.reshape(-1, grid[0], grid[1])), words
-
-
 def attention_summary(model, outputs, names, model_inputs) -> Dict[str, torch.Tensor]:
-    """Batch-first maps: `attention_map` [B, A, H, W] (image-only rows: the adapter's rollout; rows with
-    comments: the comment -> image region map), `word_weights` [B, L] (zero for image-only rows and padding)."""
-    config = _base_model(model).config
-    grid = _last_stage_grid(config, model_inputs["pixel_values"])
+    """Batch-first maps (`attention_maps_aesformer`, max-normalised: 1 = the most attended cell):
+    `attention_map` [B, A, H, W] (image-only rows: the adapter's attention rollout; rows with comments: the comment
+    -> image region map), `word_weights` [B, L] (zero for image-only rows and padding)."""
+    config = base_model(model).config
+    grid = token_grid(config, tuple(model_inputs["pixel_values"].shape[-2:]))
     first = outputs[names[0]]
     used = first.used_comments.bool()
     batch, device = used.shape[0], used.device
@@ -282,35 +233,20 @@ def attention_summary(model, outputs, names, model_inputs) -> Dict[str, torch.Te
     ids = model_inputs.get("input_ids")
     word_weights = torch.zeros(batch, mask.shape[1] if mask is not None else 1, device=device)
     if used.any():
-        region, words = comment_maps(first.vision_language_attentions, mask[used], grid)
-        maps[used] = region[:, None].to(device)
-        word_weights[used, : words.shape[1]] = words.to(device)
+        found = comment_attention(first.vision_language_attentions, mask[used], grid[0] * grid[1], grid,
+                                  normalize="max")
+        maps[used] = torch.from_numpy(found["region_map"])[:, None].to(device)
+        words = torch.from_numpy(found["word_weights"]).to(device)
+        word_weights[used, : words.shape[1]] = words
     if (~used).any():
         for a, name in enumerate(names):
-            maps[~used, a] = rollout_map(outputs[name].vision_attentions, len(config.vision_config.depths), grid)
+            rollout = image_attention_map(outputs[name].vision_attentions, grid, len(config.vision_config.depths),
+                                          normalize="max")
+            maps[~used, a] = torch.from_numpy(rollout).to(device)
     summary = {"attention_map": maps, "word_weights": word_weights}
     if ids is not None:
         summary.update(input_ids=ids, attention_mask=mask)
     return summary
-
-
-def word_attention(tokenizer, input_ids, attention_mask, weights) -> List[Tuple[str, float]]:
-    """(word, weight) of one comment: WordPiece `##` pieces merged (weights summed), special tokens dropped,
-    weights renormalised to sum to 1."""
-    real = attention_mask.bool()
-    pieces = tokenizer.convert_ids_to_tokens(input_ids[real].tolist())
-    specials = set(getattr(tokenizer, "all_special_tokens", []))
-    words: List[list] = []
-    for piece, weight in zip(pieces, weights[real].tolist()):
-        if piece in specials:
-            continue
-        if piece.startswith("##") and words:
-            words[-1][0] += piece[2:]
-            words[-1][1] += weight
-        else:
-            words.append([piece, weight])
-    total = sum(w for _, w in words) or 1.0
-    return [(word, weight / total) for word, weight in words]
 
 
 # ------------------------------------------------------------------------------------------------------ image inputs
@@ -560,7 +496,7 @@ class AesformerAestheticsPipeline(Pipeline):
     def _processor_from_model_folder(self):
         """(processor, image processor) from the model's folder: the full processor, or, for a folder without a
         tokenizer, its image processor alone (images without comments only)."""
-        base = _base_model(self.model)
+        base = base_model(self.model)
         source = getattr(base, "name_or_path", None) or getattr(base.config, "_name_or_path", None)
         if not source:
             return None, None
@@ -666,7 +602,7 @@ class AesformerAestheticsPipeline(Pipeline):
     def postprocess(self, model_outputs, adapter=None, threshold=None, return_distribution=True,
                     return_attention=False, return_bin_values=False):
         names, multi = resolve_adapters(self.model, adapter)
-        config = _base_model(self.model).config
+        config = base_model(self.model).config
         results = format_results(model_outputs, 0, names, threshold, return_distribution, config=config,
                                  return_bin_values=return_bin_values)
         if not bool(model_outputs["used_comments"][0]):
@@ -677,8 +613,9 @@ class AesformerAestheticsPipeline(Pipeline):
             with_comments = bool(model_outputs["used_comments"][0])
             words = None
             if with_comments and self.tokenizer is not None:
-                words = word_attention(self.tokenizer, model_outputs["input_ids"][0],
-                                       model_outputs["attention_mask"][0], model_outputs["word_weights"][0])
+                real = model_outputs["attention_mask"][0].bool()
+                words = word_attention(self.tokenizer, model_outputs["input_ids"][0][real],
+                                       model_outputs["word_weights"][0][real])
             for a, result in enumerate(results):
                 result["attention_map"] = model_outputs["attention_map"][0, a].float().numpy()  # [H_grid, W_grid]
                 if with_comments:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 from aesformer_cli import explain as ex
+from modeling_aesformer.attention_maps_aesformer import normalize_maps
 from modeling_aesformer.toy import draw_scene
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -341,9 +342,9 @@ def test_the_uniform_scale_keeps_a_nearly_flat_map_one_colour():
     while doubling a cell's share reaches the top of the scale (issue 14)."""
     flat = np.full((1, 2, 2), 0.25)
     flat[0, 0, 0] *= 1.015
-    shown = ex._normalize(flat, "uniform")
+    shown = normalize_maps(flat, "uniform")
     assert np.all(np.abs(shown - 0.5) < 0.02)
-    assert ex._normalize(flat, "minmax").max() == 1.0  # what the old default made of it
+    assert normalize_maps(flat, "minmax").max() == 1.0  # what the old default made of it
     strong = np.array([[[0.4, 0.2], [0.2, 0.2]]])  # cell 0 gets 1.6x its even share
-    assert ex._normalize(strong, "uniform")[0, 0, 0] > 0.8
-    assert ex._normalize(np.array([[[0.5, 0.5 / 3], [0.5 / 3, 0.5 / 3]]]), "uniform")[0, 0, 0] == 1.0
+    assert normalize_maps(strong, "uniform")[0, 0, 0] > 0.8
+    assert normalize_maps(np.array([[[0.5, 0.5 / 3], [0.5 / 3, 0.5 / 3]]]), "uniform")[0, 0, 0] == 1.0

@@ -30,6 +30,7 @@ PACKAGE_SOURCES = {
     "processing_aesformer.py": REPO / "processing" / "processing_aesformer.py",
     "pipeline_aesformer.py": REPO / "modeling_aesformer" / "pipeline_aesformer.py",
     "adapter_weights_aesformer.py": REPO / "modeling_aesformer" / "adapter_weights_aesformer.py",
+    "attention_maps_aesformer.py": REPO / "modeling_aesformer" / "attention_maps_aesformer.py",
 }
 ALLOWED_THIRD_PARTY = {"torch", "numpy", "PIL", "transformers"}
 COMMENTS = ["lovely soft light, well placed subject", None, ["great colour", "the horizon is tilted"], None]
@@ -40,7 +41,7 @@ EXPECTED_FILES = [
     "README.md", "adapter_weights_aesformer.py", "adapters/README.md",
     "adapters/ava/adapter_config.json", "adapters/ava/adapter_model.safetensors", "adapters/ava/aesformer_adapter.json",
     "adapters/photonet/adapter_config.json", "adapters/photonet/adapter_model.safetensors",
-    "adapters/photonet/aesformer_adapter.json",
+    "adapters/photonet/aesformer_adapter.json", "attention_maps_aesformer.py",
     "config.json", "configuration_aesformer.py", "model.safetensors", "modeling_aesformer.py",
     "pipeline_aesformer.py", "preprocessor_config.json", "processing_aesformer.py", "processor_config.json",
     "requirements.txt", "tokenizer.json", "tokenizer_config.json",

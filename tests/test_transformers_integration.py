@@ -15,6 +15,8 @@ SHIPPED = [
     "modeling_aesformer/configuration_aesformer.py",
     "modeling_aesformer/modeling_aesformer.py",
     "modeling_aesformer/pipeline_aesformer.py",
+    "modeling_aesformer/adapter_weights_aesformer.py",
+    "modeling_aesformer/attention_maps_aesformer.py",
     "processing/processing_aesformer.py",
 ]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
