@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoProcessor, BertTokenizer, pipeline
@@ -166,6 +167,10 @@ REMOTE_SCRIPT = blocked_imports_preamble(REPO) + textwrap.dedent(
     if importlib.util.find_spec("peft") is not None:  # adapters through transformers' own PEFT integration
         with_adapters = pipeline("image-aesthetics", model=folder, trust_remote_code=True, load_adapters=True)
         result["adapters"] = with_adapters(images[1], adapter="all")
+        # what the Space's page asks for: the answering head's bin values, and the attention maps
+        result["bin_values"] = [r["bin_values"] for r in with_adapters(images[1], adapter="all", return_bin_values=True)]
+        maps = with_adapters(inputs[0], adapter="photonet", return_attention=True)
+        result["attention"] = [maps["attention_map"].tolist(), maps["word_attention"]]
     json.dump(result, open(out_path, "w"))
     print("remote ok", transformers.__version__)
     """
@@ -219,6 +224,10 @@ def compare(remote, model_dir, images, atol):
         for got, want in zip(remote["adapters"], adapters):
             assert got["score"] == pytest.approx(want["score"], abs=atol * 10)
             assert len(got["distribution"]) == len(want["distribution"])
+        assert remote["bin_values"] == [[float(v) for v in range(1, 11)]] * 2 + [[float(v) for v in range(1, 8)]]
+        heat, words = remote["attention"]
+        assert np.asarray(heat).shape == (2, 2) and max(map(max, heat)) == pytest.approx(1.0)
+        assert words and sum(w for _, w in words) == pytest.approx(1.0)
 
 
 def test_exported_folder_reloads_in_a_clean_process(exported, tmp_path):
