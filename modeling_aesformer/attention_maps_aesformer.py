@@ -1,10 +1,10 @@
 """Attention maps of Aesformer's fusion layers: attention rollout over the image-only branch's multi-scale tokens,
 the with-comments branch's image <-> comment attention, and WordPiece merging of the comment's word weights.
 
-Shipped to the Hugging Face Hub as remote code next to `pipeline_aesformer.py` (standard library, numpy and torch
-only), which uses it for `return_attention=True`; the package's `aesformer explain` uses the same functions. The
-method and how to read the maps: docs/explain.md. Every function takes the model's attention tensors (or numpy
-arrays) and returns numpy arrays.
+Shipped to the Hugging Face Hub as remote code next to `pipeline_aesformer.py`, which uses it for
+`return_attention=True`; the package's `aesformer explain` uses the same functions. Standard library and numpy only:
+the functions take the model's attention tensors (read through `.detach()`, on any device) or numpy arrays, and
+return numpy arrays. The method and how to read the maps: docs/explain.md.
 """
 
 import math
@@ -267,7 +267,7 @@ def merge_wordpieces(
 def word_attention(tokenizer, input_ids: Any, weights: Any) -> List[Tuple[str, float]]:
     """`(word, weight)` of one comment from its real tokens' ids and weights (e.g. `comment_attention`'s
     `word_weights` row over its `token_mask`): [`merge_wordpieces`] of the tokenizer's pieces."""
-    ids = [int(i) for i in np.asarray(_as_numpy(input_ids)).reshape(-1)]
+    ids = [int(i) for i in np.asarray(input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids).reshape(-1)]
     pieces = tokenizer.convert_ids_to_tokens(ids)
     tokens = [(str(p), float(w)) for p, w in zip(pieces, _as_numpy(weights).reshape(-1))]
     return merge_wordpieces(tokens, getattr(tokenizer, "all_special_tokens", ()))
