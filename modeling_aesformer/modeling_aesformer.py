@@ -47,6 +47,8 @@ class AesformerOutput(ModelOutput):
             base heads; a dataset adapter may bring its own bins and range).
         threshold (`torch.FloatTensor` of shape `(batch_size,)`):
             The high/low threshold of the scale each sample's score is on (label "high" iff `score > threshold`).
+        used_comments (`torch.BoolTensor` of shape `(batch_size,)`):
+            Which samples went through the with-comments branch.
         bin_values (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`):
             The scale each row was answered on: the score each bin of the answering head stands for (the
             with-comments heads' for rows with comments; for the others the image-only head that answered, a
@@ -56,8 +58,6 @@ class AesformerOutput(ModelOutput):
             `bin_values[i, num_bins[i] - 1]`.
         std (`torch.FloatTensor` of shape `(batch_size,)`):
             Standard deviation of each row's distribution on that scale, `sqrt(sum_i p_i (v_i - score)^2)`.
-        used_comments (`torch.BoolTensor` of shape `(batch_size,)`):
-            Which samples went through the with-comments branch.
         vl_image_distribution, vl_text_distribution, vision_distribution (`torch.FloatTensor` `(batch_size, bins)`):
             Softmax output of each head.
         vl_image_logits, vl_text_logits, vision_logits (`torch.FloatTensor` `(batch_size, bins)`):
@@ -94,9 +94,10 @@ class AesformerOutput(ModelOutput):
     distribution: Optional[torch.FloatTensor] = None
     score: Optional[torch.FloatTensor] = None
     threshold: Optional[torch.FloatTensor] = None
+    used_comments: Optional[torch.BoolTensor] = None
+    # after the fields above, so that positional readers (`to_tuple()`, Trainer's predictions) keep their indices
     bin_values: Optional[torch.FloatTensor] = None
     std: Optional[torch.FloatTensor] = None
-    used_comments: Optional[torch.BoolTensor] = None
     vl_image_distribution: Optional[torch.FloatTensor] = None
     vl_image_logits: Optional[torch.FloatTensor] = None
     vl_text_distribution: Optional[torch.FloatTensor] = None
