@@ -32,12 +32,13 @@ import PIL.ImageOps
 
 from .precision import add_dtype_argument, chosen_dtype
 
+# The attention maps themselves (rollout, comment <-> image attention, WordPiece merging) are the pipeline's: one
+# module shipped with it, `modeling_aesformer.attention_maps_aesformer`. Its names are also this module's, imported
+# on first use (the model package loads torch and transformers, which `aesformer explain --help` must not).
+_MAP_NAMES = ("NORMALIZATIONS", "UNIFORM_SPAN", "attention_rollout", "comment_attention", "image_attention_map",
+              "merge_wordpieces")
 WITH_COMMENTS = "with_comments"
 IMAGE_ONLY = "image_only"
-NORMALIZATIONS = ("max", "minmax", "sum", "uniform")
-# "uniform" scaling: colour 0.5 = the attention every cell would get if it were spread evenly; 0 and 1 = this many
-# times less / more (log scale), so that a nearly flat map stays one colour instead of being stretched to full range.
-UNIFORM_SPAN = 2.0
 _MAX_TEXT_LINES = 8
 MATPLOTLIB_HINT = 'plotting needs matplotlib: pip install "aesformer[demo]" (or: pip install matplotlib)'
 
@@ -67,231 +68,6 @@ _WORD_ANCHORS = np.array(
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
-def _as_numpy(x: Any) -> np.ndarray:
-    """A torch tensor (any device, any dtype, with or without grad) or an array-like -> float64 numpy array."""
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _stack_layers(attentions: Any, name: str) -> np.ndarray:
-    """One `[B, heads, L, L]` tensor per layer (tuple/list), or one `[layers, B, heads, L, L]` array ->
-    `[layers, B, heads, L, L]` float64."""
-    if attentions is None:
-        raise ValueError(f"{name} is None: run the model with output_attentions=True (and a sample of that branch)")
-    if isinstance(attentions, (list, tuple)):
-        if not attentions:
-            raise ValueError(f"{name} is empty")
-        stacked = np.stack([_as_numpy(a) for a in attentions])
-    else:
-        stacked = _as_numpy(attentions)
-    if stacked.ndim != 5 or stacked.shape[-1] != stacked.shape[-2]:
-        raise ValueError(
-            f"{name} must be one [batch, heads, L, L] tensor per fusion layer, got shape {tuple(stacked.shape)}"
-        )
-    if not np.isfinite(stacked).all():
-        raise ValueError(f"{name} holds non-finite values")
-    return stacked
-
-
-def _grid_hw(grid: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(grid, (int, np.integer)):
-        h = w = int(grid)
-    else:
-        h, w = (int(g) for g in grid)
-    if h < 1 or w < 1:
-        raise ValueError(f"grid must be positive, got {grid}")
-    return h, w
-
-
-def _normalize(maps: np.ndarray, normalize: Optional[str]) -> np.ndarray:
-    """Per-sample normalisation of `[B, ...]` non-negative maps into [0, 1].
-
-    "max": divide by the sample's maximum (a uniform map becomes all ones); "minmax": stretch min..max to 0..1
-    (a uniform map, which has no contrast to stretch, becomes all ones rather than 0/0); "sum": divide by the total
-    (a distribution over the cells); "uniform": 0.5 where a cell gets its even share of the total, 0 / 1 at
-    `UNIFORM_SPAN` times less / more (log scale): the colours show how strong the contrast really is."""
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    maps = np.clip(np.asarray(maps, dtype=np.float64), 0.0, None)
-    flat = maps.reshape(maps.shape[0], -1)
-    out = np.zeros_like(flat)
-    for i, row in enumerate(flat):
-        if normalize == "sum":
-            total = row.sum()
-            out[i] = row / total if total > 0 else 0.0
-            continue
-        if normalize == "uniform":
-            total = row.sum()
-            if total <= 0:
-                out[i] = 0.5
-                continue
-            ratio = np.clip(row * row.size / total, 1e-12, None)  # 1 = the cell's even share
-            out[i] = 0.5 + 0.5 * np.log(ratio) / np.log(UNIFORM_SPAN)
-            continue
-        high, low = row.max(), row.min()
-        if normalize == "max":
-            out[i] = row / high if high > 0 else 0.0
-        else:
-            span = high - low
-            # A map flat up to float32 rounding (relative 1e-6) is uniform: nothing to stretch, and no 0/0.
-            out[i] = (row - low) / span if span > 1e-6 * high else (1.0 if high > 0 else 0.0)
-    return np.clip(out, 0.0, 1.0).reshape(maps.shape)
-
-
-# ------------------------------------------------------------------------------------------------ image-only branch
-def attention_rollout(vision_attentions: Any, add_identity: bool = True) -> np.ndarray:
-    """Attention rollout (Abnar & Zuidema, 2020) through the fusion layers: `[B, T, T]`, row-stochastic.
-
-    For each layer `l`: `A_l` = attention averaged over heads; `Â_l = (A_l + I) / row-sums` (the identity stands
-    for the residual connection around the attention; since the rows of `A_l` sum to 1 this is `(A_l + I) / 2`);
-    `R = Â_L ... Â_2 Â_1`. `R[i, j]` is how much output token `i` draws on input token `j` through all layers.
-    With `add_identity=False` the plain product of the head-averaged attentions is returned.
-    """
-    stacked = _stack_layers(vision_attentions, "vision_attentions")  # [layers, B, heads, T, T]
-    per_layer = stacked.mean(axis=2)  # heads averaged -> [layers, B, T, T]
-    tokens = per_layer.shape[-1]
-    rollout = np.broadcast_to(np.eye(tokens), per_layer.shape[1:]).copy()
-    for attention in per_layer:
-        if add_identity:
-            attention = attention + np.eye(tokens)
-        attention = attention / np.clip(attention.sum(axis=-1, keepdims=True), 1e-12, None)
-        rollout = attention @ rollout  # later layers act on the left
-    return rollout
-
-
-def image_attention_map(
-    vision_attentions: Any,
-    grid: Union[int, Sequence[int]],
-    num_scales: int,
-    method: str = "rollout",
-    normalize: str = "max",
-) -> np.ndarray:
-    """Heat map over the image grid from the image-only branch's fusion attention: `[B, H_grid, W_grid]` in [0, 1].
-
-    Args:
-        vision_attentions: `AesformerOutput.vision_attentions`, one `[B, heads, T, T]` tensor per fusion layer,
-            `T = num_scales * H_grid * W_grid`, scale-major (all tokens of stage 1, then stage 2, ...).
-        grid: the last Swin stage's grid `(H_grid, W_grid)` (or one int for a square grid), e.g. 7 for
-            Aesformer-T at 224x224, 2 for the `tiny` preset at 32x32.
-        num_scales: number of Swin stages in the multi-scale tokens (4).
-        method: "rollout" (attention rollout, see [`attention_rollout`]) or "mean" (the attention of each layer,
-            heads and layers averaged, no rollout).
-        normalize: "max" (default; 1 = the most attended cell, a uniform map stays uniform at 1), "minmax"
-            (stretch to the full 0..1 range; a uniform map is all ones) or "sum" (shares of the cells, summing to 1).
-
-    Method: the vision head reads the MEAN of all output tokens, so the relevance of input token `j` is the mean
-    over the output tokens of the rollout, `r_j = (1/T) sum_i R[i, j]` (a distribution over the `T` tokens). Every
-    Swin stage is pooled (average pooling) to the last stage's grid before the fusion, so token `s * G + k`
-    (scale `s`, cell `k` of the row-major `H_grid x W_grid` grid, `G = H_grid * W_grid`) covers the same image
-    cell for every `s`: cell `k`'s value is the average over the scales, `mean_s r[s * G + k]`, i.e.
-    `r.reshape(num_scales, H_grid, W_grid).mean(0)`, then normalised per sample.
-    """
-    if method not in ("rollout", "mean"):
-        raise ValueError(f"method must be 'rollout' or 'mean', got {method!r}")
-    h, w = _grid_hw(grid)
-    if num_scales < 1:
-        raise ValueError(f"num_scales must be >= 1, got {num_scales}")
-    stacked = _stack_layers(vision_attentions, "vision_attentions")
-    tokens = stacked.shape[-1]
-    if tokens != num_scales * h * w:
-        raise ValueError(
-            f"the attention covers {tokens} tokens but num_scales x grid = {num_scales} x {h}x{w} = "
-            f"{num_scales * h * w}"
-        )
-    if method == "rollout":
-        per_query = attention_rollout(stacked)  # [B, T, T]
-    else:
-        per_query = stacked.mean(axis=(0, 2))  # layers and heads averaged -> [B, T, T]
-    received = per_query.mean(axis=1)  # [B, T]: the mean over the output (query) tokens the head pools
-    cells = received.reshape(received.shape[0], num_scales, h, w).mean(axis=1)
-    return _normalize(cells, normalize).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------- with-comments branch
-def comment_attention(
-    vision_language_attentions: Any,
-    attention_mask: Any,
-    num_image_tokens: int,
-    grid: Union[int, Sequence[int]],
-    normalize: str = "max",
-) -> Dict[str, np.ndarray]:
-    """Image <-> comment attention of the with-comments branch's fusion layers (heads and layers averaged).
-
-    Args:
-        vision_language_attentions: `AesformerOutput.vision_language_attentions`, one `[n, heads, L, L]` tensor
-            per fusion layer, image tokens first (`num_image_tokens` of them), then the comment tokens.
-        attention_mask: the comments' mask `[n, L_text']` for the `n` samples with comments, or the whole batch's
-            `[B, L_text']` (then the rows with a 1 are taken, in order, as the model does). Columns past the text
-            length the model used (it drops columns no sample of the group uses) must be all zero and are dropped.
-        num_image_tokens: the image tokens in front (`H_grid * W_grid`, 49 for Aesformer-T).
-        grid: `(H_grid, W_grid)` of those image tokens (row-major), or one int for a square grid.
-        normalize: normalisation of the region maps, see [`image_attention_map`].
-
-    Returns a dict of numpy arrays:
-        - `word_weights` `[n, L_text]`: attention the image tokens pay to each comment token (mean over heads,
-          layers and the image-token queries); exactly zero on padding, normalised to sum to 1 over the real
-          tokens ([CLS] and [SEP] included; drop them and renormalise for display).
-        - `region_map` `[n, H_grid, W_grid]` in [0, 1]: attention the real comment tokens ([CLS] and the words)
-          pay to each image token, averaged over them (padding queries excluded), then normalised.
-        - `cls_region_map` `[n, H_grid, W_grid]` in [0, 1]: the same for the [CLS] token alone (the text head's
-          input; the first real token of each row).
-        - `token_mask` `[n, L_text]` (bool): the real tokens.
-    """
-    stacked = _stack_layers(vision_language_attentions, "vision_language_attentions")
-    mean = stacked.mean(axis=(0, 2))  # [n, L, L]
-    n, length = mean.shape[0], mean.shape[-1]
-    h, w = _grid_hw(grid)
-    if num_image_tokens != h * w:
-        raise ValueError(f"num_image_tokens={num_image_tokens} but the grid {h}x{w} has {h * w} cells")
-    text_length = length - num_image_tokens
-    if text_length < 1:
-        raise ValueError(f"the attention covers {length} tokens: no comment tokens after {num_image_tokens} image ones")
-
-    mask = _as_numpy(attention_mask)
-    if mask.ndim == 1:
-        mask = mask[None]
-    mask = mask != 0
-    if mask.shape[0] != n:
-        rows = mask.any(axis=1)
-        if int(rows.sum()) != n:
-            raise ValueError(
-                f"attention_mask has {mask.shape[0]} rows ({int(rows.sum())} with comments) but the attention "
-                f"has {n} samples"
-            )
-        mask = mask[rows]
-    if mask.shape[1] > text_length:
-        if mask[:, text_length:].any():
-            raise ValueError(
-                f"attention_mask has real tokens past the {text_length} comment tokens the attention covers"
-            )
-        mask = mask[:, :text_length]
-    elif mask.shape[1] < text_length:
-        raise ValueError(f"attention_mask covers {mask.shape[1]} tokens but the attention has {text_length}")
-    if not mask.any(axis=1).all():
-        raise ValueError("a row of attention_mask has no real token: that sample took the image-only branch")
-
-    image = slice(0, num_image_tokens)
-    text = slice(num_image_tokens, length)
-    real = mask.astype(np.float64)
-
-    words = mean[:, image, text].mean(axis=1) * real  # image queries -> comment keys; zero on padding
-    totals = words.sum(axis=1, keepdims=True)
-    words = np.divide(words, totals, out=np.zeros_like(words), where=totals > 0)
-
-    to_image = mean[:, text, image]  # [n, L_text, G]: comment queries -> image keys
-    region = (to_image * real[:, :, None]).sum(axis=1) / real.sum(axis=1, keepdims=True)
-    cls_index = mask.argmax(axis=1)  # first real token ([CLS]; also right for left padding)
-    cls_region = to_image[np.arange(n), cls_index]
-
-    return {
-        "word_weights": words.astype(np.float32),
-        "region_map": _normalize(region.reshape(n, h, w), normalize).astype(np.float32),
-        "cls_region_map": _normalize(cls_region.reshape(n, h, w), normalize).astype(np.float32),
-        "token_mask": mask,
-    }
-
-
 # ------------------------------------------------------------------------------------------------------- rendering
 def _colormap(values: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     values = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
@@ -388,84 +164,6 @@ class Explanation:
     grid: Tuple[int, int] = (0, 0)
 
 
-def _base_model(model):
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def _active_adapter(model) -> Optional[str]:
-    if not getattr(model, "peft_config", None):
-        return None
-    active = getattr(model, "active_adapters", None)
-    if isinstance(active, (list, tuple)) and active:
-        return str(active[0])
-    active = getattr(model, "active_adapter", None)
-    return str(active) if isinstance(active, str) else None
-
-
-def _head_values(head) -> Optional[np.ndarray]:
-    values, k = getattr(head, "bin_values", None), getattr(head, "num_active_bins", None)
-    if values is None or k is None:
-        return None
-    return _as_numpy(values)[: int(k)]
-
-
-def _bin_values(model, branch: str, adapter: Optional[str], distribution: np.ndarray, score: float) -> np.ndarray:
-    """The score of each bin of the head that answered: read from the head's buffers (an adapter's copy of the
-    vision head when one answered), checked against the score (`sum v_i p_i`); the config's scale as a fallback."""
-    base = _base_model(model)
-    candidates = []
-    if branch == WITH_COMMENTS:
-        candidates.append(getattr(base, "vl_image_head", None))
-    else:
-        head = getattr(base, "vision_head", None)
-        name = adapter if adapter is not None else _active_adapter(model)
-        copies = getattr(head, "modules_to_save", None)  # a PEFT wrapper holds one copy per adapter
-        if name not in (None, "base") and copies is not None and name in copies:
-            candidates.append(copies[name])
-        candidates.append(getattr(head, "original_module", head))
-    k = len(distribution)
-    for head in candidates:
-        values = _head_values(head) if head is not None else None
-        if values is not None and len(values) == k and abs(float(values @ distribution) - score) < 1e-3 * max(
-            1.0, abs(score)
-        ):
-            return values
-    low, high = (float(x) for x in getattr(base.config, "score_range", (1, k)))
-    return np.linspace(low, high, k)
-
-
-def _token_grid(config, pixel_shape: Sequence[int]) -> Tuple[int, int]:
-    """The last Swin stage's grid for an input of `pixel_shape = (H, W)`: the patch grid, halved (rounded up,
-    as Swin pads odd maps) at each of the `num_stages - 1` patch mergings."""
-    vision = config.vision_config
-    patch = vision.patch_size
-    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
-    h, w = math.ceil(pixel_shape[0] / ph), math.ceil(pixel_shape[1] / pw)
-    for _ in range(len(vision.depths) - 1):
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    return h, w
-
-
-def merge_wordpieces(
-    tokens: Sequence[Tuple[str, float]], special_tokens: Sequence[str] = ()
-) -> List[Tuple[str, float]]:
-    """Merge WordPiece continuation pieces (`##...`) into the word before them, summing the weights; drop the
-    special tokens; renormalise the weights to sum to 1 (all zeros stay zeros)."""
-    specials = set(special_tokens)
-    words: List[List[Any]] = []
-    for token, weight in tokens:
-        if token in specials:
-            continue
-        if token.startswith("##") and words:
-            words[-1][0] += token[2:]
-            words[-1][1] += float(weight)
-        else:
-            words.append([token[2:] if token.startswith("##") else token, float(weight)])
-    total = sum(weight for _, weight in words)
-    return [(word, weight / total if total > 0 else 0.0) for word, weight in words]
-
-
 def _load_image(image: Any) -> PIL.Image.Image:
     if isinstance(image, (str, os.PathLike)):
         with PIL.Image.open(image) as opened:
@@ -518,6 +216,17 @@ def explain(
     """
     import torch
 
+    from modeling_aesformer.adapter_weights_aesformer import base_model
+    from modeling_aesformer.attention_maps_aesformer import (
+        _as_numpy,
+        _stack_layers,
+        comment_attention,
+        image_attention_map,
+        merge_wordpieces,
+        normalize_maps,
+        token_grid,
+    )
+
     photo = _load_image(image)
     inputs = processor(images=photo, comments=comments, return_tensors="pt")
     device = next(iter(model.parameters())).device
@@ -538,9 +247,9 @@ def explain(
 
     used_comments = bool(out.used_comments[0])
     branch = WITH_COMMENTS if used_comments else IMAGE_ONLY
-    base_config = _base_model(model).config
+    base_config = base_model(model).config
     num_scales = len(base_config.vision_config.depths)
-    grid = _token_grid(base_config, tuple(inputs["pixel_values"].shape[-2:]))
+    grid = token_grid(base_config, tuple(inputs["pixel_values"].shape[-2:]))
     maps: Dict[str, np.ndarray] = {}
     words = tokens = None
     if used_comments:
@@ -566,16 +275,15 @@ def explain(
             grid = (side, side)
         share = image_attention_map(attentions, grid, num_scales, method=method, normalize="sum")[0]
         maps[method] = share
-    heatmap = _normalize(share[None], normalize)[0].astype(np.float32)
+    heatmap = normalize_maps(share[None], normalize)[0].astype(np.float32)
     low, high = float(share.min()), float(share.max())
     contrast = high / low if low > 0 else float("inf")
 
-    distribution = _as_numpy(out.distribution[0])
-    score = float(out.score[0])
-    threshold = float(out.threshold[0])
-    values = _bin_values(model, branch, adapter, distribution, score)
-    distribution = distribution[: len(values)]
-    std = float(np.sqrt(max(0.0, float(distribution @ (values - score) ** 2))))
+    # The scale of the head that answered comes with the output (NaN past its last bin).
+    values = _as_numpy(out.bin_values[0])
+    values = values[np.isfinite(values)]
+    distribution = _as_numpy(out.distribution[0])[: len(values)]
+    score, std, threshold = float(out.score[0]), float(out.std[0]), float(out.threshold[0])
     display = _display_rgb(photo)
     return Explanation(
         score=score, std=std, label="high" if score > threshold else "low", threshold=threshold,
@@ -624,6 +332,8 @@ def _draw_highlighted_words(ax, words: Sequence[Tuple[str, float]], renderer, ma
     """Lay the words out left to right with wrapping, each on a box coloured by its weight (relative to the
     largest word weight, or with `even_share` on the "uniform" scale: mid colour = 1 / number of words); words that
     do not fit on `max_lines` lines are counted at the end."""
+    from modeling_aesformer.attention_maps_aesformer import normalize_maps
+
     ax.set_axis_off()
     if not words:
         ax.text(0.0, 0.5, "(no words)", transform=ax.transAxes, fontsize=fontsize, va="center")
@@ -646,7 +356,7 @@ def _draw_highlighted_words(ax, words: Sequence[Tuple[str, float]], renderer, ma
     line_height = min(2.1 * fontsize * points_to_px / height_px, 1.0 / max_lines)
     top = max(weight for _, weight in words) or 1.0
     weights = np.array([[weight for _, weight in words]])
-    levels = _normalize(weights, "uniform")[0] if even_share else weights[0] / top
+    levels = normalize_maps(weights, "uniform")[0] if even_share else weights[0] / top
     for index, ((word, weight), (line, x)) in enumerate(zip(words[:shown], positions)):
         colour = word_colors(np.array(levels[index])) / 255.0
         luminance = float(colour @ np.array([0.299, 0.587, 0.114]))  # light text on dark boxes
@@ -668,6 +378,8 @@ def plot_explanation(explanation: Explanation, path: Union[str, os.PathLike], dp
     a box coloured by its weight. Needs matplotlib (imported here only, no pyplot state). Returns the path."""
     _require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from modeling_aesformer.attention_maps_aesformer import UNIFORM_SPAN
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
@@ -828,3 +540,11 @@ __all__ = [
     "run",
     "upsample",
 ]
+
+
+def __getattr__(name):
+    if name in _MAP_NAMES:
+        from modeling_aesformer import attention_maps_aesformer
+
+        return getattr(attention_maps_aesformer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

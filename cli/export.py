@@ -9,8 +9,8 @@ renamed to HUB_DIR only when complete:
 - `model.safetensors` and `config.json` (with `auto_map` and `custom_pipelines`);
 - the processor: `processor_config.json` / image processor and tokenizer files;
 - the flat remote-code files `configuration_aesformer.py`, `modeling_aesformer.py`, `processing_aesformer.py`,
-  `pipeline_aesformer.py`, `adapter_weights_aesformer.py` (they import only torch, transformers, numpy, Pillow and
-  each other);
+  `pipeline_aesformer.py`, `adapter_weights_aesformer.py`, `attention_maps_aesformer.py` (they import only torch,
+  transformers, numpy, Pillow and each other);
 - `adapters/<name>/` copied from the model folder;
 - `requirements.txt` (the supported range for users of the folder, see `HUB_REQUIREMENTS`);
 - `README.md`: the model card, rendered from the Jinja template `templates/model_card.md` (the packaged copy of the
@@ -38,6 +38,7 @@ SHIPPED_FILES = (
     "processing_aesformer.py",
     "pipeline_aesformer.py",
     "adapter_weights_aesformer.py",
+    "attention_maps_aesformer.py",
 )
 # Also written to requirements.txt at the repository root (a test keeps both the same).
 HUB_REQUIREMENTS = [

@@ -490,7 +490,7 @@ def score_batch(model, batch, errors, names, device, threshold, config):
         inputs = {k: v.to(device) for k, v in batch.items()}
         with torch.inference_mode():
             outputs = model(**inputs, adapters=list(names))
-        summary = {k: v.cpu() for k, v in summarize_outputs(model, outputs, names).items()}
+        summary = {k: v.cpu() for k, v in summarize_outputs(outputs, names).items()}
         for row, index in enumerate(indices):
             results[index] = format_results(summary, row, names, threshold, return_distribution=True, config=config)
     for index, reason in errors:
@@ -503,7 +503,7 @@ def score_images(args, log=print) -> int:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from modeling_aesformer.adapter_weights_aesformer import image_only_answer
+    from modeling_aesformer.adapter_weights_aesformer import base_model, image_only_answer
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from .precision import chosen_dtype
 
@@ -535,7 +535,7 @@ def score_images(args, log=print) -> int:
     names, _ = resolve_adapters(model, adapter_arg)
     if args.overwrite and not args.resume and os.path.exists(args.output):
         os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
-    config = getattr(model, "get_base_model", lambda: model)().config
+    config = base_model(model).config
     labels = [image_only_answer(config, name)[0] for name in names]  # the adapter column of the rows
     warning = untrained_answer_message(model, names)
     if warning:

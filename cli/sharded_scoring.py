@@ -282,12 +282,14 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from modeling_aesformer.adapter_weights_aesformer import base_model
+
     from .score import load_comments, score_batch
     from .shards import ShardStream, error_kind
 
     lookup = load_comments(args.comments).lookup() if args.comments else None
     dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
-    config = getattr(model, "get_base_model", lambda: model)().config  # which head answered, trained or not
+    config = base_model(model).config  # which head answered, trained or not
     tokenizer = getattr(processor, "tokenizer", None)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     workers = args.num_workers if shards else 0

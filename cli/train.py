@@ -477,10 +477,9 @@ def eval_main(argv=None):
     results = evaluate_branches(model, processor, data[args.split], spec, adapter=args.adapter,
                                 batch_size=args.batch_size, num_workers=args.num_workers)
     if "skipped" not in results.get("image_only", {"skipped": ""}):
-        from modeling_aesformer.adapter_weights_aesformer import image_only_answer
+        from modeling_aesformer.adapter_weights_aesformer import base_model, image_only_answer
 
-        name, trained = image_only_answer(getattr(model, "get_base_model", lambda: model)().config,
-                                          args.adapter or "base")
+        name, trained = image_only_answer(base_model(model).config, args.adapter or "base")
         results["image_only"].update(adapter=name, trained=trained)
         print(f"image-only branch answered by adapter {name!r}" + ("" if trained else " (UNTRAINED head)"))
     print(format_table(results))

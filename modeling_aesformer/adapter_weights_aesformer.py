@@ -35,6 +35,12 @@ class AdapterFoldError(ValueError):
     pass
 
 
+def base_model(model):
+    """The AesformerModel under a PeftModel (`get_base_model`), or the model itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
 def _adapter_file(source, name: str, filename: str, hub_kwargs: Optional[dict] = None) -> Optional[str]:
     """Path of `adapters/<name>/<filename>` in a local folder or a Hub repository (None when absent)."""
     source = os.fspath(source)

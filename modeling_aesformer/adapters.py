@@ -30,6 +30,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import torch
 
+from .adapter_weights_aesformer import base_model
 from .file_modes import follow_umask
 
 ADAPTER_PRESETS = ("faithful", "lora")
@@ -84,13 +85,8 @@ def _quiet_peft():
         yield
 
 
-def _base_model(model):
-    """The AesformerModel under a PeftModel (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _head_copy(model, name: str):
-    head = _base_model(model).vision_head
+    head = base_model(model).vision_head
     if not hasattr(head, "modules_to_save") or name not in head.modules_to_save:
         raise ValueError(f"adapter {name!r} has no vision_head copy")
     return head.modules_to_save[name]
@@ -122,7 +118,7 @@ def add_dataset_adapter(
             model.add_adapter(name, config)
         else:
             model = get_peft_model(model, config, adapter_name=name)
-    base_config = _base_model(model).config
+    base_config = base_model(model).config
     bins = num_score_bins or base_config.num_score_bins
     _head_copy(model, name).set_scale(
         bins,
@@ -137,7 +133,7 @@ def add_dataset_adapter(
 
 
 def _metadata(model) -> dict:
-    base = _base_model(model)
+    base = base_model(model)
     if not hasattr(base, "_aesformer_adapter_meta"):
         base._aesformer_adapter_meta = {}
     return base._aesformer_adapter_meta
@@ -157,7 +153,7 @@ def _adapter_meta(model, name: str) -> dict:
 def adapter_info(model, name: str) -> dict:
     """Dataset, bins, score range, threshold and preset of adapter `name` ("base" = the model's own scale)."""
     if name == "base":
-        head = _base_model(model).vision_head
+        head = base_model(model).vision_head
         head = getattr(head, "original_module", head)
         k = int(head.num_active_bins)
         return {"name": "base", "num_score_bins": k, "threshold": float(head.threshold),
@@ -257,7 +253,7 @@ def load_adapters(
 
     from .adapter_weights_aesformer import unfold_adapter
 
-    unfold_adapter(_base_model(model))
+    unfold_adapter(base_model(model))
     source = str(source)
     if subfolder is not None or os.path.isfile(os.path.join(source, "adapter_config.json")):
         entries = [(names and list(names)[0]) or Path(subfolder or source).name, source, subfolder]
@@ -297,7 +293,7 @@ def load_adapters(
                              f"weights carry {loaded['num_score_bins']}")
         _metadata(model)[name] = {**meta, **loaded}
         first = first or name
-    default = getattr(_base_model(model).config, "default_adapter", None)
+    default = getattr(base_model(model).config, "default_adapter", None)
     model.set_adapter(default if default in model.peft_config else first)
     return model
 

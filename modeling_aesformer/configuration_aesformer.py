@@ -82,6 +82,9 @@ class AesformerConfig(PretrainedConfig):
         "vision_distribution", "vision_logits", "vl_image_embeds", "vl_text_embeds", "vision_embeds",
         "unimodal_image_embeds", "unimodal_text_embeds", "vision_language_attentions", "vision_attentions",
         "vision_hidden_states", "text_hidden_states",
+        # each row's scale: left out so that `compute_metrics` keeps receiving exactly `distribution`, `score`,
+        # `threshold`, `used_comments`, in that order (as documented)
+        "bin_values", "std",
     ]
 
     def __init__(

@@ -49,6 +49,15 @@ class AesformerOutput(ModelOutput):
             The high/low threshold of the scale each sample's score is on (label "high" iff `score > threshold`).
         used_comments (`torch.BoolTensor` of shape `(batch_size,)`):
             Which samples went through the with-comments branch.
+        bin_values (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`):
+            The scale each row was answered on: the score each bin of the answering head stands for (the
+            with-comments heads' for rows with comments; for the others the image-only head that answered, a
+            dataset adapter's own or the base one). Same width as `distribution`; a row of a head with fewer bins
+            (e.g. a 7-bin adapter in a batch whose rows with comments have 10) is NaN past its last bin, so that
+            `num_bins = bin_values.isfinite().sum(-1)` and its score range is `bin_values[i, 0]` to
+            `bin_values[i, num_bins[i] - 1]`.
+        std (`torch.FloatTensor` of shape `(batch_size,)`):
+            Standard deviation of each row's distribution on that scale, `sqrt(sum_i p_i (v_i - score)^2)`.
         vl_image_distribution, vl_text_distribution, vision_distribution (`torch.FloatTensor` `(batch_size, bins)`):
             Softmax output of each head.
         vl_image_logits, vl_text_logits, vision_logits (`torch.FloatTensor` `(batch_size, bins)`):
@@ -86,6 +95,9 @@ class AesformerOutput(ModelOutput):
     score: Optional[torch.FloatTensor] = None
     threshold: Optional[torch.FloatTensor] = None
     used_comments: Optional[torch.BoolTensor] = None
+    # after the fields above, so that positional readers (`to_tuple()`, Trainer's predictions) keep their indices
+    bin_values: Optional[torch.FloatTensor] = None
+    std: Optional[torch.FloatTensor] = None
     vl_image_distribution: Optional[torch.FloatTensor] = None
     vl_image_logits: Optional[torch.FloatTensor] = None
     vl_text_distribution: Optional[torch.FloatTensor] = None
@@ -361,8 +373,9 @@ class AesformerScoreHead(nn.Module):
         self.num_active_bins.fill_(num_bins)
         self.threshold.fill_(float(threshold))
 
-    def forward(self, pooled: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns the logits of the active bins, their score values and the threshold.
+    def forward(self, pooled: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns the logits of the active bins, their score values, the threshold and the number of active bins
+        (a 0-d tensor: a dataset adapter's copy of the head brings its own).
 
         Traced (torch.export / torch.compile), the number of active bins is not known at trace time: the head then
         answers at its full width with the inactive bins' logits at -inf (probability 0, score unchanged)."""
@@ -372,9 +385,10 @@ class AesformerScoreHead(nn.Module):
         logits = self.out_proj(self.activation(self.dense(pooled))).float()
         if _is_tracing(pooled):
             inactive = torch.arange(logits.shape[-1], device=logits.device) >= self.num_active_bins
-            return logits.masked_fill(inactive, float("-inf")), self.bin_values.float(), self.threshold.float()
+            return (logits.masked_fill(inactive, float("-inf")), self.bin_values.float(), self.threshold.float(),
+                    self.num_active_bins)
         k = int(self.num_active_bins)
-        return logits[..., :k], self.bin_values[:k].float(), self.threshold.float()
+        return logits[..., :k], self.bin_values[:k].float(), self.threshold.float(), self.num_active_bins
 
 
 @dataclass
@@ -384,6 +398,7 @@ class _Branch:
     distribution: torch.Tensor
     bin_values: torch.Tensor
     threshold: torch.Tensor
+    num_bins: torch.Tensor  # 0-d: the answering head's active bins (`bin_values` may be wider when traced)
     heads: dict  # head name -> (embeds, logits, distribution)
     attentions: Optional[tuple]
     unimodal: Optional[dict] = None  # encoder outputs before fusion (with comments)
@@ -690,12 +705,13 @@ class AesformerModel(AesformerPreTrainedModel):
         )
         image_embeds = self.vl_image_norm(fused[:, :num_image]).mean(dim=1)
         text_embeds = fused[:, num_image]
-        image_logits, values, threshold = self.vl_image_head(image_embeds)
-        text_logits, _, _ = self.vl_text_head(text_embeds)
+        image_logits, values, threshold, num_bins = self.vl_image_head(image_embeds)
+        text_logits = self.vl_text_head(text_embeds)[0]
         mix = self.config.comment_head_mix
         image_dist, text_dist = image_logits.softmax(-1), text_logits.softmax(-1)
         return _Branch(
             distribution=mix * image_dist + (1 - mix) * text_dist, bin_values=values, threshold=threshold,
+            num_bins=num_bins,
             heads={"vl_image": (image_embeds, image_logits, image_dist), "vl_text": (text_embeds, text_logits, text_dist)},
             attentions=attentions,
             unimodal={"unimodal_image_embeds": image_tokens, "unimodal_text_embeds": text_tokens[:, 0]},
@@ -738,6 +754,7 @@ class AesformerModel(AesformerPreTrainedModel):
         )
         return _Branch(
             distribution=out[0], bin_values=self.vl_image_head.bin_values, threshold=self.vl_image_head.threshold,
+            num_bins=self.vl_image_head.num_active_bins,
             heads={"vl_image": tuple(out[1:4]), "vl_text": tuple(out[4:7])}, attentions=None,
             unimodal={"unimodal_image_embeds": out[7], "unimodal_text_embeds": out[8]}, valid=used_comments,
         )
@@ -750,10 +767,11 @@ class AesformerModel(AesformerPreTrainedModel):
         else:
             fused, attentions = self._fuse(tokens, VISION, None, output_attentions)
         embeds = self.vision_norm(fused).mean(dim=1)
-        logits, values, threshold = self.vision_head(embeds)
+        logits, values, threshold, num_bins = self.vision_head(embeds)
         distribution = logits.softmax(-1)
         return _Branch(
             distribution=distribution, bin_values=values, threshold=threshold,
+            num_bins=num_bins,
             heads={"vision": (embeds, logits, distribution)}, attentions=attentions,
         )
 
@@ -927,13 +945,24 @@ class AesformerModel(AesformerPreTrainedModel):
             return out.index_copy(0, rows, values.to(out.dtype))
 
         distribution = ref.new_zeros(batch, width)
-        score, threshold = ref.new_zeros(batch), ref.new_zeros(batch)
+        score, threshold, std = ref.new_zeros(batch), ref.new_zeros(batch), ref.new_zeros(batch)
+        bin_values = ref.new_full((batch, width), float("nan"))
+        columns = torch.arange(width, device=ref.device)
         result = {}
         for rows, branch in branches:
             padded = F.pad(branch.distribution, (0, width - branch.distribution.shape[-1]))
             distribution = distribution.index_copy(0, rows, padded.to(ref.dtype))
-            score = score.index_copy(0, rows, branch.distribution @ branch.bin_values.to(ref.dtype))
+            values = branch.bin_values.to(ref.dtype)
+            branch_score = branch.distribution @ values
+            score = score.index_copy(0, rows, branch_score)
             threshold = threshold.index_copy(0, rows, branch.threshold.to(ref.dtype).expand(rows.shape[0]))
+            # Bins past the head's active ones have probability 0 (traced: the head answers at full width).
+            spread = (branch.distribution * (values - branch_score[:, None]) ** 2).sum(-1)
+            std = std.index_copy(0, rows, spread.clamp_min(0).sqrt())
+            # The head's scale, NaN past its active bins (a tensor comparison: no Python decision when traced).
+            scale = F.pad(values, (0, width - values.shape[-1]))
+            scale = torch.where(columns < branch.num_bins.to(columns.device), scale, float("nan"))
+            bin_values = bin_values.index_copy(0, rows, scale.expand(rows.shape[0], width))
             if branch.hidden_states is not None:
                 result["text_hidden_states"] = tuple(full(rows, h) for h in branch.hidden_states)
             for head, (embeds, logits, dist) in branch.heads.items():
@@ -952,6 +981,8 @@ class AesformerModel(AesformerPreTrainedModel):
             distribution=distribution,
             score=score,
             threshold=threshold,
+            bin_values=bin_values,
+            std=std,
             used_comments=used_comments,
             vision_language_attentions=None if with_comments is None else with_comments.attentions,
             vision_attentions=None if image_only is None else image_only.attentions,

@@ -34,7 +34,8 @@ import torch.utils.data
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
-from .adapter_weights_aesformer import image_only_answer, unfold_adapter
+from .adapter_weights_aesformer import base_model, image_only_answer, unfold_adapter
+from .attention_maps_aesformer import comment_attention, image_attention_map, token_grid, word_attention
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +52,9 @@ __all__ = ["AesformerAestheticsPipeline", "register_pipeline", "TASK"]
 
 
 # ----------------------------------------------------------------------------------------------------- model helpers
-def _base_model(model):
-    """The AesformerModel under a PeftModel (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
 def known_adapters(model) -> List[str]:
     """Dataset adapters the model carries ("base", the model's own image-only modules, is not listed)."""
-    config = getattr(model, "peft_config", None) or getattr(_base_model(model), "peft_config", None) or {}
+    config = getattr(model, "peft_config", None) or getattr(base_model(model), "peft_config", None) or {}
     return [str(name) for name in config]
 
 
@@ -89,7 +84,7 @@ def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[L
     followed by every dataset adapter of the model; unknown names raise `ValueError`. An adapter folded into the
     model's own image-only modules (config `merged_adapter`, see `adapter_weights_aesformer`) runs as "base"."""
     known = known_adapters(model)
-    merged = getattr(_base_model(model).config, "merged_adapter", None)
+    merged = getattr(base_model(model).config, "merged_adapter", None)
     if merged in known:
         merged = None  # also loaded as a PEFT adapter: run that one
     if adapter is None:
@@ -119,70 +114,34 @@ def resolve_adapters(model, adapter: Union[None, str, Sequence[str]]) -> Tuple[L
     return names, multi
 
 
-def _head_values(head) -> Optional[torch.Tensor]:
-    values, k = getattr(head, "bin_values", None), getattr(head, "num_active_bins", None)
-    if values is None or k is None:
-        return None
-    return values[: int(k)].float()
-
-
-def _bin_values(model, adapter: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Score value of each active bin of the with-comments heads and of `adapter`'s image-only head."""
-    base = _base_model(model)
-    vl_head = getattr(base, "vl_image_head", None)
-    vision_head = getattr(base, "vision_head", None)
-    copies = getattr(vision_head, "modules_to_save", None)  # a PEFT wrapper keeps one copy per adapter
-    if adapter != BASE_ADAPTER and copies is not None and adapter in copies:
-        vision_head = copies[adapter]
-    else:
-        vision_head = getattr(vision_head, "original_module", vision_head)
-    vl, vision = _head_values(vl_head), _head_values(vision_head)
-    if vl is None or vision is None:  # fall back to the config's scale
-        config = base.config
-        low, high = [float(x) for x in getattr(config, "score_range", (1, config.num_score_bins))]
-        fallback = torch.linspace(low, high, config.num_score_bins)
-        vl = fallback if vl is None else vl
-        vision = fallback if vision is None else vision
-    return vl, vision
-
-
-def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> Dict[str, torch.Tensor]:
+def summarize_outputs(outputs: Dict[str, Any], names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """Turn the model's `{adapter: AesformerOutput}` into batch-first tensors (A = len(names) adapters):
-    `score`, `std`, `threshold` [B, A], `distribution` [B, A, W] (zero-padded), `num_bins` [B, A] (the answering
-    head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`), `score_low`, `score_high` [B, A]
-    (the values of its first and last bin) and `used_comments` [B]."""
-    first = outputs[names[0]]
-    used = first.used_comments.bool()
-    batch = used.shape[0]
-    scores, stds, thresholds, dists, bins, lows, highs = [], [], [], [], [], [], []
+    `score`, `std`, `threshold` [B, A], `distribution` [B, A, W] (zero-padded), `bin_values` [B, A, W] (NaN-padded),
+    `num_bins` [B, A] (the answering head's bins; a row's distribution is `distribution[i, a, :num_bins[i, a]]`),
+    `score_low`, `score_high` [B, A] (the values of its first and last bin) and `used_comments` [B]. The scale of
+    each row is the one the model's output carries (`AesformerOutput.bin_values`, `std`)."""
+    used = outputs[names[0]].used_comments.bool()
+    width = max(outputs[name].distribution.shape[-1] for name in names)
+    scores, stds, thresholds, dists, values, bins, lows, highs = [], [], [], [], [], [], [], []
     for name in names:
         out = outputs[name]
-        vl_values, vision_values = _bin_values(model, name)
-        device = out.distribution.device
-        vl_values, vision_values = vl_values.to(device), vision_values.to(device)
-        width = max(vl_values.numel(), vision_values.numel(), out.distribution.shape[-1])
-        values = torch.zeros(batch, width, device=device)
-        values[used, : vl_values.numel()] = vl_values
-        values[~used, : vision_values.numel()] = vision_values
-        num_bins = torch.where(used, torch.tensor(vl_values.numel(), device=device),
-                               torch.tensor(vision_values.numel(), device=device))
-        dist = F.pad(out.distribution.float(), (0, width - out.distribution.shape[-1]))
-        score = out.score.float()
-        variance = (dist * (values - score[:, None]) ** 2).sum(-1).clamp_min(0)
-        scores.append(score)
-        lows.append(values[:, 0])
-        highs.append(values.gather(1, (num_bins - 1).view(-1, 1)).squeeze(1))
-        stds.append(variance.sqrt())
+        padding = width - out.distribution.shape[-1]
+        scale = F.pad(out.bin_values.float(), (0, padding), value=float("nan"))
+        num_bins = scale.isfinite().sum(-1)
+        scores.append(out.score.float())
+        stds.append(out.std.float())
         thresholds.append(out.threshold.float())
-        dists.append(dist)
+        dists.append(F.pad(out.distribution.float(), (0, padding)))
+        values.append(scale)
         bins.append(num_bins)
-    width = max(d.shape[-1] for d in dists)
-    dists = [F.pad(d, (0, width - d.shape[-1])) for d in dists]
+        lows.append(scale[:, 0])
+        highs.append(scale.gather(1, (num_bins - 1).clamp_min(0).view(-1, 1)).squeeze(1))
     return {
         "score": torch.stack(scores, 1),
         "std": torch.stack(stds, 1),
         "threshold": torch.stack(thresholds, 1),
         "distribution": torch.stack(dists, 1),
+        "bin_values": torch.stack(values, 1),
         "num_bins": torch.stack(bins, 1),
         "score_low": torch.stack(lows, 1),
         "score_high": torch.stack(highs, 1),
@@ -191,10 +150,11 @@ def summarize_outputs(model, outputs: Dict[str, Any], names: Sequence[str]) -> D
 
 
 def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], threshold=None,
-                   return_distribution: bool = True, config=None) -> List[dict]:
+                   return_distribution: bool = True, config=None, return_bin_values: bool = False) -> List[dict]:
     """One result dict per adapter for sample `row` of a `summarize_outputs` dict. With the model's `config`, an
     image-only row names the adapter that answered (a folded one by its name) and says whether training or
-    conversion produced it (`trained`; None for rows with comments)."""
+    conversion produced it (`trained`; None for rows with comments). `return_bin_values` adds `bin_values`, the
+    score each bin of the answering head stands for."""
     results = []
     used = bool(summary["used_comments"][row])
     for a, name in enumerate(names):
@@ -212,6 +172,8 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
         if return_distribution:
             k = int(summary["num_bins"][row, a])
             result["distribution"] = [float(p) for p in summary["distribution"][row, a, :k]]
+        if return_bin_values:
+            result["bin_values"] = [float(v) for v in summary["bin_values"][row, a, : int(summary["num_bins"][row, a])]]
         result["branch"] = "with_comments" if used else "image_only"
         result["adapter"], trained = image_only_answer(config, name) if config is not None else (name, None)
         result["trained"] = None if used else trained
@@ -228,7 +190,7 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
 def available_adapters(model) -> List[str]:
     """Dataset adapters loaded into the model and saved in its folder's `adapters/` (for messages)."""
     names = list(known_adapters(model))
-    source = getattr(_base_model(model), "name_or_path", None)
+    source = getattr(base_model(model), "name_or_path", None)
     root = os.path.join(source, "adapters") if source and os.path.isdir(source) else None
     if root and os.path.isdir(root):
         names += [n for n in sorted(os.listdir(root))
@@ -239,7 +201,7 @@ def available_adapters(model) -> List[str]:
 def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
     """A warning, once per model object, when one of the image-only answers `names` comes from a head that no
     training or conversion produced; None otherwise (or when already said for this model)."""
-    base = _base_model(model)
+    base = base_model(model)
     untrained = [n for n in names if not image_only_answer(base.config, n)[1]]
     if not untrained or getattr(base, "_aesformer_untrained_warned", False):
         return None
@@ -257,56 +219,12 @@ def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------- attention maps
-# Self-contained (torch only): the method of the package's `aesformer_cli.explain` (docs/explain.md), which
-# this shipped file must not import. Maps are max-normalised: 1 = the most attended cell.
-def _last_stage_grid(config, pixel_values) -> Tuple[int, int]:
-    """(H, W) of the last Swin stage: the patch grid halved (rounded up) at each of the num_stages-1 mergings."""
-    vision = config.vision_config
-    patch = vision.patch_size if isinstance(vision.patch_size, (list, tuple)) else (vision.patch_size,) * 2
-    h, w = -(-pixel_values.shape[-2] // patch[0]), -(-pixel_values.shape[-1] // patch[1])
-    for _ in range(len(vision.depths) - 1):
-        h, w = -(-h // 2), -(-w // 2)
-    return h, w
-
-
-def _max_normalise(maps: torch.Tensor) -> torch.Tensor:
-    top = maps.flatten(1).amax(dim=1).clamp_min(1e-12)
-    return (maps / top.view(-1, *([1] * (maps.dim() - 1)))).clamp(0, 1)
-
-
-def rollout_map(vision_attentions, num_scales: int, grid: Tuple[int, int]) -> torch.Tensor:
-    """Image-only branch: attention rollout (heads averaged, (A + I) row-normalised, multiplied over the layers),
-    mean over the output tokens (the head mean-pools them), then mean over the scales of each grid cell (token
-    s*G + k of every scale covers cell k): [n, H, W] in [0, 1]."""
-    layers = torch.stack([a.float().mean(dim=1) for a in vision_attentions])  # [layers, n, T, T]
-    tokens = layers.shape[-1]
-    eye = torch.eye(tokens, device=layers.device)
-    rollout = eye.expand(layers.shape[1], tokens, tokens)
-    for attention in layers:
-        attention = attention + eye
-        rollout = (attention / attention.sum(dim=-1, keepdim=True)) @ rollout
-    cells = rollout.mean(dim=1).reshape(-1, num_scales, grid[0], grid[1]).mean(dim=1)
-    return _max_normalise(cells)
-
-
-def comment_maps(vl_attentions, attention_mask, grid: Tuple[int, int]):
-    """With-comments branch, heads and layers averaged: (region map [n, H, W] in [0, 1]: attention of the real
-    comment tokens to each image cell; word weights [n, L_text]: attention of the image tokens to each comment
-    token, zero on padding, summing to 1)."""
-    mean = torch.stack([a.float().mean(dim=1) for a in vl_attentions]).mean(dim=0)  # [n, L, L]
-    num_image = grid[0] * grid[1]
-    real = attention_mask[:, : mean.shape[-1] - num_image].to(mean.dtype)  # the model drops unused columns
-    words = mean[:, :num_image, num_image:].mean(dim=1) * real
-    words = words / words.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    region = (mean[:, num_image:, :num_image] * real[:, :, None]).sum(dim=1) / real.sum(dim=1, keepdim=True)
-    return _max_normalise(region.reshape(-1, grid[0], grid[1])), words
-
-
 def attention_summary(model, outputs, names, model_inputs) -> Dict[str, torch.Tensor]:
-    """Batch-first maps: `attention_map` [B, A, H, W] (image-only rows: the adapter's rollout; rows with
-    comments: the comment -> image region map), `word_weights` [B, L] (zero for image-only rows and padding)."""
-    config = _base_model(model).config
-    grid = _last_stage_grid(config, model_inputs["pixel_values"])
+    """Batch-first maps (`attention_maps_aesformer`, max-normalised: 1 = the most attended cell):
+    `attention_map` [B, A, H, W] (image-only rows: the adapter's attention rollout; rows with comments: the comment
+    -> image region map), `word_weights` [B, L] (zero for image-only rows and padding)."""
+    config = base_model(model).config
+    grid = token_grid(config, tuple(model_inputs["pixel_values"].shape[-2:]))
     first = outputs[names[0]]
     used = first.used_comments.bool()
     batch, device = used.shape[0], used.device
@@ -315,35 +233,20 @@ def attention_summary(model, outputs, names, model_inputs) -> Dict[str, torch.Te
     ids = model_inputs.get("input_ids")
     word_weights = torch.zeros(batch, mask.shape[1] if mask is not None else 1, device=device)
     if used.any():
-        region, words = comment_maps(first.vision_language_attentions, mask[used], grid)
-        maps[used] = region[:, None].to(device)
-        word_weights[used, : words.shape[1]] = words.to(device)
+        found = comment_attention(first.vision_language_attentions, mask[used], grid[0] * grid[1], grid,
+                                  normalize="max")
+        maps[used] = torch.from_numpy(found["region_map"])[:, None].to(device)
+        words = torch.from_numpy(found["word_weights"]).to(device)
+        word_weights[used, : words.shape[1]] = words
     if (~used).any():
         for a, name in enumerate(names):
-            maps[~used, a] = rollout_map(outputs[name].vision_attentions, len(config.vision_config.depths), grid)
+            rollout = image_attention_map(outputs[name].vision_attentions, grid, len(config.vision_config.depths),
+                                          normalize="max")
+            maps[~used, a] = torch.from_numpy(rollout).to(device)
     summary = {"attention_map": maps, "word_weights": word_weights}
     if ids is not None:
         summary.update(input_ids=ids, attention_mask=mask)
     return summary
-
-
-def word_attention(tokenizer, input_ids, attention_mask, weights) -> List[Tuple[str, float]]:
-    """(word, weight) of one comment: WordPiece `##` pieces merged (weights summed), special tokens dropped,
-    weights renormalised to sum to 1."""
-    real = attention_mask.bool()
-    pieces = tokenizer.convert_ids_to_tokens(input_ids[real].tolist())
-    specials = set(getattr(tokenizer, "all_special_tokens", []))
-    words: List[list] = []
-    for piece, weight in zip(pieces, weights[real].tolist()):
-        if piece in specials:
-            continue
-        if piece.startswith("##") and words:
-            words[-1][0] += piece[2:]
-            words[-1][1] += weight
-        else:
-            words.append([piece, weight])
-    total = sum(w for _, w in words) or 1.0
-    return [(word, weight / total) for word, weight in words]
 
 
 # ------------------------------------------------------------------------------------------------------ image inputs
@@ -489,7 +392,8 @@ class AesformerAestheticsPipeline(Pipeline):
 
     Options (at construction or per call): `adapter` (name | list | "all"; default: the model's active adapter),
     `threshold` (float, or a dict adapter -> float; default: the answering head's own), `return_distribution`
-    (bool), `return_attention` (bool: adds `attention_map`, a `[H, W]` array over the last Swin stage's grid in
+    (bool), `return_bin_values` (bool: adds `bin_values`, the score each bin of the answering head stands for),
+    `return_attention` (bool: adds `attention_map`, a `[H, W]` array over the last Swin stage's grid in
     [0, 1] — attention rollout over the multi-scale tokens without comments, the comment tokens' attention to each
     image region with them — and, with comments, `word_attention`: `[(word, weight), ...]`), `timeout` (seconds,
     for URLs), and the usual `batch_size`, `num_workers` (`device` at construction only). Batching does not change
@@ -592,7 +496,7 @@ class AesformerAestheticsPipeline(Pipeline):
     def _processor_from_model_folder(self):
         """(processor, image processor) from the model's folder: the full processor, or, for a folder without a
         tokenizer, its image processor alone (images without comments only)."""
-        base = _base_model(self.model)
+        base = base_model(self.model)
         source = getattr(base, "name_or_path", None) or getattr(base.config, "_name_or_path", None)
         if not source:
             return None, None
@@ -612,8 +516,10 @@ class AesformerAestheticsPipeline(Pipeline):
 
     # -------------------------------------------------------------------------------------------- parameters
     def _sanitize_parameters(self, adapter=None, threshold=None, return_distribution=None, timeout=None,
-                             return_attention=None):
+                             return_attention=None, return_bin_values=None):
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if return_bin_values is not None:
+            postprocess_params["return_bin_values"] = bool(return_bin_values)
         if return_attention is not None:
             forward_params["return_attention"] = bool(return_attention)
             postprocess_params["return_attention"] = bool(return_attention)
@@ -688,16 +594,17 @@ class AesformerAestheticsPipeline(Pipeline):
                 outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
         else:
             outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
-        summary = summarize_outputs(self.model, outputs, names)
+        summary = summarize_outputs(outputs, names)
         if return_attention:
             summary.update(attention_summary(self.model, outputs, names, model_inputs))
         return summary
 
     def postprocess(self, model_outputs, adapter=None, threshold=None, return_distribution=True,
-                    return_attention=False):
+                    return_attention=False, return_bin_values=False):
         names, multi = resolve_adapters(self.model, adapter)
-        config = _base_model(self.model).config
-        results = format_results(model_outputs, 0, names, threshold, return_distribution, config=config)
+        config = base_model(self.model).config
+        results = format_results(model_outputs, 0, names, threshold, return_distribution, config=config,
+                                 return_bin_values=return_bin_values)
         if not bool(model_outputs["used_comments"][0]):
             message = untrained_answer_message(self.model, names)
             if message:
@@ -706,8 +613,9 @@ class AesformerAestheticsPipeline(Pipeline):
             with_comments = bool(model_outputs["used_comments"][0])
             words = None
             if with_comments and self.tokenizer is not None:
-                words = word_attention(self.tokenizer, model_outputs["input_ids"][0],
-                                       model_outputs["attention_mask"][0], model_outputs["word_weights"][0])
+                real = model_outputs["attention_mask"][0].bool()
+                words = word_attention(self.tokenizer, model_outputs["input_ids"][0][real],
+                                       model_outputs["word_weights"][0][real])
             for a, result in enumerate(results):
                 result["attention_map"] = model_outputs["attention_map"][0, a].float().numpy()  # [H_grid, W_grid]
                 if with_comments:

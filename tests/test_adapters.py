@@ -107,6 +107,18 @@ def test_adapters_change_only_the_image_only_branch():
     assert outs["photonet"].distribution.shape == (2, 10)
     assert (outs["photonet"].distribution[1, 7:] == 0).all()
     torch.testing.assert_close(outs["photonet"].distribution[1, :7].sum(), torch.tensor(1.0))
+    # ...and each row carries the scale it was answered on: NaN past the 7-bin head's last bin, and its spread
+    for name, out in outs.items():
+        assert out.bin_values.shape == out.distribution.shape and out.std.shape == (2,)
+        torch.testing.assert_close(out.bin_values[0], torch.arange(1, 11.0))  # the with-comments heads
+        values = torch.nan_to_num(out.bin_values)
+        torch.testing.assert_close(out.score, (out.distribution * values).sum(-1))
+        spread = (out.distribution * (values - out.score[:, None]) ** 2).sum(-1).sqrt()
+        torch.testing.assert_close(out.std, spread)
+    torch.testing.assert_close(outs["ava"].bin_values[1], torch.arange(1, 11.0))
+    assert outs["photonet"].bin_values[1, :7].tolist() == list(range(1, 8))
+    assert torch.isnan(outs["photonet"].bin_values[1, 7:]).all()
+    assert outs["photonet"].bin_values.isfinite().sum(-1).tolist() == [10, 7]
 
 
 def test_stage2_training_touches_only_the_adapter():

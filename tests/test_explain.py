@@ -12,6 +12,7 @@ from PIL import Image
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 from aesformer_cli import explain as ex
+from modeling_aesformer.attention_maps_aesformer import normalize_maps
 from modeling_aesformer.toy import draw_scene
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -309,14 +310,41 @@ def test_cli_with_a_dataset_adapter(tiny_model, processor, tmp_path, capsys):
     assert "adapter photonet" in capsys.readouterr().out
 
 
+def test_explain_reads_the_scale_of_the_head_that_answered(tiny_model, processor, tmp_path):
+    """The bin values come with the model's output: a 7-bin adapter made active through transformers' own PEFT
+    integration (as `pipeline(..., load_adapters=True)` does) is explained on ITS scale, 1..7 (the package once
+    guessed the head from the adapter's name, missed it here and fell back, silently, to the config's 1..10)."""
+    pytest.importorskip("peft")
+    from transformers import AutoModel
+
+    from modeling_aesformer.adapters import add_dataset_adapter, save_adapters
+
+    model_dir = tmp_path / "model"
+    tiny_model.save_pretrained(model_dir)
+    torch.manual_seed(1)
+    adapted = add_dataset_adapter(AesformerModel.from_pretrained(model_dir), "photonet", num_score_bins=7,
+                                  score_range=(1, 7), threshold=4.0)
+    save_adapters(adapted, model_dir)
+    model = AutoModel.from_pretrained(model_dir, load_default_adapter=False).eval()
+    model.load_adapter(str(model_dir / "adapters" / "photonet"), adapter_name="photonet")
+    model.set_adapter("photonet")
+    e = ex.explain(model, processor, draw_scene(4, TINY_SIZE))
+    assert e.adapter == "photonet" and e.threshold == 4.0
+    np.testing.assert_allclose(e.bin_values, np.arange(1, 8))
+    assert len(e.distribution) == 7
+    np.testing.assert_allclose(float(e.bin_values @ e.distribution), e.score, rtol=1e-5)
+    spread = np.sqrt(float(e.distribution @ (e.bin_values - e.score) ** 2))
+    np.testing.assert_allclose(e.std, spread, rtol=1e-5)
+
+
 def test_the_uniform_scale_keeps_a_nearly_flat_map_one_colour():
     """A most/least ratio of 1.015 is not painted from blue to red: against an even share it stays mid-scale,
     while doubling a cell's share reaches the top of the scale (issue 14)."""
     flat = np.full((1, 2, 2), 0.25)
     flat[0, 0, 0] *= 1.015
-    shown = ex._normalize(flat, "uniform")
+    shown = normalize_maps(flat, "uniform")
     assert np.all(np.abs(shown - 0.5) < 0.02)
-    assert ex._normalize(flat, "minmax").max() == 1.0  # what the old default made of it
+    assert normalize_maps(flat, "minmax").max() == 1.0  # what the old default made of it
     strong = np.array([[[0.4, 0.2], [0.2, 0.2]]])  # cell 0 gets 1.6x its even share
-    assert ex._normalize(strong, "uniform")[0, 0, 0] > 0.8
-    assert ex._normalize(np.array([[[0.5, 0.5 / 3], [0.5 / 3, 0.5 / 3]]]), "uniform")[0, 0, 0] == 1.0
+    assert normalize_maps(strong, "uniform")[0, 0, 0] > 0.8
+    assert normalize_maps(np.array([[[0.5, 0.5 / 3], [0.5 / 3, 0.5 / 3]]]), "uniform")[0, 0, 0] == 1.0

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoProcessor, BertTokenizer, pipeline
@@ -30,6 +31,7 @@ PACKAGE_SOURCES = {
     "processing_aesformer.py": REPO / "processing" / "processing_aesformer.py",
     "pipeline_aesformer.py": REPO / "modeling_aesformer" / "pipeline_aesformer.py",
     "adapter_weights_aesformer.py": REPO / "modeling_aesformer" / "adapter_weights_aesformer.py",
+    "attention_maps_aesformer.py": REPO / "modeling_aesformer" / "attention_maps_aesformer.py",
 }
 ALLOWED_THIRD_PARTY = {"torch", "numpy", "PIL", "transformers"}
 COMMENTS = ["lovely soft light, well placed subject", None, ["great colour", "the horizon is tilted"], None]
@@ -40,7 +42,7 @@ EXPECTED_FILES = [
     "README.md", "adapter_weights_aesformer.py", "adapters/README.md",
     "adapters/ava/adapter_config.json", "adapters/ava/adapter_model.safetensors", "adapters/ava/aesformer_adapter.json",
     "adapters/photonet/adapter_config.json", "adapters/photonet/adapter_model.safetensors",
-    "adapters/photonet/aesformer_adapter.json",
+    "adapters/photonet/aesformer_adapter.json", "attention_maps_aesformer.py",
     "config.json", "configuration_aesformer.py", "model.safetensors", "modeling_aesformer.py",
     "pipeline_aesformer.py", "preprocessor_config.json", "processing_aesformer.py", "processor_config.json",
     "requirements.txt", "tokenizer.json", "tokenizer_config.json",
@@ -165,6 +167,10 @@ REMOTE_SCRIPT = blocked_imports_preamble(REPO) + textwrap.dedent(
     if importlib.util.find_spec("peft") is not None:  # adapters through transformers' own PEFT integration
         with_adapters = pipeline("image-aesthetics", model=folder, trust_remote_code=True, load_adapters=True)
         result["adapters"] = with_adapters(images[1], adapter="all")
+        # what the Space's page asks for: the answering head's bin values, and the attention maps
+        result["bin_values"] = [r["bin_values"] for r in with_adapters(images[1], adapter="all", return_bin_values=True)]
+        maps = with_adapters(inputs[0], adapter="photonet", return_attention=True)
+        result["attention"] = [maps["attention_map"].tolist(), maps["word_attention"]]
     json.dump(result, open(out_path, "w"))
     print("remote ok", transformers.__version__)
     """
@@ -218,6 +224,10 @@ def compare(remote, model_dir, images, atol):
         for got, want in zip(remote["adapters"], adapters):
             assert got["score"] == pytest.approx(want["score"], abs=atol * 10)
             assert len(got["distribution"]) == len(want["distribution"])
+        assert remote["bin_values"] == [[float(v) for v in range(1, 11)]] * 2 + [[float(v) for v in range(1, 8)]]
+        heat, words = remote["attention"]
+        assert np.asarray(heat).shape == (2, 2) and max(map(max, heat)) == pytest.approx(1.0)
+        assert words and sum(w for _, w in words) == pytest.approx(1.0)
 
 
 def test_exported_folder_reloads_in_a_clean_process(exported, tmp_path):

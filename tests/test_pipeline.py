@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, BertTokenizer, pipeline
@@ -281,6 +282,24 @@ def test_adapter_all_gives_one_result_per_adapter_in_one_call(adapter_setup):
     assert thresholds[2]["label"] == "high"
     with pytest.raises(ValueError, match="unknown adapter"):
         scorer(image, adapter="jas")
+
+
+def test_the_scale_comes_with_each_answer(adapter_setup):
+    """One batch answered on two scales (comments: 10 bins; the photonet adapter: 7): each result's num_bins,
+    score_range, std and (on request) bin_values are those of the head that answered it."""
+    model, _ = adapter_setup
+    scorer = pipeline("image-aesthetics", model=model)
+    inputs = [{"image": draw_scene(1), "comments": "nice colour"}, draw_scene(2)]
+    plain = scorer(inputs, adapter="photonet", batch_size=2)
+    results = scorer(inputs, adapter="photonet", batch_size=2, return_bin_values=True)
+    assert [list(r) for r in plain] == [KEYS, KEYS]  # the default dict is unchanged
+    for result, bins in zip(results, (10, 7)):
+        assert list(result) == KEYS[:4] + ["bin_values"] + KEYS[4:]
+        assert result["bin_values"] == [float(v) for v in range(1, bins + 1)] and result["num_bins"] == bins
+        assert result["score_range"] == [1.0, float(bins)]
+        values, p = np.array(result["bin_values"]), np.array(result["distribution"])
+        assert result["score"] == pytest.approx(float(p @ values), abs=1e-5)
+        assert result["std"] == pytest.approx(float(np.sqrt(p @ (values - result["score"]) ** 2)), abs=1e-5)
 
 
 def test_adapter_batches_mixing_scales_are_invariant(adapter_setup):

@@ -184,3 +184,22 @@ def test_evaluate_branches_runs_the_branches_asked_for(dataset_dir, tiny_tokeniz
     assert only == {"image_only": both["image_only"]}
     with pytest.raises(ValueError, match="unknown branches"):
         evaluate_branches(model, processor, data["test"], spec, branches=("text_only",))
+
+
+def test_prediction_metrics_use_each_rows_own_scale():
+    """`predict` keeps every row's threshold and bin values (from the model's output): a row counts as high by the
+    threshold of the head that answered it, and a row answered on another number of bins is refused, not cut."""
+    from aesformer_training.loop import metrics_from_predictions
+
+    nan = float("nan")
+    labels = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # true scores 3, 3, 1
+    pred = {"distribution": torch.tensor([[0.0, 1.0, 0.0]] * 3), "labels": labels,  # predicted scores 2
+            "threshold": torch.tensor([1.5, 1.5, 0.5]), "bin_values": torch.tensor([[1.0, 2.0, 3.0]] * 3)}
+    # rows 0 and 1: 2 and 3 both above 1.5; row 2: 2 and 1 both above 0.5 -> every row agrees
+    assert metrics_from_predictions(pred, [1, 2, 3])["accuracy"] == 1.0
+    # row 0's threshold for every row (what was kept before) gives another answer: row 2's 1 is below 1.5
+    pred["threshold"] = torch.tensor([1.5, 1.5, 1.5])
+    assert metrics_from_predictions(pred, [1, 2, 3])["accuracy"] == pytest.approx(2 / 3)
+    pred["bin_values"] = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, nan]])
+    with pytest.raises(ValueError, match=r"row 2\) .* 2 bins, but the labels have 3"):
+        metrics_from_predictions(pred, [1, 2, 3])

@@ -273,36 +273,55 @@ def _better(metric, value, best):
 # ---------------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict(model, loader, accelerator=None, adapters=None):
-    """Distributions, scores and targets over a loader (gathered across processes when `accelerator` is given)."""
+    """Distributions, scores and targets over a loader (gathered across processes when `accelerator` is given),
+    with each row's scale as the model's output gives it: `threshold` [n] and `bin_values` [n, bins] (NaN past
+    the answering head's last bin)."""
     model.eval()
-    preds, scores, targets, used = [], [], [], []
-    threshold = None
+    preds, scores, targets, used, thresholds, values = [], [], [], [], [], []
     for batch in loader:
         if batch is None:
             continue
         inputs = {k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask", "token_type_ids") if k in batch}
         out = model(**inputs, adapters=adapters) if adapters is not None else model(**inputs)
-        items = (out.distribution, out.score, batch["labels"], out.used_comments)
+        items = (out.distribution, out.score, batch["labels"], out.used_comments, out.threshold, out.bin_values)
         if accelerator is not None:
             items = accelerator.gather_for_metrics(items)
-        for bucket, item in zip((preds, scores, targets, used), items):
+        for bucket, item in zip((preds, scores, targets, used, thresholds, values), items):
             bucket.append(item.float().cpu() if item.dtype != torch.bool else item.cpu())
-        threshold = float(out.threshold[0])
     if not preds:
         raise ValueError("no sample could be evaluated")
+    width = max(d.shape[-1] for d in preds)  # batches answered on heads of different widths
+    preds = [torch.nn.functional.pad(d, (0, width - d.shape[-1])) for d in preds]
+    values = [torch.nn.functional.pad(v, (0, width - v.shape[-1]), value=float("nan")) for v in values]
     return {"distribution": torch.cat(preds), "score": torch.cat(scores), "labels": torch.cat(targets),
-            "used_comments": torch.cat(used), "threshold": threshold}
+            "used_comments": torch.cat(used), "threshold": torch.cat(thresholds), "bin_values": torch.cat(values)}
 
 
 def metrics_from_predictions(pred, bin_values):
+    """Metrics of `predict`'s rows against their labels on the dataset's `bin_values`; a row counts as high by
+    the threshold of the head that answered it."""
+    import numpy as np
+
     from aesformer_training.evaluation import compute_metrics
 
     target = pred["labels"] / pred["labels"].sum(-1, keepdim=True)
     k = target.shape[-1]
-    return compute_metrics(
+    answered_bins = pred["bin_values"].isfinite().sum(-1)
+    wrong = (answered_bins != k).nonzero().flatten().tolist()
+    if wrong:
+        raise ValueError(f"{len(wrong)} of {len(answered_bins)} rows (e.g. row {wrong[0]}) were answered by a head with "
+                         f"{int(answered_bins[wrong[0]])} bins, but the labels have {k}: evaluate them with a model "
+                         "or dataset adapter on the dataset's scale")
+    thresholds = pred["threshold"].numpy()
+    metrics = compute_metrics(
         pred_distributions=pred["distribution"][:, :k].numpy(), true_distributions=target.numpy(),
-        bin_values=list(bin_values), threshold=pred["threshold"],
+        bin_values=list(bin_values), threshold=float(thresholds[0]),
     )
+    if (thresholds != thresholds[0]).any():  # rows answered by heads with different thresholds: each its own
+        values = np.asarray(bin_values, dtype=np.float64)
+        predicted, true = pred["distribution"][:, :k].double().numpy() @ values, target.double().numpy() @ values
+        metrics["accuracy"] = float(np.mean((predicted > thresholds) == (true > thresholds)))
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------- the loop

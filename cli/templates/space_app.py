@@ -7,7 +7,6 @@ repository or a local folder.
 """
 
 import os
-import sys
 
 import numpy as np
 import PIL.Image
@@ -75,15 +74,10 @@ class HubBackend:
 
     def analyse(self, image, comments=None, adapter="base", precision="float32"):
         scorer = self._scorer(precision)
-        result = self.score(image, comments, adapter, precision)
+        # the score of each bin comes with the answer (the scale of the head that answered)
+        result = scorer({"image": image, "comments": comments}, adapter=adapter, return_bin_values=True)
         maps = scorer({"image": image, "comments": comments}, adapter=adapter, return_attention=True)
         result["overlay"] = heat_overlay(image, maps["attention_map"])
-        try:  # the score of each bin, from the model repository's pipeline code
-            vl_values, vision_values = sys.modules[type(scorer).__module__]._bin_values(scorer.model, adapter)
-            values = vl_values if result["branch"] == "with_comments" else vision_values
-            result["bin_values"] = [float(v) for v in values]
-        except Exception:  # noqa: BLE001 - the page then numbers the bins
-            pass
         return result
 
 
