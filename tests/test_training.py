@@ -184,3 +184,33 @@ def test_evaluate_branches_runs_the_branches_asked_for(dataset_dir, tiny_tokeniz
     assert only == {"image_only": both["image_only"]}
     with pytest.raises(ValueError, match="unknown branches"):
         evaluate_branches(model, processor, data["test"], spec, branches=("text_only",))
+
+
+def test_resume_after_an_undecodable_batch_sees_the_same_batches(tmp_path, dataset_dir, tiny_tokenizer):
+    """A batch whose every image fails to decode is skipped, but it was read: a run resumed from a checkpoint taken
+    after it must go on with the next batch, not replay one (bit-identical to the uninterrupted run)."""
+    import shutil
+
+    from aesformer_training.loop import EpochShuffle, rows_with_comments
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(dataset_dir, data_dir)
+    data, _ = load_generic(data_dir)
+    rows = rows_with_comments(data["train"])
+    order = list(EpochShuffle(len(rows), 42))  # TrainConfig's default seed; batch_size 1: one row per batch
+    Path(rows[order[1]]["image"]).write_bytes(b"not an image")  # the epoch's second batch decodes to nothing
+    settings = {"batch_size": 1, "epochs": 1, "save_steps": 2}
+    model, processor = tiny(tiny_tokenizer)
+    full_report = run(PRETRAIN, model, processor, data_dir, tmp_path / "full", **settings)
+    model, processor = tiny(tiny_tokenizer)
+    run(PRETRAIN, model, processor, data_dir, tmp_path / "cut", max_steps=3, **settings)  # step_2: after 3 batches
+    model, processor = tiny(tiny_tokenizer, seed=123)
+    cut_report = run(PRETRAIN, model, processor, data_dir, tmp_path / "cut", resume_from_checkpoint="latest",
+                     **settings)
+    assert full_report["steps"] == cut_report["steps"] == len(rows) - 1
+    full = sorted((tmp_path / "full" / "checkpoints").iterdir())[-1]
+    cut = sorted((tmp_path / "cut" / "checkpoints").iterdir())[-1]
+    assert full.name == cut.name
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -190,6 +190,9 @@ class TrainerState:
 
     def __init__(self, lr_scheduler=None):
         self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
+        # Loader batches read in this epoch, skipped ones (every image failed to decode) included: where a resumed
+        # run goes on. None in a checkpoint written before it was kept: step_in_epoch x accumulation steps then.
+        self.batches_in_epoch = 0
         self.best_metric, self.best_epoch, self.history = None, None, []
         # The scheduler's state (plain numbers) is saved in this JSON too: registered with accelerate it would be
         # pickled to custom_checkpoint_0.pkl, which accelerate unpickles with weights_only=False (arbitrary code).
@@ -202,7 +205,7 @@ class TrainerState:
         return state
 
     def load_state_dict(self, state):
-        state = dict(state)
+        state = {"batches_in_epoch": None, **state}
         scheduler_state = state.pop("lr_scheduler", None)
         vars(self).update(state)
         if self._lr_scheduler is not None:
@@ -403,12 +406,15 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
         objective.train()
         train_loader.set_epoch(state.epoch)
         train_collator.epoch = state.epoch
-        skip = state.step_in_epoch * config.gradient_accumulation_steps
+        if state.batches_in_epoch is None:  # a checkpoint of an earlier version: no batch was skipped, presumably
+            state.batches_in_epoch = state.step_in_epoch * config.gradient_accumulation_steps
+        skip = state.batches_in_epoch
         if skip:  # resumed mid-epoch: the RNG must stay as the checkpoint left it (see _keep_rng_state)
             batches = _keep_rng_state(accelerator.skip_first_batches(train_loader, skip))
         else:
             batches = train_loader
         for batch in batches:
+            state.batches_in_epoch += 1  # read, even when skipped: a resumed run must not read it again
             if batch is None:
                 continue  # every image of this batch failed to decode (the collator logged them)
             with accelerator.accumulate(objective):
@@ -448,7 +454,7 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
             accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=state.global_step)
         accelerator.print(f"epoch {state.epoch}: validation {config.selection_metric}={value:.4f}")
         state.epoch += 1
-        state.step_in_epoch = 0
+        state.step_in_epoch = state.batches_in_epoch = 0
         save_checkpoint(accelerator, output_dir, state, config.save_total_limit)
     progress.close()
     if state.best_epoch is None:  # never reached an epoch end (max_steps): select the last weights
