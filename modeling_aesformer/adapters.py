@@ -30,6 +30,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import torch
 
+from .configuration_aesformer import default_score_threshold
 from .file_modes import follow_umask
 
 ADAPTER_PRESETS = ("faithful", "lora")
@@ -108,7 +109,9 @@ def add_dataset_adapter(
     """Add a dataset adapter `name` and make it active. `model` is an `AesformerModel` (a `PeftModel` is returned)
     or a `PeftModel` that already carries adapters (the same one is returned).
 
-    `num_score_bins` (≤ the base head's bins), `score_range` and `threshold` default to the base model's scale.
+    `num_score_bins` (≤ the base head's bins) defaults to the base head's, `score_range` to `(1, num_score_bins)`,
+    `threshold` to `default_score_threshold(score_range, dataset or name)`: a documented dataset's own (AVA and
+    Photo.net 5.0, JAS 0.5), else the midpoint of the range.
     """
     from peft import PeftModel, get_peft_model
 
@@ -123,11 +126,10 @@ def add_dataset_adapter(
             model = get_peft_model(model, config, adapter_name=name)
     base_config = _base_model(model).config
     bins = num_score_bins or base_config.num_score_bins
-    _head_copy(model, name).set_scale(
-        bins,
-        score_range if score_range is not None else (1, bins),
-        threshold if threshold is not None else base_config.score_threshold,
-    )
+    score_range = score_range if score_range is not None else (1, bins)
+    if threshold is None:
+        threshold = default_score_threshold(score_range, dataset or name)
+    _head_copy(model, name).set_scale(bins, score_range, threshold)
     model.set_adapter(name)
     meta = _adapter_meta(model, name)
     meta.update(dataset=dataset or name, preset=preset)
