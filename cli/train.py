@@ -467,7 +467,7 @@ def eval_main(argv=None):
     from modeling_aesformer.adapters import load_adapters
     from aesformer_cli.precision import chosen_dtype
 
-    from aesformer_training.loop import evaluate_branches
+    from aesformer_training.prediction import evaluate_branches
 
     dtype = chosen_dtype(args, "cpu")  # evaluation runs on the CPU
     # never a pickled .bin; without --adapter the model's default adapter is folded in (see from_pretrained)

@@ -195,7 +195,8 @@ def list_adapters(model_dir: Union[str, os.PathLike]) -> list:
     root = Path(model_dir) / ADAPTERS_DIR
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
+    return sorted(p.name for p in root.iterdir()  # not a temporary .tmp_<name> left by a kill
+                  if not p.name.startswith(".") and (p / "adapter_config.json").is_file())
 
 
 def _read_meta(source: str, subfolder: Optional[str]) -> dict:

@@ -69,7 +69,7 @@ def test_stage1_trains_saves_and_reports(tmp_path, dataset_dir, tiny_tokenizer):
 def test_stage1_loss_goes_down(tmp_path, dataset_dir, tiny_tokenizer):
     from aesformer_training.data import AestheticCollator
 
-    from aesformer_training.loop import PretrainObjective
+    from aesformer_training.losses import PretrainObjective
 
     model, processor = tiny(tiny_tokenizer)
     data, _ = load_generic(dataset_dir)
@@ -173,7 +173,7 @@ def test_two_processes_run_both_stages(tmp_path, dataset_dir, tiny_tokenizer):
 
 
 def test_evaluate_branches_runs_the_branches_asked_for(dataset_dir, tiny_tokenizer):
-    from aesformer_training.loop import evaluate_branches
+    from aesformer_training.prediction import evaluate_branches
 
     model, processor = tiny(tiny_tokenizer)
     data, spec = load_generic(dataset_dir)
@@ -191,7 +191,8 @@ def test_resume_after_an_undecodable_batch_sees_the_same_batches(tmp_path, datas
     after it must go on with the next batch, not replay one (bit-identical to the uninterrupted run)."""
     import shutil
 
-    from aesformer_training.loop import EpochShuffle, rows_with_comments
+    from aesformer_training.loop import EpochShuffle
+    from aesformer_training.prediction import rows_with_comments
 
     data_dir = tmp_path / "data"
     shutil.copytree(dataset_dir, data_dir)
