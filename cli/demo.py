@@ -79,6 +79,7 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
 
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
     from modeling_aesformer.adapters import load_adapters, set_default_adapter
+    from modeling_aesformer.configuration_aesformer import comment_max_length
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = {**(QUICK if quick else FULL), **(overrides or {})}
@@ -110,7 +111,7 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     tokenizer = train_tokenizer(comments, out / "tokenizer")
     config.text_config.vocab_size = len(tokenizer)
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
-                                   max_length=config.text_config.max_position_embeddings)
+                                   max_length=comment_max_length(config))
     processor.check_vocab_size(config.text_config.vocab_size)
     torch.manual_seed(SEED)
     untrained = AesformerModel(config).eval()

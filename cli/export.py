@@ -228,10 +228,9 @@ def _comment_limit(model, processor) -> Optional[str]:
     """What the processor really keeps of the comments, for the card (None: no tokenizer)."""
     if processor is None or getattr(processor, "tokenizer", None) is None:
         return None
-    tokens = int(getattr(processor, "max_length", 512))
-    positions = getattr(model.config.text_config, "max_position_embeddings", None)
-    if positions:
-        tokens = min(tokens, int(positions))
+    from modeling_aesformer.configuration_aesformer import comment_max_length
+
+    tokens = comment_max_length(model.config, getattr(processor, "max_length", 512))
     words = getattr(processor, "max_comment_words", None)
     return (f"the first {words} words of the comments, cut to {tokens} tokens ([CLS] and [SEP] included)"
             if words else f"the first {tokens} tokens of the comments ([CLS] and [SEP] included)")

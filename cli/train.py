@@ -332,7 +332,9 @@ def build_stage1_model(args):
     else:
         raise CommandError("give --model, or --vision-model with --text-model, or --preset with --tokenizer")
     size = model.config.vision_config.image_size
-    max_length = min(512, model.config.text_config.max_position_embeddings)  # tiny: 128 positions
+    from modeling_aesformer.configuration_aesformer import comment_max_length
+
+    max_length = comment_max_length(model.config)  # tiny: 128 positions
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
                                    max_length=max_length)
     processor.check_vocab_size(model.config.text_config.vocab_size)

@@ -208,4 +208,12 @@ def default_score_threshold(score_range: Sequence[float], dataset: Optional[str]
     return (low + high) / 2
 
 
-__all__ = ["AesformerConfig", "DOCUMENTED_THRESHOLDS", "default_score_threshold"]
+def comment_max_length(config, requested: int = 512) -> int:
+    """The most tokens (special tokens included) a comment may have for the text encoder of `config` (an
+    `AesformerConfig` or its `text_config`): `requested` (BERT's 512 by default) clamped to the encoder's position
+    table, `max_position_embeddings` (128 in the tiny and demo presets)."""
+    positions = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+    return min(int(requested), int(positions)) if positions else int(requested)
+
+
+__all__ = ["AesformerConfig", "DOCUMENTED_THRESHOLDS", "comment_max_length", "default_score_threshold"]

@@ -606,3 +606,16 @@ def test_transform_argument_checks_and_eval_transform():
     via_eval = image_processor(EvalTransform(32)(image, 3, 4), return_tensors="np")["pixel_values"]
     np.testing.assert_array_equal(direct, via_eval)
     assert EvalTransform((24, 16))(image).size == (16, 24)
+
+
+def test_one_resize_ratio_and_one_comment_length_clamp():
+    from aesformer_training.transforms import TrainTransform, train_resize
+    from modeling_aesformer import AesformerConfig, AesformerImageProcessor
+    from modeling_aesformer.configuration_aesformer import comment_max_length
+
+    assert (train_resize(224), train_resize(32)) == (256, 37)  # the paper's 256/224; a tiny model's crop
+    transform = TrainTransform.for_image_processor(AesformerImageProcessor(size={"height": 32, "width": 48}))
+    assert transform.resize == (37, 55) and transform.crop == (32, 48)
+    tiny, full = AesformerConfig.from_preset("tiny"), AesformerConfig.from_preset("aesformer-t")
+    assert (comment_max_length(tiny), comment_max_length(full), comment_max_length(full, 64)) == (128, 512, 64)
+    assert comment_max_length(tiny.text_config, 1000) == 128

@@ -67,7 +67,7 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     from tqdm.auto import tqdm
 
     from aesformer_training.data import AestheticCollator
-    from aesformer_training.transforms import TrainTransform
+    from aesformer_training.transforms import TrainTransform, train_resize
 
     if config.stage == PRETRAIN and getattr(processor, "tokenizer", None) is not None:
         processor.warn_on_vocab_size(model.config.text_config.vocab_size, "training")
@@ -92,7 +92,7 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
         train_rows, val_rows, test_rows = (rows_with_comments(r) for r in (train_rows, val_rows, test_rows))
     include_comments = config.stage == PRETRAIN
     size = model.config.vision_config.image_size
-    transform = TrainTransform(resize=config.train_resize or round(size * 256 / 224), crop=size, seed=config.seed)
+    transform = TrainTransform(resize=config.train_resize or train_resize(size), crop=size, seed=config.seed)
     train_collator = AestheticCollator(processor, transform=transform, seed=config.seed,
                                        include_comments=include_comments)
     eval_collator = AestheticCollator(processor, include_comments=include_comments)
