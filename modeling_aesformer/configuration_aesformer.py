@@ -5,6 +5,7 @@ Shipped to the Hugging Face Hub as remote code: imports only the standard librar
 
 import json
 import os
+from types import MappingProxyType
 from typing import Optional, Sequence, Union
 
 from transformers import BertConfig, PretrainedConfig, SwinConfig
@@ -194,7 +195,7 @@ class AesformerConfig(PretrainedConfig):
 
 
 # The thresholds the datasets' papers report accuracy at (AesMamba keeps 5.0 on Photo.net's 1..7 scale).
-DOCUMENTED_THRESHOLDS = {"ava": 5.0, "photonet": 5.0, "jas": 0.5}
+DOCUMENTED_THRESHOLDS = MappingProxyType({"ava": 5.0, "photonet": 5.0, "jas": 0.5})  # read-only
 
 
 def default_score_threshold(score_range: Sequence[float], dataset: Optional[str] = None) -> float:
