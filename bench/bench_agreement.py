@@ -61,7 +61,7 @@ def demo_scores(model_dir: Path, data_dir: Path, variants, batch_size: int) -> d
     from transformers import AutoProcessor
 
     from aesformer_training.data import AestheticCollator, load_generic
-    from aesformer_training.loop import IndexedRows, predict, rows_with_comments
+    from aesformer_training.prediction import IndexedRows, predict, rows_with_comments
     from modeling_aesformer import AesformerModel
     from modeling_aesformer.adapters import load_adapters
 

@@ -2,7 +2,7 @@
 """Training steps on CPU, fp32, Aesformer-T at the same batch: seconds per stage-1 step (with comments: EMD of both
 VL heads + 0.5·ITC with momentum encoders and queues; Swin, BERT and the fusion train) against a stage-2 step (a
 `faithful` dataset adapter on the frozen backbone: EMD + 10·MSE), both as the training loop runs them
-(`aesformer_training.loop.PretrainObjective` / `AdaptObjective`, AdamW with the loop's settings), interleaved,
+(`aesformer_training.losses.PretrainObjective` / `AdaptObjective`, AdamW with the loop's settings), interleaved,
 median of the repeats. Also: the stage-2 trainable fraction, and the peak memory (RSS) of each stage measured in a
 fresh process.
 
@@ -43,7 +43,8 @@ def build_stage(stage: str, workdir: str, seed: int = 0):
     """(objective, optimizer, counts) set up as `aesformer_training.loop.train` does for `stage`."""
     import torch
 
-    from aesformer_training.loop import AdaptObjective, PretrainObjective, TrainConfig
+    from aesformer_training.losses import AdaptObjective, PretrainObjective
+    from aesformer_training.train_config import TrainConfig
     from modeling_aesformer import AesformerConfig, AesformerModel
 
     torch.manual_seed(seed)

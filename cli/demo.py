@@ -72,12 +72,14 @@ def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
 def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict | None = None) -> int:
     """Runs the demo into `output_dir`; `overrides` replaces entries of the FULL/QUICK settings (experiments)."""
     from aesformer_training.data import load_generic
-    from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, evaluate_branches, rows_with_comments, train
+    from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
+    from aesformer_training.prediction import evaluate_branches, rows_with_comments
     from aesformer_cli.train import format_table
     from aesformer_training.synthetic import make_dataset
 
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
     from modeling_aesformer.adapters import load_adapters, set_default_adapter
+    from modeling_aesformer.configuration_aesformer import comment_max_length
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = {**(QUICK if quick else FULL), **(overrides or {})}
@@ -109,7 +111,7 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     tokenizer = train_tokenizer(comments, out / "tokenizer")
     config.text_config.vocab_size = len(tokenizer)
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
-                                   max_length=config.text_config.max_position_embeddings)
+                                   max_length=comment_max_length(config))
     processor.check_vocab_size(config.text_config.vocab_size)
     torch.manual_seed(SEED)
     untrained = AesformerModel(config).eval()
@@ -190,7 +192,7 @@ def _plots(model, processor, rows, spec, out):
     import matplotlib.pyplot as plt
 
     from aesformer_training.data import AestheticCollator
-    from aesformer_training.loop import IndexedRows, predict, rows_with_comments
+    from aesformer_training.prediction import IndexedRows, predict, rows_with_comments
 
     from .explain import explain, plot_explanation
 

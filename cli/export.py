@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -230,10 +229,9 @@ def _comment_limit(model, processor) -> Optional[str]:
     """What the processor really keeps of the comments, for the card (None: no tokenizer)."""
     if processor is None or getattr(processor, "tokenizer", None) is None:
         return None
-    tokens = int(getattr(processor, "max_length", 512))
-    positions = getattr(model.config.text_config, "max_position_embeddings", None)
-    if positions:
-        tokens = min(tokens, int(positions))
+    from modeling_aesformer.configuration_aesformer import comment_max_length
+
+    tokens = comment_max_length(model.config, getattr(processor, "max_length", 512))
     words = getattr(processor, "max_comment_words", None)
     return (f"the first {words} words of the comments, cut to {tokens} tokens ([CLS] and [SEP] included)"
             if words else f"the first {tokens} tokens of the comments ([CLS] and [SEP] included)")
@@ -365,7 +363,7 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     import modeling_aesformer  # noqa: F401 - registers the Auto classes
     from transformers import AutoModel, pipeline
 
-    from modeling_aesformer.file_modes import follow_umask
+    from modeling_aesformer.file_modes import follow_umask, write_folder_atomically
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     if not (model_dir / "config.json").is_file():
@@ -389,9 +387,7 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     if note:
         log(f"[export] warning: {note}")
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
-    try:
+    def write(tmp):
         from transformers import ProcessorMixin
 
         kwargs = {"processor": processor} if isinstance(processor, ProcessorMixin) else {"image_processor": processor}
@@ -401,16 +397,14 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
         if adapters:
             shutil.copytree(model_dir / "adapters", tmp / "adapters")
         (tmp / "requirements.txt").write_text(requirements_text(), encoding="utf-8")
-        if results is None:
-            results = find_training_results(model_dir) or None
         card = build_model_card(model, model_dir, card_data, results, adapters, conversion, processor=processor)
         card.save(str(tmp / "README.md"))
         _check_folder(tmp)
-        follow_umask(tmp)  # mkdtemp made it 0700, transformers wrote model.safetensors 0600
-        _replace_dir(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        follow_umask(tmp)  # transformers wrote model.safetensors 0600
+
+    if results is None:
+        results = find_training_results(model_dir) or None
+    write_folder_atomically(write, output_dir)
     log(f"[export] wrote {output_dir} ({len(list_files(output_dir))} files)"
         + (" — CONVERTED third-party weights: no licence stated by the original authors" if conversion else ""))
     return output_dir
@@ -428,23 +422,6 @@ def _check_folder(folder: Path) -> None:
         missing.append("an adapter_config.json at the folder root (must not exist)")
     if missing:
         raise ExportError(f"the exported folder is incomplete: {missing}")
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder into place; an existing `dst` is moved aside first and removed after."""
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-        os.rmdir(old)
-        os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        if old is not None:
-            os.replace(old, dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def list_files(folder: Union[str, Path]) -> List[str]:

@@ -38,7 +38,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                         help="comma-separated photographs to use, or 'none' (default: all that load: "
                              + ", ".join(PHOTO_SUBJECTS) + ")")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="binary threshold for dataset.json (default 1 + 4(B-1)/9: 5.0 for 10 bins)")
+                        help="binary threshold for dataset.json (default: the midpoint of 1..B, 5.5 for 10 bins; a "
+                             "dataset --name ava, photonet or jas: its documented threshold)")
     parser.add_argument(*flag("write_attributes"), action="store_true", dest="write_attributes",
                         help="also write attributes.csv with the hidden attributes and true scores")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")

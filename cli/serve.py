@@ -255,14 +255,13 @@ def write_space(space_dir: Union[str, os.PathLike], model_repo: str, with_adapte
                 overwrite: bool = False, log=print) -> Path:
     """Write a Hugging Face Space folder serving the Hub model `model_repo`: `app.py`, `app_page.py`,
     `requirements.txt` and `README.md` (front matter `sdk: gradio`). Written to a temporary sibling, then renamed."""
-    import tempfile
+    from modeling_aesformer.file_modes import write_folder_atomically
 
     from .export import HUB_REQUIREMENTS, OPTIONAL_REQUIREMENTS
 
     space_dir = check_space_target(space_dir, model_repo, overwrite)
-    space_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{space_dir.name}.", suffix=".tmp", dir=space_dir.parent))
-    try:
+
+    def write(tmp):
         app = SPACE_TEMPLATE.read_text(encoding="utf-8").replace("USER/MODEL", model_repo)
         (tmp / "app.py").write_text(app, encoding="utf-8")
         shutil.copyfile(PAGE_SOURCE, tmp / "app_page.py")
@@ -271,12 +270,8 @@ def write_space(space_dir: Union[str, os.PathLike], model_repo: str, with_adapte
             OPTIONAL_REQUIREMENTS if with_adapters else [])
         (tmp / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(space_readme(model_repo), encoding="utf-8")
-        if space_dir.exists():
-            shutil.rmtree(space_dir)
-        os.replace(tmp, space_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomically(write, space_dir)
     log(f"[export] wrote the Space folder {space_dir} (model {model_repo}); upload it with "
         f"`aesformer push {space_dir} --repo-id USER/SPACE --repo-type space`")
     return space_dir

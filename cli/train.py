@@ -2,10 +2,12 @@
 around `pretrain_main` / `adapt_main`, so `accelerate launch training/<stage>.py ...`, `aesformer pretrain|adapt ...`
 and the tests run the same code."""
 
+import dataclasses
 import logging
 import os
 import shutil
 import sys
+import typing
 from pathlib import Path
 
 from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError, run_command
@@ -35,27 +37,39 @@ def add_data_arguments(parser):
 
 
 def add_training_arguments(parser, stage):
+    """One flag per `TrainConfig` field (its metadata holds the help) that `stage` reads, with the field's default
+    (the stage's own for the learning rate and batch size): `--learning-rate` for `learning_rate`, `--learning_rate`
+    too."""
     defaults = TrainConfig(stage=stage, output_dir="")
-    group = parser.add_argument_group("training (defaults: the paper's recipe)")
-    group.add_argument("--output-dir", required=True)
-    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    group.add_argument("--min-learning-rate", type=float, default=defaults.min_learning_rate)
-    group.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up (not in the paper's recipe)")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per process")
-    group.add_argument("--eval-batch-size", type=int)
-    group.add_argument("--epochs", type=int, default=defaults.epochs)
-    group.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    group.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    group.add_argument("--max-grad-norm", type=float, help="clip the gradient norm (not in the paper's recipe)")
-    group.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    group.add_argument("--seed", type=int, default=defaults.seed)
-    group.add_argument("--save-steps", type=int, help="also save the training state every N steps")
-    group.add_argument("--save-total-limit", type=int, default=defaults.save_total_limit)
-    group.add_argument("--resume-from-checkpoint", help="'latest' or a checkpoint folder")
-    group.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (image decoding)")
-    group.add_argument("--selection-metric", default=defaults.selection_metric,
-                       help="validation metric that selects the saved weights")
-    group.add_argument("--report-to", help="an accelerate tracker, e.g. tensorboard")
+    groups = {None: parser.add_argument_group("training (defaults: the paper's recipe)"),
+              PRETRAIN: parser.add_argument_group("stage 1"), ADAPT: parser.add_argument_group("stage 2")}
+    for spec in dataclasses.fields(TrainConfig):
+        meta = dict(spec.metadata)
+        if spec.name == "stage" or meta.pop("stage", None) not in (None, stage):
+            continue
+        stage_default = meta.pop("stage_default", False)
+        kwargs = {"help": meta.pop("help"), **meta}
+        # a field's own default, or the stage's (learning rate, batch size); `None` fields resolve in TrainConfig
+        default = getattr(defaults, spec.name) if stage_default else spec.default
+        if default is dataclasses.MISSING:
+            default = None
+        if not kwargs.get("required"):
+            kwargs["default"] = list(default) if isinstance(default, tuple) else default
+            if default is not None:
+                kwargs["help"] += f" (default: {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
+        kwargs["type"] = _flag_type(spec, default)
+        groups[None if spec.metadata.get("stage") is None else stage].add_argument(
+            f"--{spec.name.replace('_', '-')}", **kwargs)
+
+
+def _flag_type(spec, default):
+    """The command-line type of a `TrainConfig` field: its annotation, `Optional[X]` as `X`, a tuple's items' type."""
+    if isinstance(default, tuple):
+        return type(default[0])
+    kind = spec.type
+    if typing.get_origin(kind) is typing.Union:
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    return kind
 
 
 def check_data_arguments(args):
@@ -234,10 +248,6 @@ def pretrain_main(argv=None):
     source.add_argument("--image-size", type=int, help="model input size for --preset")
     add_data_arguments(parser)
     add_training_arguments(parser, PRETRAIN)
-    group = parser.add_argument_group("stage 1")
-    group.add_argument("--itc-weight", type=float, default=0.5)
-    group.add_argument("--queue-size", type=int, default=1024)
-    group.add_argument("--momentum", type=float, default=0.995)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from accelerate.utils import set_seed
@@ -322,7 +332,9 @@ def build_stage1_model(args):
     else:
         raise CommandError("give --model, or --vision-model with --text-model, or --preset with --tokenizer")
     size = model.config.vision_config.image_size
-    max_length = min(512, model.config.text_config.max_position_embeddings)  # tiny: 128 positions
+    from modeling_aesformer.configuration_aesformer import comment_max_length
+
+    max_length = comment_max_length(model.config)  # tiny: 128 positions
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
                                    max_length=max_length)
     processor.check_vocab_size(model.config.text_config.vocab_size)
@@ -343,8 +355,6 @@ def adapt_main(argv=None):
                             description="Aesformer stage 2: train a dataset adapter on the frozen backbone "
                                         "(image only; EMD + 10·MSE). Saves <model>/adapters/<name>/.")
     parser.add_argument("--model", required=True, help="the stage-1 model folder; the adapter is saved into it")
-    parser.add_argument("--adapter-name", help="default: the dataset's name (letters, digits, '-' and '_')")
-    parser.add_argument("--adapter-preset", choices=("faithful", "lora"), default="faithful")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an adapter of the same name already saved in the model folder")
     parser.add_argument("--no-default", action="store_true",
@@ -459,7 +469,7 @@ def eval_main(argv=None):
     from modeling_aesformer.adapters import load_adapters
     from aesformer_cli.precision import chosen_dtype
 
-    from aesformer_training.loop import evaluate_branches
+    from aesformer_training.prediction import evaluate_branches
 
     dtype = chosen_dtype(args, "cpu")  # evaluation runs on the CPU
     # never a pickled .bin; without --adapter the model's default adapter is folded in (see from_pretrained)

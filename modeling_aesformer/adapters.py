@@ -31,6 +31,7 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 
 from .adapter_weights_aesformer import base_model
+from .configuration_aesformer import default_score_threshold
 from .file_modes import follow_umask
 
 ADAPTER_PRESETS = ("faithful", "lora")
@@ -105,7 +106,9 @@ def add_dataset_adapter(
     """Add a dataset adapter `name` and make it active. `model` is an `AesformerModel` (a `PeftModel` is returned)
     or a `PeftModel` that already carries adapters (the same one is returned).
 
-    `num_score_bins` (≤ the base head's bins), `score_range` and `threshold` default to the base model's scale.
+    `num_score_bins` (≤ the base head's bins) defaults to the base head's, `score_range` to `(1, num_score_bins)`,
+    `threshold` to `default_score_threshold(score_range, dataset or name)`: a documented dataset's own (AVA and
+    Photo.net 5.0, JAS 0.5), else the midpoint of the range.
     """
     from peft import PeftModel, get_peft_model
 
@@ -120,11 +123,10 @@ def add_dataset_adapter(
             model = get_peft_model(model, config, adapter_name=name)
     base_config = base_model(model).config
     bins = num_score_bins or base_config.num_score_bins
-    _head_copy(model, name).set_scale(
-        bins,
-        score_range if score_range is not None else (1, bins),
-        threshold if threshold is not None else base_config.score_threshold,
-    )
+    score_range = score_range if score_range is not None else (1, bins)
+    if threshold is None:
+        threshold = default_score_threshold(score_range, dataset or name)
+    _head_copy(model, name).set_scale(bins, score_range, threshold)
     model.set_adapter(name)
     meta = _adapter_meta(model, name)
     meta.update(dataset=dataset or name, preset=preset)
@@ -190,7 +192,8 @@ def list_adapters(model_dir: Union[str, os.PathLike]) -> list:
     root = Path(model_dir) / ADAPTERS_DIR
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
+    return sorted(p.name for p in root.iterdir()  # not a temporary .tmp_<name> left by a kill
+                  if not p.name.startswith(".") and (p / "adapter_config.json").is_file())
 
 
 def _read_meta(source: str, subfolder: Optional[str]) -> dict:

@@ -5,6 +5,7 @@ Shipped to the Hugging Face Hub as remote code: imports only the standard librar
 
 import json
 import os
+from types import MappingProxyType
 from typing import Optional, Sequence, Union
 
 from transformers import BertConfig, PretrainedConfig, SwinConfig
@@ -33,8 +34,10 @@ class AesformerConfig(PretrainedConfig):
         score_range (`tuple(float, float)`, *optional*):
             Score of the first and last bin; the bins are evenly spaced between them. Defaults to
             `(1, num_score_bins)`, i.e. bin `i` stands for score `i` (AVA: 1..10).
-        score_threshold (`float`, *optional*, defaults to 5.0):
-            Binary label: "low" when the mean score is `<= score_threshold`, "high" otherwise.
+        score_threshold (`float`, *optional*):
+            Binary label: "low" when the mean score is `<= score_threshold`, "high" otherwise. Defaults to
+            [`default_score_threshold`] of the scale: 5.0 on the default scale (AVA's 10 bins over 1..10, on which
+            the paper pre-trains), the midpoint of `score_range` on any other.
         comment_head_mix (`float`, *optional*, defaults to 0.5):
             With comments the distribution is `mix * vl_image + (1 - mix) * vl_text`.
         adapter_reduction (`int`, *optional*, defaults to 4):
@@ -94,7 +97,7 @@ class AesformerConfig(PretrainedConfig):
         num_fusion_layers: int = 2,
         num_score_bins: int = 10,
         score_range: Optional[Sequence[float]] = None,
-        score_threshold: float = 5.0,
+        score_threshold: Optional[float] = None,
         comment_head_mix: float = 0.5,
         adapter_reduction: int = 4,
         adapter_init_std: float = 0.01,
@@ -131,6 +134,9 @@ class AesformerConfig(PretrainedConfig):
         self.score_range = [float(x) for x in (score_range or (1, num_score_bins))]
         if len(self.score_range) != 2 or self.score_range[0] >= self.score_range[1]:
             raise ValueError(f"score_range must be (low, high) with low < high, got {score_range}")
+        if score_threshold is None:  # the default scale is AVA's (the pre-training set): its documented threshold
+            default_scale = score_range is None and num_score_bins == 10
+            score_threshold = default_score_threshold(self.score_range, "ava" if default_scale else None)
         self.score_threshold = float(score_threshold)
         self.comment_head_mix = float(comment_head_mix)
         self.adapter_reduction = adapter_reduction
@@ -191,4 +197,27 @@ class AesformerConfig(PretrainedConfig):
         return cls(**preset)
 
 
-__all__ = ["AesformerConfig"]
+# The thresholds the datasets' papers report accuracy at (AesMamba keeps 5.0 on Photo.net's 1..7 scale).
+DOCUMENTED_THRESHOLDS = MappingProxyType({"ava": 5.0, "photonet": 5.0, "jas": 0.5})  # read-only
+
+
+def default_score_threshold(score_range: Sequence[float], dataset: Optional[str] = None) -> float:
+    """The high/low threshold of a scale when none is given, for every part of Aesformer (config, adapters, dataset
+    loaders, synthetic data): a dataset named in `DOCUMENTED_THRESHOLDS` (case, spaces, dots and dashes ignored:
+    "Photo.net" is "photonet") keeps its documented threshold; any other scale gets the midpoint of `score_range`."""
+    key = "".join(ch for ch in str(dataset or "").lower() if ch.isalnum())
+    if key in DOCUMENTED_THRESHOLDS:
+        return DOCUMENTED_THRESHOLDS[key]
+    low, high = (float(v) for v in score_range)
+    return (low + high) / 2
+
+
+def comment_max_length(config, requested: int = 512) -> int:
+    """The most tokens (special tokens included) a comment may have for the text encoder of `config` (an
+    `AesformerConfig` or its `text_config`): `requested` (BERT's 512 by default) clamped to the encoder's position
+    table, `max_position_embeddings` (128 in the tiny and demo presets)."""
+    positions = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+    return min(int(requested), int(positions)) if positions else int(requested)
+
+
+__all__ = ["AesformerConfig", "DOCUMENTED_THRESHOLDS", "comment_max_length", "default_score_threshold"]

@@ -228,3 +228,18 @@ def test_load_one_adapter_from_a_subfolder_and_delete(tmp_path):
     assert list(model.peft_config) == ["photonet"]
     with pytest.raises(ValueError, match="unknown adapter 'ava'"):
         model(images(), adapters=["ava"])
+
+
+def test_an_adapter_without_a_threshold_gets_one_on_its_own_scale():
+    """The default threshold follows the scale: on 0..1 its midpoint (not the base model's 5.0, which would make every
+    label "low"); a documented dataset keeps its own (Photo.net: 5.0 on 1..7); an undocumented 1..7 scale: 4.0."""
+    model = add_dataset_adapter(base_model(), "unit", num_score_bins=5, score_range=(0, 1))
+    model = add_dataset_adapter(model, "photonet", num_score_bins=7, dataset="Photo.net")
+    model = add_dataset_adapter(model, "seven", num_score_bins=7)
+    expected = {"unit": 0.5, "photonet": 5.0, "seven": 4.0}
+    for name, threshold in expected.items():
+        assert adapter_info(model, name)["threshold"] == pytest.approx(threshold), name
+    pixels = torch.rand(2, 3, 32, 32)
+    out = model(pixel_values=pixels, adapters=["unit"])["unit"]
+    assert float(out.threshold[0]) == pytest.approx(0.5)
+    assert float(out.score.min()) >= 0.0 and float(out.score.max()) <= 1.0

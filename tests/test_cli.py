@@ -26,7 +26,8 @@ print("light")
 
 
 @pytest.mark.parametrize("words", [["--help"], ["score", "--help"], ["explain", "--help"], ["push", "--help"],
-                                   ["set-default", "--help"], ["convert-original", "--help"], ["--version"]])
+                                   ["set-default", "--help"], ["convert-original", "--help"], ["--version"],
+                                   ["pretrain", "--help"], ["adapt", "--help"]])
 def test_help_parses_without_importing_torch_or_transformers(words):
     run = subprocess.run([sys.executable, "-c", HELP_SCRIPT, *words], capture_output=True, text=True, cwd=REPO,
                          timeout=120)
@@ -94,3 +95,32 @@ def test_written_folders_follow_the_umask(tmp_path):
         for path in [folder, *folder.rglob("*")]:
             mode = stat.S_IMODE(path.stat().st_mode)
             assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "adapt"])
+def test_every_train_config_field_is_a_flag_with_its_default(stage):
+    import dataclasses
+
+    from aesformer_cli.common import ArgumentParser
+    from aesformer_cli.train import _config, add_training_arguments
+    from aesformer_training.train_config import TrainConfig
+
+    parser = ArgumentParser()
+    add_training_arguments(parser, stage)
+    flags = {a.dest for a in parser._actions}
+    for field in dataclasses.fields(TrainConfig):
+        other_stage = field.metadata.get("stage") not in (None, stage)
+        assert (field.name in flags) == (field.name != "stage" and not other_stage), field.name
+    # no flag given: exactly the stage's defaults
+    assert _config(parser.parse_args(["--output-dir", "out"]), stage) == TrainConfig(stage=stage, output_dir="out")
+    # both spellings, the stage's own flags, and the ones that had none before
+    own = ["--temperature", "0.1", "--queue_size", "8"] if stage == "pretrain" else ["--mse_weight", "3"]
+    args = parser.parse_args(["--output_dir", "out", "--adam-betas", "0.8", "0.95", "--train_resize", "40",
+                              "--batch-size", "4", *own])
+    config = _config(args, stage)
+    assert config.adam_betas == (0.8, 0.95) and config.train_resize == 40
+    assert config.batch_size == config.eval_batch_size == 4  # eval follows the given batch size
+    if stage == "pretrain":
+        assert (config.temperature, config.queue_size, config.learning_rate) == (0.1, 8, 1e-5)
+    else:
+        assert (config.mse_weight, config.learning_rate, config.adapter_preset) == (3.0, 1e-4, "faithful")

@@ -73,7 +73,7 @@ def test_generic_votes_columns_values_and_comments(tmp_path):
     assert list(dataset) == ["train", "validation", "test"]
     for split in dataset:
         assert dataset[split].column_names == COLUMNS
-    assert (spec.name, spec.num_bins, spec.score_range, spec.threshold) == (tmp_path.name, 10, (1.0, 10.0), 5.0)
+    assert (spec.name, spec.num_bins, spec.score_range, spec.threshold) == (tmp_path.name, 10, (1.0, 10.0), 5.5)
     rows = all_rows(dataset)
     first = rows["img/0.png"]  # id defaults to file_name
     assert first["split"] == "train"
@@ -200,8 +200,8 @@ def test_generic_score_defaults_and_nan(tmp_path):
     with open(tmp_path / "metadata.csv", "a") as handle:
         handle.write("a.png,,3\n")
     dataset, spec = load_generic(tmp_path, validation_fraction=0, test_fraction=0)
-    # no dataset.json: scores on 1..10, 10 bins, threshold 5, sigma 1 bin
-    assert (spec.num_bins, spec.score_range, spec.threshold) == (10, (1.0, 10.0), 5.0)
+    # no dataset.json: scores on 1..10, 10 bins, threshold the midpoint 5.5 (not a named dataset), sigma 1 bin
+    assert (spec.num_bins, spec.score_range, spec.threshold) == (10, (1.0, 10.0), 5.5)
     assert [i.reason for i in spec.report.dropped] == ["nan_score", "malformed_row"]
     assert [i.id for i in spec.report.dropped] == ["2", "3"]
     assert spec.report.dropped[1].location == "metadata.csv, line 4"
@@ -230,7 +230,10 @@ def test_generic_votes_dataset_json_and_threshold_defaults(tmp_path):
     make_image(tmp_path / "a.png")
     write_csv(tmp_path / "metadata.csv", ["file_name", "votes"], [["a.png", "1 1 1 1 1 1 1"]])
     _, spec = load_generic(tmp_path)
-    assert (spec.num_bins, spec.score_range, spec.threshold) == (7, (1.0, 7.0), 5.0)  # the Photo.net scale
+    assert (spec.num_bins, spec.score_range, spec.threshold) == (7, (1.0, 7.0), 4.0)  # the midpoint
+    json.dump({"name": "Photo.net"}, open(tmp_path / "dataset.json", "w"))
+    _, spec = load_generic(tmp_path)
+    assert spec.threshold == 5.0  # a named dataset keeps its documented threshold
     json.dump({"score_range": [0, 6], "num_bins": 7}, open(tmp_path / "dataset.json", "w"))
     dataset, spec = load_generic(tmp_path)
     assert (spec.score_range, spec.threshold) == ((0.0, 6.0), 3.0)
@@ -603,3 +606,16 @@ def test_transform_argument_checks_and_eval_transform():
     via_eval = image_processor(EvalTransform(32)(image, 3, 4), return_tensors="np")["pixel_values"]
     np.testing.assert_array_equal(direct, via_eval)
     assert EvalTransform((24, 16))(image).size == (16, 24)
+
+
+def test_one_resize_ratio_and_one_comment_length_clamp():
+    from aesformer_training.transforms import TrainTransform, train_resize
+    from modeling_aesformer import AesformerConfig, AesformerImageProcessor
+    from modeling_aesformer.configuration_aesformer import comment_max_length
+
+    assert (train_resize(224), train_resize(32)) == (256, 37)  # the paper's 256/224; a tiny model's crop
+    transform = TrainTransform.for_image_processor(AesformerImageProcessor(size={"height": 32, "width": 48}))
+    assert transform.resize == (37, 55) and transform.crop == (32, 48)
+    tiny, full = AesformerConfig.from_preset("tiny"), AesformerConfig.from_preset("aesformer-t")
+    assert (comment_max_length(tiny), comment_max_length(full), comment_max_length(full, 64)) == (128, 512, 64)
+    assert comment_max_length(tiny.text_config, 1000) == 128

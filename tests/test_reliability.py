@@ -498,7 +498,7 @@ def test_training_killed_mid_epoch_resumes_to_bit_identical_weights(training_dat
     checkpoints = cut / "checkpoints"
     # the save in flight never became a checkpoint; the previous ones are intact
     assert sorted(p.name for p in checkpoints.iterdir()) == [".tmp_step_00000005", "step_00000003", "step_00000004"]
-    from aesformer_training.loop import TrainerState, resolve_checkpoint
+    from aesformer_training.checkpoints import TrainerState, resolve_checkpoint
 
     latest = resolve_checkpoint(cut, "latest")
     state = TrainerState()
@@ -542,7 +542,8 @@ def test_training_killed_mid_epoch_resumes_to_bit_identical_weights(training_dat
 def test_a_failed_or_killed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from aesformer_training import loop
+    from aesformer_training import checkpoints
+    from modeling_aesformer.file_modes import write_folder_atomically
 
     class FakeAccelerator:  # the parts of accelerate's API that save_checkpoint uses
         is_main_process = True
@@ -558,19 +559,19 @@ def test_a_failed_or_killed_save_leaves_the_previous_checkpoint_intact(tmp_path,
                 raise OSError("disk full")  # midway: model written, nothing else
             (Path(folder) / "optimizer.bin").write_bytes(b"ok")
 
-    accelerator, state = FakeAccelerator(), loop.TrainerState()
+    accelerator, state = FakeAccelerator(), checkpoints.TrainerState()
     for step in (1, 2):
         state.global_step = step
-        loop.save_checkpoint(accelerator, tmp_path, state, keep=2)
+        checkpoints.save_checkpoint(accelerator, tmp_path, state, keep=2)
     accelerator.fail = True
     for step in (3, 2):  # a new step, and the same step saved again (epoch end after a --save-steps save)
         state.global_step, state.epoch = step, 9
         with pytest.raises(OSError, match="disk full"):
-            loop.save_checkpoint(accelerator, tmp_path, state, keep=2)
-        latest = loop.resolve_checkpoint(tmp_path, "latest")
+            checkpoints.save_checkpoint(accelerator, tmp_path, state, keep=2)
+        latest = checkpoints.resolve_checkpoint(tmp_path, "latest")
         assert Path(latest).name == "step_00000002"
         assert load_file(os.path.join(latest, "model.safetensors"))["w"].tolist() == [2.0] * 4
-        reloaded = loop.TrainerState()
+        reloaded = checkpoints.TrainerState()
         reloaded.load(latest)
         assert (reloaded.global_step, reloaded.epoch) == (2, 0)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith(".tmp")) == [
@@ -587,41 +588,41 @@ def test_a_failed_or_killed_save_leaves_the_previous_checkpoint_intact(tmp_path,
 
     accelerator.fail = False
     state.global_step, state.epoch = 2, 1
-    monkeypatch.setattr(loop.shutil, "rmtree", killed_while_deleting)
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_while_deleting)
     with pytest.raises(KeyboardInterrupt):
-        loop.save_checkpoint(accelerator, tmp_path, state, keep=2)
+        checkpoints.save_checkpoint(accelerator, tmp_path, state, keep=2)
     monkeypatch.undo()
-    latest = loop.resolve_checkpoint(tmp_path, "latest")
+    latest = checkpoints.resolve_checkpoint(tmp_path, "latest")
     assert Path(latest).name == "step_00000002"
     assert load_file(os.path.join(latest, "model.safetensors"))["w"].tolist() == [2.0] * 4
-    reloaded = loop.TrainerState()
+    reloaded = checkpoints.TrainerState()
     reloaded.load(latest)
     assert (reloaded.global_step, reloaded.epoch) == (2, 1)  # the new save, complete
 
-    # the best model folder: `_atomic_save` with a write that dies midway
+    # the best model folder: `write_folder_atomically` with a write that dies midway
     target = tmp_path / "model"
     model = AesformerModel(AesformerConfig.from_preset("tiny"))
-    loop._atomic_save(lambda tmp: model.save_pretrained(tmp), target)
+    write_folder_atomically(lambda tmp: model.save_pretrained(tmp), target)
 
     def broken(tmp):
-        os.makedirs(tmp)
+        os.makedirs(tmp, exist_ok=True)  # the writer makes it
         (Path(tmp) / "config.json").write_text("{")  # half a folder
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        loop._atomic_save(broken, target)
+        write_folder_atomically(broken, target)
     reloaded = AesformerModel.from_pretrained(target)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))
     # a kill between the two renames of a swap: the next save puts the previous folder back first
     os.replace(target, tmp_path / ".old_model")
     with pytest.raises(KeyboardInterrupt):
-        loop._atomic_save(broken, target)
+        write_folder_atomically(broken, target)
     reloaded = AesformerModel.from_pretrained(target)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))
 
 
 def test_the_training_state_is_json_and_a_legacy_pickle_is_refused(tmp_path):
-    from aesformer_training.loop import TrainerState
+    from aesformer_training.checkpoints import TrainerState
 
     state = TrainerState()
     state.global_step, state.epoch, state.best_metric = 5, 1, np.float64(0.25)

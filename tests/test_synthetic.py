@@ -98,7 +98,7 @@ def test_generic_format(medium):
             assert "\r" not in row["comments"]
             assert row["comments"] == row["comments"].lower()  # lower-case friendly: nothing lost by lowering
     info = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-    assert info["num_bins"] == 10 and info["score_range"] == [1, 10] and info["threshold"] == 5.0
+    assert info["num_bins"] == 10 and info["score_range"] == [1, 10] and info["threshold"] == 5.5
     generator = info["generator"]
     assert generator["seed"] == 1 and generator["size"] == 800 and generator["version"] == 1
     assert info["name"] == "aesformer-synthetic"
@@ -113,7 +113,7 @@ def test_seven_bins(tmp_path):
     assert all(len(r["votes"].split()) == 7 for r in rows)
     info = json.loads((tmp_path / "dataset.json").read_text(encoding="utf-8"))
     assert info["num_bins"] == 7 and info["score_range"] == [1, 7]
-    assert info["threshold"] == pytest.approx(1 + 4 * 6 / 9, abs=1e-4)
+    assert info["threshold"] == 4.0  # the midpoint of 1..7
     assert 3.3 < summary["score_mean"] < 4.6  # 5.4 on the 1..10 scale maps to 3.93
 
 
@@ -258,6 +258,6 @@ def test_the_generic_loader_reads_it(tmp_path):
     summary = make_dataset(tmp_path, size=40, seed=5, num_bins=7, image_size=32)
     data, spec = load_generic(tmp_path)
     assert spec.num_bins == 7 and spec.score_range == (1.0, 7.0)
-    assert spec.threshold == pytest.approx(1 + 4 * 6 / 9, abs=1e-4)
+    assert spec.threshold == 4.0
     assert {s: len(data[s]) for s in ("train", "validation", "test")} == summary["split_counts"]
     assert not spec.report.dropped

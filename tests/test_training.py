@@ -69,7 +69,7 @@ def test_stage1_trains_saves_and_reports(tmp_path, dataset_dir, tiny_tokenizer):
 def test_stage1_loss_goes_down(tmp_path, dataset_dir, tiny_tokenizer):
     from aesformer_training.data import AestheticCollator
 
-    from aesformer_training.loop import PretrainObjective
+    from aesformer_training.losses import PretrainObjective
 
     model, processor = tiny(tiny_tokenizer)
     data, _ = load_generic(dataset_dir)
@@ -173,7 +173,7 @@ def test_two_processes_run_both_stages(tmp_path, dataset_dir, tiny_tokenizer):
 
 
 def test_evaluate_branches_runs_the_branches_asked_for(dataset_dir, tiny_tokenizer):
-    from aesformer_training.loop import evaluate_branches
+    from aesformer_training.prediction import evaluate_branches
 
     model, processor = tiny(tiny_tokenizer)
     data, spec = load_generic(dataset_dir)
@@ -189,7 +189,7 @@ def test_evaluate_branches_runs_the_branches_asked_for(dataset_dir, tiny_tokeniz
 def test_prediction_metrics_use_each_rows_own_scale():
     """`predict` keeps every row's threshold and bin values (from the model's output): a row counts as high by the
     threshold of the head that answered it, and a row answered on another number of bins is refused, not cut."""
-    from aesformer_training.loop import metrics_from_predictions
+    from aesformer_training.prediction import metrics_from_predictions
 
     nan = float("nan")
     labels = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # true scores 3, 3, 1
@@ -203,3 +203,34 @@ def test_prediction_metrics_use_each_rows_own_scale():
     pred["bin_values"] = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, nan]])
     with pytest.raises(ValueError, match=r"row 2\) .* 2 bins, but the labels have 3"):
         metrics_from_predictions(pred, [1, 2, 3])
+
+
+def test_resume_after_an_undecodable_batch_sees_the_same_batches(tmp_path, dataset_dir, tiny_tokenizer):
+    """A batch whose every image fails to decode is skipped, but it was read: a run resumed from a checkpoint taken
+    after it must go on with the next batch, not replay one (bit-identical to the uninterrupted run)."""
+    import shutil
+
+    from aesformer_training.loop import EpochShuffle
+    from aesformer_training.prediction import rows_with_comments
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(dataset_dir, data_dir)
+    data, _ = load_generic(data_dir)
+    rows = rows_with_comments(data["train"])
+    order = list(EpochShuffle(len(rows), 42))  # TrainConfig's default seed; batch_size 1: one row per batch
+    Path(rows[order[1]]["image"]).write_bytes(b"not an image")  # the epoch's second batch decodes to nothing
+    settings = {"batch_size": 1, "epochs": 1, "save_steps": 2}
+    model, processor = tiny(tiny_tokenizer)
+    full_report = run(PRETRAIN, model, processor, data_dir, tmp_path / "full", **settings)
+    model, processor = tiny(tiny_tokenizer)
+    run(PRETRAIN, model, processor, data_dir, tmp_path / "cut", max_steps=3, **settings)  # step_2: after 3 batches
+    model, processor = tiny(tiny_tokenizer, seed=123)
+    cut_report = run(PRETRAIN, model, processor, data_dir, tmp_path / "cut", resume_from_checkpoint="latest",
+                     **settings)
+    assert full_report["steps"] == cut_report["steps"] == len(rows) - 1
+    full = sorted((tmp_path / "full" / "checkpoints").iterdir())[-1]
+    cut = sorted((tmp_path / "cut" / "checkpoints").iterdir())[-1]
+    assert full.name == cut.name
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

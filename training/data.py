@@ -385,11 +385,12 @@ def _as_range(value: Any, what: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _default_threshold(score_range: tuple[float, float]) -> float:
-    """5.0 on the 1..10 (AVA) and 1..7 (Photo.net) scales, the midpoint of the range otherwise."""
-    if tuple(score_range) in ((1.0, 10.0), (1.0, 7.0)):
-        return 5.0
-    return (score_range[0] + score_range[1]) / 2
+def _default_threshold(score_range: Sequence[float], dataset: str | None) -> float:
+    """The one threshold rule of `modeling_aesformer` (imported here, not at module level: the command line imports
+    this module before torch)."""
+    from modeling_aesformer.configuration_aesformer import default_score_threshold
+
+    return default_score_threshold(score_range, dataset)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -910,11 +911,12 @@ def load_generic(
     else:
         num_bins = config.get("num_bins") or _most_common_length(header, records, form)
         score_range = config.get("score_range", (1.0, float(num_bins)))
+    name = config.get("name", os.path.basename(folder))
     spec = DatasetSpec(
-        name=config.get("name", os.path.basename(folder)),
+        name=name,
         num_bins=num_bins,
         score_range=score_range,
-        threshold=config.get("threshold", _default_threshold(tuple(float(v) for v in score_range))),
+        threshold=config["threshold"] if "threshold" in config else _default_threshold(score_range, name),
     )
 
     bin_values = spec.bin_values
@@ -1282,7 +1284,8 @@ def load_ava(
     Returns:
         ``(DatasetDict, DatasetSpec)``. Test-list ids absent from ``AVA.txt`` are counted in ``report.notes``.
     """
-    spec = DatasetSpec(name="ava", num_bins=10, score_range=(1.0, 10.0), threshold=5.0)
+    spec = DatasetSpec(name="ava", num_bins=10, score_range=(1.0, 10.0),
+                       threshold=_default_threshold((1.0, 10.0), "ava"))
     return _load_vote_table(
         name="ava", path=ava_txt, image_dir=image_dir, num_bins=10, id_column=1, first_count=2,
         exact_columns=False, test_list=test_list, comments=comments, validation_fraction=validation_fraction,
@@ -1319,7 +1322,8 @@ def load_photonet(
     Returns:
         ``(DatasetDict, DatasetSpec)``.
     """
-    spec = DatasetSpec(name="photonet", num_bins=7, score_range=(1.0, 7.0), threshold=5.0)
+    spec = DatasetSpec(name="photonet", num_bins=7, score_range=(1.0, 7.0),
+                       threshold=_default_threshold((1.0, 7.0), "photonet"))
     return _load_vote_table(
         name="photonet", path=votes_txt, image_dir=image_dir, num_bins=7, id_column=0, first_count=1,
         exact_columns=True, test_list=test_list, comments=comments, validation_fraction=validation_fraction,
@@ -1382,7 +1386,8 @@ def load_jas(
         raise ValueError(f"{csv_path}: the header {header} needs an 'id' or a 'file_name' column.")
     if score_column not in header:
         raise ValueError(f"{csv_path}: the header {header} has no score column {score_column!r}.")
-    spec = DatasetSpec(name="jas", num_bins=num_bins, score_range=(0.0, 1.0), threshold=0.5)
+    spec = DatasetSpec(name="jas", num_bins=num_bins, score_range=(0.0, 1.0),
+                       threshold=_default_threshold((0.0, 1.0), "jas"))
     report = LoadReport(source=csv_path, total_rows=len(records))
     known = {"id", "file_name", "split", "comments", score_column}
     ignored = [name for name in header if name not in known]

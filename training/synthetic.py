@@ -89,7 +89,8 @@ class SyntheticConfig:
     residual_weight: float = _knob(0.1, "variance share of unexplained taste (neither in pixels nor comments)")
     score_mean: float = _knob(5.4, "mean of the true mean scores, on the 1-10 scale (mapped linearly for B != 10)")
     score_std: float = _knob(0.7, "standard deviation of the true mean scores, on the 1-10 scale")
-    threshold: float | None = _knob(None, "binary threshold for dataset.json (default 1 + 4(B-1)/9: 5.0 for B=10)")
+    threshold: float | None = _knob(None, "binary threshold for dataset.json (default: the midpoint of 1..B, "
+                                          "5.5 for B=10; a dataset named ava, photonet or jas: its own)")
     # raters
     min_votes: int = _knob(80, "fewest votes per image")
     max_votes: int = _knob(250, "most votes per image")
@@ -149,7 +150,9 @@ class SyntheticConfig:
     def resolved_threshold(self) -> float:
         if self.threshold is not None:
             return float(self.threshold)
-        return round(1.0 + 4.0 * (self.num_bins - 1) / 9.0, 4)
+        from modeling_aesformer.configuration_aesformer import default_score_threshold  # not at import: the CLI
+
+        return default_score_threshold((1.0, float(self.num_bins)), self.name)
 
     def knobs(self) -> dict:
         out = {}

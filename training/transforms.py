@@ -23,6 +23,15 @@ import numpy as np
 import PIL.Image
 
 
+TRAIN_RESIZE_RATIO = 256 / 224  # the paper: resize to 256, random crop 224
+
+
+def train_resize(crop: int, ratio: float = TRAIN_RESIZE_RATIO) -> int:
+    """The side training images are resized to before a random crop of side `crop`: `crop · ratio`, rounded (256
+    for 224 as in the paper, 37 for a tiny model's 32); never below `crop`."""
+    return max(int(crop), int(round(crop * ratio)))
+
+
 def _size_pair(size: Any, name: str) -> tuple[int, int]:
     """int -> (size, size); (height, width) pair -> itself; checked positive ints."""
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
@@ -72,12 +81,13 @@ class TrainTransform:
         self.seed = _check_seed_part(seed, "seed")
 
     @classmethod
-    def for_image_processor(cls, image_processor, seed: int = 42, flip: bool = True, resize_ratio: float = 256 / 224):
+    def for_image_processor(cls, image_processor, seed: int = 42, flip: bool = True,
+                            resize_ratio: float = TRAIN_RESIZE_RATIO):
         """A TrainTransform whose crop is the image processor's ``size`` and whose resize is ``crop · resize_ratio``
         (rounded; 256 for 224 as in the paper, 37 for a tiny model's 32)."""
         size = getattr(image_processor, "image_processor", image_processor).size
         crop = _size_pair(size, "image_processor.size")
-        resize = tuple(max(c, int(round(c * resize_ratio))) for c in crop)
+        resize = tuple(train_resize(c, resize_ratio) for c in crop)
         return cls(resize=resize, crop=crop, flip=flip, seed=seed)
 
     @property
@@ -138,4 +148,4 @@ class EvalTransform:
         return f"EvalTransform(size={self.size})"
 
 
-__all__ = ["EvalTransform", "TrainTransform"]
+__all__ = ["TRAIN_RESIZE_RATIO", "EvalTransform", "TrainTransform", "train_resize"]
