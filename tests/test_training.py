@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
@@ -234,3 +235,18 @@ def test_resume_after_an_undecodable_batch_sees_the_same_batches(tmp_path, datas
     a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_stage1_answers_on_the_scale_of_its_dataset(tmp_path, tiny_tokenizer):
+    """A 1..10 dataset that is not AVA labels at its midpoint (5.5): the stage-1 model takes that threshold (and the
+    range) from the dataset it was trained on, so its evaluation and its later answers use the same one."""
+    folder = tmp_path / "data"
+    write_generic(folder, toy_training_rows(), DatasetSpec("toy", 10, (1, 10), 5.5))
+    model, processor = tiny(tiny_tokenizer)
+    assert model.config.score_threshold == 5.0  # the default scale is AVA's
+    run(PRETRAIN, model, processor, folder, tmp_path / "s1", epochs=1)
+    saved = AesformerModel.from_pretrained(tmp_path / "s1" / "model")
+    assert saved.config.score_threshold == 5.5
+    inputs = processor(images=[Image.new("RGB", (32, 32))], text=["nice"], return_tensors="pt")
+    with torch.no_grad():
+        assert saved(**inputs).threshold.tolist() == [5.5]

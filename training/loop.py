@@ -57,6 +57,21 @@ def _better(metric, value, best):
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
+def adopt_dataset_scale(model, spec):
+    """Stage 1 fits the heads to `spec`'s votes, so they answer on its scale: score range and threshold (a 1..10 set
+    that is not AVA labels at its midpoint, 5.5, not AVA's 5.0). Only when the bins agree (the EMD needs them to)."""
+    from modeling_aesformer.modeling_aesformer import AesformerScoreHead
+
+    config = model.config
+    if spec.num_bins != config.num_score_bins:
+        return
+    config.score_range = [float(v) for v in spec.score_range]
+    config.score_threshold = float(spec.threshold)
+    for module in model.modules():
+        if isinstance(module, AesformerScoreHead):
+            module.set_scale(config.num_score_bins, config.score_range, config.score_threshold)
+
+
 def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     """Train one stage. `data` is a DatasetDict (train/validation/test) from `aesformer_training.data`, `spec`
     its `DatasetSpec`. Stage 1 writes the best model (by validation) to `output_dir/model`; stage 2 adds the
@@ -108,6 +123,7 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
 
     # ---- objective
     if config.stage == PRETRAIN:
+        adopt_dataset_scale(model, spec)
         objective = PretrainObjective(model, config)
         objective.gather = accelerator.gather
         scored = model
