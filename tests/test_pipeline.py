@@ -354,3 +354,29 @@ def test_return_attention_gives_maps_equal_to_explain(adapter_setup, image_files
     reference = explain(model, processor, image, adapter="photonet", normalize="max")
     np.testing.assert_allclose(results[0][1]["attention_map"], reference.heatmap, atol=1e-5)
     assert "attention_map" not in scorer(image_files[0])  # only on request
+
+
+def test_left_padding_scores_as_right_padding(model_dir):
+    """The model reads [CLS] at column 0: a tokenizer that pads on the left must not change a score (processor +
+    model, and the pipeline); asking the processor call for left padding is an error naming `padding_side`."""
+    from transformers import AutoProcessor
+
+    image = draw_scene(2)
+    comments = [None, "great colour and light", "too dark"]  # different lengths: the short rows are padded
+    right = AutoProcessor.from_pretrained(model_dir)
+    left = AutoProcessor.from_pretrained(model_dir)
+    left.tokenizer.padding_side = "left"
+    left.tokenizer.init_kwargs["padding_side"] = "left"  # as saved in a tokenizer_config.json
+    model = AutoModel.from_pretrained(model_dir).eval()
+    scores = {}
+    for name, processor in (("right", right), ("left", left)):
+        inputs = processor(images=[image] * 3, comments=comments, return_tensors="pt")
+        with torch.inference_mode():
+            scores[name] = model(**inputs).score
+        pipe = pipeline("image-aesthetics", model=model, processor=processor)
+        scores[name + "-pipeline"] = torch.tensor([pipe({"image": image, "comments": c})["score"] for c in comments])
+    torch.testing.assert_close(scores["left"], scores["right"], rtol=0, atol=0)
+    torch.testing.assert_close(scores["left-pipeline"], scores["right-pipeline"], rtol=0, atol=0)
+    torch.testing.assert_close(scores["right-pipeline"], scores["right"], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="padding_side"):
+        right(images=[image], comments=["too dark"], padding_side="left")
