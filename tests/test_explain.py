@@ -286,7 +286,7 @@ def test_cli_writes_the_png(tiny_model, processor, tmp_path, capsys):
     assert_png(out_comments)
     assert "with comments branch" in capsys.readouterr().out
 
-    assert cli(["explain", str(tmp_path / "missing.jpg"), "--model", str(model_dir), "--output", str(out)]) == 1
+    assert cli(["explain", str(tmp_path / "missing.jpg"), "--model", str(model_dir), "--output", str(out)]) == 2
     assert "no such image" in capsys.readouterr().err
 
 

@@ -320,7 +320,7 @@ def test_converted_weights_are_marked_and_push_needs_yes(tmp_path, monkeypatch, 
     with pytest.raises(ExportError, match="without --yes"):
         push_folder(hub, "someone/aesformer-t", log=print)
     assert calls == [] and "state NO licence" in capsys.readouterr().out
-    assert cli("push", hub, "--repo-id", "someone/aesformer-t") == 1
+    assert cli("push", hub, "--repo-id", "someone/aesformer-t") == 2  # a reported error (cli/common.py)
 
 
 class FakeCommit:
@@ -370,7 +370,7 @@ def test_export_is_atomic_and_refuses_to_clobber(exported, tmp_path, monkeypatch
     target = tmp_path / "hub"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    assert cli("export", model_dir, "--output", target) == 1
+    assert cli("export", model_dir, "--output", target) == 2
     assert "--overwrite" in capsys.readouterr().err and list_files(target) == ["keep.txt"]
 
     def broken_card(*args, **kwargs):
