@@ -28,8 +28,8 @@ SEED = 0
 VOCAB_SIZE = 1000
 QUICK_NOTE = ("NOTE: --quick is a smoke run (800 images, a few epochs): it checks that every step works and fits the "
               "vote distributions (EMD), but it is too short to learn the ranking, so its SRCC/PLCC (near 0) and its "
-              "scatter plot show nothing about the method. Run `aesformer demo` without --quick (about 6 minutes on "
-              "2 cores) for the numbers in the README.")
+              "scatter plot show nothing about the method. Run `aesformer demo` without --quick (the README gives its "
+              "measured time) for the numbers in the README.")
 
 
 def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):

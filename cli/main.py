@@ -88,7 +88,8 @@ def build_parser(chosen=ALL_COMMANDS) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="end-to-end run on embedded data, no downloads")
     demo.add_argument("--output", default="aesformer-demo", help="folder for the model, scores and figures")
     demo.add_argument("--quick", action="store_true",
-                      help="800 images, a few epochs (~35 s): fits the distributions, too short to learn the ranking")
+                      help="a short smoke run (800 images, a few epochs): fits the distributions, too short to learn "
+                      "the ranking")
     demo.set_defaults(func=_demo)
 
     default = sub.add_parser(

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError, run_command
+from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError
 from aesformer_training.train_config import ADAPT, PRETRAIN, TrainConfig
 
 DATA_FORMATS = ("generic", "ava", "photonet", "jas")
@@ -502,7 +502,3 @@ def format_table(results, columns=("n", "accuracy", "plcc", "srcc", "emd_r1", "e
 
 def _short(metrics):
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in ("srcc", "plcc", "accuracy", "emd_r1") if k in metrics)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_command(pretrain_main))

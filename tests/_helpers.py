@@ -20,6 +20,21 @@ def tiny_model(**overrides):
     torch.manual_seed(0)
     return AesformerModel(AesformerConfig.from_preset("tiny", **overrides)).eval()
 
+def trainable_parameters(model) -> tuple:
+    """(trainable, total, fraction) for the active adapter of a PEFT model, as PEFT counts them."""
+    trainable, total = model.get_nb_trainable_parameters()
+    return trainable, total, trainable / total
+
+
+def cpu_bf16_flags(cpuinfo_path) -> tuple:
+    """The bf16 matrix instructions the cpuinfo file at `cpuinfo_path` announces, as `aesformer_cli.precision`
+    reads them (empty when none, or no such file)."""
+    from aesformer_cli.precision import _CPU_BF16_FLAGS, _cpuinfo
+
+    _, flags = _cpuinfo(str(cpuinfo_path))
+    return tuple(flag for flag in _CPU_BF16_FLAGS if flag in flags)
+
+
 def toy_training_rows():
     """24 rows for `write_generic`: votes centred on a hidden quality that brightness reveals; every fifth row has
     no comments; rows 0-15 train, 16-19 validation, 20-23 test."""

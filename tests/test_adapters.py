@@ -14,8 +14,9 @@ from modeling_aesformer.adapters import (
     list_adapters,
     load_adapters,
     save_adapters,
-    trainable_parameters,
 )
+
+from _helpers import trainable_parameters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,11 +11,11 @@ import torch
 from scipy.stats import spearmanr
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
-from aesformer_cli.precision import cpu_bf16_flags, cpu_bf16_is_fast, resolve_dtype
+from aesformer_cli.precision import cpu_bf16_is_fast, resolve_dtype
 from aesformer_cli.score import open_reduced_jpeg
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import read_rows, score_cli
+from _helpers import cpu_bf16_flags, read_rows, score_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
