@@ -35,6 +35,37 @@ def cpu_bf16_flags(cpuinfo_path) -> tuple:
     return tuple(flag for flag in _CPU_BF16_FLAGS if flag in flags)
 
 
+def tiny_model_folder(folder, seed=0, adapters_scale=None, with_tokenizer=True, model=None):
+    """A tiny random Aesformer (the `tiny` preset, weights from seed `seed`, or `model` as given) saved in `folder`
+    with its processor: 32x32 images and the 512-token toy vocabulary (the saved tokenizer files only). Without
+    `with_tokenizer`, the image processor alone, like `aesformer convert-original` without --tokenizer.
+    `adapters_scale`: also the "ava" and "photonet" adapters, moved off their initialisation by that scale
+    (`add_noisy_adapters`). Returns `folder`."""
+    from pathlib import Path
+
+    from transformers import BertTokenizer
+
+    from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
+    from modeling_aesformer.toy import write_toy_vocab
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        torch.manual_seed(seed)
+        model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
+    model.save_pretrained(folder)
+    image_processor = AesformerImageProcessor(size={"height": 32, "width": 32})
+    if with_tokenizer:
+        tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
+        (folder / "vocab.txt").unlink()
+        AesformerProcessor(image_processor, tokenizer).save_pretrained(folder)
+    else:
+        image_processor.save_pretrained(folder)
+    if adapters_scale is not None:
+        add_noisy_adapters(model, folder, scale=adapters_scale)
+    return folder
+
+
 def toy_training_rows():
     """24 rows for `write_generic`: votes centred on a hidden quality that brightness reveals; every fifth row has
     no comments; rows 0-15 train, 16-19 validation, 20-23 test."""

@@ -26,7 +26,7 @@ from modeling_aesformer.adapters import load_adapters  # noqa: E402
 from modeling_aesformer.toy import draw_scene  # noqa: E402
 
 from _helpers import blocked_imports_preamble  # noqa: E402
-from test_export import make_model_folder  # noqa: E402
+from _helpers import tiny_model_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # The README's screenshot is refreshed only on request (AESFORMER_SAVE_SCREENSHOT=1): a test run leaves the tree clean.
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("app") / "model")
+    return tiny_model_folder(tmp_path_factory.mktemp("app") / "model", adapters_scale=0.05)
 
 
 @pytest.fixture(scope="module")

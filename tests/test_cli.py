@@ -82,11 +82,11 @@ def test_written_folders_follow_the_umask(tmp_path):
 
     from aesformer_cli.export import export_model
 
-    from test_export import make_model_folder
+    from _helpers import tiny_model_folder
 
     previous = os.umask(0o022)
     try:
-        model_dir = make_model_folder(tmp_path / "model")
+        model_dir = tiny_model_folder(tmp_path / "model", adapters_scale=0.05)
         hub = export_model(model_dir, tmp_path / "hub", log=lambda *a: None)
     finally:
         os.umask(previous)

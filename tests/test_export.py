@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModel, AutoProcessor, BertTokenizer, pipeline
+from transformers import AutoModel, AutoProcessor, pipeline
 
-from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
+from modeling_aesformer import AesformerConfig
 from aesformer_cli import export as export_module
 from aesformer_cli.export import ExportError, export_model, list_files, push_folder
-from modeling_aesformer.toy import draw_scene, write_toy_vocab
+from modeling_aesformer.toy import draw_scene
 
-from _helpers import add_noisy_adapters, blocked_imports_preamble
+from _helpers import blocked_imports_preamble, tiny_model_folder
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_SOURCES = {
@@ -50,27 +50,10 @@ EXPECTED_FILES = [
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def make_model_folder(folder, with_adapters=True, with_tokenizer=True):
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
-    model.save_pretrained(folder)
-    image_processor = AesformerImageProcessor(size={"height": 32, "width": 32})
-    if with_tokenizer:
-        tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
-        (folder / "vocab.txt").unlink()
-        AesformerProcessor(image_processor, tokenizer).save_pretrained(folder)
-    else:  # like `aesformer convert-original` without --tokenizer
-        image_processor.save_pretrained(folder)
-    if with_adapters:
-        add_noisy_adapters(model, folder, scale=0.05)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    model_dir = make_model_folder(root / "model")
+    model_dir = tiny_model_folder(root / "model", adapters_scale=0.05)
     (root / "results.json").write_text(json.dumps(RESULTS))
     hub = root / "hub"
     export_model(model_dir, hub, card_data={"repo_id": "someone/aesformer-tiny", "language": "en"},
@@ -296,7 +279,7 @@ def test_model_card_parses_and_has_the_metadata(exported):
 def test_converted_weights_are_marked_and_push_needs_yes(tmp_path, monkeypatch, capsys):
     from huggingface_hub import HfApi, ModelCard
 
-    model_dir = make_model_folder(tmp_path / "converted", with_adapters=False, with_tokenizer=False)
+    model_dir = tiny_model_folder(tmp_path / "converted", with_tokenizer=False)
     sha = "ab" * 32
     (model_dir / "README.md").write_text(  # the stub `aesformer convert-original` writes
         "# aesformer-t (converted from the original AesFormer checkpoint)\n\n"

@@ -9,29 +9,19 @@ import threading
 
 import pytest
 import torch
-from transformers import AutoModel, BertTokenizer, pipeline
+from transformers import AutoModel, pipeline
 
 import modeling_aesformer
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from modeling_aesformer.toy import draw_scene, write_toy_vocab
+from modeling_aesformer.toy import draw_scene
+
+from _helpers import tiny_model_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["score", "std", "label", "distribution", "branch", "adapter", "trained", "num_bins", "score_range"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def make_model_folder(folder, seed=0):
-    """A tiny random Aesformer (32x32 images, 512-token toy vocabulary) saved with its processor."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
-    torch.manual_seed(seed)
-    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
-    processor = AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def perturb(model, name, seed):
@@ -44,7 +34,7 @@ def perturb(model, name, seed):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("pipeline") / "model")
+    return tiny_model_folder(tmp_path_factory.mktemp("pipeline") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +232,7 @@ def adapter_setup(model_dir, tmp_path_factory):
     from modeling_aesformer.adapters import add_dataset_adapter, save_adapters
 
     folder = tmp_path_factory.mktemp("with_adapters") / "model"
-    make_model_folder(folder)
+    tiny_model_folder(folder)
     model = add_dataset_adapter(AutoModel.from_pretrained(folder), "ava", dataset="AVA")
     model = add_dataset_adapter(model, "photonet", num_score_bins=7, score_range=(1, 7), threshold=4.0,
                                 dataset="Photo.net")

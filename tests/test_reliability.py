@@ -33,7 +33,7 @@ from aesformer_cli.common import CommandError
 from aesformer_cli.loading import load_model
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
-from _helpers import add_noisy_adapters, read_rows, score_cli, toy_training_rows
+from _helpers import read_rows, score_cli, tiny_model_folder, toy_training_rows
 
 REPO = Path(__file__).resolve().parent.parent
 PIL_DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # as Pillow ships it; nothing in this project may change it
@@ -49,22 +49,10 @@ def tokenizer_for(folder):
     return BertTokenizer(vocab=str(write_toy_vocab(Path(folder) / "vocab.txt", 512)), do_lower_case=False)
 
 
-def make_model_folder(folder, seed=0, adapters=False):
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = tokenizer_for(folder)
-    torch.manual_seed(seed)
-    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
-    model.save_pretrained(folder)
-    AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
-    if adapters:
-        add_noisy_adapters(model, folder, scale=0.2)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("reliability") / "model")
+    return tiny_model_folder(tmp_path_factory.mktemp("reliability") / "model")
 
 
 def raw(path, **kwargs):
@@ -828,7 +816,7 @@ def exported(tmp_path_factory):
     from aesformer_cli.export import export_model
 
     root = tmp_path_factory.mktemp("exported")
-    model_dir = make_model_folder(root / "model", adapters=True)
+    model_dir = tiny_model_folder(root / "model", adapters_scale=0.2)
     hub = export_model(model_dir, root / "hub", log=lambda *a: None)
     return model_dir, hub
 
