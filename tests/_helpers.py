@@ -3,6 +3,7 @@
 import argparse
 import csv
 import json
+import pathlib
 
 import numpy as np
 import torch
@@ -176,3 +177,82 @@ def run_clean_process(script, args, tmp_path, timeout=600):
                          cwd=tmp_path, timeout=timeout)
     assert run.returncode == 0, run.stderr[-4000:]
     return run
+
+
+# ------------------------------------------------------------------------------------ source rules (AST walks)
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The files a Hub folder ships as remote code: name in the folder -> the package file it is a byte copy of.
+SHIPPED_SOURCES = {
+    "configuration_aesformer.py": REPO_ROOT / "modeling_aesformer" / "configuration_aesformer.py",
+    "modeling_aesformer.py": REPO_ROOT / "modeling_aesformer" / "modeling_aesformer.py",
+    "processing_aesformer.py": REPO_ROOT / "processing" / "processing_aesformer.py",
+    "pipeline_aesformer.py": REPO_ROOT / "modeling_aesformer" / "pipeline_aesformer.py",
+    "adapter_weights_aesformer.py": REPO_ROOT / "modeling_aesformer" / "adapter_weights_aesformer.py",
+}
+SHIPPED_THIRD_PARTY = {"torch", "numpy", "PIL", "transformers"}
+# Standard-library modules with no business in model code: code execution, pickles, processes, raw memory.
+SHIPPED_DENIED = {"pickle", "marshal", "shelve", "subprocess", "ctypes", "socket", "multiprocessing", "importlib",
+                  "runpy", "code", "pty", "webbrowser", "dill"}
+
+
+def project_sources():
+    """Every Python file of the four packages (as pyproject maps them) and of bench/."""
+    import tomllib
+
+    folders = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-dir"].values()
+    return sorted({path for folder in folders for path in (REPO_ROOT / folder).rglob("*.py")}
+                  | set((REPO_ROOT / "bench").rglob("*.py")))
+
+
+def import_statements(tree, module_level_only=False):
+    """(line, level, module names) for each import statement of `tree`: all of them (function bodies included), or
+    only those that run when the module is imported (not inside a function or class)."""
+    import ast
+
+    if module_level_only:
+        nodes = [sub for node in tree.body if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                      ast.ClassDef)) for sub in ast.walk(node)]
+    else:
+        nodes = list(ast.walk(tree))
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            yield node.lineno, 0, [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            yield node.lineno, node.level, [node.module or ""]
+
+
+def shipped_file_problems(paths):
+    """What breaks the remote-code rules in the shipped files `paths` (name -> path): imports only of the standard
+    library (less `SHIPPED_DENIED`), torch, numpy, PIL, transformers and, as ``from .x import Y``, the shipped files
+    in the same folder; no dynamic import, eval/exec/compile, processes or torch.load. Unique base names."""
+    import ast
+    import sys
+
+    problems = []
+    names = {name[:-3] for name in paths}
+    if len(names) != len(paths):
+        problems.append("two shipped files share a base name (custom_object_save copies by base name)")
+    for name, path in paths.items():
+        siblings = {other[:-3] for other, p in paths.items() if p.parent == path.parent}
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for line, level, modules in import_statements(tree):
+            for module in modules:
+                if level:
+                    if level != 1 or not module or "." in module or module not in siblings:
+                        problems.append(f"{name}:{line}: from {'.' * level}{module} import")
+                    continue
+                top = module.split(".")[0]
+                if top in SHIPPED_DENIED or (top not in sys.stdlib_module_names and top not in SHIPPED_THIRD_PARTY):
+                    problems.append(f"{name}:{line}: import {module}")
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            if isinstance(node.func, ast.Name) and node.func.id in ("eval", "exec", "compile", "__import__"):
+                problems.append(f"{name}:{node.lineno}: call {node.func.id}")
+            elif isinstance(node.func, ast.Attribute):
+                owner = getattr(node.func.value, "id", "")
+                if node.func.attr in ("import_module", "__import__", "system", "popen") or (owner, node.func.attr) in (
+                        ("torch", "load"), ("os", "exec"), ("os", "spawn")):
+                    problems.append(f"{name}:{node.lineno}: call {owner}.{node.func.attr}")
+    return problems

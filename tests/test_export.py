@@ -2,7 +2,6 @@
 under transformers 4.57), the model card, atomic writes, the push guard for converted weights."""
 
 import argparse
-import ast
 import json
 import os
 import subprocess
@@ -21,17 +20,9 @@ from aesformer_cli import export as export_module
 from aesformer_cli.export import ExportError, export_model, list_files, push_folder
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import blocked_imports_preamble, tiny_model_folder
+from _helpers import SHIPPED_SOURCES, blocked_imports_preamble, tiny_model_folder
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGE_SOURCES = {
-    "configuration_aesformer.py": REPO / "modeling_aesformer" / "configuration_aesformer.py",
-    "modeling_aesformer.py": REPO / "modeling_aesformer" / "modeling_aesformer.py",
-    "processing_aesformer.py": REPO / "processing" / "processing_aesformer.py",
-    "pipeline_aesformer.py": REPO / "modeling_aesformer" / "pipeline_aesformer.py",
-    "adapter_weights_aesformer.py": REPO / "modeling_aesformer" / "adapter_weights_aesformer.py",
-}
-ALLOWED_THIRD_PARTY = {"torch", "numpy", "PIL", "transformers"}
 COMMENTS = ["lovely soft light, well placed subject", None, ["great colour", "the horizon is tilted"], None]
 RESULTS = {"stage": "stage2", "dataset": "AVA", "config": {"adapter_name": "ava"},
            "test": {"srcc": 0.7123, "plcc": 0.7345, "krcc": 0.5321, "accuracy": 0.8012, "mae": 0.41, "rmse": 0.52,
@@ -72,7 +63,7 @@ def test_export_writes_a_complete_self_contained_folder(exported):
         "impl": "pipeline_aesformer.AesformerAestheticsPipeline", "pt": ["AutoModel"], "type": "image"}}
     processor_config = json.loads((hub / "processor_config.json").read_text())
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_aesformer.AesformerProcessor"
-    for name, source in PACKAGE_SOURCES.items():  # the shipped files are the package's, byte for byte
+    for name, source in SHIPPED_SOURCES.items():  # the shipped files are the package's, byte for byte
         assert (hub / name).read_bytes() == source.read_bytes(), name
     for name in ("ava", "photonet"):
         for file in ("adapter_config.json", "adapter_model.safetensors", "aesformer_adapter.json"):
@@ -92,33 +83,6 @@ def test_requirements_and_template_copies_stay_in_sync(exported):
     assert requirements((hub / "requirements.txt").read_text()) == export_module.HUB_REQUIREMENTS
     # the repository's model_card.md is the source; the package ships a byte-identical copy
     assert (REPO / "model_card.md").read_bytes() == export_module.TEMPLATE.read_bytes()
-
-
-def test_shipped_files_follow_the_import_rules():
-    """Flat remote code: stdlib, torch, numpy, PIL, transformers and `from .sibling import X` only."""
-    stdlib = set(sys.stdlib_module_names)
-    siblings = {name[:-3] for name in PACKAGE_SOURCES}
-    assert len(siblings) == len(PACKAGE_SOURCES)  # unique base names (custom_object_save copies by base name)
-    problems = []
-    for name, path in PACKAGE_SOURCES.items():
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    top = alias.name.split(".")[0]
-                    if top not in stdlib and top not in ALLOWED_THIRD_PARTY:
-                        problems.append(f"{name}:{node.lineno}: import {alias.name}")
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    if node.level != 1 or not node.module or "." in node.module or node.module not in siblings:
-                        problems.append(f"{name}:{node.lineno}: from {'.' * node.level}{node.module or ''} import")
-                else:
-                    top = node.module.split(".")[0]
-                    if top not in stdlib and top not in ALLOWED_THIRD_PARTY:
-                        problems.append(f"{name}:{node.lineno}: from {node.module} import")
-            elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
-                    "import_module", "__import__"):
-                problems.append(f"{name}:{node.lineno}: dynamic import")
-    assert not problems, problems
 
 
 # ------------------------------------------------------------------------------------------ clean-process reload

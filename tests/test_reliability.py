@@ -33,7 +33,8 @@ from aesformer_cli.common import CommandError
 from aesformer_cli.loading import load_model
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
-from _helpers import read_rows, score_cli, tiny_model_folder, toy_training_rows
+from _helpers import project_sources, read_rows, score_cli, shipped_file_problems, tiny_model_folder, \
+    toy_training_rows
 
 REPO = Path(__file__).resolve().parent.parent
 PIL_DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # as Pillow ships it; nothing in this project may change it
@@ -214,8 +215,7 @@ def test_pillow_guards_are_never_disabled():
     import ast
 
     offenders = []
-    for path in [*REPO.glob("modeling_aesformer/*.py"), *REPO.glob("processing/*.py"), *REPO.glob("training/*.py"),
-                 *REPO.glob("bench/**/*.py")]:
+    for path in project_sources():  # the four packages and bench/
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -743,8 +743,7 @@ def test_every_legacy_load_uses_weights_only_and_nothing_unpickles():
     import ast
 
     problems = []
-    for path in [*REPO.glob("modeling_aesformer/*.py"), *REPO.glob("processing/*.py"), *REPO.glob("training/**/*.py"),
-                 *REPO.glob("bench/**/*.py")]:
+    for path in project_sources():  # the four packages and bench/
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
                 continue
@@ -822,42 +821,12 @@ def exported(tmp_path_factory):
 
 
 def test_exported_remote_code_imports_only_allowed_modules(exported):
-    import ast
-
     _, hub = exported
-    allowed_third_party = {"torch", "numpy", "PIL", "transformers"}
-    # standard-library modules with no business in model code: code execution, pickles, processes, raw memory
-    denied = {"pickle", "marshal", "shelve", "subprocess", "ctypes", "socket", "multiprocessing", "importlib",
-              "runpy", "code", "pty", "webbrowser", "dill"}
     shipped = sorted(p.name for p in hub.rglob("*.py"))
     assert shipped == ["adapter_weights_aesformer.py", "configuration_aesformer.py", "modeling_aesformer.py",
                        "pipeline_aesformer.py", "processing_aesformer.py"]
-    siblings = {name[:-3] for name in shipped}
-    problems = []
-    for name in shipped:
-        for node in ast.walk(ast.parse((hub / name).read_text(encoding="utf-8"))):
-            modules = []
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    if node.level != 1 or node.module not in siblings:
-                        problems.append(f"{name}:{node.lineno}: relative import {node.module}")
-                    continue
-                modules = [node.module]
-            elif isinstance(node, ast.Call):
-                if isinstance(node.func, ast.Name) and node.func.id in ("eval", "exec", "compile", "__import__"):
-                    problems.append(f"{name}:{node.lineno}: call {node.func.id}")
-                elif isinstance(node.func, ast.Attribute):
-                    owner = getattr(node.func.value, "id", "")
-                    if node.func.attr in ("import_module", "system", "popen") or (owner, node.func.attr) in (
-                            ("torch", "load"), ("os", "exec"), ("os", "spawn")):
-                        problems.append(f"{name}:{node.lineno}: call {owner}.{node.func.attr}")
-            for module in modules:
-                top = module.split(".")[0]
-                if top in denied or (top not in sys.stdlib_module_names and top not in allowed_third_party):
-                    problems.append(f"{name}:{node.lineno}: import {module}")
-    assert not problems, problems
+    # the rule tests/test_layers.py checks on the package's files, here on the exported copies (one folder)
+    assert shipped_file_problems({name: hub / name for name in shipped}) == []
 
 
 def test_auto_classes_never_need_trust_remote_code_with_the_package(exported, monkeypatch):
