@@ -84,7 +84,7 @@ def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: 
 
     Raises:
         `CommandError`: one line naming `flag`: no such folder or Hub id, a folder or Hub model that cannot be loaded,
-            adapters that need peft.
+            a named adapter the folder does not have, adapters that need peft.
     """
     import modeling_aesformer  # noqa: F401 - registers the Auto classes
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor
@@ -137,10 +137,15 @@ def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: 
             f"positions: comments are truncated at {positions} tokens")
         processor.max_length = int(positions)
     wanted = [name for name in ([] if names == ALL_ADAPTERS else names) if name != "base"]
-    if (wanted or names == ALL_ADAPTERS) and os.path.isdir(os.path.join(model_dir, "adapters")):
+    if wanted or names == ALL_ADAPTERS:
         from modeling_aesformer.adapters import list_adapters, load_adapters
 
-        if list_adapters(model_dir):
+        saved = list_adapters(model_dir) if os.path.isdir(os.path.join(model_dir, "adapters")) else []
+        for name in wanted:
+            if name not in saved:
+                raise CommandError(f"--adapter {name}: the model folder {reference} has no such adapter "
+                                   f"(available: {', '.join(saved) or 'none'}; 'base' = none)")
+        if saved:
             try:
                 model = load_adapters(model, model_dir, names=None if names == ALL_ADAPTERS else wanted).eval()
             except ImportError as err:

@@ -94,3 +94,26 @@ def test_written_folders_follow_the_umask(tmp_path):
         for path in [folder, *folder.rglob("*")]:
             mode = stat.S_IMODE(path.stat().st_mode)
             assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+def test_every_command_follows_one_convention(tmp_path, capsys):
+    """cli/common.py: every subcommand's flags accept the snake_case spelling; a reported error is one line
+    `aesformer: error: ...` and exit status 2, whichever command reports it; --debug shows the traceback instead."""
+    from aesformer_cli.main import build_parser, main
+
+    args = build_parser("score").parse_args(["score", "x.jpg", "--model", "m", "--batch_size", "3",
+                                             "--max_image_pixels", "10"])
+    assert (args.batch_size, args.max_image_pixels) == (3, 10)
+    missing = str(tmp_path / "absent")
+    for argv in (["set-default", missing, "toy"],
+                 ["convert-original", missing + ".pth", "--output", str(tmp_path / "out")],
+                 ["export", missing, "--output", str(tmp_path / "hub")],
+                 ["score", str(tmp_path / "x.png"), "--model", missing, "--output", str(tmp_path / "s.csv")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("aesformer: error: ") and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "Traceback" not in err
+        with pytest.raises(Exception):
+            main(["--debug", *argv])
+        capsys.readouterr()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "hub").exists()
