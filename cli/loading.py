@@ -74,7 +74,7 @@ def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: 
             warning: comments are then rejected. Otherwise that is an error.
         fit_max_length (`bool`):
             Lower the processor's ``max_length`` to the text encoder's position table when it is longer (with a
-            note); an export keeps the folder's processor as it is.
+            note). Training and export save the processor again: they keep it as the folder has it.
         peft_required (`bool`): with ``adapters="all"``, a missing peft is an error (the command was asked for
             adapters by name), not a warning.
         log, prefix: where notes and warnings go, and the tag they start with (``"[score] "``).
