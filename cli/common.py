@@ -1,6 +1,21 @@
-"""Command-line flags in kebab-case (``--batch-size``) that also accept the snake_case spelling (``--batch_size``).
+"""The conventions every `aesformer` command follows, and the helpers that implement them.
 
-Two ways to use it:
+**Parsers.** Every command's parser is an `ArgumentParser` from this module (the top-level `aesformer` parser is
+one, so its subcommands are too; `pretrain`/`adapt`/`eval` build their own): long flags in kebab-case
+(``--batch-size``) that also accept the snake_case spelling (``--batch_size``).
+
+**Errors.** A command reports a problem by raising: `CommandError` (or a subclass: ``ScoringError``,
+``ExportError``) with a message that names the flag or file to fix, or a ``ValueError``/``OSError``/``ImportError``
+from the code it calls. It never prints ``error: ...`` itself. A command's ``run(args)`` is wrapped in
+`command_entry`, and ``aesformer`` itself runs in `run_command`: each prints the one line ``aesformer: error: ...``
+on stderr (no traceback; ``--debug`` anywhere on the command line re-raises instead, with the full traceback).
+
+**Exit status.** 0: done. 1: the command ran but not everything succeeded (``score``: some images could not be
+scored; their rows carry the reason), or an unexpected error (a bug: the message adds "run again with --debug").
+2: the command stopped on a problem it reported (a bad flag or input, a model folder that cannot be loaded, a
+refused conversion or export), before doing its work; argparse's own usage errors are 2 as well. 130: Ctrl-C.
+
+Flags, two ways to use them:
 
 ```python
 import argparse
@@ -23,6 +38,8 @@ real alias (``dest`` is the usual ``batch_size`` either way); `KebabHelpFormatte
 from __future__ import annotations
 
 import argparse
+import contextvars
+import functools
 from collections.abc import Sequence
 
 
@@ -117,11 +134,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 class CommandError(Exception):
     """An input problem a command found before (or instead of) doing its work; the message names the flag to fix.
-    `run_command` prints it without a traceback and exits with status 2."""
+    `run_command` and `command_entry` print it without a traceback and exit with status 2."""
 
 
 DEBUG_FLAG = "--debug"
 DEBUG_HELP = "on an error, show the full Python traceback instead of the message alone"
+# Reported errors: one line, exit status 2. Anything else is a bug: status 1 and a hint to run with --debug.
+REPORTED_ERRORS = (CommandError, ValueError, OSError, ImportError)
+_debug = contextvars.ContextVar("aesformer_debug", default=False)  # set by run_command while --debug is given
 
 
 def error_message(error: BaseException) -> str:
@@ -150,6 +170,7 @@ def run_command(main, argv: Sequence[str] | None = None, prog: str = "aesformer"
     end = argv.index("--") if "--" in argv else len(argv)
     debug = DEBUG_FLAG in argv[:end]
     argv = [token for i, token in enumerate(argv) if not (i < end and token == DEBUG_FLAG)]
+    token = _debug.set(debug)
     try:
         return int(main(argv) or 0)
     except KeyboardInterrupt:
@@ -160,12 +181,39 @@ def run_command(main, argv: Sequence[str] | None = None, prog: str = "aesformer"
     except Exception as error:  # noqa: BLE001 - every error becomes a message; --debug shows the traceback
         if debug:
             raise
-        print(f"{prog}: error: {error_message(error)}", file=sys.stderr)
-        expected = isinstance(error, (CommandError, ValueError, OSError, ImportError))
-        if not expected:
-            print(f"{prog}: (run again with {DEBUG_FLAG} to see where it happened)", file=sys.stderr)
-        return 2 if expected else 1
+        return report_error(error, prog)
+    finally:
+        _debug.reset(token)
 
 
-__all__ = ["ArgumentParser", "CommandError", "KebabHelpFormatter", "add_argument", "error_message", "kebab_flag",
-           "run_command", "snake_flag"]
+def report_error(error: BaseException, prog: str = "aesformer") -> int:
+    """Prints `error` as the one line ``<prog>: error: ...`` on stderr (plus a hint to run with ``--debug`` when it
+    is not one of `REPORTED_ERRORS`) and returns the exit status: 2 for a reported error, 1 for anything else."""
+    import sys
+
+    print(f"{prog}: error: {error_message(error)}", file=sys.stderr)
+    expected = isinstance(error, REPORTED_ERRORS)
+    if not expected:
+        print(f"{prog}: (run again with {DEBUG_FLAG} to see where it happened)", file=sys.stderr)
+    return 2 if expected else 1
+
+
+def command_entry(run):
+    """Wraps a command's ``run(args)``: a reported error (`REPORTED_ERRORS`) becomes the one line
+    ``aesformer: error: ...`` and exit status 2 (under ``--debug`` it propagates, with its traceback); anything else
+    propagates to `run_command`. The status `run` returns is returned as it is (``None`` is 0)."""
+
+    @functools.wraps(run)
+    def entry(args) -> int:
+        try:
+            return int(run(args) or 0)
+        except REPORTED_ERRORS as error:
+            if _debug.get():
+                raise
+            return report_error(error)
+
+    return entry
+
+
+__all__ = ["REPORTED_ERRORS", "ArgumentParser", "CommandError", "KebabHelpFormatter", "add_argument",
+           "command_entry", "error_message", "kebab_flag", "report_error", "run_command", "snake_flag"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from .common import command_entry
 
 
 def add_subparser(subparsers) -> argparse.ArgumentParser:
@@ -28,14 +29,12 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@command_entry
 def run(args) -> int:
-    """Entry point of the `convert-original` subcommand: 0 on success, 1 when the conversion is refused."""
-    from modeling_aesformer.convert_original import ConversionError, convert_original_checkpoint
+    """Entry point of the `convert-original` subcommand: 0 on success, 2 when the conversion is refused (a
+    `ConversionError` is a ``ValueError``: one line on stderr)."""
+    from modeling_aesformer.convert_original import convert_original_checkpoint
 
-    try:
-        report = convert_original_checkpoint(args.checkpoint, args.output, tokenizer_dir=args.tokenizer)
-    except (ConversionError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    report = convert_original_checkpoint(args.checkpoint, args.output, tokenizer_dir=args.tokenizer)
     print(report.summary())
     return 0

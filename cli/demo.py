@@ -28,8 +28,8 @@ SEED = 0
 VOCAB_SIZE = 1000
 QUICK_NOTE = ("NOTE: --quick is a smoke run (800 images, a few epochs): it checks that every step works and fits the "
               "vote distributions (EMD), but it is too short to learn the ranking, so its SRCC/PLCC (near 0) and its "
-              "scatter plot show nothing about the method. Run `aesformer demo` without --quick (about 6 minutes on "
-              "2 cores) for the numbers in the README.")
+              "scatter plot show nothing about the method. Run `aesformer demo` without --quick (the README gives its "
+              "measured time) for the numbers in the README.")
 
 
 def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
@@ -78,8 +78,11 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     from aesformer_training.synthetic import make_dataset
 
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-    from modeling_aesformer.adapters import load_adapters, set_default_adapter
+    from modeling_aesformer.adapters import set_default_adapter
     from modeling_aesformer.configuration_aesformer import comment_max_length
+    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS
+
+    from .loading import load_model
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = {**(QUICK if quick else FULL), **(overrides or {})}
@@ -136,7 +139,7 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
 
     # ---- 4. stage 2: two dataset adapters on the frozen backbone
     for name, dataset, dataset_spec in (("synthetic", data, spec), ("synthetic7", data7, spec7)):
-        report = train(AesformerModel.from_pretrained(model_dir, load_default_adapter=False), processor, dataset,
+        report = train(load_model(model_dir, default_adapter=False, fit_max_length=False)[0], processor, dataset,
                        dataset_spec, TrainConfig(
             stage=ADAPT, output_dir=str(out / f"stage2-{name}"), adapter_name=name,
             epochs=settings["stage2_epochs"], batch_size=settings["stage2_batch_size"],
@@ -148,7 +151,7 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     set_default_adapter(model_dir, "synthetic")
 
     # ---- 5. evaluation on the test split
-    trained = load_adapters(AesformerModel.from_pretrained(model_dir), model_dir).eval()
+    trained = load_model(model_dir, ALL_ADAPTERS)[0]
     before = evaluate_branches(untrained, processor, data["test"], spec)
     after = evaluate_branches(trained, processor, data["test"], spec, adapter="synthetic")
     # the image-only branch on exactly the images the with-comments row is measured on: the paired comparison
@@ -235,10 +238,10 @@ def _export_and_score(model_dir, out, rows, step):
     step(f"Hub-ready folder exported to {hub_dir}")
     from transformers import pipeline
 
-    from modeling_aesformer import AesformerModel
+    from .loading import load_model
 
     # as a user would: the exported folder's default adapter ("synthetic") answers images without comments
-    scorer = pipeline("image-aesthetics", model=AesformerModel.from_pretrained(hub_dir).eval())
+    scorer = pipeline("image-aesthetics", model=load_model(hub_dir)[0])
     for i in range(3):
         row = rows[i]
         inputs = {"image": row["image"], "comments": row["comments"]} if row["comments"] else row["image"]

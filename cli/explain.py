@@ -30,6 +30,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from .common import CommandError, command_entry
 from .precision import add_dtype_argument, chosen_dtype
 
 # The attention maps themselves (rollout, comment <-> image attention, WordPiece merging) are the pipeline's: one
@@ -487,23 +488,18 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@command_entry
 def run(args) -> int:
-    """Entry point of `aesformer explain`: 0 on success, 1 on an error (printed to stderr)."""
+    """Entry point of `aesformer explain`: 0 on success, 2 on an error (one line on stderr)."""
     try:
         _require_matplotlib()
         if not os.path.isfile(args.image):
             raise FileNotFoundError(f"no such image file: {args.image}")
-        from transformers import AutoModel, AutoProcessor  # the Auto classes know Aesformer: this package is imported
+        from .loading import load_model
 
-        dtype = chosen_dtype(args, "cpu")
         # the model's default adapter (config `default_adapter`) is folded in unless another one is named
-        model = AutoModel.from_pretrained(args.model, use_safetensors=True,  # never a pickled .bin
-                                          load_default_adapter=args.adapter is None, dtype=dtype).eval()
-        processor = AutoProcessor.from_pretrained(args.model)
-        if args.adapter not in (None, "base"):
-            from modeling_aesformer.adapters import load_adapters
-
-            model = load_adapters(model, args.model, names=[args.adapter])
+        model, processor, _ = load_model(args.model, [args.adapter] if args.adapter else None,
+                                         default_adapter=args.adapter is None, dtype=chosen_dtype(args, "cpu"))
         if not args.comments:
             from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
@@ -513,9 +509,8 @@ def run(args) -> int:
         explanation = explain(model, processor, args.image, comments=args.comments, adapter=args.adapter,
                               alpha=args.alpha)
         written = plot_explanation(explanation, args.output)
-    except (ImportError, OSError, ValueError, TypeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except TypeError as error:  # e.g. comments that are not text: an input problem, one line
+        raise CommandError(str(error)) from error
     e = explanation
     print(f"{args.image}: score {e.score:.3f} ± {e.std:.3f} ({e.label}), {e.branch.replace('_', ' ')} branch"
           + (f", adapter {e.adapter}" if e.adapter else "") + (" (UNTRAINED head)" if e.trained is False else ""))

@@ -25,9 +25,10 @@ import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
+
+from .common import CommandError, command_entry
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 ORIGINAL_SOURCE = "https://github.com/AiArt-HDU/aesformer"
@@ -59,7 +60,7 @@ _METRIC_NAMES = {
 _COUNT_KEYS = ("n", "num_samples", "num_images", "count")
 
 
-class ExportError(RuntimeError):
+class ExportError(CommandError, RuntimeError):
     pass
 
 
@@ -340,30 +341,15 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
 
 
 # ------------------------------------------------------------------------------------------------------- the export
-def _load_processor(model_dir: Path):
-    from transformers import AutoImageProcessor, AutoProcessor
-
-    try:
-        return AutoProcessor.from_pretrained(str(model_dir)), None
-    except Exception as err:  # noqa: BLE001 - e.g. a converted folder without tokenizer
-        try:
-            image_processor = AutoImageProcessor.from_pretrained(str(model_dir))
-        except Exception:  # noqa: BLE001
-            from aesformer_processing import AesformerImageProcessor
-
-            image_processor = AesformerImageProcessor()
-        return image_processor, f"no tokenizer in {model_dir} ({type(err).__name__}): the exported folder scores " \
-                                "images without comments only"
-
-
 def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card_data: Optional[dict] = None,
                  results: Any = None, overwrite: bool = False, log=print) -> Path:
     """Write the Hub folder for `model_dir` into `output_dir` (atomically: a temporary sibling folder renamed at
     the end). Returns `output_dir`."""
-    import modeling_aesformer  # noqa: F401 - registers the Auto classes
-    from transformers import AutoModel, pipeline
+    from transformers import pipeline
 
     from modeling_aesformer.file_modes import follow_umask, write_folder_atomically
+
+    from .loading import load_model
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     if not (model_dir / "config.json").is_file():
@@ -380,12 +366,10 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     adapters = _read_adapters(model_dir)
     # never a pickled .bin. The folder keeps the model's own image-only weights: its config's default_adapter is
     # folded in when the exported folder is loaded (by the package or by the folder's own code, no PEFT needed).
-    model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True, load_default_adapter=False).eval()
+    model, processor, _ = load_model(model_dir, default_adapter=False, images_only_ok=True, fit_max_length=False,
+                                     flag="MODEL_DIR", log=log, prefix="[export] warning: ")
     if conversion is not None:
         model.config.conversion = {k: v for k, v in conversion.items() if v is not None}
-    processor, note = _load_processor(model_dir)
-    if note:
-        log(f"[export] warning: {note}")
 
     def write(tmp):
         from transformers import ProcessorMixin
@@ -528,40 +512,31 @@ def add_subparsers(subparsers) -> None:
     push.set_defaults(func=run_push)
 
 
-def add_subparser(subparsers) -> None:
-    """Alias of `add_subparsers` (this module defines two subcommands)."""
-    add_subparsers(subparsers)
-
-
+@command_entry
 def run_export(args) -> int:
-    try:
-        if (args.space is None) != (args.model_repo is None):
+    """Entry point of `aesformer export`: 0 on success, 2 on an error (one line on stderr)."""
+    if (args.space is None) != (args.model_repo is None):
             raise ExportError("--space SPACE_DIR and --model-repo USER/NAME go together")
-        if args.space is not None:
-            from .serve import check_space_target
+    if args.space is not None:
+        from .serve import check_space_target
 
-            check_space_target(args.space, args.model_repo, args.overwrite)  # before anything is written
-        results = _read_json(args.results) if args.results else None
-        export_model(args.model_dir, args.output, card_data=_load_json_arg(args.card_data), results=results,
-                     overwrite=args.overwrite)
-        if args.space is not None:
-            from .serve import write_space
+        check_space_target(args.space, args.model_repo, args.overwrite)  # before anything is written
+    results = _read_json(args.results) if args.results else None
+    export_model(args.model_dir, args.output, card_data=_load_json_arg(args.card_data), results=results,
+                 overwrite=args.overwrite)
+    if args.space is not None:
+        from .serve import write_space
 
-            write_space(args.space, args.model_repo, with_adapters=(Path(args.output) / "adapters").is_dir(),
-                        overwrite=args.overwrite)
-    except (ExportError, OSError, json.JSONDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        write_space(args.space, args.model_repo, with_adapters=(Path(args.output) / "adapters").is_dir(),
+                    overwrite=args.overwrite)
     return 0
 
 
+@command_entry
 def run_push(args) -> int:
-    try:
-        push_folder(args.hub_dir, args.repo_id, private=args.private, revision=args.revision, yes=args.yes,
-                    repo_type=args.repo_type)
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    """Entry point of `aesformer push`: 0 on success, 2 on an error (one line on stderr)."""
+    push_folder(args.hub_dir, args.repo_id, private=args.private, revision=args.revision, yes=args.yes,
+                repo_type=args.repo_type)
     return 0
 
 
@@ -574,7 +549,6 @@ __all__ = [
     "ExportError",
     "HUB_REQUIREMENTS",
     "SHIPPED_FILES",
-    "add_subparser",
     "add_subparsers",
     "build_model_card",
     "detect_conversion",

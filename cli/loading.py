@@ -1,5 +1,7 @@
-"""Where a `--model` argument points: an existing model folder or a well-formed Hugging Face Hub id. Checked before a
-command loads anything, so a mistyped folder gets "no model folder at ..." instead of the Hub's repo-id error."""
+"""Loading a model for a command: where a `--model` argument points (an existing model folder or a well-formed Hugging
+Face Hub id, checked before anything loads, so a mistyped folder gets "no model folder at ..." instead of the Hub's
+repo-id error), and `load_model`, the one function every command loads its model, processor and dataset adapters
+with (failures become one message naming the flag)."""
 
 from __future__ import annotations
 
@@ -47,4 +49,113 @@ def describe_load_error(reference: str, error: BaseException, flag: str = "--mod
             f"could not be loaded ({first_line})")
 
 
-__all__ = ["check_model_source", "describe_load_error", "is_hub_id"]
+def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: bool = True, dtype=None,
+               device=None, flag: str = "--model", images_only_ok: bool = False, fit_max_length: bool = True,
+               peft_required: bool = False, log=print, prefix: str = ""):
+    """
+    The model, its processor and its dataset adapters, as a command loads them (weights from safetensors only).
+
+    Args:
+        reference (`str` or `os.PathLike`):
+            A model folder or a Hugging Face Hub id (checked first with `check_model_source`; a Hub id is fetched into
+            the cache, or found there offline).
+        adapters (`list[str]`, `"all"` or `None`):
+            The dataset adapters to load from the folder's ``adapters/``: these names (``"base"``, the model's own
+            image-only modules, needs nothing loaded; the others need peft), ``"all"`` (every one saved; without peft
+            a warning unless `peft_required`, and only the default adapter and ``"base"`` answer), or `None` (none).
+        default_adapter (`bool`):
+            Fold the config's ``default_adapter`` into the model (`from_pretrained`'s ``load_default_adapter``);
+            never when ``"base"`` is among `adapters`.
+        dtype (`torch.dtype`, *optional*): the weights' dtype (default: as saved, fp32).
+        device (*optional*): where to move the model (default: stays on the CPU).
+        flag (`str`): the command-line flag named in messages.
+        images_only_ok (`bool`):
+            A folder without a tokenizer gets its image processor (or a default one of the model's image size) and a
+            warning: comments are then rejected. Otherwise that is an error.
+        fit_max_length (`bool`):
+            Lower the processor's ``max_length`` to the text encoder's position table when it is longer (with a
+            note). Training and export save the processor again: they keep it as the folder has it.
+        peft_required (`bool`): with ``adapters="all"``, a missing peft is an error (the command was asked for
+            adapters by name), not a warning.
+        log, prefix: where notes and warnings go, and the tag they start with (``"[score] "``).
+
+    Returns:
+        `(model, processor, model_dir)`: the model in eval mode, its processor, the local folder it came from.
+
+    Raises:
+        `CommandError`: one line naming `flag`: no such folder or Hub id, a folder or Hub model that cannot be loaded,
+            a named adapter the folder does not have, adapters that need peft.
+    """
+    import modeling_aesformer  # noqa: F401 - registers the Auto classes
+    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
+
+    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS
+
+    from .common import CommandError
+
+    reference = os.fspath(reference)
+    try:
+        model_dir = check_model_source(reference, flag)
+    except FileNotFoundError as err:
+        raise CommandError(str(err)) from None
+    if not os.path.isdir(reference):
+        from huggingface_hub import snapshot_download
+
+        try:
+            model_dir = snapshot_download(reference)
+        except Exception as err:  # noqa: BLE001 - offline, unknown repo, no access: one message naming the flag
+            raise CommandError(describe_load_error(reference, err, flag)) from None
+    names = adapters if isinstance(adapters, str) else list(adapters or [])
+    dtype_kwargs = {} if dtype is None else {"dtype": dtype}
+    try:
+        # never a pickled .bin; the default adapter is folded in, unless "base" (the model's own modules) is asked for
+        model = AutoModel.from_pretrained(model_dir, use_safetensors=True,
+                                          load_default_adapter=default_adapter and "base" not in names,
+                                          **dtype_kwargs).eval()
+    except OSError as err:
+        raise CommandError(describe_load_error(reference, err, flag)) from None
+    try:
+        processor = AutoProcessor.from_pretrained(model_dir)
+    except Exception as err:  # noqa: BLE001 - a folder without tokenizer: images only, where the command allows it
+        if not images_only_ok:
+            if isinstance(err, OSError):
+                raise CommandError(describe_load_error(reference, err, flag)) from None
+            raise
+        log(f"{prefix}no tokenizer in {model_dir} ({type(err).__name__}); comments will be rejected")
+        try:
+            processor = AutoImageProcessor.from_pretrained(model_dir)
+        except Exception:  # noqa: BLE001 - no image processor saved either: the default one, at the model's size
+            from aesformer_processing import AesformerImageProcessor
+
+            size = model.config.vision_config.image_size
+            processor = AesformerImageProcessor(size={"height": size, "width": size})
+    positions = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None)
+    if fit_max_length and getattr(processor, "tokenizer", None) is not None and positions \
+            and processor.max_length > positions:
+        # a longer comment would not fit the text encoder's position table: truncate at what it can take
+        log(f"{prefix}the processor's max_length {processor.max_length} exceeds the text encoder's {positions} "
+            f"positions: comments are truncated at {positions} tokens")
+        processor.max_length = int(positions)
+    wanted = [name for name in ([] if names == ALL_ADAPTERS else names) if name != "base"]
+    if wanted or names == ALL_ADAPTERS:
+        from modeling_aesformer.adapters import list_adapters, load_adapters
+
+        saved = list_adapters(model_dir) if os.path.isdir(os.path.join(model_dir, "adapters")) else []
+        for name in wanted:
+            if name not in saved:
+                raise CommandError(f"--adapter {name}: the model folder {reference} has no such adapter "
+                                   f"(available: {', '.join(saved) or 'none'}; 'base' = none)")
+        if saved:
+            try:
+                model = load_adapters(model, model_dir, names=None if names == ALL_ADAPTERS else wanted).eval()
+            except ImportError as err:
+                if wanted or peft_required:
+                    raise CommandError(f"the model's dataset adapters need peft: {err}") from err
+                log(f"{prefix}peft is not installed: only the model's default adapter (folded into the model, no "
+                    "peft needed) and 'base' can answer; other adapters are ignored")
+    if device is not None:
+        model = model.to(device)
+    return model, processor, model_dir
+
+
+__all__ = ["check_model_source", "describe_load_error", "is_hub_id", "load_model"]

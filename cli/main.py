@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from .common import ArgumentParser, command_entry
+
 # Commands defined in other modules: (module, its function that registers them, help shown in `aesformer --help`).
 # Only the module of the command being run is imported.
 LAZY_COMMANDS = {
@@ -34,24 +36,20 @@ def _demo(args) -> int:
     return run_demo(output_dir=args.output, quick=args.quick)
 
 
+@command_entry
 def _set_default(args) -> int:
     import json
-    import os
 
     from modeling_aesformer.adapters import list_adapters, set_default_adapter
 
-    try:
-        if args.name is None:
-            with open(os.path.join(args.model_dir, "config.json"), encoding="utf-8") as f:
-                config = json.load(f)
-            print(f"default adapter: {config.get('default_adapter') or 'base'} "
-                  f"(image-only modules trained: {bool(config.get('image_only_trained'))}); "
-                  f"adapters: {list_adapters(args.model_dir) or 'none'}")
-            return 0
-        previous = set_default_adapter(args.model_dir, args.name)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.name is None:
+        with open(os.path.join(args.model_dir, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        print(f"default adapter: {config.get('default_adapter') or 'base'} "
+              f"(image-only modules trained: {bool(config.get('image_only_trained'))}); "
+              f"adapters: {list_adapters(args.model_dir) or 'none'}")
+        return 0
+    previous = set_default_adapter(args.model_dir, args.name)
     print(f"default adapter of {args.model_dir}: {args.name} (was {previous or 'base'})")
     return 0
 
@@ -79,7 +77,7 @@ def _version() -> str:
 def build_parser(chosen=ALL_COMMANDS) -> argparse.ArgumentParser:
     """The `aesformer` parser. `chosen`: the command about to run (only its module is imported; the others get a
     placeholder that only lists them), None for the listing alone, or every command's real parser (default)."""
-    parser = argparse.ArgumentParser(prog="aesformer", description="Image aesthetic assessment with Aesformer.")
+    parser = ArgumentParser(prog="aesformer", description="Image aesthetic assessment with Aesformer.")
     parser.add_argument("--version", action="version", version=f"aesformer {_version()}")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     parser.add_argument("--verbose", action="store_true",
@@ -90,7 +88,8 @@ def build_parser(chosen=ALL_COMMANDS) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="end-to-end run on embedded data, no downloads")
     demo.add_argument("--output", default="aesformer-demo", help="folder for the model, scores and figures")
     demo.add_argument("--quick", action="store_true",
-                      help="800 images, a few epochs (~35 s): fits the distributions, too short to learn the ranking")
+                      help="a short smoke run (800 images, a few epochs): fits the distributions, too short to learn "
+                      "the ranking")
     demo.set_defaults(func=_demo)
 
     default = sub.add_parser(

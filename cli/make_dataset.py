@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 from aesformer_training.synthetic import PHOTO_SUBJECTS, SyntheticConfig
+
+from .common import command_entry
 
 _CLI_SKIP = {"size", "seed", "num_bins", "image_size", "split_fractions", "photos", "write_attributes", "threshold"}
 
@@ -68,8 +69,9 @@ def _format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+@command_entry
 def run(args) -> int:
-    """Entry point of the `make-dataset` subcommand: 0 on success, 2 on invalid settings."""
+    """Entry point of the `make-dataset` subcommand: 0 on success, 2 on invalid settings (one line on stderr)."""
     knobs = {}
     for f in dataclasses.fields(SyntheticConfig):
         if f.name in ("size", "seed", "num_bins", "image_size", "photos"):
@@ -85,12 +87,8 @@ def run(args) -> int:
             knobs["photos"] = tuple(names)
     from aesformer_training.synthetic import make_dataset
 
-    try:
-        summary = make_dataset(args.output, size=args.size, seed=args.seed, num_bins=args.num_bins,
-                               image_size=args.image_size, verbose=not getattr(args, "quiet", False), **knobs)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    summary = make_dataset(args.output, size=args.size, seed=args.seed, num_bins=args.num_bins,
+                           image_size=args.image_size, verbose=not getattr(args, "quiet", False), **knobs)
     if not getattr(args, "quiet", False):
         print(_format_summary(summary))
     return 0

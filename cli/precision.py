@@ -34,12 +34,6 @@ def _cpuinfo(cpuinfo_path: str) -> Tuple[str, set]:
     return vendor, flags
 
 
-def cpu_bf16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> Tuple[str, ...]:
-    """The bf16 matrix instructions this CPU announces (`avx512_bf16`, `amx_bf16`); empty when none or unknown."""
-    _, flags = _cpuinfo(cpuinfo_path)
-    return tuple(flag for flag in _CPU_BF16_FLAGS if flag in flags)
-
-
 DTYPE_ENV = "AESFORMER_DTYPE"
 
 
@@ -103,4 +97,4 @@ def chosen_dtype(args, device, log=print, prefix: str = ""):
     return dtype
 
 
-__all__ = ["DTYPE_CHOICES", "add_dtype_argument", "chosen_dtype", "cpu_bf16_flags", "cpu_bf16_is_fast", "resolve_dtype"]
+__all__ = ["DTYPE_CHOICES", "add_dtype_argument", "chosen_dtype", "cpu_bf16_is_fast", "resolve_dtype"]

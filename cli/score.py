@@ -50,6 +50,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .common import CommandError, command_entry
 from .precision import add_dtype_argument
 
 FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_bins", "score_range", "distribution",
@@ -61,8 +62,8 @@ _GLOB_CHARS = "*?["
 MAX_LISTED_FAILURES = 50
 
 
-class ScoringError(RuntimeError):
-    pass
+class ScoringError(CommandError, RuntimeError):
+    """An input problem `aesformer score` found; the message names the flag or file to fix."""
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs
@@ -426,53 +427,16 @@ def read_existing(path: str) -> Tuple[Dict[str, set], Dict[str, str]]:
 
 
 # -------------------------------------------------------------------------------------------------------- the model
-def load_model(model_ref: str, adapters: Optional[List[str]], log=print, dtype=None):
-    """(model, processor, model_dir): the model (weights in `dtype`, default fp32) with its dataset adapters loaded
-    when the folder has any."""
-    import modeling_aesformer  # noqa: F401 - registers the Auto classes
-    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
+def load_scoring_model(model_ref: str, adapters: Optional[List[str]], log=print, dtype=None):
+    """`loading.load_model` as scoring wants it: every saved adapter (so that `--adapter` names are checked against
+    all of them), none when only 'base' is asked for; a folder without tokenizer scores images only."""
+    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS
 
-    from .loading import check_model_source, describe_load_error
+    from .loading import load_model
 
-    try:
-        model_dir = check_model_source(model_ref)
-    except FileNotFoundError as err:
-        raise ScoringError(str(err)) from None
-    if not os.path.isdir(model_ref):
-        from huggingface_hub import snapshot_download
-
-        try:
-            model_dir = snapshot_download(model_ref)
-        except Exception as err:  # noqa: BLE001 - offline, unknown repo, no access: one message naming --model
-            raise ScoringError(describe_load_error(model_ref, err)) from None
-    dtype_kwargs = {} if dtype is None else {"dtype": dtype}
-    # never a pickled .bin; the default adapter is folded in, unless "base" (the model's own modules) is asked for
-    model = AutoModel.from_pretrained(model_dir, use_safetensors=True,
-                                      load_default_adapter="base" not in (adapters or []), **dtype_kwargs).eval()
-    try:
-        processor = AutoProcessor.from_pretrained(model_dir)
-    except Exception as err:  # noqa: BLE001 - a folder without tokenizer: images only
-        log(f"[score] no tokenizer in {model_dir} ({type(err).__name__}); comments will be rejected")
-        processor = AutoImageProcessor.from_pretrained(model_dir)
-    positions = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None)
-    if getattr(processor, "tokenizer", None) is not None and positions and processor.max_length > positions:
-        # a longer comment would not fit the text encoder's position table: truncate at what it can take
-        log(f"[score] the processor's max_length {processor.max_length} exceeds the text encoder's {positions} "
-            f"positions: comments are truncated at {positions} tokens")
-        processor.max_length = int(positions)
     wanted = [a for a in (adapters or []) if a != "base"]
-    if os.path.isdir(os.path.join(model_dir, "adapters")) and (wanted or not adapters):
-        from modeling_aesformer.adapters import list_adapters, load_adapters
-
-        if list_adapters(model_dir):
-            try:
-                model = load_adapters(model, model_dir).eval()
-            except ImportError as err:
-                if wanted:
-                    raise ScoringError(f"the model's dataset adapters need peft: {err}") from err
-                log("[score] peft is not installed: only the model's default adapter (folded into the model, no "
-                    "peft needed) and 'base' can answer; other adapters are ignored")
-    return model, processor, model_dir
+    return load_model(model_ref, ALL_ADAPTERS if wanted or not adapters else adapters, dtype=dtype,
+                      images_only_ok=True, peft_required=bool(wanted), log=log, prefix="[score] ")
 
 
 # ------------------------------------------------------------------------------------------------------------- run
@@ -531,7 +495,8 @@ def score_images(args, log=print) -> int:
         raise ScoringError(f"--device {args.device}: CUDA is not available here (torch {torch.__version__}); "
                            "use --device cpu")
     dtype = chosen_dtype(args, device, log, prefix="[score] ")
-    model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg, log, dtype)
+    model, processor, _ = load_scoring_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg, log,
+                                             dtype)
     names, _ = resolve_adapters(model, adapter_arg)
     if args.overwrite and not args.resume and os.path.exists(args.output):
         os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
@@ -660,19 +625,16 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@command_entry
 def run(args) -> int:
     """Entry point of `aesformer score`: 0 when every image was scored, 1 when any failed (2 for usage errors)."""
-    try:
-        from . import sharded_scoring
+    from . import sharded_scoring
 
-        if sharded_scoring.wants_sharded_run(args):  # shards, .parquet output, --merge or several processes
-            return sharded_scoring.run(args)
-        if not args.inputs or not args.model:
-            raise ScoringError("aesformer score needs INPUTs and --model DIR")
-        return score_images(args)
-    except (ScoringError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if sharded_scoring.wants_sharded_run(args):  # shards, .parquet output, --merge or several processes
+        return sharded_scoring.run(args)
+    if not args.inputs or not args.model:
+        raise ScoringError("aesformer score needs INPUTs and --model DIR")
+    return score_images(args)
 
 
 __all__ = ["add_subparser", "collect_inputs", "load_comments", "read_existing", "run", "score_images"]

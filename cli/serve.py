@@ -13,10 +13,11 @@ import argparse
 import os
 import re
 import shutil
-import sys
 import threading
 from pathlib import Path
 from typing import Optional, Union
+
+from .common import command_entry
 
 APP_HINT = 'the page needs gradio: pip install "aesformer[app]"'
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -83,16 +84,12 @@ class ModelBackend:
         if precision not in self._dtypes:
             raise ValueError(f"unknown precision {precision!r}; choose one of {self.precisions}")
         if precision not in self._loaded:
-            from transformers import AutoModel, AutoProcessor, pipeline
+            from transformers import pipeline
 
-            model = AutoModel.from_pretrained(str(self.model_dir), use_safetensors=True,
-                                              dtype=self._dtypes[precision])
-            if self._adapter_names:
-                from modeling_aesformer.adapters import load_adapters
+            from .loading import load_model
 
-                model = load_adapters(model, self.model_dir, names=self._adapter_names)
-            model = model.to(self.device).eval()
-            processor = AutoProcessor.from_pretrained(str(self.model_dir))
+            model, processor, _ = load_model(self.model_dir, self._adapter_names or None,
+                                             dtype=self._dtypes[precision], device=self.device)
             scorer = pipeline("image-aesthetics", model=model, processor=processor, device=self.device)
             self._loaded[precision] = (model, _CastingProcessor(processor, self._dtypes[precision]), scorer)
         return self._loaded[precision]
@@ -187,14 +184,12 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@command_entry
 def run(args) -> int:
-    """Entry point of `aesformer serve`: blocks until Ctrl-C; 1 on an error (printed to stderr)."""
+    """Entry point of `aesformer serve`: blocks until Ctrl-C (then 0); 2 on an error (one line on stderr)."""
     try:
         serve(args.model, host=args.host, port=args.port, max_files=args.max_files,
               max_file_size=args.max_file_size)
-    except (ImportError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 0
     return 0

@@ -485,7 +485,7 @@ def run(args, log=print) -> int:
 
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from .precision import chosen_dtype
-    from .score import load_model
+    from .score import load_scoring_model
 
     adapter_arg = args.adapter
     if adapter_arg and ALL_ADAPTERS in adapter_arg:
@@ -501,8 +501,8 @@ def run(args, log=print) -> int:
     # a Hub id: one download into the shared cache (the main process first), the others then read it
     downloading = state is not None and not os.path.isdir(args.model)
     with state.main_process_first() if downloading else contextlib.nullcontext():
-        model, processor, _ = load_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
-                                         log if main else quiet, dtype)
+        model, processor, _ = load_scoring_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
+                                                 log if main else quiet, dtype)
     names, _ = resolve_adapters(model, adapter_arg)
     warning = untrained_answer_message(model, names)
     if warning and main:

@@ -10,7 +10,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError, run_command
+from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError
 from aesformer_training.train_config import ADAPT, PRETRAIN, TrainConfig
 
 DATA_FORMATS = ("generic", "ava", "photonet", "jas")
@@ -303,16 +303,18 @@ def _load_pretrained(load, reference, flag="--model"):
 
 
 def build_stage1_model(args):
-    from transformers import AutoProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
     if args.model:
-        # never a pickled .bin; the model's own image-only modules, not a folded default adapter
-        model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True,
-                                                                        load_default_adapter=False), args.model)
+        from aesformer_cli.loading import load_model
+
+        # the model's own image-only modules, not a folded default adapter
+        # (the processor is saved with the trained model: kept as it is)
+        model, processor, _ = load_model(args.model, default_adapter=False, fit_max_length=False)
         mark_stage1(model.config)
-        return model, _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
+        return model, processor
     if args.vision_model and args.text_model:
         model = _load_pretrained(lambda: AesformerModel.from_vision_text_pretrained(args.vision_model,
                                                                                     args.text_model),
@@ -381,14 +383,10 @@ def adapt_main(argv=None):
     if args.adapter_name is None:
         _check_adapter_name(name, args.model, args.overwrite, "--adapter-name (default: the dataset's name)")
     check_splits(args, data, spec, ("train", "validation", "test"))
-    from transformers import AutoProcessor
+    from aesformer_cli.loading import load_model
 
-    from modeling_aesformer import AesformerModel
-
-    # never a pickled .bin; the new adapter starts from the model's own image-only modules, not a folded default
-    model = _load_pretrained(lambda: AesformerModel.from_pretrained(args.model, use_safetensors=True,
-                                                                    load_default_adapter=False), args.model)
-    processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
+    # the new adapter starts from the model's own image-only modules, not a folded default
+    model, processor, _ = load_model(args.model, default_adapter=False, fit_max_length=False)
     if spec.report is not None:
         spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
     from aesformer_training.loop import train
@@ -463,22 +461,14 @@ def eval_main(argv=None):
                                f"(available: {', '.join(list_adapters(args.model)) or 'none'}; 'base' = none)")
     data, spec = load_data(args)
     check_splits(args, data, spec, (args.split,))
-    from transformers import AutoProcessor
-
-    from modeling_aesformer import AesformerModel
-    from modeling_aesformer.adapters import load_adapters
+    from aesformer_cli.loading import load_model
     from aesformer_cli.precision import chosen_dtype
 
     from aesformer_training.prediction import evaluate_branches
 
-    dtype = chosen_dtype(args, "cpu")  # evaluation runs on the CPU
-    # never a pickled .bin; without --adapter the model's default adapter is folded in (see from_pretrained)
-    model = _load_pretrained(lambda: AesformerModel.from_pretrained(
-        args.model, use_safetensors=True, load_default_adapter=args.adapter is None, dtype=dtype),
-        args.model).eval()
-    processor = _load_pretrained(lambda: AutoProcessor.from_pretrained(args.model), args.model)
-    if args.adapter and args.adapter != "base":
-        model = load_adapters(model, args.model, names=[args.adapter]).eval()
+    # without --adapter the model's default adapter is folded in (see from_pretrained); evaluation runs on the CPU
+    model, processor, _ = load_model(args.model, [args.adapter] if args.adapter else None,
+                                     default_adapter=args.adapter is None, dtype=chosen_dtype(args, "cpu"))
     from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
     warning = untrained_answer_message(model, [args.adapter or "base"])
@@ -521,7 +511,3 @@ def format_table(results, columns=("n", "accuracy", "plcc", "srcc", "emd_r1", "e
 
 def _short(metrics):
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in ("srcc", "plcc", "accuracy", "emd_r1") if k in metrics)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_command(pretrain_main))

@@ -163,12 +163,6 @@ def adapter_info(model, name: str) -> dict:
     return {**_metadata(model).get(name, {}), **_adapter_meta(model, name)}
 
 
-def trainable_parameters(model) -> tuple:
-    """(trainable, total, fraction) for the active adapter, as PEFT counts them."""
-    trainable, total = model.get_nb_trainable_parameters()
-    return trainable, total, trainable / total
-
-
 def save_adapters(model, model_dir: Union[str, os.PathLike], names: Optional[Iterable[str]] = None) -> list:
     """Write each adapter to `<model_dir>/adapters/<name>/` through PEFT (never an adapter_config.json at the model
     root), plus its `aesformer_adapter.json`. Returns the folders written."""
@@ -332,5 +326,4 @@ __all__ = [
     "load_adapters",
     "save_adapters",
     "set_default_adapter",
-    "trainable_parameters",
 ]

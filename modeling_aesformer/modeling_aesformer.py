@@ -619,11 +619,11 @@ class AesformerModel(AesformerPreTrainedModel):
 
         Compiled: the Swin encoder (the many small, memory-bound operations of the early stages are where compiling
         pays) and, with `fusion=True`, also the fusion layers of the image-only branch (large GEMMs already near the
-        matmul peak: no measurable gain on CPU, 20 s more compiling, and one more compilation per dataset adapter).
+        matmul peak: no measurable gain on CPU, a longer compilation, and one more compilation per dataset adapter).
         `freezing=True` lets inductor treat the weights as constants (prepacked GEMMs, bias and GELU fused into
         them); `mode` and `dynamic` go to `torch.compile` (`mode` replaces `freezing`). The first call per input
-        shape compiles (10-30 s on 2 CPU cores; inductor caches it on disk for later processes); later calls reuse
-        it. Needs a C++ compiler on CPU (inductor). The compiled functions belong to this model instance.
+        shape compiles (slow: `bench/bench_inference.py --compile` measures it; inductor caches it on disk for later
+        processes); later calls reuse it. Needs a C++ compiler on CPU (inductor). The compiled functions belong to this model instance.
 
         ```python
         model = AesformerModel.from_pretrained(path).eval().compile_for_inference()

@@ -884,7 +884,8 @@ class AesformerProcessor(ProcessorMixin):
                 - tokenizer: `max_length` (default: the processor's `max_length`), `padding` (`"longest"`/`True`,
                   the default, pads to the longest comment text of the batch; `"max_length"` to `max_length`; no
                   padding is not possible: the output is rectangular), `pad_to_multiple_of`, `truncation` (default
-                  `True`), `padding_side`, `add_special_tokens`;
+                  `True`), `padding_side` (only `"right"`: the model reads [CLS] in column 0, so rows are padded
+                  on the right even when the tokenizer's own `padding_side` is `"left"`), `add_special_tokens`;
                 - image processor: see [`~AesformerImageProcessor.preprocess`] (e.g. `size`, `matte_color`);
                 - `return_tensors` (default `"pt"`; `"np"` or `None` for numpy arrays).
 
@@ -918,6 +919,9 @@ class AesformerProcessor(ProcessorMixin):
         if max_length is None or (not called and getattr(self, "_max_length_given", True)):
             max_length = self.max_length
         padding_side = text_kwargs.pop("padding_side", None)
+        if not ("padding_side" in kwargs or any("padding_side" in (kwargs.get(group) or {})
+                                                for group in ("text_kwargs", "common_kwargs"))):
+            padding_side = None  # the tokenizer's own setting (merged in as a default) is overridden, not an error
         if padding is True:
             padding = "longest"
         if padding not in ("longest", "max_length"):
@@ -928,8 +932,11 @@ class AesformerProcessor(ProcessorMixin):
             raise ValueError(f"pad_to_multiple_of must be a positive int or None, got {pad_to_multiple_of!r}.")
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive int, got {max_length!r}.")
-        if padding_side not in (None, "left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        if padding_side not in (None, "right"):
+            raise ValueError(
+                f"padding_side={padding_side!r} is not supported: the model reads the [CLS] token in column 0, so "
+                "comments are always padded on the right (use padding_side='right' or leave it out)."
+            )
         # Always returned: the model routes on the attention mask and BERT takes the token types.
         text_kwargs.pop("return_attention_mask", None)
         text_kwargs.pop("return_token_type_ids", None)
@@ -961,12 +968,12 @@ class AesformerProcessor(ProcessorMixin):
                     return_token_type_ids=True,
                     **text_kwargs,
                 )
-            data.update(self._pad_rows(encoded, rows, n_images, padding, pad_to_multiple_of, max_length, padding_side))
+            data.update(self._pad_rows(encoded, rows, n_images, padding, pad_to_multiple_of, max_length))
 
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _pad_rows(self, encoded, rows: list, n_images: int, padding: str, pad_to_multiple_of: int | None,
-                  max_length: int | None = None, padding_side: str | None = None) -> dict:
+                  max_length: int | None = None) -> dict:
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             raise ValueError("the tokenizer has no pad token: set `tokenizer.pad_token` before using the processor.")
@@ -983,13 +990,13 @@ class AesformerProcessor(ProcessorMixin):
         out_ids = np.full((n_images, length), pad_id, dtype=np.int64)
         out_mask = np.zeros((n_images, length), dtype=np.int64)
         out_types = np.zeros((n_images, length), dtype=np.int64)
-        left = (padding_side or getattr(self.tokenizer, "padding_side", "right")) == "left"
+        # Always on the right, whatever the tokenizer's own `padding_side`: the model reads [CLS] in column 0 and
+        # drops trailing columns no row uses.
         for k, row in enumerate(rows):
             n = len(input_ids[k])
-            where = slice(length - n, length) if left else slice(0, n)
-            out_ids[row, where] = input_ids[k]
-            out_mask[row, where] = attention_mask[k]
-            out_types[row, where] = token_type_ids[k]
+            out_ids[row, :n] = input_ids[k]
+            out_mask[row, :n] = attention_mask[k]
+            out_types[row, :n] = token_type_ids[k]
         return {"input_ids": out_ids, "attention_mask": out_mask, "token_type_ids": out_types}
 
     def check_vocab_size(self, vocab_size: int) -> None:

@@ -3,6 +3,7 @@
 import argparse
 import csv
 import json
+import pathlib
 
 import numpy as np
 import torch
@@ -19,6 +20,52 @@ def tiny_model(**overrides):
 
     torch.manual_seed(0)
     return AesformerModel(AesformerConfig.from_preset("tiny", **overrides)).eval()
+
+def trainable_parameters(model) -> tuple:
+    """(trainable, total, fraction) for the active adapter of a PEFT model, as PEFT counts them."""
+    trainable, total = model.get_nb_trainable_parameters()
+    return trainable, total, trainable / total
+
+
+def cpu_bf16_flags(cpuinfo_path) -> tuple:
+    """The bf16 matrix instructions the cpuinfo file at `cpuinfo_path` announces, as `aesformer_cli.precision`
+    reads them (empty when none, or no such file)."""
+    from aesformer_cli.precision import _CPU_BF16_FLAGS, _cpuinfo
+
+    _, flags = _cpuinfo(str(cpuinfo_path))
+    return tuple(flag for flag in _CPU_BF16_FLAGS if flag in flags)
+
+
+def tiny_model_folder(folder, seed=0, adapters_scale=None, with_tokenizer=True, model=None):
+    """A tiny random Aesformer (the `tiny` preset, weights from seed `seed`, or `model` as given) saved in `folder`
+    with its processor: 32x32 images and the 512-token toy vocabulary (the saved tokenizer files only). Without
+    `with_tokenizer`, the image processor alone, like `aesformer convert-original` without --tokenizer.
+    `adapters_scale`: also the "ava" and "photonet" adapters, moved off their initialisation by that scale
+    (`add_noisy_adapters`). Returns `folder`."""
+    from pathlib import Path
+
+    from transformers import BertTokenizer
+
+    from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
+    from modeling_aesformer.toy import write_toy_vocab
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        torch.manual_seed(seed)
+        model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
+    model.save_pretrained(folder)
+    image_processor = AesformerImageProcessor(size={"height": 32, "width": 32})
+    if with_tokenizer:
+        tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
+        (folder / "vocab.txt").unlink()
+        AesformerProcessor(image_processor, tokenizer).save_pretrained(folder)
+    else:
+        image_processor.save_pretrained(folder)
+    if adapters_scale is not None:
+        add_noisy_adapters(model, folder, scale=adapters_scale)
+    return folder
+
 
 def toy_training_rows():
     """24 rows for `write_generic`: votes centred on a hidden quality that brightness reveals; every fifth row has
@@ -130,3 +177,83 @@ def run_clean_process(script, args, tmp_path, timeout=600):
                          cwd=tmp_path, timeout=timeout)
     assert run.returncode == 0, run.stderr[-4000:]
     return run
+
+
+# ------------------------------------------------------------------------------------ source rules (AST walks)
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The files a Hub folder ships as remote code: name in the folder -> the package file it is a byte copy of.
+SHIPPED_SOURCES = {
+    "configuration_aesformer.py": REPO_ROOT / "modeling_aesformer" / "configuration_aesformer.py",
+    "modeling_aesformer.py": REPO_ROOT / "modeling_aesformer" / "modeling_aesformer.py",
+    "processing_aesformer.py": REPO_ROOT / "processing" / "processing_aesformer.py",
+    "pipeline_aesformer.py": REPO_ROOT / "modeling_aesformer" / "pipeline_aesformer.py",
+    "adapter_weights_aesformer.py": REPO_ROOT / "modeling_aesformer" / "adapter_weights_aesformer.py",
+    "attention_maps_aesformer.py": REPO_ROOT / "modeling_aesformer" / "attention_maps_aesformer.py",
+}
+SHIPPED_THIRD_PARTY = {"torch", "numpy", "PIL", "transformers"}
+# Standard-library modules with no business in model code: code execution, pickles, processes, raw memory.
+SHIPPED_DENIED = {"pickle", "marshal", "shelve", "subprocess", "ctypes", "socket", "multiprocessing", "importlib",
+                  "runpy", "code", "pty", "webbrowser", "dill"}
+
+
+def project_sources():
+    """Every Python file of the four packages (as pyproject maps them) and of bench/."""
+    import tomllib
+
+    folders = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-dir"].values()
+    return sorted({path for folder in folders for path in (REPO_ROOT / folder).rglob("*.py")}
+                  | set((REPO_ROOT / "bench").rglob("*.py")))
+
+
+def import_statements(tree, module_level_only=False):
+    """(line, level, module names) for each import statement of `tree`: all of them (function bodies included), or
+    only those that run when the module is imported (not inside a function or class)."""
+    import ast
+
+    if module_level_only:
+        nodes = [sub for node in tree.body if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                      ast.ClassDef)) for sub in ast.walk(node)]
+    else:
+        nodes = list(ast.walk(tree))
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            yield node.lineno, 0, [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            yield node.lineno, node.level, [node.module or ""]
+
+
+def shipped_file_problems(paths):
+    """What breaks the remote-code rules in the shipped files `paths` (name -> path): imports only of the standard
+    library (less `SHIPPED_DENIED`), torch, numpy, PIL, transformers and, as ``from .x import Y``, the shipped files
+    in the same folder; no dynamic import, eval/exec/compile, processes or torch.load. Unique base names."""
+    import ast
+    import sys
+
+    problems = []
+    names = {name[:-3] for name in paths}
+    if len(names) != len(paths):
+        problems.append("two shipped files share a base name (custom_object_save copies by base name)")
+    for name, path in paths.items():
+        siblings = {other[:-3] for other, p in paths.items() if p.parent == path.parent}
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for line, level, modules in import_statements(tree):
+            for module in modules:
+                if level:
+                    if level != 1 or not module or "." in module or module not in siblings:
+                        problems.append(f"{name}:{line}: from {'.' * level}{module} import")
+                    continue
+                top = module.split(".")[0]
+                if top in SHIPPED_DENIED or (top not in sys.stdlib_module_names and top not in SHIPPED_THIRD_PARTY):
+                    problems.append(f"{name}:{line}: import {module}")
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            if isinstance(node.func, ast.Name) and node.func.id in ("eval", "exec", "compile", "__import__"):
+                problems.append(f"{name}:{node.lineno}: call {node.func.id}")
+            elif isinstance(node.func, ast.Attribute):
+                owner = getattr(node.func.value, "id", "")
+                if node.func.attr in ("import_module", "__import__", "system", "popen") or (owner, node.func.attr) in (
+                        ("torch", "load"), ("os", "exec"), ("os", "spawn")):
+                    problems.append(f"{name}:{node.lineno}: call {owner}.{node.func.attr}")
+    return problems

@@ -14,8 +14,9 @@ from modeling_aesformer.adapters import (
     list_adapters,
     load_adapters,
     save_adapters,
-    trainable_parameters,
 )
+
+from _helpers import blocked_imports_preamble, trainable_parameters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,16 +147,9 @@ def test_stage2_training_touches_only_the_adapter():
 
 LOAD_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import json, sys
     import torch
-    BLOCK = sys.argv[3] == "block"
-    if BLOCK:
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {"modeling_aesformer", "aesformer_processing", "aesformer_training"}:
-                    raise ImportError(name)
-        sys.meta_path.insert(0, Block())
-        sys.path = [p for p in sys.path if p not in ("", REPO)]
+    BLOCK = sys.argv[3] == "block"  # then the script starts with blocked_imports_preamble
     from transformers import AutoModel
     from peft import PeftModel
     folder, out = sys.argv[1], sys.argv[2]
@@ -198,7 +192,7 @@ def test_save_and_reload_in_a_new_process(tmp_path, mode):
     x = images()
     torch.save(x, folder / "x.pt")
     script = tmp_path / "load.py"
-    script.write_text(LOAD_SCRIPT.replace("REPO", repr(REPO)))
+    script.write_text((blocked_imports_preamble(REPO) if mode == "block" else "") + LOAD_SCRIPT)
     out = tmp_path / "out.pt"
     run = subprocess.run([sys.executable, str(script), str(folder), str(out), mode], capture_output=True,
                          text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})

@@ -83,11 +83,11 @@ def test_written_folders_follow_the_umask(tmp_path):
 
     from aesformer_cli.export import export_model
 
-    from test_export import make_model_folder
+    from _helpers import tiny_model_folder
 
     previous = os.umask(0o022)
     try:
-        model_dir = make_model_folder(tmp_path / "model")
+        model_dir = tiny_model_folder(tmp_path / "model", adapters_scale=0.05)
         hub = export_model(model_dir, tmp_path / "hub", log=lambda *a: None)
     finally:
         os.umask(previous)
@@ -124,3 +124,26 @@ def test_every_train_config_field_is_a_flag_with_its_default(stage):
         assert (config.temperature, config.queue_size, config.learning_rate) == (0.1, 8, 1e-5)
     else:
         assert (config.mse_weight, config.learning_rate, config.adapter_preset) == (3.0, 1e-4, "faithful")
+
+
+def test_every_command_follows_one_convention(tmp_path, capsys):
+    """cli/common.py: every subcommand's flags accept the snake_case spelling; a reported error is one line
+    `aesformer: error: ...` and exit status 2, whichever command reports it; --debug shows the traceback instead."""
+    from aesformer_cli.main import build_parser, main
+
+    args = build_parser("score").parse_args(["score", "x.jpg", "--model", "m", "--batch_size", "3",
+                                             "--max_image_pixels", "10"])
+    assert (args.batch_size, args.max_image_pixels) == (3, 10)
+    missing = str(tmp_path / "absent")
+    for argv in (["set-default", missing, "toy"],
+                 ["convert-original", missing + ".pth", "--output", str(tmp_path / "out")],
+                 ["export", missing, "--output", str(tmp_path / "hub")],
+                 ["score", str(tmp_path / "x.png"), "--model", missing, "--output", str(tmp_path / "s.csv")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("aesformer: error: ") and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "Traceback" not in err
+        with pytest.raises(Exception):
+            main(["--debug", *argv])
+        capsys.readouterr()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "hub").exists()

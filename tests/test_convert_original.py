@@ -683,7 +683,7 @@ def test_cli_subcommand(tmp_path, capsys):
     broken["feature_neck.stage3_linear.weight"] = torch.zeros(1)
     torch.save(broken, tmp_path / "broken.pth")
     args = parser.parse_args(["convert-original", str(tmp_path / "broken.pth"), "--output", str(tmp_path / "b")])
-    assert run(args) == 1
+    assert run(args) == 2  # a reported error (cli/common.py)
     assert "feature_neck.stage3_linear.weight" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
@@ -692,4 +692,4 @@ def test_package_cli_dispatches_to_the_converter(tmp_path, capsys):
     from aesformer_cli import main as cli
 
     code = cli.main(["convert-original", str(tmp_path / "absent.pth"), "--output", str(tmp_path / "out")])
-    assert code == 1 and "absent.pth" in capsys.readouterr().err
+    assert code == 2 and "absent.pth" in capsys.readouterr().err

@@ -193,7 +193,7 @@ def test_set_default_changes_every_entry_point_and_no_default_keeps_it(trained, 
     assert cli_main(["set-default", str(folder), "base"]) == 0
     assert json.loads((folder / "config.json").read_text())["default_adapter"] is None
     assert score() == (pytest.approx(untrained, abs=ATOL), "base")
-    assert cli_main(["set-default", str(folder), "nope"]) == 1  # an adapter the folder does not have
+    assert cli_main(["set-default", str(folder), "nope"]) == 2  # an adapter the folder does not have
     assert cli_main(["set-default", str(folder), "toy"]) == 0
     assert score() == (pytest.approx(want, abs=ATOL), "toy")
     # naming "base" still gives the model's own (untrained) head, marked as such

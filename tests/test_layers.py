@@ -4,6 +4,9 @@
 
 Every module of the four packages is parsed and every `import` / `from ... import` statement in it (module level,
 function bodies, `if TYPE_CHECKING:` blocks, relative imports resolved) is checked against the module's own layer.
+
+And the shipped-files rule: the files a Hub folder ships as remote code import only the standard library, torch,
+numpy, PIL, transformers and each other, and hold no module-level mutable state.
 """
 
 import ast
@@ -11,6 +14,8 @@ import pathlib
 import tomllib
 
 import pytest
+
+from _helpers import SHIPPED_SOURCES, shipped_file_problems
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 LAYERS = ["aesformer_processing", "modeling_aesformer", "aesformer_training", "aesformer_cli"]
@@ -103,3 +108,60 @@ def test_the_check_sees_imports_in_bodies(tmp_path, source, expected):
         assert len(found) == 1 and expected in found[0]
     else:
         assert found == []
+
+
+def test_shipped_files_import_only_stdlib_torch_numpy_pil_transformers_and_each_other():
+    """Flat remote code: stdlib, torch, numpy, PIL, transformers and `from .sibling import X` (a shipped file of the
+    same folder) only; no dynamic import, eval/exec, processes or torch.load."""
+    assert shipped_file_problems(SHIPPED_SOURCES) == []
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("import requests\n", "import requests"),
+    ("def f():\n    import pickle\n", "import pickle"),  # a denied stdlib module, in a function body
+    ("from .processing_aesformer import X\n", "from .processing_aesformer import"),  # not a sibling in its folder
+    ("import importlib\nimportlib.import_module('x')\n", "import importlib"),
+    ("from .configuration_aesformer import AesformerConfig\nimport torch, numpy\n", None),
+])
+def test_the_shipped_files_check_sees_bad_imports(tmp_path, source, expected):
+    folder = tmp_path / "modeling_aesformer"
+    folder.mkdir()
+    (folder / "configuration_aesformer.py").write_text("")
+    (folder / "modeling_aesformer.py").write_text(source)
+    found = shipped_file_problems({name: folder / name for name in ("configuration_aesformer.py",
+                                                                    "modeling_aesformer.py")})
+    assert (found == []) if expected is None else any(expected in problem for problem in found), found
+
+
+_MUTABLE_CALLS = {"dict", "list", "set", "defaultdict", "OrderedDict", "WeakKeyDictionary", "WeakValueDictionary",
+                  "deque", "Counter"}
+
+
+def _module_level_mutables(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [t.id for t in targets if isinstance(t, ast.Name)]
+            if names == ["__all__"]:
+                continue
+            value = node.value
+            mutable = isinstance(value, (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp))
+            if isinstance(value, ast.Call):
+                func = value.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                mutable = name in _MUTABLE_CALLS
+            if mutable:
+                found.append(f"{path.name}:{node.lineno} {names}")
+        elif isinstance(node, ast.Global):
+            found.append(f"{path.name}:{node.lineno} global")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            found.append(f"{path.name}:{node.lineno} global {node.names}")
+    return found
+
+
+def test_shipped_files_hold_no_module_level_mutable_state():
+    found = [item for path in SHIPPED_SOURCES.values() for item in _module_level_mutables(path)]
+    assert found == []

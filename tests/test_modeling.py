@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modeling_aesformer import AesformerConfig, AesformerModel, earth_movers_distance
-from _helpers import tiny_model
+from _helpers import blocked_imports_preamble, tiny_model
 
 
 def tiny_inputs(batch=4, length=9, seed=0):
@@ -240,15 +240,9 @@ def test_save_and_load_are_exact(tmp_path):
     assert ((b.score >= 1) & (b.score <= 10)).all()
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = textwrap.dedent(  # after blocked_imports_preamble: no Aesformer package in that process
     """
-    import importlib.abc, sys
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_aesformer", "aesformer_processing", "aesformer_training"}:
-                raise ImportError(f"{name} must not be importable in this process")
-    sys.meta_path.insert(0, Block())
-    sys.path = [p for p in sys.path if p not in ("", REPO)]
+    import sys
     import torch
     from transformers import AutoModel, AutoProcessor
     folder = sys.argv[1]
@@ -284,7 +278,7 @@ def test_remote_code_round_trip_in_a_clean_process(tmp_path, tiny_tokenizer):
     torch.save({"images": images, "comments": comments}, tmp_path / "inputs.pt")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = tmp_path / "remote.py"
-    script.write_text(REMOTE_SCRIPT.replace("REPO", repr(repo)))
+    script.write_text(blocked_imports_preamble(repo) + REMOTE_SCRIPT)
     env = {**os.environ, "PYTHONPATH": ""}
     run = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env,
                          cwd=tmp_path, timeout=300)

@@ -10,29 +10,19 @@ import threading
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, BertTokenizer, pipeline
+from transformers import AutoModel, pipeline
 
 import modeling_aesformer
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from modeling_aesformer.toy import draw_scene, write_toy_vocab
+from modeling_aesformer.toy import draw_scene
+
+from _helpers import tiny_model_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["score", "std", "label", "distribution", "branch", "adapter", "trained", "num_bins", "score_range"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def make_model_folder(folder, seed=0):
-    """A tiny random Aesformer (32x32 images, 512-token toy vocabulary) saved with its processor."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
-    torch.manual_seed(seed)
-    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
-    processor = AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def perturb(model, name, seed):
@@ -45,7 +35,7 @@ def perturb(model, name, seed):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("pipeline") / "model")
+    return tiny_model_folder(tmp_path_factory.mktemp("pipeline") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +233,7 @@ def adapter_setup(model_dir, tmp_path_factory):
     from modeling_aesformer.adapters import add_dataset_adapter, save_adapters
 
     folder = tmp_path_factory.mktemp("with_adapters") / "model"
-    make_model_folder(folder)
+    tiny_model_folder(folder)
     model = add_dataset_adapter(AutoModel.from_pretrained(folder), "ava", dataset="AVA")
     model = add_dataset_adapter(model, "photonet", num_score_bins=7, score_range=(1, 7), threshold=4.0,
                                 dataset="Photo.net")
@@ -373,3 +363,29 @@ def test_return_attention_gives_maps_equal_to_explain(adapter_setup, image_files
     reference = explain(model, processor, image, adapter="photonet", normalize="max")
     np.testing.assert_allclose(results[0][1]["attention_map"], reference.heatmap, atol=1e-5)
     assert "attention_map" not in scorer(image_files[0])  # only on request
+
+
+def test_left_padding_scores_as_right_padding(model_dir):
+    """The model reads [CLS] at column 0: a tokenizer that pads on the left must not change a score (processor +
+    model, and the pipeline); asking the processor call for left padding is an error naming `padding_side`."""
+    from transformers import AutoProcessor
+
+    image = draw_scene(2)
+    comments = [None, "great colour and light", "too dark"]  # different lengths: the short rows are padded
+    right = AutoProcessor.from_pretrained(model_dir)
+    left = AutoProcessor.from_pretrained(model_dir)
+    left.tokenizer.padding_side = "left"
+    left.tokenizer.init_kwargs["padding_side"] = "left"  # as saved in a tokenizer_config.json
+    model = AutoModel.from_pretrained(model_dir).eval()
+    scores = {}
+    for name, processor in (("right", right), ("left", left)):
+        inputs = processor(images=[image] * 3, comments=comments, return_tensors="pt")
+        with torch.inference_mode():
+            scores[name] = model(**inputs).score
+        pipe = pipeline("image-aesthetics", model=model, processor=processor)
+        scores[name + "-pipeline"] = torch.tensor([pipe({"image": image, "comments": c})["score"] for c in comments])
+    torch.testing.assert_close(scores["left"], scores["right"], rtol=0, atol=0)
+    torch.testing.assert_close(scores["left-pipeline"], scores["right-pipeline"], rtol=0, atol=0)
+    torch.testing.assert_close(scores["right-pipeline"], scores["right"], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="padding_side"):
+        right(images=[image], comments=["too dark"], padding_side="left")

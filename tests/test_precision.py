@@ -11,11 +11,11 @@ import torch
 from scipy.stats import spearmanr
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
-from aesformer_cli.precision import cpu_bf16_flags, cpu_bf16_is_fast, resolve_dtype
+from aesformer_cli.precision import cpu_bf16_is_fast, resolve_dtype
 from aesformer_cli.score import open_reduced_jpeg
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import read_rows, score_cli
+from _helpers import cpu_bf16_flags, read_rows, score_cli, tiny_model_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,22 +24,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def spread_model_dir(tmp_path_factory):
     """A tiny random model whose score heads are scaled up so that its scores spread (std ~0.2 around 5.5) like a
     trained model's: with the raw initialisation every score sits within 0.01 and a rank correlation means nothing."""
-    from transformers import BertTokenizer
-
-    from modeling_aesformer import AesformerProcessor
-    from modeling_aesformer.toy import write_toy_vocab
-
-    folder = tmp_path_factory.mktemp("precision") / "model"
-    folder.mkdir()
     torch.manual_seed(0)
     model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
     with torch.no_grad():
         for head in (model.vision_head, model.vl_image_head, model.vl_text_head):
             head.out_proj.weight.mul_(50)
-    model.save_pretrained(folder)
-    tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
-    AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
-    return folder
+    return tiny_model_folder(tmp_path_factory.mktemp("precision") / "model", model=model)
 
 
 def _cpuinfo(path, vendor, flags):

@@ -1,16 +1,11 @@
 """Tests of the Aesformer image processor, processor and comment cleaning (public API only)."""
 
-import ast
-import pathlib
-import sys
-
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 from transformers import BertTokenizer
 
-from aesformer_processing import processing_aesformer
 from aesformer_processing.processing_aesformer import AesformerImageProcessor, AesformerProcessor, clean_comments
 
 
@@ -74,26 +69,6 @@ def textured(size=(40, 30), seed=0):
     rng = np.random.default_rng(seed)
     width, height = size
     return PIL.Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), mode="RGB")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# module is self-contained (remote code)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def test_module_imports_only_allowed_packages():
-    tree = ast.parse(pathlib.Path(processing_aesformer.__file__).read_text(encoding="utf-8"))
-    allowed = {"numpy", "PIL", "torch", "transformers"}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative imports are not allowed in the remote-code file"
-            roots = [node.module.split(".")[0]]
-        elif isinstance(node, ast.Import):
-            roots = [alias.name.split(".")[0] for alias in node.names]
-        else:
-            continue
-        for root in roots:
-            assert root in allowed or root in sys.stdlib_module_names, root
 
 
 # ---------------------------------------------------------------------------------------------------------------

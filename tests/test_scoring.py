@@ -5,31 +5,21 @@ import json
 import os
 
 import pytest
-import torch
-from transformers import AutoModel, BertTokenizer, pipeline
+from transformers import AutoModel, pipeline
 
-from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
+from modeling_aesformer import AesformerModel
 from aesformer_cli import score as scoring
-from modeling_aesformer.toy import draw_scene, write_toy_vocab
+from modeling_aesformer.toy import draw_scene
 
-from _helpers import read_rows, score_cli as cli
+from _helpers import read_rows, score_cli as cli, tiny_model_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def make_model_folder(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
-    torch.manual_seed(0)
-    AesformerModel(AesformerConfig.from_preset("tiny")).eval().save_pretrained(folder)
-    AesformerProcessor(AesformerImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("scoring") / "model")
+    return tiny_model_folder(tmp_path_factory.mktemp("scoring") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +158,7 @@ def test_inputs_that_name_nothing_and_the_pixel_limit(model_dir, photos, tmp_pat
 def test_adapter_all_writes_one_row_per_adapter(model_dir, photos, tmp_path):
     from modeling_aesformer.adapters import add_dataset_adapter, save_adapters
 
-    folder = make_model_folder(tmp_path / "model")
+    folder = tiny_model_folder(tmp_path / "model")
     model = add_dataset_adapter(AutoModel.from_pretrained(folder), "ava", dataset="AVA")
     model = add_dataset_adapter(model, "photonet", num_score_bins=7, dataset="Photo.net")
     save_adapters(model, folder)

@@ -16,7 +16,7 @@ from aesformer_cli import sharded_scoring, shards
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import read_rows, score_cli as cli
-from test_scoring import make_model_folder
+from _helpers import tiny_model_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -69,7 +69,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     expected = write_tar_shards(root / "tars")
     expected.update(write_parquet(root / "table.parquet"))
-    model = make_model_folder(root / "model")
+    model = tiny_model_folder(root / "model")
     return root, model, expected
 
 
