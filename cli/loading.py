@@ -89,6 +89,7 @@ def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: 
     import modeling_aesformer  # noqa: F401 - registers the Auto classes
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
+    from modeling_aesformer.configuration_aesformer import comment_max_length
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS
 
     from .common import CommandError
@@ -129,9 +130,9 @@ def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: 
 
             size = model.config.vision_config.image_size
             processor = AesformerImageProcessor(size={"height": size, "width": size})
-    positions = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None)
-    if fit_max_length and getattr(processor, "tokenizer", None) is not None and positions \
-            and processor.max_length > positions:
+    positions = comment_max_length(model.config, processor.max_length) if getattr(processor, "tokenizer", None) \
+        is not None else None
+    if fit_max_length and positions is not None and processor.max_length > positions:
         # a longer comment would not fit the text encoder's position table: truncate at what it can take
         log(f"{prefix}the processor's max_length {processor.max_length} exceeds the text encoder's {positions} "
             f"positions: comments are truncated at {positions} tokens")

@@ -1,6 +1,6 @@
 """The one training loop behind `training/pretrain.py` (stage 1), `training/adapt.py` (stage 2), the CLI and tests.
 
-Stage 1 ("pretrain", with comments): loss = EMD(p_img) + EMD(p_text) + 0.5·ITC (spec §2). Everything trains
+Stage 1 ("pretrain", with comments): loss = EMD(p_img) + EMD(p_text) + 0.5·ITC (the paper's recipe). Everything trains
 except the image-only parts (multi-scale adapter, V-FFN, vision norm and head), which stay frozen.
 Stage 2 ("adapt", image only): a dataset adapter (PEFT) on the frozen backbone; loss = EMD + 10·MSE.
 

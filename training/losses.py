@@ -13,7 +13,7 @@ from .train_config import TrainConfig
 
 
 class MomentumContrast(nn.Module):
-    """ALBEF-style image-text contrastive loss as the original trains it (spec §2): unimodal features (the mean of
+    """ALBEF-style image-text contrastive loss as the original code trains it: unimodal features (the mean of
     `norm_cl` over the last Swin stage's tokens; BERT's [CLS]), no projection heads, momentum encoders (m = 0.995)
     whose features fill queues of `queue_size`, a learnable temperature clamped to [0.001, 0.5], identity targets
     over the in-batch momentum features. Training-only: never part of the saved model, always part of the
