@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     print(common.table(rows, ["candidate", "batch", "ms", "spread", "images/s (per adapter answer)"],
                        title="Dataset adapters, Aesformer-T image-only, fp32, CPU"))
     print()
-    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goal (issue 8)"))
+    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goal"))
     print(f"\none call vs separate calls: max |distribution diff| {max_diff:.1e} (adapters differ from each other "
           f"by up to {distinct:.1e})")
 

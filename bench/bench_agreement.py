@@ -12,7 +12,7 @@ their scale stay fp32; softmax, distribution and score are fp32 in any case), an
 model cast with `.to(torch.bfloat16)` — to see whether keeping the heads in fp32 measurably matters.
 
 Per branch: SRCC between the fp32 and bf16 scores, max and mean |Δscore|, label flips (high/low at the head's
-threshold) and how many of them lie where the fp32 score is within 0.05 of the threshold. Goals (issue 19):
+threshold) and how many of them lie where the fp32 score is within 0.05 of the threshold. Goals:
 SRCC >= 0.995, max |Δ| <= 0.05, flips only within 0.05 of the threshold.
 
     python bench/bench_agreement.py --demo-dir aesformer-demo [--no-parity] [--parity-images 32]

@@ -8,7 +8,7 @@ measures in one run, interleaved:
 - the model alone (batches of preprocessed tensors), images/s, at the precision asked for (`--dtype`);
 - `aesformer score FOLDER` end to end (a fresh process; its own final line "scored N images in T s (R images/s)"):
   the default (reduced decode) and `--full-decode`, at the same precision.
-Goal (issue 19): `aesformer score` >= 0.6x the model-only images/s at the same precision.
+Goal: `aesformer score` >= 0.6x the model-only images/s at the same precision.
 
 With `--agreement-model DIR` (e.g. the demo's trained model, `DIR/stage1/model` of `aesformer demo`), it also
 scores the folder with that model twice — reduced decode + bf16 and full decode + fp32 — and reports the largest
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
             print(f"reduced decode + bf16 vs full decode + fp32 on {agreement['model']}: max |Δscore| "
                   f"{agreement['max |Δ|']:.4f}, mean {agreement['mean |Δ|']:.4f} over {agreement['n']} images")
         print()
-        print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals (issue 19)"))
+        print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals"))
         others = common.report_foreign(foreign)
         path = common.save_results("decode", {"machine": info, "images": len(paths), "jpeg_mb": megabytes,
                                               "dtype": args.dtype, "rows": rows, "goals": goals, "runs": runs,

@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     print(common.table(rows, ["candidate", "batch", "ms/batch", "images/s", "spread", "GFLOP/img", "GFLOP/s",
                               "% of peak"], title="Inference, fp32, CPU (median of interleaved repeats)"))
     print()
-    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals (issue 8)"))
+    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals"))
     print()
     print("vs the original code: bench/bench_seed_code.py runs it in the same run, alternating, on the same "
           "inputs (a figure from another run never enters a ratio)")

@@ -187,7 +187,7 @@ def main(argv=None) -> int:
                              f"{args.comment_tokens} tokens (lengths {lengths}), median of {args.repeats} "
                              f"interleaved rounds"))
     print()
-    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals (issue 19)"))
+    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals"))
     print()
     others = common.report_foreign(foreign)
     path = common.save_results("seed_code", {

@@ -8,7 +8,7 @@ untimed warm-up round, median of the repeats.
 
 Two numbers per candidate: the scoring throughput the command reports itself ("all N process(es): ... images/s",
 decoding + model, without start-up) and the wall time of the whole command (start-up, model load, launcher and the
-merge included). Goal (issue 20): 2 x 1 not slower than 1 x 2 by more than 10 % in throughput.
+merge included). Goal: 2 x 1 not slower than 1 x 2 by more than 10 % in throughput.
 Writes bench/results/sharded_scoring.json.
 """
 

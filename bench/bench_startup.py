@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     print()
     print(common.table(rows, ["measure", "value", "note"], title="Start-up, loading, end-to-end scoring (CPU)"))
     print()
-    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals (issue 8)"))
+    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goals"))
     print()
     others = common.report_foreign(foreign)
     path = common.save_results("startup", results, args.output, foreign_cores=others)

@@ -157,7 +157,7 @@ def main(argv=None) -> int:
                               "trainable share", "RSS after set-up (MB)", "peak RSS (MB)"],
                        title="Training steps, Aesformer-T, fp32, CPU (AdamW step included)"))
     print()
-    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goal (issue 8)"))
+    print(common.table(goals, ["goal", "target", "measured", "met"], title="Goal"))
     print()
 
     others = common.report_foreign(foreign)
