@@ -78,7 +78,7 @@ def demo_scores(model_dir: Path, data_dir: Path, variants, batch_size: int) -> d
             with torch.inference_mode():
                 pred = predict(model, loader, adapters=adapter)
             scores[branch][variant] = pred["score"].tolist()
-            thresholds[branch] = pred["threshold"]
+            thresholds[branch] = pred["threshold"].numpy()  # each row's own
         del model
     return scores, thresholds
 
