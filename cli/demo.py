@@ -113,6 +113,8 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     comments = [c for c in data["train"]["comments"] if c]
     tokenizer = train_tokenizer(comments, out / "tokenizer")
     config.text_config.vocab_size = len(tokenizer)
+    # the dataset's scale (a 1..10 set that is not AVA: threshold 5.5), for the untrained reference too
+    config.score_range, config.score_threshold = list(spec.score_range), spec.threshold
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": size, "width": size}), tokenizer,
                                    max_length=comment_max_length(config))
     processor.check_vocab_size(config.text_config.vocab_size)
