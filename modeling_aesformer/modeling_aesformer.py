@@ -623,7 +623,8 @@ class AesformerModel(AesformerPreTrainedModel):
         `freezing=True` lets inductor treat the weights as constants (prepacked GEMMs, bias and GELU fused into
         them); `mode` and `dynamic` go to `torch.compile` (`mode` replaces `freezing`). The first call per input
         shape compiles (slow: `bench/bench_inference.py --compile` measures it; inductor caches it on disk for later
-        processes); later calls reuse it. Needs a C++ compiler on CPU (inductor). The compiled functions belong to this model instance.
+        processes); later calls reuse it. Needs a C++ compiler on CPU (inductor). The compiled functions belong to
+        this model instance.
 
         ```python
         model = AesformerModel.from_pretrained(path).eval().compile_for_inference()

@@ -3,7 +3,7 @@
 The parity test rebuilds the original code's state dict from `shared/parity/seed-0/reference.json` (the manifest of
 every key, with the exact weight rule), converts it ONCE at full size, and compares both branches of the converted
 `AesformerModel` with what the original code computed. Everything else uses tiny or meta-device state dicts built
-from the original layout (the checkpoint key layout of the reference spec), written here independently of the converter's rules.
+from the original key layout, written here independently of the converter's rules.
 """
 
 import os
@@ -59,7 +59,7 @@ def _offline(monkeypatch, tmp_path_factory):
 
 
 def original_layout(config, neck_name="stage", momentum=True):
-    """{key: (shape, dtype)} of the original code's `model.state_dict()` for an Aesformer architecture (the checkpoint key layout of the reference spec)."""
+    """{key: (shape, dtype)} of the original code's `model.state_dict()` for an Aesformer architecture."""
     v, t = config.vision_config, config.text_config
     hidden, inner, bins, head = t.hidden_size, t.intermediate_size, config.num_score_bins, config.head_hidden_size
     layout = {}
