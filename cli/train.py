@@ -275,21 +275,18 @@ def pretrain_main(argv=None):
 def _check_stage1_sources(args):
     from aesformer_cli.loading import check_model_source
 
-    try:
-        if args.model:
-            check_model_source(args.model, "--model")
-        elif args.vision_model and args.text_model:
-            check_model_source(args.vision_model, "--vision-model")
-            check_model_source(args.text_model, "--text-model")
-        elif args.preset:
-            if not args.tokenizer:
-                raise CommandError("--preset needs --tokenizer")
-        else:
-            raise CommandError("give --model, or --vision-model with --text-model, or --preset with --tokenizer")
-        if args.tokenizer:
-            check_model_source(args.tokenizer, "--tokenizer", require_config=False)
-    except FileNotFoundError as err:
-        raise CommandError(str(err)) from None
+    # check_model_source raises FileNotFoundError: a one-line error with status 2 through run_command
+    if args.model:
+        check_model_source(args.model, "--model")
+    elif args.vision_model and args.text_model:
+        check_model_source(args.vision_model, "--vision-model")
+        check_model_source(args.text_model, "--text-model")
+    elif not args.preset:
+        raise CommandError("give --model, or --vision-model with --text-model, or --preset with --tokenizer")
+    elif not args.tokenizer:
+        raise CommandError("--preset needs --tokenizer")
+    if args.tokenizer:
+        check_model_source(args.tokenizer, "--tokenizer", require_config=False)
 
 
 def _load_pretrained(load, reference, flag="--model"):
@@ -369,10 +366,7 @@ def adapt_main(argv=None):
     from aesformer_cli.loading import check_model_source
 
     # Every input is checked before anything is loaded or written: the model folder never gets an untrained adapter.
-    try:
-        check_model_source(args.model, "--model")
-    except FileNotFoundError as err:
-        raise CommandError(str(err)) from None
+    check_model_source(args.model, "--model")  # FileNotFoundError: a one-line error, status 2 (run_command)
     if not os.path.isdir(args.model):
         raise CommandError(f"--model {args.model}: no model folder at {os.path.abspath(args.model)} (stage 2 saves "
                            "its adapter into the stage-1 model folder)")
@@ -445,10 +439,7 @@ def eval_main(argv=None):
     from aesformer_cli.loading import check_model_source
 
     # Inputs first: a run that can evaluate nothing stops before loading the model or writing --output.
-    try:
-        check_model_source(args.model, "--model")
-    except FileNotFoundError as err:
-        raise CommandError(str(err)) from None
+    check_model_source(args.model, "--model")  # FileNotFoundError: a one-line error, status 2 (run_command)
     if args.adapter and args.adapter != "base":
         from modeling_aesformer.adapters import check_adapter_name, list_adapters
 
