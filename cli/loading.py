@@ -130,13 +130,13 @@ def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: 
 
             size = model.config.vision_config.image_size
             processor = AesformerImageProcessor(size={"height": size, "width": size})
-    positions = comment_max_length(model.config, processor.max_length) if getattr(processor, "tokenizer", None) \
-        is not None else None
-    if fit_max_length and positions is not None and processor.max_length > positions:
+    fitted = comment_max_length(model.config, processor.max_length) if fit_max_length and getattr(
+        processor, "tokenizer", None) is not None else None
+    if fitted is not None and fitted < processor.max_length:
         # a longer comment would not fit the text encoder's position table: truncate at what it can take
-        log(f"{prefix}the processor's max_length {processor.max_length} exceeds the text encoder's {positions} "
-            f"positions: comments are truncated at {positions} tokens")
-        processor.max_length = int(positions)
+        log(f"{prefix}the processor's max_length {processor.max_length} exceeds the text encoder's {fitted} "
+            f"positions: comments are truncated at {fitted} tokens")
+        processor.max_length = fitted
     wanted = [name for name in ([] if names == ALL_ADAPTERS else names) if name != "base"]
     if wanted or names == ALL_ADAPTERS:
         from modeling_aesformer.adapters import list_adapters, load_adapters

@@ -10,8 +10,9 @@ import sys
 import typing
 from pathlib import Path
 
-from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError
 from aesformer_training.train_config import ADAPT, PRETRAIN, TrainConfig
+
+from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError
 
 DATA_FORMATS = ("generic", "ava", "photonet", "jas")
 
