@@ -217,15 +217,20 @@ def _image_example(args, data):
     return " or ".join(repr(form) for form in forms)
 
 
-def print_report_location(report, output_dir):
-    """Writes every dropped and repaired row next to results.json and says where (main process only)."""
-    if report is None or not (report.dropped or report.repaired):
-        return
+def _is_main_process():
+    """After training, one process (of every launched one) copies results, sets the default adapter and prints:
+    two writing one config.json through one temporary name race (the second rename finds no file)."""
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
-        path = report.write_csv(Path(output_dir) / DATASET_REPORT_CSV)
-        print(f"dataset report: {report.n_dropped:,} dropped and {report.n_repaired:,} repaired rows listed in {path}")
+    return PartialState().is_main_process
+
+
+def print_report_location(report, output_dir):
+    """Writes every dropped and repaired row next to results.json and says where (main process only)."""
+    if report is None or not (report.dropped or report.repaired) or not _is_main_process():
+        return
+    path = report.write_csv(Path(output_dir) / DATASET_REPORT_CSV)
+    print(f"dataset report: {report.n_dropped:,} dropped and {report.n_repaired:,} repaired rows listed in {path}")
 
 
 DATASET_REPORT_CSV = "dataset_report.csv"
@@ -267,6 +272,8 @@ def pretrain_main(argv=None):
     from modeling_aesformer.file_modes import follow_umask
 
     report = train(model, processor, data, spec, _config(args, PRETRAIN))
+    if not _is_main_process():
+        return 0
     print_report_location(spec.report, args.output_dir)
     follow_umask(args.output_dir)  # the model, checkpoints and results: readable as the umask allows
     print(f"stage 1 done: model in {Path(args.output_dir) / 'model'}; test {_short(report['test'])}")
@@ -388,6 +395,8 @@ def adapt_main(argv=None):
     from modeling_aesformer.file_modes import follow_umask
 
     report = train(model, processor, data, spec, _config(args, ADAPT, adapter_name=name), model_dir=args.model)
+    if not _is_main_process():  # the folders, results and config are the main process's to touch
+        return 0
     print_report_location(spec.report, args.output_dir)
     results = Path(args.output_dir) / "results.json"
     if results.is_file():  # beside the adapter, so that `aesformer export` finds its evaluation for the card

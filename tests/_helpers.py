@@ -179,6 +179,25 @@ def run_clean_process(script, args, tmp_path, timeout=600):
     return run
 
 
+def launch_two_processes(argv, env_extra=None, timeout=600):
+    """`accelerate launch` two CPU processes on this machine running `argv` (a script and its arguments, or
+    `-m module ...`). Each launch gets its own free rendezvous port: one launch right after another (stage 1 then
+    stage 2) must not meet the previous one's port still bound."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+              "--dynamo_backend", "no"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run(launch + [str(a) for a in argv], capture_output=True, text=True, env=env, timeout=timeout)
+
+
 # ------------------------------------------------------------------------------------ source rules (AST walks)
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The files a Hub folder ships as remote code: name in the folder -> the package file it is a byte copy of.

@@ -4,8 +4,6 @@ resumption, the merge, and a real 2-process (gloo) launch through accelerate."""
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import pyarrow as pa
@@ -15,7 +13,7 @@ import pytest
 from aesformer_cli import sharded_scoring, shards
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import read_rows, score_cli as cli
+from _helpers import launch_two_processes, read_rows, score_cli as cli
 from _helpers import tiny_model_folder
 
 
@@ -249,11 +247,7 @@ def test_parquet_layouts(tmp_path):
 
 # --------------------------------------------------------------------------------------------- two real processes
 def _launch(argv, env_extra=None):
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "-m", "aesformer_cli", "score"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run(launch + argv, capture_output=True, text=True, env=env, timeout=600)
+    return launch_two_processes(["-m", "aesformer_cli", "score", *argv], env_extra)
 
 
 def _assert_same(out, reference_out):

@@ -3,8 +3,6 @@
 import json
 import logging
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +14,7 @@ from aesformer_training.data import DatasetSpec, load_generic, write_generic
 from modeling_aesformer import AesformerConfig, AesformerModel
 from modeling_aesformer.toy import write_toy_vocab
 
-from _helpers import toy_training_rows, trainer_collator, trainer_processor
+from _helpers import launch_two_processes, toy_training_rows, trainer_collator, trainer_processor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -136,12 +134,8 @@ def test_every_trainable_parameter_gets_a_gradient_whatever_the_batch_holds(toy)
 
 @pytest.mark.slow
 def test_two_processes_with_gradient_checkpointing_and_trainer_defaults(toy, tmp_path):
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     script = os.path.join(os.path.dirname(__file__), "trainer_ddp.py")
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(launch + [script, str(toy.folder / "data"), str(toy.model_dir), str(toy.vocab),
-                                   str(tmp_path)], capture_output=True, text=True, env=env, timeout=420)
+    run = launch_two_processes([script, toy.folder / "data", toy.model_dir, toy.vocab, tmp_path], timeout=420)
     assert run.returncode == 0, run.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     result = json.loads((tmp_path / "result.json").read_text())

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from aesformer_training.data import DatasetSpec, load_generic, write_generic
 from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
-from _helpers import toy_training_rows
+from _helpers import launch_two_processes, toy_training_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -154,19 +152,18 @@ def test_two_processes_run_both_stages(tmp_path, dataset_dir, tiny_tokenizer):
     model_dir = tmp_path / "init"
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    common = ["--data", str(dataset_dir), "--batch-size", "2", "--epochs", "1", "--learning-rate", "1e-3"]
-    s1 = subprocess.run(launch + [str(REPO / "training" / "pretrain.py"), "--model", str(model_dir),
-                                  "--output-dir", str(tmp_path / "s1"), "--queue-size", "8"] + common,
-                        capture_output=True, text=True, env=env, timeout=600)
+    common = ["--data", dataset_dir, "--batch-size", "2", "--epochs", "1", "--learning-rate", "1e-3"]
+    s1 = launch_two_processes([REPO / "training" / "pretrain.py", "--model", model_dir,
+                               "--output-dir", tmp_path / "s1", "--queue-size", "8", *common])
     assert s1.returncode == 0, s1.stderr[-4000:]
-    s2 = subprocess.run(launch + [str(REPO / "training" / "adapt.py"), "--model",
-                                  str(tmp_path / "s1" / "model"), "--output-dir", str(tmp_path / "s2"),
-                                  "--adapter-name", "toy"] + common,
-                        capture_output=True, text=True, env=env, timeout=600)
+    s2 = launch_two_processes([REPO / "training" / "adapt.py", "--model", tmp_path / "s1" / "model",
+                               "--output-dir", tmp_path / "s2", "--adapter-name", "toy", *common])
     assert s2.returncode == 0, s2.stderr[-4000:]
+    # one process finishes each stage: copies results, sets the default adapter (config.json) and reports, once
+    assert s1.stdout.count("stage 1 done") == 1, s1.stdout
+    assert s2.stdout.count("stage 2 done") == 1, s2.stdout
+    assert s2.stdout.count("are now answered by adapter 'toy'") == 1, s2.stdout
+    assert json.loads((tmp_path / "s1" / "model" / "config.json").read_text())["default_adapter"] == "toy"
     assert (tmp_path / "s1" / "model" / "adapters" / "toy" / "aesformer_adapter.json").is_file()
     results = json.loads((tmp_path / "s1" / "results.json").read_text())
     # 12 train rows with comments / (2 per process x 2 processes) = 3 steps; one process would take 6
