@@ -226,8 +226,8 @@ def _is_main_process():
 
 
 def print_report_location(report, output_dir):
-    """Writes every dropped and repaired row next to results.json and says where (main process only)."""
-    if report is None or not (report.dropped or report.repaired) or not _is_main_process():
+    """Writes every dropped and repaired row next to results.json and says where (called by the main process)."""
+    if report is None or not (report.dropped or report.repaired):
         return
     path = report.write_csv(Path(output_dir) / DATASET_REPORT_CSV)
     print(f"dataset report: {report.n_dropped:,} dropped and {report.n_repaired:,} repaired rows listed in {path}")

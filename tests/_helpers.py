@@ -179,20 +179,25 @@ def run_clean_process(script, args, tmp_path, timeout=600):
     return run
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch_two_processes(argv, env_extra=None, timeout=600):
     """`accelerate launch` two CPU processes on this machine running `argv` (a script and its arguments, or
     `-m module ...`). Each launch gets its own free rendezvous port: one launch right after another (stage 1 then
     stage 2) must not meet the previous one's port still bound."""
     import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+              "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
               "--dynamo_backend", "no"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run(launch + [str(a) for a in argv], capture_output=True, text=True, env=env, timeout=timeout)

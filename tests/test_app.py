@@ -5,7 +5,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from modeling_aesformer.adapters import load_adapters  # noqa: E402
 from modeling_aesformer.toy import draw_scene  # noqa: E402
 
 from _helpers import blocked_imports_preamble  # noqa: E402
-from _helpers import tiny_model_folder  # noqa: E402
+from _helpers import free_port, tiny_model_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # The README's screenshot is refreshed only on request (AESFORMER_SAVE_SCREENSHOT=1): a test run leaves the tree clean.
@@ -68,12 +67,6 @@ def images(tmp_path_factory):
     broken = folder / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n this file was cut short")
     return good, second, broken
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
