@@ -1,8 +1,9 @@
 """Aesformer: image aesthetic assessment, Hugging Face native.
 
 Importing this package registers the Aesformer classes with transformers' Auto classes, so
-`AutoModel.from_pretrained(folder)` / `AutoProcessor.from_pretrained(folder)` work without `trust_remote_code`.
-Heavy optional libraries (peft, evaluate, datasets, accelerate, transformers.pipelines) stay off this import path.
+`AutoModel.from_pretrained(folder)` / `AutoProcessor.from_pretrained(folder)` work without `trust_remote_code`, and
+the `image-aesthetics` task, so `pipeline("image-aesthetics", model=...)` works; nothing else. Heavy optional
+libraries (peft, evaluate, datasets) stay off this import path.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
@@ -31,12 +32,14 @@ def _register() -> None:
 
 _register()
 
-# The eval fast path (package only, not shipped to the Hub): see fast_inference.py.
-from .fast_inference import install as _install_fast_path  # noqa: E402
+# pipeline("image-aesthetics"): importing pipeline_aesformer imports transformers.pipelines (cheap once transformers'
+# model classes are loaded, as they are here) and registers the task.
+from .pipeline_aesformer import AesformerAestheticsPipeline, register_pipeline  # noqa: E402
 
-_install_fast_path()
+register_pipeline()
 
 __all__ = [
+    "AesformerAestheticsPipeline",
     "AesformerConfig",
     "AesformerImageProcessor",
     "AesformerModel",
@@ -45,18 +48,5 @@ __all__ = [
     "AesformerProcessor",
     "clean_comments",
     "earth_movers_distance",
+    "register_pipeline",
 ]
-
-# --- pipeline("image-aesthetics") --------------------------------------------------------------------------------
-# Registered lazily: transformers.pipelines is heavy and stays off this import path. The hook registers the task
-# right after transformers.pipelines is first imported (see pipeline_registration.py).
-from .pipeline_registration import install as _install_pipeline_hook  # noqa: E402
-from .pipeline_registration import register_pipeline  # noqa: E402
-
-_install_pipeline_hook()
-
-
-def __getattr__(name):
-    if name == "AesformerAestheticsPipeline":
-        return register_pipeline()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@ sibling `configuration_aesformer`.
 
 import copy
 import math
+import weakref
 from dataclasses import dataclass
 from contextlib import contextmanager, nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -191,12 +192,198 @@ def _swin_stage_tokens(swin: SwinModel, pixel_values: torch.Tensor) -> List[Tupl
     return stages
 
 
+# ---------------------------------------------------------------------------------------------- eval fast path
+# In eval (no autograd through the weights, not traced, no hooks) the fusion attention computes q/k/v with one GEMM
+# and Swin's blocks do their window work once per shape: the same results as the modules' own forwards up to float
+# rounding, with less work. The tensors this derives from parameters are cached on the instance that uses them
+# (`_DerivedTensors`), never at module level and never in a state dict.
+_CACHED_BIAS_MAX_BYTES = 32 * 2**20  # a per-window attention bias expanded to the batch is kept below this size
+
+
+class _DerivedTensors:
+    """Tensors derived from parameters (a fused q/k/v weight, Swin's window orders and attention biases), kept in
+    the `__dict__` of the module instance that uses them: not a parameter or buffer, so never in a state dict; a
+    deepcopy or pickle of the module gets an empty cache.
+
+    An entry is reused while each of its sources is the same tensor object (a weak reference, so a replacing
+    Parameter never matches), with the same storage, version counter (bumped by every in-place update: optimizer
+    steps, `load_state_dict`, `copy_`), dtype and device. Nothing is cached while autograd must see the derivation
+    (grad mode on and a source requires grad)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self):
+        self.entries = {}
+
+    def __reduce__(self):  # copies and pickles start empty: weak references do not pickle, and data pointers move
+        return (type(self), ())
+
+    @staticmethod
+    def of(module: nn.Module) -> "_DerivedTensors":
+        cache = module.__dict__.get("_derived_tensors")
+        if cache is None:
+            cache = module.__dict__.setdefault("_derived_tensors", _DerivedTensors())
+        return cache
+
+    def get(self, name, sources: Sequence[torch.Tensor], build, shape_key=()):
+        """`build()` (a function of `sources`, made for `shape_key`), reused while the sources are unchanged; one
+        entry per `name` (a new `shape_key` replaces it, so memory stays bounded)."""
+        if torch.is_grad_enabled() and any(s.requires_grad for s in sources):
+            return build()
+        key = (shape_key,) + tuple((s.data_ptr(), s._version, s.dtype, s.device) for s in sources)
+        entry = self.entries.get(name)
+        if entry is not None and entry[0] == key and all(ref() is s for ref, s in zip(entry[1], sources)):
+            return entry[2]
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor: usable outside inference mode too
+            value = build()
+        self.entries[name] = (key, tuple(weakref.ref(s) for s in sources), value)
+        return value
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    """An unwrapped nn.Linear without hooks: its weights may be read directly (a PEFT layer or a hooked module is
+    called as a module instead)."""
+    return type(module) is nn.Linear and not (
+        module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook")
+    )
+
+
+def _fused_linear(owner: nn.Module, name, linears: Sequence[nn.Module]) -> Optional[Tuple[torch.Tensor, ...]]:
+    """(weight, bias) of the given Linears joined along the output dimension (one GEMM instead of several), or None
+    when they must run as modules: wrapped or hooked Linears, or autograd training them. The separate Linears stay
+    the checkpoint format; the joined copy is derived and cached on `owner` under `name`."""
+    if not all(_plain_linear(m) for m in linears):
+        return None
+    params = [m.weight for m in linears] + [m.bias for m in linears if m.bias is not None]
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return None
+
+    def build():
+        weight = torch.cat([m.weight for m in linears], dim=0)
+        biases = [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in linears]
+        return weight, torch.cat(biases, dim=0)
+
+    return _DerivedTensors.of(owner).get(name, params, build)
+
+
+def _swin_window_order(height: int, width: int, window: int, shift: int, device) -> Optional[Tuple[torch.Tensor, ...]]:
+    """(order, inverse) token indices: `tokens[:, order]` is Swin's cyclic shift by `-shift` followed by the window
+    partition (window-major, row-major inside a window) in one gather; `inverse` undoes it. None = identity."""
+    if shift == 0 and window == height and window == width:
+        return None
+    rows = (torch.arange(height) + shift) % height
+    cols = (torch.arange(width) + shift) % width
+    grid = rows[:, None] * width + cols[None, :]  # grid[h, w] = source of the shifted position (h, w)
+    order = grid.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1)
+    return order.to(device), torch.argsort(order).to(device)
+
+
+def _swin_shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """Swin's shifted-window mask [num_windows, N, N]: 0 inside a region, -100 across regions (as transformers)."""
+    h_idx, w_idx = torch.arange(height), torch.arange(width)
+    h_region = (h_idx >= height - window).long() + (h_idx >= height - shift).long()
+    w_region = (w_idx >= width - window).long() + (w_idx >= width - shift).long()
+    regions = (h_region[:, None] * 3 + w_region[None, :]).float()
+    windows = regions.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window**2)
+    mask = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0)
+
+
+def _swin_window_bias(cache: _DerivedTensors, where, block, window: int, shift: int, height: int, width: int,
+                      batch: int) -> torch.Tensor:
+    """Relative position bias (+ the shifted-window mask) of one Swin block, shaped for SDPA over
+    `[batch * windows, heads, N, N]`: `[1, heads, N, N]` without shift, else expanded to every window of the batch."""
+    bias_module = block.attention.relative_position_bias
+    table = bias_module.relative_position_bias_table
+    area = window * window
+
+    def relative():
+        bias = table[bias_module.relative_position_index.view(-1)].view(area, area, -1)
+        return bias.permute(2, 0, 1).unsqueeze(0)  # [1, heads, N, N]
+
+    if shift == 0:
+        return cache.get((where, "bias"), [table], lambda: relative().contiguous(), (window,))
+
+    def combined():
+        mask = _swin_shift_mask(height, width, window, shift).to(device=table.device, dtype=table.dtype)
+        return relative() + mask.unsqueeze(1)  # [windows, heads, N, N]
+
+    shape = (window, shift, height, width)
+    per_window = cache.get((where, "shifted_bias"), [table], combined, shape)
+    expanded_shape = (batch * per_window.shape[0],) + tuple(per_window.shape[1:])
+
+    def expand():
+        return per_window.unsqueeze(0).expand((batch,) + tuple(per_window.shape)).reshape(expanded_shape)
+
+    if per_window.numel() * batch * per_window.element_size() > _CACHED_BIAS_MAX_BYTES:
+        return expand()
+    return cache.get((where, "batch_bias"), [table], expand, shape + (batch,))
+
+
+def _swin_block_eval(owner: nn.Module, where, block, hidden_states: torch.Tensor, height: int,
+                     width: int) -> torch.Tensor:
+    """One SwinLayer in eval mode, equal to `block(hidden_states, (height, width))[0]` up to float rounding, with
+    less work: the cyclic shift and window partition are one gather (and one inverse gather), q/k/v are one GEMM,
+    the attention bias and masks are built once per shape, no zero padding. Runs the block itself where padding or
+    a clamped window would be needed."""
+    window, shift = block.window_size, block.shift_size
+    if min(height, width) <= window:  # transformers' own clamp (set_shift_and_window_size), without mutating
+        window, shift = min(height, width), 0
+    attention = block.attention
+    if window != attention.relative_position_bias.window_size[0] or height % window or width % window:
+        return block(hidden_states, (height, width))[0]
+    batch, length, channels = hidden_states.shape
+    area = window * window
+    windows = batch * (length // area)
+    heads, head_dim = attention.num_attention_heads, attention.head_dim
+
+    shortcut = hidden_states
+    hidden_states = block.layernorm_before(hidden_states)
+    cache = _DerivedTensors.of(owner)
+    order = cache.get(("window_order", height, width, window, shift, str(hidden_states.device)), (),
+                      lambda: _swin_window_order(height, width, window, shift, hidden_states.device))
+    if order is not None:
+        hidden_states = hidden_states.index_select(1, order[0])
+    fused = _fused_linear(owner, (where, "qkv"), (attention.q_proj, attention.k_proj, attention.v_proj))
+    if fused is not None:
+        query, key, value = F.linear(hidden_states, *fused).view(windows, area, 3, heads, head_dim).unbind(2)
+    else:
+        query, key, value = (
+            proj(hidden_states).view(windows, area, heads, head_dim)
+            for proj in (attention.q_proj, attention.k_proj, attention.v_proj)
+        )
+    bias = _swin_window_bias(cache, where, block, window, shift, height, width, batch)
+    context = F.scaled_dot_product_attention(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask=bias, scale=attention.scaling
+    )
+    context = attention.o_proj(context.transpose(1, 2).reshape(batch, length, channels))
+    if order is not None:
+        context = context.index_select(1, order[1])
+    hidden_states = shortcut + context
+    return hidden_states + block.mlp(block.layernorm_after(hidden_states))
+
+
+def _swin_stage_tokens_eval(swin: SwinModel, pixel_values: torch.Tensor,
+                            owner: nn.Module) -> List[Tuple[torch.Tensor, int, int]]:
+    """`_swin_stage_tokens` for eval mode (no hooks, not traced, the known Swin layout), with `_swin_block_eval`;
+    what it derives from the weights is cached on `owner` (the model)."""
+    hidden_states, (height, width) = swin.embeddings(pixel_values)
+    stages = [(hidden_states, height, width)]
+    for s, stage in enumerate(swin.encoder.layers):
+        for b, block in enumerate(stage.blocks):
+            hidden_states = _swin_block_eval(owner, (s, b), block, hidden_states, height, width)
+        if stage.downsample is not None:
+            hidden_states = stage.downsample(hidden_states, (height, width))
+            height, width = (height + 1) // 2, (width + 1) // 2
+        stages.append((hidden_states, height, width))
+    return stages
+
+
 class AesformerFusionAttention(nn.Module):
     """BERT-style self-attention with its output projection and post-LN residual, shared by both modalities."""
 
-    # `fast_qkv(attention, hidden_states)`: the installed package's cached one-GEMM q/k/v (or None to run the three
-    # Linears); None in a Hub copy of this file. See `modeling_aesformer/fast_inference.py`.
-    fast_qkv = None
+    # Eval fast path (see `_fused_qkv`); False on an instance always runs the three Linears.
+    fast_qkv_path = True
 
     def __init__(self, config: AesformerConfig):
         super().__init__()
@@ -222,9 +409,7 @@ class AesformerFusionAttention(nn.Module):
         def split_heads(x):
             return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-        fused = None
-        if self.fast_qkv is not None:
-            fused = self.fast_qkv(self, hidden_states)
+        fused = self._fused_qkv(hidden_states)
         if fused is not None:  # one GEMM for q, k and v (the checkpoint keeps the three Linears)
             q, k, v = (split_heads(x) for x in fused.chunk(3, dim=-1))
         else:
@@ -245,6 +430,15 @@ class AesformerFusionAttention(nn.Module):
         context = context.transpose(1, 2).reshape(batch, length, width)
         hidden_states = self.layer_norm(self.dropout(self.output(context)) + hidden_states)
         return hidden_states, weights
+
+    def _fused_qkv(self, hidden_states: torch.Tensor) -> Optional[torch.Tensor]:
+        """`[q | k | v]` in one GEMM over a weight joined from `query`/`key`/`value` (cached on this instance, rebuilt
+        when one of them changes), or None where the three Linears must run as modules: switched off, traced
+        (torch.compile/export), hooked (accelerate), wrapped (PEFT/LoRA) or trained (autograd through them)."""
+        if not self.fast_qkv_path or _is_tracing(hidden_states) or hasattr(self, "_hf_hook"):
+            return None
+        fused = _fused_linear(self, "qkv", (self.query, self.key, self.value))
+        return None if fused is None else F.linear(hidden_states, *fused)
 
 
 class AesformerFeedForward(nn.Module):
@@ -460,10 +654,8 @@ class AesformerModel(AesformerPreTrainedModel):
     or an all-zero mask row) goes through the image-only branch (multi-scale adapter, `vision_ffn`, `vision_head`).
     """
 
-    # `fast_vision_stages(swin, pixel_values)`: the installed package's eval fast path for Swin (same results up to
-    # float rounding, less work; `modeling_aesformer/fast_inference.py`), None in a Hub copy of this file. Set
-    # `fast_vision_path = False` on an instance to run transformers' own Swin modules instead.
-    fast_vision_stages = None
+    # Swin's eval fast path (`_swin_stage_tokens_eval`: same results as transformers' own modules up to float
+    # rounding, less work); False on an instance runs transformers' own Swin modules instead.
     fast_vision_path = True
 
     def __init__(self, config: AesformerConfig):
@@ -598,8 +790,8 @@ class AesformerModel(AesformerPreTrainedModel):
                 compiled = self._compiled("vision")
                 if compiled is not None:
                     stages = compiled(pixel_values)
-                elif self.fast_vision_path and self.fast_vision_stages is not None:
-                    stages = self.fast_vision_stages(vision, pixel_values)
+                elif self.fast_vision_path:
+                    stages = _swin_stage_tokens_eval(vision, pixel_values, self)
             if stages is None:
                 stages = _swin_stage_tokens(vision, pixel_values)
         return stages, None

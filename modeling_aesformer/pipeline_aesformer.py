@@ -4,8 +4,7 @@ Shipped to the Hugging Face Hub as remote code next to the model files (an expor
 in `custom_pipelines`): it imports only the standard library, torch, numpy, Pillow and transformers, never the
 `aesformer` package, so it also runs where the package is not installed.
 
-With the package installed, `import modeling_aesformer` registers the task (lazily, when `transformers.pipelines`
-is first imported):
+With the package installed, `import modeling_aesformer` registers the task:
 
     >>> import modeling_aesformer
     >>> from transformers import AutoModel, pipeline
@@ -624,8 +623,8 @@ class AesformerAestheticsPipeline(Pipeline):
 
 
 def register_pipeline(task: str = TASK) -> type:
-    """Register `AesformerAestheticsPipeline` for `pipeline(task)` (idempotent). The installed package calls this
-    for you when `transformers.pipelines` is imported after `import modeling_aesformer`."""
+    """Register `AesformerAestheticsPipeline` for `pipeline(task)` (idempotent). `import modeling_aesformer` calls
+    this for you."""
     entry = PIPELINE_REGISTRY.supported_tasks.get(task)
     if entry is None or entry.get("impl") is not AesformerAestheticsPipeline:
         PIPELINE_REGISTRY.register_pipeline(

@@ -293,7 +293,7 @@ def test_remote_code_round_trip_in_a_clean_process(tmp_path, tiny_tokenizer):
     assert local.used_comments.tolist() == [True, False, True]
 
 
-def test_import_registers_auto_classes_and_keeps_heavy_libraries_off_the_path():
+def test_import_registers_auto_classes_and_the_task_and_keeps_heavy_libraries_off_the_path():
     code = (
         "import sys, modeling_aesformer\n"
         "from transformers import AutoConfig\n"
@@ -301,9 +301,13 @@ def test_import_registers_auto_classes_and_keeps_heavy_libraries_off_the_path():
         "cfg = AutoConfig.for_model('aesformer')\n"
         "assert MODEL_MAPPING[type(cfg)].__name__ == 'AesformerModel'\n"
         # accelerate is imported by transformers.modeling_utils itself whenever it is installed
-        "heavy = [m for m in ('peft', 'evaluate', 'datasets', 'transformers.pipelines', 'torchvision') "
-        "if m in sys.modules]\n"
+        "heavy = [m for m in ('peft', 'evaluate', 'datasets', 'torchvision') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
+        # the task is registered at import, plainly: no import hook, no methods replaced on classes
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert 'image-aesthetics' in PIPELINE_REGISTRY.supported_tasks\n"
+        "assert not [f for f in sys.meta_path if type(f).__module__.startswith(('modeling_aesformer', "
+        "'aesformer'))]\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
