@@ -5,6 +5,7 @@ for autograd, hooks and wrapped Linears; a Hub copy of the file runs it too. (Tr
 the hooked-encoder case: test_fast_path_equals_transformers_modules_and_skips_hooked_encoders there.)"""
 
 import copy
+import inspect
 import pickle
 
 import pytest
@@ -160,7 +161,7 @@ def test_no_method_of_the_model_classes_is_replaced_by_the_package():
     """The package adds nothing to the shipped classes at import: what a Hub copy defines is what runs."""
     for cls in (AesformerModel, modeling.AesformerPreTrainedModel, modeling.AesformerFusionAttention):
         for name, value in vars(cls).items():
-            function = getattr(value, "__func__", value)  # staticmethod, classmethod
+            function = inspect.unwrap(getattr(value, "__func__", value))  # staticmethod, classmethod, decorated
             if callable(function) and not isinstance(function, type):
                 assert function.__code__.co_filename == modeling.__file__, f"{cls.__name__}.{name} comes from elsewhere"
 
