@@ -53,10 +53,37 @@ _LITERAL_NEWLINE = "\\n"  # the two characters backslash and "n", as stored in t
 # surrogates Cs, private use Co, unassigned Cn) and U+FFFD: BERT's tokenizer drops them all, so they are removed here
 # too; a comment made only of them is then NO comment (image-only branch) rather than an empty text.
 _REPLACEMENT_CHARACTER = "\ufffd"
-# A fast tokenizer holds its truncation/padding settings as state that each call may change: two processors with
-# different `max_length` sharing one tokenizer in threads would truncate at each other's length. Tokenizer calls are
-# serialised by this module-level lock (a lock attribute would make processors unpicklable).
-_TOKENIZER_LOCK = threading.RLock()
+
+
+class _TokenizerCallLock:
+    """Serialises the calls into one tokenizer. A fast tokenizer holds its truncation/padding settings as state that
+    each call may change: two processors with different `max_length` sharing one tokenizer in threads would truncate
+    at each other's length. Kept on the tokenizer instance (see `_tokenizer_lock`), so every processor sharing that
+    tokenizer takes the same lock; a copy or pickle of the tokenizer gets a fresh one (locks do not pickle)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self):
+        self._lock = threading.RLock()
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._lock.release()
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
+def _tokenizer_lock(tokenizer) -> _TokenizerCallLock:
+    """The lock of `tokenizer` (created on first use, in its `__dict__`: not an init argument, so never saved)."""
+    state = vars(tokenizer)
+    lock = state.get("_aesformer_call_lock")
+    if lock is None:
+        lock = state.setdefault("_aesformer_call_lock", _TokenizerCallLock())  # atomic: one lock per tokenizer
+    return lock
 
 
 def _drop_unicode_controls(text: str) -> str:
@@ -842,7 +869,7 @@ class AesformerProcessor(ProcessorMixin):
         text, n_words = _clean_comments_with_count(comments, self.max_comment_words)
         truncated = n_words > self.max_comment_words
         if check_tokens and text and not truncated:
-            with _TOKENIZER_LOCK:
+            with _tokenizer_lock(self.tokenizer):
                 n_tokens = len(self.tokenizer.tokenize(text, add_special_tokens=True))
             truncated = n_tokens > self.max_length
         return text, truncated
@@ -959,7 +986,7 @@ class AesformerProcessor(ProcessorMixin):
 
         rows = [i for i, cleaned in enumerate(texts) if cleaned]
         if rows:
-            with _TOKENIZER_LOCK:
+            with _tokenizer_lock(self.tokenizer):
                 encoded = self.tokenizer(
                     [texts[i] for i in rows],
                     max_length=max_length,

@@ -610,3 +610,24 @@ def test_processor_round_trip(tokenizer, tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     loaded.check_vocab_size(len(tokenizer))
+
+
+def test_the_tokenizer_lock_lives_on_the_tokenizer_and_never_reaches_copies_pickles_or_saved_files(
+        tiny_tokenizer, tmp_path):
+    """Processors sharing one tokenizer share its call lock (test_reliability's threads test); the lock is created on
+    the tokenizer instance, never saved with it, and a copy or pickle of a processor still works (fresh lock)."""
+    import copy
+    import pickle
+
+    processors = [AesformerProcessor(AesformerImageProcessor(size=8), tiny_tokenizer, max_length=m) for m in (8, 12)]
+    image = PIL.Image.new("RGB", (4, 4))
+    expected = [p(images=[image], comments=["lovely light " * 20])["input_ids"] for p in processors]
+    lock = vars(tiny_tokenizer)["_aesformer_call_lock"]
+    for processor, ids in zip(processors, expected):
+        for other in (copy.deepcopy(processor), pickle.loads(pickle.dumps(processor))):
+            assert torch.equal(other(images=[image], comments=["lovely light " * 20])["input_ids"], ids)
+            assert vars(other.tokenizer)["_aesformer_call_lock"] is not lock
+    assert vars(tiny_tokenizer)["_aesformer_call_lock"] is lock  # one lock per tokenizer, kept
+    processors[0].save_pretrained(tmp_path / "saved")
+    saved = "".join(path.read_text() for path in (tmp_path / "saved").glob("*.json"))
+    assert "tokenizer" in saved and "_aesformer_call_lock" not in saved
