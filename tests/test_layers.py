@@ -135,11 +135,54 @@ def test_the_shipped_files_check_sees_bad_imports(tmp_path, source, expected):
 
 _MUTABLE_CALLS = {"dict", "list", "set", "defaultdict", "OrderedDict", "WeakKeyDictionary", "WeakValueDictionary",
                   "deque", "Counter"}
+# Synchronisation objects (threading, _thread, multiprocessing): one at module or class level is state shared by every
+# instance, as a cache is.
+_LOCK_CALLS = {"Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier", "allocate_lock"}
+_LOCK_MODULES = {"threading", "_thread", "multiprocessing"}
+
+
+def _shared_statements(body, in_class=False):
+    """(statement, in_class) for every statement run once per process: the module body and class bodies, with the
+    blocks (if/try/with/for) inside them; never function bodies."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        yield node, in_class
+        if isinstance(node, ast.ClassDef):
+            yield from _shared_statements(node.body, True)
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            yield from _shared_statements(getattr(node, field, None) or [], in_class)
+        for handler in getattr(node, "handlers", None) or []:
+            yield from _shared_statements(handler.body, in_class)
+
+
+def _lock_calls(value, lock_names):
+    """Calls in the expression `value` (lambdas left out: they run later, per call) that build a lock."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr in _LOCK_CALLS:
+                yield func.attr
+            elif isinstance(func, ast.Name) and func.id in lock_names:
+                yield lock_names[func.id]
+        stack.extend(ast.iter_child_nodes(node))
 
 
 def _module_level_mutables(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found = []
+    lock_names = {  # local name -> lock class, for `from threading import RLock [as X]`
+        alias.asname or alias.name: alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _LOCK_MODULES
+        for alias in node.names
+        if alias.name in _LOCK_CALLS
+    }
     for node in tree.body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -156,10 +199,37 @@ def _module_level_mutables(path):
                 found.append(f"{path.name}:{node.lineno} {names}")
         elif isinstance(node, ast.Global):
             found.append(f"{path.name}:{node.lineno} global")
+    for node, in_class in _shared_statements(tree.body):
+        value = getattr(node, "value", None)
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr)) and value is not None:
+            for lock in _lock_calls(value, lock_names):
+                found.append(f"{path.name}:{node.lineno} {'class-level' if in_class else 'module-level'} {lock}")
     for node in ast.walk(tree):
         if isinstance(node, ast.Global):
             found.append(f"{path.name}:{node.lineno} global {node.names}")
     return found
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("_CACHE = {}\n", "['_CACHE']"),
+    ("import weakref\n_DERIVED = weakref.WeakKeyDictionary()\n", "['_DERIVED']"),
+    ("import threading\n_LOCK = threading.RLock()\n", "module-level RLock"),
+    ("from threading import RLock\n_LOCK = RLock()\n", "module-level RLock"),
+    ("from threading import Lock as Mutex\nlock: object = Mutex()\n", "module-level Lock"),
+    ("import threading as t\nclass A:\n    ready = t.Condition()\n", "class-level Condition"),
+    ("import threading\ntry:\n    GATE = (threading.Semaphore(2),)\nexcept ImportError:\n    pass\n",
+     "module-level Semaphore"),
+    ("import threading\nclass A:\n    def __init__(self):\n        self.lock = threading.RLock()\n", None),
+    ("import threading\ndef make():\n    return threading.Lock()\nMAKE = lambda: threading.Lock()\n", None),
+    ("SIZES = (1, 2)\nclass A:\n    __slots__ = ('entries',)\n", None),
+])
+def test_the_shipped_state_check_sees_caches_and_locks(tmp_path, source, expected):
+    """The checker itself: module-level caches and locks (module or class level, however imported) are reported;
+    per-instance locks and locks made per call are not."""
+    path = tmp_path / "shipped.py"
+    path.write_text(source)
+    found = _module_level_mutables(path)
+    assert (found == []) if expected is None else any(expected in item for item in found), found
 
 
 def test_shipped_files_hold_no_module_level_mutable_state():
