@@ -70,9 +70,10 @@ def check_result(result, branch, adapter="base", bins=10, distribution=True):
 # ------------------------------------------------------------------------------------------------- registration
 REGISTRATION_SCRIPT = """
 import sys
+import transformers  # installs its own finder (legacy module aliases)
 meta_path = list(sys.meta_path)
 {first}
-assert sys.meta_path == meta_path, "the import changed sys.meta_path"
+assert sys.meta_path == meta_path, [f for f in sys.meta_path if f not in meta_path]
 from transformers.pipelines import PIPELINE_REGISTRY
 impl = PIPELINE_REGISTRY.supported_tasks["image-aesthetics"]["impl"]
 assert impl.__module__ == "modeling_aesformer.pipeline_aesformer", impl
