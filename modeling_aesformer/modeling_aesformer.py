@@ -228,7 +228,8 @@ class _DerivedTensors:
     def get(self, name, sources: Sequence[torch.Tensor], build, shape_key=()):
         """`build()` (a function of `sources`, made for `shape_key`), reused while the sources are unchanged; one
         entry per `name` (a new `shape_key` replaces it, so memory stays bounded)."""
-        if torch.is_grad_enabled() and any(s.requires_grad for s in sources):
+        # weights made under inference_mode have no version counter to check a cache entry against
+        if any(s.is_inference() or (s.requires_grad and torch.is_grad_enabled()) for s in sources):
             return build()
         key = (shape_key,) + tuple((s.data_ptr(), s._version, s.dtype, s.device) for s in sources)
         entry = self.entries.get(name)

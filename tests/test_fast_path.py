@@ -193,3 +193,15 @@ def test_a_hub_copy_of_the_modeling_file_runs_the_same_fast_path(tmp_path):
     with torch.no_grad():
         local = model(**inputs).distribution
     torch.testing.assert_close(torch.load(tmp_path / "remote.pt", weights_only=True), local, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_made_under_inference_mode_are_used_without_a_cache():
+    """Inference tensors have no version counter: nothing derived from them is cached, the results stay right."""
+    with torch.inference_mode():
+        model = tiny_model()
+        inputs = mixed_inputs()
+        fast = model(**inputs).distribution
+        slow = plain(model)(**inputs).distribution
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    assert all(name[0] == "window_order" for name in cached(model).entries)  # geometry only, no weights
+    assert not cached(attention(model)).entries

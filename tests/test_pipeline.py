@@ -1,4 +1,5 @@
-"""pipeline("image-aesthetics"): registration at import, inputs and output schema, batching, adapters, processor fallback."""
+"""pipeline("image-aesthetics"): registered at import, inputs and output schema, batching, adapters, processor
+fallback."""
 
 import functools
 import http.server
