@@ -16,9 +16,10 @@ venv with the version before the change installed, not editable). A second child
 run isolated, outside the repository) builds Aesformer-T there from a fixed seed and saves it; this process loads the
 same weights from that folder, so both hold identical weights. Every round then times the seed code, "before" and
 "after" (this checkout) back to back, before/after adjacent and their order swapped every round, in fp32 and bf16.
-The first round checks that before and after give the same fp32 scores (max |Δ| <= --score-tolerance; the exit
-status is 1 otherwise) and prints the bf16 difference; the table adds the after/before speed ratio (before seconds /
-after seconds per round, median over the rounds: > 1 = after is faster).
+It refuses an "after" that is not this checkout (an installed copy differing from it). The first round checks that
+before and after give the same fp32 scores (max |Δ| <= --score-tolerance; the exit status is 1 otherwise) and prints
+the bf16 difference; the table adds the after/before speed ratio (before seconds / after seconds per round, median
+over the rounds: > 1 = after is faster).
 
 Options: --seed-code DIR (the folder of make_reference.py; default ../shared/parity/seed-code beside the repository,
 or $AESFORMER_SEED_CODE), --repeats, --warmup, --no-clip. The original code is extracted into a temporary folder at
@@ -111,6 +112,31 @@ class InstalledModel(Worker):
         return answer["seconds"], answer["score"]
 
 
+def installed_differences(packages=(("modeling_aesformer", "modeling_aesformer"),
+                                    ("aesformer_processing", "processing"))):
+    """Files of the model's packages (as imported here) that differ from this checkout's: [] when "after" really is
+    this checkout. An editable install imports the checkout itself; a regular install is a copy, which is stale
+    as soon as the checkout changes (e.g. a venv installed before a merge)."""
+    import importlib
+
+    differences = []
+    for package, folder in packages:
+        installed = Path(importlib.import_module(package).__file__).resolve().parent
+        source = common.REPO_ROOT / folder
+        if installed.is_relative_to(common.REPO_ROOT):
+            continue
+
+        def files(root):
+            return {p.relative_to(root) for p in root.rglob("*") if p.suffix in (".py", ".json")
+                    and "__pycache__" not in p.parts}
+
+        for relative in sorted(files(installed) | files(source)):
+            a, b = installed / relative, source / relative
+            if not (a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()):
+                differences.append(f"{folder}/{relative}")
+    return differences
+
+
 def load_make_inputs(seed_code: str):
     spec = importlib.util.spec_from_file_location("make_reference", os.path.join(seed_code, "make_reference.py"))
     module = importlib.util.module_from_spec(spec)
@@ -198,16 +224,27 @@ def main(argv=None) -> int:
     from safetensors.torch import save_file
 
     common.set_threads(args.threads)
+    stale = installed_differences() if args.baseline_python else []
+    if stale:
+        print(f"ERROR: this Python ({sys.executable}) imports an installed copy of the package that differs from this "
+              f"checkout ({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}): 'after' would not be this "
+              f"checkout. Reinstall it first (`pip install -e .` or `pip install --no-deps .`).", file=sys.stderr)
+        return 2
     pixel_values, tokens, lengths = load_make_inputs(args.seed_code)(1000, args.batch, args.comment_tokens)
     workdir = tempfile.mkdtemp(prefix="aesformer-bench-")  # outside the repository: the before worker's cwd
     seed = before = None
     try:
-        seed = SeedCode(args.seed_python, args.seed_code, args.mirror, 0, args.batch, args.comment_tokens,
-                        args.threads)
-        if args.baseline_python:
-            inputs = os.path.join(workdir, "inputs.safetensors")
-            save_file({"pixel_values": pixel_values.contiguous(), **tokens}, inputs)
-            before = InstalledModel(args.baseline_python, workdir, inputs, 0, args.threads)
+        try:
+            if args.baseline_python:  # first: it refuses quickly when it imports this checkout
+                inputs = os.path.join(workdir, "inputs.safetensors")
+                save_file({"pixel_values": pixel_values.contiguous(), **tokens}, inputs)
+                # absolute but not resolved: a venv's python is a symlink whose own path selects the venv
+                before = InstalledModel(os.path.abspath(args.baseline_python), workdir, inputs, 0, args.threads)
+            seed = SeedCode(args.seed_python, args.seed_code, args.mirror, 0, args.batch, args.comment_tokens,
+                            args.threads)
+        except RuntimeError as error:
+            print(f"ERROR: {error}", file=sys.stderr)
+            return 2
         info, foreign = common.start_measuring(args.wait_idle)
         print(f"# {info['cpu']}, {info['logical_cpus']} logical CPUs, {info['torch_threads']} torch threads, "
               f"torch {info['torch']}, load {info['load_average_start']}; seed code {seed.info['commit'][:7]} "
