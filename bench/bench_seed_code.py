@@ -232,6 +232,8 @@ def main(argv=None) -> int:
         return 2
     pixel_values, tokens, lengths = load_make_inputs(args.seed_code)(1000, args.batch, args.comment_tokens)
     workdir = tempfile.mkdtemp(prefix="aesformer-bench-")  # outside the repository: the before worker's cwd
+    # the children's CPU time counts as this run's own (ForeignLoad), so their start belongs inside the window
+    info, foreign = common.start_measuring(args.wait_idle)
     seed = before = None
     try:
         try:
@@ -245,21 +247,19 @@ def main(argv=None) -> int:
         except RuntimeError as error:
             print(f"ERROR: {error}", file=sys.stderr)
             return 2
-        info, foreign = common.start_measuring(args.wait_idle)
         print(f"# {info['cpu']}, {info['logical_cpus']} logical CPUs, {info['torch_threads']} torch threads, "
               f"torch {info['torch']}, load {info['load_average_start']}; seed code {seed.info['commit'][:7]} "
               f"(torch {seed.info['torch']}, {seed.info['threads']} threads)")
         if before:
-            ours = load_models(before.model_dir)  # the weights the before side built: identical on both sides
-        else:
-            fp32 = build_aesformer()
-            ours = {"fp32": fp32, "bf16": bf16_copy(fp32)}
-        if before:
             import modeling_aesformer
 
+            ours = load_models(before.model_dir)  # the weights the before side built: identical on both sides
             print(f"# before: {before.info['module']} (aesformer {before.info['version']}, torch "
                   f"{before.info['torch']}, transformers {before.info['transformers']}, {before.info['threads']} "
                   f"threads); after: {modeling_aesformer.__file__}")
+        else:
+            fp32 = build_aesformer()
+            ours = {"fp32": fp32, "bf16": bf16_copy(fp32)}
 
         calls, groups = {}, []
         for what, case in CASES:
