@@ -4,8 +4,8 @@
 Two models, each run in fp32 and in bf16 on the same inputs:
 - the demo's trained model (`aesformer demo [--quick] --output DIR`) over its test split: the with-comments branch
   on the test images that have comments, the image-only branch (adapter "synthetic") on every test image;
-- Aesformer-T on the parity reference weights (`/work/shared/parity/README.md`'s weight rule, converted with
-  `convert_original_checkpoint`), on generated inputs (random pixels, 64-token comments).
+- Aesformer-T on the parity reference weights (the weight rule of `../shared/parity/README.md` beside the
+  repository, converted with `convert_original_checkpoint`), on generated inputs (random pixels, 64-token comments).
 
 bf16 variants: "bf16" = `from_pretrained(..., dtype=torch.bfloat16)` (what `--dtype bf16` loads: the score heads and
 their scale stay fp32; softmax, distribution and score are fp32 in any case), and "bf16, heads too" = the whole
@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-PARITY_DIR = Path(os.environ.get("AESFORMER_PARITY_DIR", "/work/shared/parity"))
+PARITY_DIR = Path(os.environ.get("AESFORMER_PARITY_DIR", common.REPO_ROOT.parent / "shared" / "parity"))
 
 
 def agreement(reference, candidate, threshold, near=0.05) -> dict:

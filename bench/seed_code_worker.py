@@ -2,10 +2,10 @@
 """Runs the ORIGINAL AesFormer code (the seed code) for `bench_seed_code.py`, in its own environment.
 
 Started by the benchmark as a child process with the seed-code venv's Python (it needs transformers 4.x, timm and
-einops; see /work/shared/parity/seed-code/README.md). It extracts the original `models/aesformer.py` and
-`models/swin.py` from a git checkout of AiArt-HDU/aesformer into a temporary folder (never into this repository),
-builds the two original models (image only: `type='img'`, with comments: `type='both'`) with the reference
-harness's `make_reference.py`, and then answers one command per line on stdin:
+einops; see ../shared/parity/seed-code/README.md beside the repository). It extracts the original
+`models/aesformer.py` and `models/swin.py` from a git checkout of AiArt-HDU/aesformer into a temporary folder (never
+into this repository), builds the two original models (image only: `type='img'`, with comments: `type='both'`) with
+the reference harness's `make_reference.py`, and then answers one command per line on stdin:
 
     img    -> one image-only forward of the batch, fp32, inference mode; prints the seconds
     both   -> one `train_first_stage` (with comments) of the batch; prints the seconds
