@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from aesformer_cli import sharded_scoring, shards
+from aesformer_training import sharded_scoring, shards
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import launch_two_processes, read_rows, score_cli as cli
