@@ -110,6 +110,20 @@ def score_cli(*argv):
     return args.func(args)
 
 
+def camera_jpeg(path, size, seed=0):
+    """A camera-like JPEG of `size` at `path`: a smooth scene with noise (so it does not compress to nothing)."""
+    import numpy as np
+    import PIL.Image
+
+    from modeling_aesformer.toy import draw_scene
+
+    rng = np.random.default_rng(seed)
+    scene = np.asarray(draw_scene(seed, size=(64, 48)).resize(size, PIL.Image.BICUBIC), dtype=np.float32)
+    noisy = np.clip(scene + rng.normal(0, 8, scene.shape), 0, 255).astype(np.uint8)
+    PIL.Image.fromarray(noisy).save(path, quality=90)
+    return path
+
+
 def read_rows(path):
     """The rows of a score output file (.jsonl or .csv)."""
     if str(path).endswith(".jsonl"):

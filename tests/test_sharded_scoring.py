@@ -283,6 +283,23 @@ def test_two_processes_equal_one(data, reference, tmp_path):
     _assert_same(out, reference[1])
 
 
+def _descendants(pid):
+    """The ids of every process below `pid` (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 @pytest.mark.slow
 def test_a_launch_killed_after_its_first_shard_resumes_to_the_same_result(data, tmp_path):
     """SIGKILL from outside, to both processes the moment the first completion marker appears: the finished shards
@@ -291,7 +308,7 @@ def test_a_launch_killed_after_its_first_shard_resumes_to_the_same_result(data, 
     tars = tmp_path / "tars"
     tars.mkdir()
     # round-robin: each process first finishes a short shard, then is still busy with a long one when killed
-    for s, count in enumerate((2, 2, 300, 300)):
+    for s, count in enumerate((2, 2, 800, 800)):
         with tarfile.open(tars / f"shard-{s}.tar", "w") as archive:
             for i in range(count):
                 _add(archive, f"{s}{i:04d}.png", _image_bytes(1000 * s + i, "PNG"))
@@ -310,8 +327,10 @@ def test_a_launch_killed_after_its_first_shard_resumes_to_the_same_result(data, 
             assert time.monotonic() - start < 600, "no shard finished in 600 s"
             time.sleep(0.01)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(launch.pid, signal.SIGKILL)  # the launcher and both processes
+        # the launcher and both processes (torch's launcher starts each in a session of its own)
+        for pid in [launch.pid] + _descendants(launch.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         launch.wait(timeout=60)
         launch.stderr.close()
     assert not out.exists()
