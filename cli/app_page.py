@@ -338,6 +338,7 @@ def launch_options(host: str = "127.0.0.1", port: Optional[int] = None, max_file
 
 __all__ = [
     "API_NAME", "MAX_FILES", "MAX_FILE_SIZE", "TABLE_COLUMNS", "analyse_batch", "build_page", "check_batch",
-    "comments_for_uploads", "comments_rows", "default_adapter", "detail", "distribution_frame", "file_name", "launch_options",
+    "comments_for_uploads", "comments_rows", "default_adapter", "detail", "distribution_frame", "file_name",
+    "launch_options",
     "results_table", "score_one", "summary_text", "write_csv",
 ]

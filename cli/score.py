@@ -31,8 +31,9 @@
 
 Output columns: path, adapter, score, std, label, branch, trained, num_bins, score_range (JSON [first, last] bin
 value: the scale of the score), distribution (JSON list), comments_truncated, error. An image with comments gets
-one row, with an empty adapter (the with-comments heads answer, whatever `--adapter` says). `trained` is false on an image-only row answered by a head that no training or conversion produced (e.g. the
-model's own image-only modules after stage 1: a warning then names the adapters to use), empty on rows with comments.
+one row, with an empty adapter (the with-comments heads answer, whatever `--adapter` says). `trained` is false on an
+image-only row answered by a head that no training or conversion produced (e.g. the model's own image-only modules
+after stage 1: a warning then names the adapters to use), empty on rows with comments.
 Without `--adapter`, images without comments are answered by the model's default adapter (config
 `default_adapter`, set by `aesformer adapt` or `aesformer set-default`).
 """

@@ -151,7 +151,8 @@ def test_comment_rows_follow_the_uploads_and_keep_typed_text():
     assert app_page.comments_for_uploads(["/tmp/x/a.png", "/tmp/y/b.jpg"], rows) == ["nice light", None]
     assert app_page.comments_rows(None) == []
     # a new upload in front: the typed comments stay with their files
-    rows = app_page.comments_rows(["/tmp/z/c.png", "/tmp/x/a.png", "/tmp/y/b.jpg"], [["a.png", "one"], ["b.jpg", "two"]])
+    rows = app_page.comments_rows(["/tmp/z/c.png", "/tmp/x/a.png", "/tmp/y/b.jpg"],
+                                  [["a.png", "one"], ["b.jpg", "two"]])
     assert rows == [["c.png", ""], ["a.png", "one"], ["b.jpg", "two"]]
 
 

@@ -5,7 +5,6 @@ import argparse
 import json
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 from scipy.stats import spearmanr

@@ -221,7 +221,8 @@ def test_collate_pads_comments_passes_errors_and_markers_through(model_dir, phot
                                             (str(paths[0].parent / "gone.png"), None)], processor)
     items = [dataset[i] for i in range(3)] + [{"shard_end": "s0", "readers": 1}]
     collated = scoring.collate_encodings(items, pad_token_id=scoring.pad_token_id(processor))
-    assert collated["indices"] == [0, 1] and collated["errors"][0][0] == 2 and "no such file" in collated["errors"][0][1]
+    assert collated["indices"] == [0, 1] and collated["errors"][0][0] == 2
+    assert "no such file" in collated["errors"][0][1]
     assert collated["markers"] == [{"shard_end": "s0", "readers": 1}]
     inputs = collated["inputs"]
     assert inputs["pixel_values"].shape[0] == 2 and inputs["input_ids"].shape[0] == 2

@@ -182,9 +182,10 @@ def _settings(args, names: List[str]) -> dict:
     """What shapes the rows: a rerun with other values would mix two kinds of rows in one output."""
     model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
     return {"model": model, "adapters": list(names), "threshold": args.threshold,
-            "max_image_pixels": args.max_image_pixels, "comments": [os.path.abspath(c) for c in args.comments] if args.comments
-            else None, "shard_comments": args.shard_comments, "key_column": args.key_column,
-            "image_column": args.image_column, "files_per_shard": args.files_per_shard}
+            "max_image_pixels": args.max_image_pixels,
+            "comments": [os.path.abspath(c) for c in args.comments] if args.comments else None,
+            "shard_comments": args.shard_comments, "key_column": args.key_column, "image_column": args.image_column,
+            "files_per_shard": args.files_per_shard}
 
 
 _SETTING_FLAGS = {"model": "--model", "adapters": "--adapter", "threshold": "--threshold",

@@ -413,5 +413,6 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield {"shard_end": shard.shard_id, "items": count, "readers": workers if by_sample else 1}
 
 
-__all__ = ["SHARD_EXTENSIONS", "Shard", "ShardStream", "error_kind", "is_shard_file", "shard_files_in_folder", "iter_parquet_samples", "iter_tar_samples",
+__all__ = ["SHARD_EXTENSIONS", "Shard", "ShardStream", "error_kind", "is_shard_file", "iter_parquet_samples",
+           "iter_tar_samples", "shard_files_in_folder",
            "parquet_layout", "plan_shards"]
