@@ -88,7 +88,7 @@ def score_images(args, log=print) -> int:
     from modeling_aesformer.adapter_weights_aesformer import base_model, image_only_answer
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from modeling_aesformer.scoring import (MAX_LISTED_FAILURES, ScoreFileWriter, ScoringError,
-                                            iter_scored_batches, read_score_file)
+                                            iter_scored_batches, read_score_file, records_to_score)
 
     from .precision import chosen_dtype
 
@@ -124,14 +124,7 @@ def score_images(args, log=print) -> int:
     model.to(device)
 
     done, failed_before = read_score_file(args.output) if args.resume else ({}, {})
-    todo, skipped = [], 0
-    for path, comments in records:
-        key = os.path.abspath(path)
-        # an image with comments has one row, without adapter (""): the with-comments heads answer for all
-        if key in failed_before or (key in done and (set(labels) <= done[key] or "" in done[key])):
-            skipped += 1
-        else:
-            todo.append((path, comments))
+    todo, skipped = records_to_score(records, done, failed_before, labels)
 
     writer = ScoreFileWriter(args.output)
     failures = list(problems)
@@ -226,13 +219,12 @@ def run_sharded(args, log=print) -> int:
     (`aesformer_training.sharded_scoring.run`)."""
     from aesformer_training import sharded_scoring
 
-    adapter_arg = adapter_choice(args.adapter) if args.adapter else None
-
     def load_scorer(device, process_log):
         from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters
 
         from .precision import chosen_dtype
 
+        adapter_arg = adapter_choice(args.adapter)
         dtype = chosen_dtype(args, device, process_log, prefix="[score] ")
         model, processor, _ = load_scoring_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
                                                  process_log, dtype)

@@ -403,6 +403,21 @@ def read_score_file(path: str) -> Tuple[Dict[str, set], Dict[str, str]]:
     return done, failed
 
 
+def records_to_score(records: Sequence[Tuple[str, object]], done: Dict[str, set], failed: Dict[str, str],
+                     adapters: Sequence[str]) -> Tuple[List[Tuple[str, object]], int]:
+    """(records still to score, number skipped) after an earlier run's result file (`read_score_file`): an image is
+    done when it failed, when it has a row for every adapter of `adapters` (the names the adapter column holds), or
+    a row without adapter (an image with comments: the with-comments heads answered for all)."""
+    todo, skipped = [], 0
+    for path, comments in records:
+        key = os.path.abspath(path)
+        if key in failed or (key in done and (set(adapters) <= done[key] or "" in done[key])):
+            skipped += 1
+        else:
+            todo.append((path, comments))
+    return todo, skipped
+
+
 __all__ = ["FIELDS", "ImageEncodingDataset", "ScoreFileWriter", "ScoringError", "collate_encodings",
            "encode_image", "error_text", "file_row", "forward_adapters", "iter_scored_batches", "open_jpeg_draft",
-           "read_score_file", "result_rows", "score_collated", "score_files"]
+           "read_score_file", "records_to_score", "result_rows", "score_collated", "score_files"]
