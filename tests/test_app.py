@@ -268,6 +268,8 @@ def test_score_api_through_gradio_client_equals_the_pipeline(served, reference, 
     assert "/score" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     got = client.predict(image=handle_file(str(good)), comments="", adapter="base", api_name="/score")
     assert got == reference(str(good), adapter="base")
+    got = client.predict(image=handle_file(str(good)), comments="", adapter="", api_name="/score")
+    assert got == reference(str(good)) and got["adapter"] != "base"  # no adapter: the model's default
     got = client.predict(image=handle_file(str(second)), comments="great colour", adapter="ava",
                          api_name="/score")
     assert got == reference({"image": str(second), "comments": "great colour"}, adapter="ava")
@@ -303,7 +305,7 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     good, _, broken = images
-    want = reference(str(good), adapter="base")
+    want = reference(str(good))  # the adapter the page offers first: the model's default, as the pipeline's
     driver = _chromium_driver(tmp_path / "chromium-profile")
     try:
         wait = WebDriverWait(driver, 120)
@@ -318,6 +320,7 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
         assert summary.group(1) == f"{want['score']:.4f}" and summary.group(2) == f"{want['std']:.4f}"
         summary_text = driver.find_element(By.ID, "summary").text
         assert "harbour.png" in summary_text and f"label {want['label']}" in summary_text
+        assert re.search(rf"adapter\s+{want['adapter']}\s", summary_text) and want["adapter"] != "base"
         table = wait.until(lambda d: d.find_element(By.ID, "results").text if "broken.png" in d.find_element(
             By.ID, "results").text else None)
         assert "harbour.png" in table and f"{want['score']:.4f}" in table
