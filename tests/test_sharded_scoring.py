@@ -202,6 +202,28 @@ def test_csv_output_and_merge_only(data, reference, tmp_path, capsys):
     assert "nothing.csv.parts" in capsys.readouterr().err
 
 
+def test_the_driver_runs_from_python(data, reference, tmp_path):
+    """The training layer's driver without the command line: options and a model loader of one's own."""
+    from transformers import AutoModel, AutoProcessor
+
+    root, model, _ = data
+    shard = str(root / "tars" / "shard-0002.tar")  # the shard with comments
+    out = tmp_path / "scores.jsonl"
+    options = sharded_scoring.ShardedScoringOptions(inputs=[shard], output=str(out), model=str(model),
+                                                    shard_comments="txt", batch_size=4)
+
+    def load_scorer(device, log):
+        return AutoModel.from_pretrained(model).eval(), AutoProcessor.from_pretrained(model), ["base"]
+
+    assert sharded_scoring.run(options, load_scorer, log=lambda *a: None) == 0
+    got = _by_key(read_rows(out))
+    want = {k: v for k, v in _by_key(pq.read_table(reference[1]).to_pylist()).items() if k[0] == shard}
+    assert set(got) == set(want) and len(got) == 5
+    for key, row in want.items():
+        assert got[key]["branch"] == row["branch"] == "with_comments"
+        assert got[key]["score"] == pytest.approx(row["score"], abs=1e-5)
+
+
 def test_tar_reader_groups_members_and_reads_comments_only_when_asked(tmp_path):
     path = tmp_path / "s.tar"
     with tarfile.open(path, "w") as archive:

@@ -51,12 +51,12 @@ PROCESS_GROUP_TIMEOUT_HOURS = 48
 @dataclass
 class ShardedScoringOptions:
     """What a sharded run needs (the flags of `aesformer score`; an `argparse.Namespace` with these attributes
-    serves as well). `model` is recorded in the manifest; `adapter` is the adapters asked for."""
+    serves as well). `model` names the model in the manifest (a resumed run must name the same); the model itself
+    and its adapters come from `run`'s `load_scorer`."""
 
     inputs: Sequence[str]
     output: str
     model: Optional[str] = None
-    adapter: Optional[List[str]] = None
     batch_size: int = 16
     num_workers: int = 0
     device: Optional[str] = None
