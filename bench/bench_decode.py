@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     import torch
 
     from modeling_aesformer import AesformerImageProcessor, AesformerModel
-    from aesformer_cli.score import ImageDataset
+    from modeling_aesformer.scoring import ImageEncodingDataset
     from bench_inference import build_aesformer
 
     info, foreign = common.start_measuring(args.wait_idle)
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         model = AesformerModel.from_pretrained(model_dir, dtype=dtype).eval()
         pixels = torch.randn(args.batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0))
         records = [(str(p), None) for p in paths[:4]]
-        reduced, full = ImageDataset(records, processor, reduced_decode=True), ImageDataset(records, processor)
+        reduced = ImageEncodingDataset(records, processor, reduced_decode=True)
+        full = ImageEncodingDataset(records, processor)
 
         def decode_all(dataset):
             for index in range(len(dataset)):

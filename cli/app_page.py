@@ -6,6 +6,8 @@ the package. The model work is done by a *backend* object, given to [`build_page
 
 - `backend.name` (str): what the page says it serves;
 - `backend.adapters` (list of str): "base" first, then the dataset adapters the model carries;
+- `backend.default_adapter` (str, optional): the adapter that answers when none is chosen, the model's default
+  (the first of `adapters` when the backend has no such attribute);
 - `backend.precisions` (list of str): e.g. ["float32", "bfloat16"]; the first is the default;
 - `backend.score(image, comments, adapter, precision)`: the dict of `pipeline("image-aesthetics")` for one image
   file (comments: a string or None); raises `ValueError` naming the file when it cannot be scored;
@@ -19,7 +21,7 @@ import csv
 import math
 import os
 import tempfile
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 # Limits of one request: the page refuses a batch over MAX_FILES before scoring anything, and gradio refuses any
 # file over MAX_FILE_SIZE at upload.
@@ -77,28 +79,48 @@ def _table_rows(table: Any) -> List[List[Any]]:
     return [list(row) for row in table]
 
 
-def comments_rows(files: Any, table: Any = None) -> List[List[str]]:
-    """Rows `[file, comments]` of the comments table for the uploaded `files`, keeping the comments already typed
-    for a file of the same name."""
-    typed = {}
+def _typed_comments(names: Sequence[str], table: Any) -> List[str]:
+    """The comments typed for each upload (by position: two uploads may share a file name). Row `i` of the table
+    belongs to upload `i` when it names the same file; otherwise (the uploads changed since the table was made) the
+    first unused row of the same name, in order; else none ("")."""
+    rows = []
     for row in _table_rows(table):
         if len(row) >= 2 and row[0]:
-            typed[str(row[0])] = "" if row[1] is None or (isinstance(row[1], float) and math.isnan(row[1])) \
-                else str(row[1])
-    return [[file_name(p), typed.get(file_name(p), "")] for p in _paths(files)]
+            text = row[1]
+            rows.append((str(row[0]), "" if text is None or (isinstance(text, float) and math.isnan(text))
+                         else str(text)))
+        else:
+            rows.append(None)
+    used, typed = set(), []
+    for i, name in enumerate(names):
+        pick = i if i < len(rows) and rows[i] is not None and rows[i][0] == name else next(
+            (j for j, row in enumerate(rows) if row is not None and row[0] == name and j not in used
+             and not (j < len(names) and names[j] == name)), None)
+        if pick is None or pick in used:
+            typed.append("")
+        else:
+            used.add(pick)
+            typed.append(rows[pick][1])
+    return typed
 
 
-def comments_by_file(table: Any) -> Dict[str, Optional[str]]:
-    """`{file name: comments or None}` from the comments table (blank = no comments: the image-only branch)."""
-    out = {}
-    for row in _table_rows(table):
-        if len(row) < 2 or not row[0]:
-            continue
-        text = row[1]
-        if text is None or (isinstance(text, float) and math.isnan(text)):
-            text = ""
-        out[str(row[0])] = str(text).strip() or None
-    return out
+def comments_rows(files: Any, table: Any = None) -> List[List[str]]:
+    """Rows `[file, comments]` of the comments table, one per uploaded file in upload order, keeping the comments
+    already typed for each upload."""
+    names = [file_name(p) for p in _paths(files)]
+    return [[name, text] for name, text in zip(names, _typed_comments(names, table))]
+
+
+def comments_for_uploads(files: Any, table: Any = None) -> List[Optional[str]]:
+    """The comments of each uploaded file, in upload order, from the comments table (blank = no comments: the
+    image-only branch)."""
+    names = [file_name(p) for p in _paths(files)]
+    return [text.strip() or None for text in _typed_comments(names, table)]
+
+
+def default_adapter(backend) -> str:
+    """The adapter that answers when none is chosen: the backend's `default_adapter`, else its first adapter."""
+    return getattr(backend, "default_adapter", None) or backend.adapters[0]
 
 
 def _public_error(error: BaseException, path: str) -> str:
@@ -106,23 +128,25 @@ def _public_error(error: BaseException, path: str) -> str:
     return str(error).replace(path, file_name(path))
 
 
-def analyse_batch(backend, files: Any, table: Any = None, adapter: str = "base", precision: Optional[str] = None,
-                  max_files: int = MAX_FILES, progress: Optional[Callable] = None) -> List[dict]:
-    """Score every uploaded file; one result per file, in upload order. A file that cannot be scored gets a result
-    with `error` set (the rest of the batch goes on). `progress(fraction, desc=...)` is called per file."""
+def analyse_batch(backend, files: Any, table: Any = None, adapter: Optional[str] = None,
+                  precision: Optional[str] = None, max_files: int = MAX_FILES,
+                  progress: Optional[Callable] = None) -> List[dict]:
+    """Score every uploaded file with its own row of the comments table; one result per file, in upload order.
+    A file that cannot be scored gets a result with `error` set (the rest of the batch goes on). `adapter=None`:
+    the backend's default adapter. `progress(fraction, desc=...)` is called per file."""
     paths = check_batch(files, max_files)
+    adapter = adapter or default_adapter(backend)
     if adapter not in backend.adapters:
         raise ValueError(f"unknown adapter {adapter!r}; this model has {list(backend.adapters)}")
     precision = precision or backend.precisions[0]
     if precision not in backend.precisions:
         raise ValueError(f"unknown precision {precision!r}; this page offers {list(backend.precisions)}")
-    comments = comments_by_file(table)
+    comments = comments_for_uploads(paths, table)
     results = []
-    for i, path in enumerate(paths):
+    for i, (path, text) in enumerate(zip(paths, comments)):
         name = file_name(path)
         if progress is not None:
             progress(i / len(paths), desc=f"scoring {name} ({i + 1}/{len(paths)})")
-        text = comments.get(name)
         try:
             result = dict(backend.analyse(path, text, adapter, precision))
         except (ValueError, TypeError, OSError) as error:
@@ -199,12 +223,13 @@ def detail(results: Sequence[dict], name: Optional[str]):
     return summary_text(chosen), distribution_frame(chosen), (chosen or {}).get("overlay")
 
 
-def score_one(backend, image: Any, comments: Optional[str] = "", adapter: Optional[str] = "base") -> dict:
-    """The `score` API: the `pipeline("image-aesthetics")` dict for one image file (float32)."""
+def score_one(backend, image: Any, comments: Optional[str] = "", adapter: Optional[str] = None) -> dict:
+    """The `score` API: the `pipeline("image-aesthetics")` dict for one image file (float32); no adapter (or an
+    empty one): the backend's default adapter."""
     paths = _paths(image)
     if len(paths) != 1:
         raise ValueError("pass exactly one image file")
-    adapter = adapter or "base"
+    adapter = adapter or default_adapter(backend)
     if adapter not in backend.adapters:
         raise ValueError(f"unknown adapter {adapter!r}; this model has {list(backend.adapters)}")
     try:
@@ -267,8 +292,8 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
                 table = gr.Dataframe(headers=COMMENTS_HEADERS, datatype=["str", "str"], interactive=True,
                                      static_columns=[0], label="Comments (optional, one row per image)",
                                      elem_id="comments", column_count=2)
-                adapter = gr.Dropdown(choices=list(backend.adapters), value=backend.adapters[0], label="Adapter",
-                                      elem_id="adapter")
+                adapter = gr.Dropdown(choices=list(backend.adapters), value=default_adapter(backend),
+                                      label="Adapter", elem_id="adapter")
                 precision = gr.Radio(choices=list(backend.precisions), value=backend.precisions[0],
                                      label="Precision", elem_id="precision")
                 button = gr.Button("Score", variant="primary", elem_id="score-button")
@@ -286,11 +311,11 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
                     picture = gr.Image(label="Attention overlay", elem_id="overlay", type="pil",
                                        interactive=False)
         # The programmatic endpoint: `Client(url).predict(image=handle_file(path), comments="", adapter="base",
-        # api_name="/score")`. Its inputs are not part of the page.
+        # api_name="/score")` (adapter "": the default adapter). Its inputs are not part of the page.
         with gr.Column(visible=False):
             api_image = gr.File(label="image")
             api_comments = gr.Textbox(label="comments")
-            api_adapter = gr.Textbox(label="adapter", value="base")
+            api_adapter = gr.Textbox(label="adapter", value=default_adapter(backend))
             api_result = gr.JSON(label="result")
             api_button = gr.Button("score")
 
@@ -313,6 +338,7 @@ def launch_options(host: str = "127.0.0.1", port: Optional[int] = None, max_file
 
 __all__ = [
     "API_NAME", "MAX_FILES", "MAX_FILE_SIZE", "TABLE_COLUMNS", "analyse_batch", "build_page", "check_batch",
-    "comments_by_file", "comments_rows", "detail", "distribution_frame", "file_name", "launch_options",
+    "comments_for_uploads", "comments_rows", "default_adapter", "detail", "distribution_frame", "file_name",
+    "launch_options",
     "results_table", "score_one", "summary_text", "write_csv",
 ]

@@ -31,399 +31,25 @@
 
 Output columns: path, adapter, score, std, label, branch, trained, num_bins, score_range (JSON [first, last] bin
 value: the scale of the score), distribution (JSON list), comments_truncated, error. An image with comments gets
-one row, with an empty adapter (the with-comments heads answer, whatever `--adapter` says). `trained` is false on an image-only row answered by a head that no training or conversion produced (e.g. the
-model's own image-only modules after stage 1: a warning then names the adapters to use), empty on rows with comments.
+one row, with an empty adapter (the with-comments heads answer, whatever `--adapter` says). `trained` is false on an
+image-only row answered by a head that no training or conversion produced (e.g. the model's own image-only modules
+after stage 1: a warning then names the adapters to use), empty on rows with comments.
 Without `--adapter`, images without comments are answered by the model's default adapter (config
 `default_adapter`, set by `aesformer adapt` or `aesformer set-default`).
 """
 
 import argparse
-import csv
-import functools
-import glob
-import io
-import json
 import os
 import sys
 import time
-import warnings
-from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional
 
-from .common import CommandError, command_entry
+from .common import command_entry
 from .precision import add_dtype_argument
 
+# the score file's columns (`modeling_aesformer.scoring.FIELDS`), listed in --help without importing torch
 FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_bins", "score_range", "distribution",
           "comments_truncated", "error"]
-LIST_EXTENSIONS = (".csv", ".jsonl", ".txt")
-_IMAGE_KEYS = ("image", "path", "file", "file_name", "filename", "image_path")
-_COMMENT_KEYS = ("comments", "comment", "text")
-_GLOB_CHARS = "*?["
-MAX_LISTED_FAILURES = 50
-
-
-class ScoringError(CommandError, RuntimeError):
-    """An input problem `aesformer score` found; the message names the flag or file to fix."""
-
-
-# ------------------------------------------------------------------------------------------------------------ inputs
-@functools.lru_cache(maxsize=1)
-def image_extensions() -> frozenset:
-    """Every file extension Pillow can open (not only save)."""
-    import PIL.Image
-
-    PIL.Image.init()
-    return frozenset(ext.lower() for ext, fmt in PIL.Image.registered_extensions().items() if fmt in PIL.Image.OPEN)
-
-
-def _is_image_name(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in image_extensions()
-
-
-def _walk(folder: str) -> List[str]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files) if _is_image_name(f)]
-    return found
-
-
-def _rows(path: str) -> Iterable[dict]:
-    """Rows of a CSV (with header) or JSONL file, as dicts. Bytes that are not UTF-8, a line that is not JSON or a
-    CSV that cannot be parsed raise `ScoringError` naming the file and the line."""
-    from aesformer_training.data import TextEncodingError, read_utf8_text
-
-    jsonl = path.lower().endswith(".jsonl")
-    try:
-        text = read_utf8_text(path, csv_rows=not jsonl)
-    except TextEncodingError as err:
-        raise ScoringError(str(err)) from None
-    if jsonl:
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError as err:
-                    raise ScoringError(f"{path}, line {number}: not valid JSON: {err}") from None
-                if not isinstance(row, dict):
-                    raise ScoringError(f"{path}, line {number}: each JSONL line must be an object")
-                yield row
-    else:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        try:
-            yield from reader
-        except csv.Error as err:
-            raise ScoringError(f"{path}, line {reader.line_num}: cannot parse the CSV: {err}") from None
-
-
-def _pick(row: dict, keys: Sequence[str], where: str, required: bool = True):
-    for key in keys:
-        if key in row:
-            return row[key]
-    if required:
-        raise ScoringError(f"{where}: no {keys[0]!r} column (accepted: {', '.join(keys)}); got {sorted(row)}")
-    return None
-
-
-def _resolve(path: str, base: str) -> str:
-    path = os.path.expanduser(path)
-    return os.path.normpath(path if os.path.isabs(path) else os.path.join(base, path))
-
-
-def _read_list_file(path: str) -> List[Tuple[str, Optional[object]]]:
-    base = os.path.dirname(path)
-    if path.lower().endswith(".txt"):
-        from aesformer_training.data import TextEncodingError, read_utf8_text
-
-        try:
-            lines = read_utf8_text(path).splitlines()
-        except TextEncodingError as err:
-            raise ScoringError(str(err)) from None
-        return [(_resolve(line.strip(), base), None) for line in lines if line.strip() and not line.startswith("#")]
-    records = []
-    for row in _rows(path):
-        image = _pick(row, _IMAGE_KEYS, path)
-        comments = _pick(row, _COMMENT_KEYS, path, required=False)
-        records.append((_resolve(str(image), base), comments if comments not in ("", None) else None))
-    return records
-
-
-def collect_inputs(inputs: Sequence[str]) -> Tuple[List[Tuple[str, Optional[object]]], List[Tuple[str, str]]]:
-    """(records, problems): one `(path, comments or None)` per image, in order, without duplicates; `problems` are
-    `(input, reason)` for inputs that name nothing."""
-    records, problems, seen = [], [], set()
-
-    def add(path, comments=None):
-        key = os.path.abspath(path)
-        if key not in seen:
-            seen.add(key)
-            records.append((os.path.normpath(path), comments))
-
-    for item in inputs:
-        if os.path.isdir(item):
-            found = _walk(item)
-            if not found:
-                problems.append((item, "folder holds no image file Pillow can read"))
-            for path in found:
-                add(path)
-        elif os.path.isfile(item):
-            if item.lower().endswith(LIST_EXTENSIONS):
-                for path, comments in _read_list_file(item):
-                    add(path, comments)
-            else:
-                add(item)
-        elif any(c in item for c in _GLOB_CHARS):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                problems.append((item, "no file matches this pattern"))
-            for match in matches:
-                if os.path.isdir(match):
-                    for path in _walk(match):
-                        add(path)
-                elif _is_image_name(match):
-                    add(match)
-        else:
-            add(item)  # missing: reported as a failed image with its reason
-    return records, problems
-
-
-def load_comments(paths):
-    """The comments of one or more `--comments` files, in any format `aesformer_training.comments` reads (the same
-    reader as the dataset loaders): a `CommentTable`."""
-    from aesformer_training.comments import CommentsFileError, read_comments
-    from aesformer_training.data import TextEncodingError
-
-    try:
-        return read_comments([paths] if isinstance(paths, (str, os.PathLike)) else paths)
-    except (CommentsFileError, TextEncodingError, FileNotFoundError) as err:
-        raise ScoringError(f"--comments: {err}") from None
-
-
-def attach_comments(records, table, log=print):
-    """`records` with the comments of `table` for every image that has none from its list file. A key matches an
-    image by its path (absolute, relative to the working folder or to the comments file), else its file name, else
-    its stem; a key that names two images, or comments that match no image at all, stop the run (`ScoringError`)."""
-    from aesformer_training.comments import AmbiguousCommentKeysError
-
-    try:
-        match = table.match([path for path, _ in records])
-    except AmbiguousCommentKeysError as err:
-        raise ScoringError(f"--comments: {err}") from None
-    if table.entries and not match.n_matched_keys:
-        keys = ", ".join(repr(entry.key) for entry in table.entries[:3])
-        images = ", ".join(os.path.basename(path) for path, _ in records[:3])
-        raise ScoringError(f"--comments {', '.join(table.files)}: none of its {len(table.entries):,} keys matches an "
-                           f"input image (keys like {keys}; images like {images}); keys are image paths, file names "
-                           "or file names without the extension")
-    for note in match.notes:
-        log(f"[score] {note}")
-    log(f"[score] comments: {match.n_images_with_comments:,} of {len(records):,} images have comments")
-    return [(path, comments if comments is not None else (texts or None))
-            for (path, comments), texts in zip(records, match.comments)]
-
-
-# --------------------------------------------------------------------------------------------- decoding (workers)
-class ImageDataset:
-    """Decodes and preprocesses one image per item (in DataLoader workers); returns the tensors, or an error
-    record `{"index", "error"}` that never raises.
-
-    `max_image_pixels` (default: the image processor's own) is checked by the image processor against the file's
-    header before decoding. Pillow's process-wide `PIL.Image.MAX_IMAGE_PIXELS` is never disabled: it is raised for
-    the duration of one item only when the limit asked for is above Pillow's own (and restored after)."""
-
-    def __init__(self, records, processor, max_image_pixels: Optional[int] = None, reduced_decode: bool = False):
-        self.records = records
-        self.processor = processor
-        image_processor = getattr(processor, "image_processor", processor)
-        size = getattr(image_processor, "size", None) or {}
-        # JPEG draft decode needs the size the image processor resizes to
-        self.draft_size = ((int(size["width"]), int(size["height"])) if reduced_decode and "width" in size
-                           and getattr(image_processor, "do_resize", True) else None)
-        if max_image_pixels is None:
-            max_image_pixels = getattr(image_processor, "max_image_pixels", None)
-        if max_image_pixels is not None and (isinstance(max_image_pixels, bool) or int(max_image_pixels) < 1):
-            raise ScoringError(f"--max-image-pixels must be a positive number of pixels, got {max_image_pixels}")
-        self.max_image_pixels = None if max_image_pixels is None else int(max_image_pixels)
-        self.with_text = getattr(processor, "tokenizer", None) is not None
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, index):
-        import PIL.Image
-
-        path, comments = self.records[index]
-        previous_limit = PIL.Image.MAX_IMAGE_PIXELS
-        limit = self.max_image_pixels
-        try:
-            if limit is not None and previous_limit is not None and limit > 2 * previous_limit:
-                PIL.Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses above 2x this in `open`: the asked limit rules
-            with warnings.catch_warnings():
-                # the image processor's header check is the rule; Pillow's warning below its hard limit is noise
-                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f"no such file: {path}")
-                pixel_kwargs = {} if limit is None else {"max_image_pixels": limit}
-                truncated = None
-                image = path
-                if self.draft_size is not None:
-                    image = open_reduced_jpeg(path, self.draft_size, limit) or path
-                if self.with_text:
-                    encoded = self.processor(images=[image], comments=[comments], return_tensors="pt", **pixel_kwargs)
-                    if comments is not None:
-                        text, cut = self.processor.clean_and_check(comments)
-                        truncated = bool(cut) if text else None
-                else:
-                    if comments:
-                        raise ValueError("the model folder has no tokenizer: comments cannot be used")
-                    encoded = self.processor(images=[image], return_tensors="pt", **pixel_kwargs)
-            item = {"index": index, "pixel_values": encoded["pixel_values"][0], "comments_truncated": truncated}
-            if "input_ids" in encoded:
-                for key in ("input_ids", "attention_mask", "token_type_ids"):
-                    if key in encoded:
-                        item[key] = encoded[key][0]
-            return item
-        except Exception as err:  # noqa: BLE001 - every failure becomes a row, never a crash
-            return {"index": index, "error": _reason(err)}
-        finally:
-            PIL.Image.MAX_IMAGE_PIXELS = previous_limit  # workers=0 runs here, in the caller's process
-
-
-def open_reduced_jpeg(path: str, size: Tuple[int, int], max_image_pixels: Optional[int] = None):
-    """The JPEG at `path` decoded at the smallest of 1/2, 1/4, 1/8 of its size that still covers `size` (width,
-    height) on both sides (Pillow's draft mode: the decoder's DCT scaling), as a loaded PIL image; `None` when the
-    file is not a JPEG, is not at least twice `size`, is larger than `max_image_pixels`, or fails to decode — the
-    caller then reads the file in full, which reports any problem with the file itself."""
-    import PIL.Image
-
-    try:
-        image = PIL.Image.open(path)
-    except Exception:  # noqa: BLE001 - the full read gives the error
-        return None
-    try:
-        width, height = image.size
-        if image.format != "JPEG" or width < 2 * size[0] or height < 2 * size[1] or (
-                max_image_pixels is not None and width * height > max_image_pixels):
-            image.close()
-            return None
-        image.draft(image.mode, size)
-        image.load()
-        return image
-    except Exception:  # noqa: BLE001
-        image.close()
-        return None
-
-
-def _reason(err: BaseException) -> str:
-    text = str(err)
-    if text.startswith("images[0]: "):
-        text = text[len("images[0]: "):]
-    if not text.startswith(type(err).__name__) and ": " not in text[:40]:
-        text = f"{type(err).__name__}: {text}"
-    return " ".join(text.split())  # one line
-
-
-def collate(items, pad_id: int = 0):
-    """(batch or None, [(index, error)]): stacks the decoded items, pads the comment tokens (all-zero mask rows for
-    images without comments)."""
-    import torch
-
-    errors = [(it["index"], it["error"]) for it in items if "error" in it]
-    ok = [it for it in items if "error" not in it]
-    if not ok:
-        return None, errors
-    batch = {"indices": [it["index"] for it in ok], "comments_truncated": [it.get("comments_truncated") for it in ok],
-             "pixel_values": torch.stack([it["pixel_values"] for it in ok])}
-    if any("input_ids" in it for it in ok):
-        length = max([it["input_ids"].shape[0] for it in ok if "input_ids" in it] + [1])
-        ids = torch.full((len(ok), length), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(ok), length), dtype=torch.long)
-        types = torch.zeros((len(ok), length), dtype=torch.long)
-        for row, it in enumerate(ok):
-            if "input_ids" in it:
-                n = it["input_ids"].shape[0]
-                ids[row, :n] = it["input_ids"]
-                mask[row, :n] = it["attention_mask"]
-                if "token_type_ids" in it:
-                    types[row, :n] = it["token_type_ids"]
-        batch.update(input_ids=ids, attention_mask=mask, token_type_ids=types)
-    return batch, errors
-
-
-# ----------------------------------------------------------------------------------------------------------- output
-class ResultWriter:
-    """Appends rows to a CSV or JSONL file and flushes after every batch (one `write` per batch).
-
-    Appending to a CSV written by an earlier version (fewer columns) keeps that file's header: the new columns are
-    left out of its rows rather than making the file ragged."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.jsonl = path.lower().endswith((".jsonl", ".json"))
-        self.fields = list(FIELDS)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        new = not os.path.exists(path) or os.path.getsize(path) == 0
-        if not new and not self.jsonl:
-            with open(path, encoding="utf-8", newline="") as f:
-                header = next(csv.reader(f), [])
-            if not header or "path" not in header or not set(header) <= set(FIELDS):
-                raise ScoringError(f"{path} is not an `aesformer score` CSV (header {header}): cannot append to it")
-            self.fields = header
-        self.file = open(path, "a", encoding="utf-8", newline="")
-        if new and not self.jsonl:
-            self.file.write(",".join(self.fields) + "\r\n")
-            self.file.flush()
-
-    def write(self, rows: List[dict]) -> None:
-        if not rows:
-            return
-        buffer = io.StringIO()
-        if self.jsonl:
-            for row in rows:
-                buffer.write(json.dumps({k: row.get(k) for k in FIELDS}, ensure_ascii=False) + "\n")
-        else:
-            writer = csv.DictWriter(buffer, fieldnames=self.fields)
-            for row in rows:
-                flat = dict(row)
-                for key in ("distribution", "score_range"):
-                    if isinstance(flat.get(key), list):
-                        flat[key] = json.dumps(flat[key])
-                for key in ("comments_truncated", "trained"):
-                    if isinstance(flat.get(key), bool):
-                        flat[key] = "true" if flat[key] else "false"
-                writer.writerow({k: ("" if flat.get(k) is None else flat[k]) for k in self.fields})
-        self.file.write(buffer.getvalue())  # one write per batch
-        self.file.flush()
-
-    def close(self):
-        self.file.close()
-
-
-def read_existing(path: str) -> Tuple[Dict[str, set], Dict[str, str]]:
-    """(absolute path -> adapters with a score row, absolute path -> error) from an earlier run's output.
-    A last line cut off by an interrupted write is removed from the file first."""
-    done, failed = {}, {}
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return done, failed
-    with open(path, "rb+") as f:
-        data = f.read()
-        if not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            f.seek(cut)
-            f.truncate()
-            data = data[:cut]
-    text = data.decode("utf-8")
-    if path.lower().endswith((".jsonl", ".json")):
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    for row in rows:
-        key = os.path.abspath(row.get("path") or "")
-        if row.get("error"):
-            failed[key] = row["error"]
-        else:
-            done.setdefault(key, set()).add(row.get("adapter") or "")
-    return done, failed
 
 
 # -------------------------------------------------------------------------------------------------------- the model
@@ -440,35 +66,30 @@ def load_scoring_model(model_ref: str, adapters: Optional[List[str]], log=print,
 
 
 # ------------------------------------------------------------------------------------------------------------- run
-def score_batch(model, batch, errors, names, device, threshold, config):
-    """One collated batch through the model: `({index: [result per adapter] or error text}, {index: comments
-    truncated})` (the rows `format_results` gives; `errors` are the items that could not be decoded)."""
-    import torch
+def adapter_choice(adapters: Optional[List[str]]):
+    """`--adapter` values as `resolve_adapters` takes them: None, the names, or "all" alone."""
+    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS
+    from modeling_aesformer.scoring import ScoringError
 
-    from modeling_aesformer.pipeline_aesformer import format_results, summarize_outputs
-
-    results, truncated = {}, {}
-    if batch is not None:
-        indices = batch.pop("indices")
-        truncated = dict(zip(indices, batch.pop("comments_truncated")))
-        inputs = {k: v.to(device) for k, v in batch.items()}
-        with torch.inference_mode():
-            outputs = model(**inputs, adapters=list(names))
-        summary = {k: v.cpu() for k, v in summarize_outputs(outputs, names).items()}
-        for row, index in enumerate(indices):
-            results[index] = format_results(summary, row, names, threshold, return_distribution=True, config=config)
-    for index, reason in errors:
-        results[index] = reason
-    return results, truncated
+    if adapters and ALL_ADAPTERS in adapters:
+        if len(adapters) > 1:
+            raise ScoringError("--adapter all cannot be combined with other names")
+        return ALL_ADAPTERS
+    return adapters
 
 
 def score_images(args, log=print) -> int:
+    """`aesformer score` over files: the scoring module (`modeling_aesformer.scoring`) with a progress bar, the
+    result file appended per batch, resumption and the end-of-run report."""
     import torch
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from aesformer_training.score_inputs import attach_comments, collect_inputs, load_comments
     from modeling_aesformer.adapter_weights_aesformer import base_model, image_only_answer
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
+    from modeling_aesformer.scoring import (MAX_LISTED_FAILURES, ScoreFileWriter, ScoringError,
+                                            iter_scored_batches, read_score_file, records_to_score)
+
     from .precision import chosen_dtype
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -485,11 +106,7 @@ def score_images(args, log=print) -> int:
         raise ScoringError(f"nothing to score: no INPUT names an image ({listed or 'no input'})")
     if args.comments:
         records = attach_comments(records, load_comments(args.comments), log)
-    adapter_arg = args.adapter
-    if adapter_arg and ALL_ADAPTERS in adapter_arg:
-        if len(adapter_arg) > 1:
-            raise ScoringError("--adapter all cannot be combined with other names")
-        adapter_arg = ALL_ADAPTERS
+    adapter_arg = adapter_choice(args.adapter)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ScoringError(f"--device {args.device}: CUDA is not available here (torch {torch.__version__}); "
@@ -500,64 +117,41 @@ def score_images(args, log=print) -> int:
     names, _ = resolve_adapters(model, adapter_arg)
     if args.overwrite and not args.resume and os.path.exists(args.output):
         os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
-    config = base_model(model).config
-    labels = [image_only_answer(config, name)[0] for name in names]  # the adapter column of the rows
+    labels = [image_only_answer(base_model(model).config, name)[0] for name in names]  # the adapter column
     warning = untrained_answer_message(model, names)
     if warning:
         log(f"[score] warning: {warning}")
     model.to(device)
 
-    done, failed_before = read_existing(args.output) if args.resume else ({}, {})
-    todo, skipped = [], 0
-    for path, comments in records:
-        key = os.path.abspath(path)
-        # an image with comments has one row, without adapter (""): the with-comments heads answer for all
-        if key in failed_before or (key in done and (set(labels) <= done[key] or "" in done[key])):
-            skipped += 1
-        else:
-            todo.append((path, comments))
+    done, failed_before = read_score_file(args.output) if args.resume else ({}, {})
+    todo, skipped = records_to_score(records, done, failed_before, labels)
 
-    writer = ResultWriter(args.output)
-    failures = [(item, reason) for item, reason in problems]
+    writer = ScoreFileWriter(args.output)
+    failures = list(problems)
     writer.write([{"path": item, "error": reason} for item, reason in problems if not args.resume
                   or os.path.abspath(item) not in failed_before])
-    tokenizer = getattr(processor, "tokenizer", None)
-    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
-    dataset = ImageDataset(todo, processor, args.max_image_pixels,
-                           reduced_decode=not getattr(args, "full_decode", False))
-    loader = DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-        collate_fn=functools.partial(collate, pad_id=pad_id), pin_memory=device.type == "cuda",
-        prefetch_factor=4 if args.num_workers > 0 else None,
-    )
     log(f"[score] {len(records)} images ({skipped} already in {args.output}), adapters {names}, "
         f"batch {args.batch_size}, {args.num_workers} workers, {device}")
     start, scored = time.perf_counter(), 0
     progress = tqdm(total=len(todo), unit="img", desc="scoring", dynamic_ncols=True, file=sys.stderr,
                     mininterval=0.5)
     try:
-        for batch, errors in loader:
+        for batch in iter_scored_batches(model, processor, todo, names, args.batch_size, args.num_workers, device,
+                                         args.threshold, args.max_image_pixels,
+                                         reduced_decode=not getattr(args, "full_decode", False)):
             rows = []
-            results, truncated = score_batch(model, batch, errors, names, device, args.threshold, config)
-            for index in sorted(results):
+            for index in sorted(batch):
                 path = todo[index][0]
-                value = results[index]
-                if isinstance(value, str):
-                    rows.append({"path": path, "error": value})
-                    failures.append((path, value))
-                    continue
                 have = done.get(os.path.abspath(path), set())
-                if value and value[0]["branch"] == "with_comments":
-                    value = value[:1]  # the with-comments heads answered: one row, whatever the adapters asked
-                for result in value:
-                    if (result["adapter"] or "") in have:
+                for row in batch[index]:
+                    if row.get("error"):
+                        failures.append((path, row["error"]))
+                    elif (row["adapter"] or "") in have:
                         continue  # written by an earlier, interrupted run
-                    dist = [round(p, 6) for p in result["distribution"]]
-                    rows.append({**result, "path": path, "distribution": dist,
-                                 "comments_truncated": truncated.get(index), "error": None})
-                scored += 1
+                    rows.append({**row, "path": path})
+                scored += not batch[index][0].get("error")
             writer.write(rows)
-            progress.update(len(results))
+            progress.update(len(batch))
             progress.set_postfix(failed=len(failures), refresh=False)
     finally:
         progress.close()
@@ -577,6 +171,66 @@ def score_images(args, log=print) -> int:
             log(f"  ... and {len(all_failures) - MAX_LISTED_FAILURES} more (see the error column of {args.output})")
         return 1
     return 0
+
+
+# ------------------------------------------------------------------------------------------------------ sharded
+def add_sharded_arguments(parser) -> None:
+    """The flags of sharded scoring (`aesformer_training.sharded_scoring`), added to `aesformer score`'s parser."""
+    group = parser.add_argument_group(
+        "sharded inputs and several processes",
+        "Tar (webdataset) and Parquet shards, .parquet output, and `accelerate launch -m aesformer_cli "
+        "score ...` (the work is split by shard; parts and completion markers go to OUTPUT.parts/).")
+    group.add_argument("--shard-comments", choices=("txt", "json"), default=None,
+                       help="read each tar sample's comments from its .txt member (txt) or from the 'comments' field "
+                       "of its .json member (json); default: no comments from shards (a .txt is usually a caption)")
+    group.add_argument("--key-column", default=None, metavar="NAME",
+                       help="Parquet column holding each row's id (default: the first of key, id, __key__; else the "
+                       "row number)")
+    group.add_argument("--image-column", default=None, metavar="NAME",
+                       help="Parquet column holding the image: bytes, a datasets Image struct, or a path (default: "
+                       "found from the schema)")
+    group.add_argument("--files-per-shard", type=int, default=1000, metavar="N",
+                       help="image files (folders, globs, lists) per unit of work (default 1000)")
+    group.add_argument("--merge", action="store_true",
+                       help="only merge the finished parts in OUTPUT.parts/ into --output (after a crash)")
+
+
+def wants_sharded_run(args) -> bool:
+    """Shards among the inputs, a .parquet output, --merge, or several processes (`WORLD_SIZE` > 1)."""
+    if getattr(args, "merge", False) or args.output.lower().endswith(".parquet"):
+        return True
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return True
+    except ValueError:
+        pass
+    from aesformer_training.shards import SHARD_EXTENSIONS, is_shard_file, shard_files_in_folder
+
+    for item in args.inputs:
+        if is_shard_file(item) or (os.path.isdir(item) and shard_files_in_folder(item)):
+            return True
+        if any(c in item for c in "*?[") and item.lower().endswith(SHARD_EXTENSIONS):
+            return True
+    return False
+
+
+def run_sharded(args, log=print) -> int:
+    """`aesformer score` over shards, in this process or every process of a launch
+    (`aesformer_training.sharded_scoring.run`)."""
+    from aesformer_training import sharded_scoring
+
+    def load_scorer(device, process_log):
+        from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters
+
+        from .precision import chosen_dtype
+
+        adapter_arg = adapter_choice(args.adapter)
+        dtype = chosen_dtype(args, device, process_log, prefix="[score] ")
+        model, processor, _ = load_scoring_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
+                                                 process_log, dtype)
+        return model, processor, resolve_adapters(model, adapter_arg)[0]
+
+    return sharded_scoring.run(args, load_scorer, log)
 
 
 # ---------------------------------------------------------------------------------------------------------- the CLI
@@ -618,8 +272,6 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--full-decode", action="store_true",
                         help="decode every JPEG at full size (default: a JPEG at least twice the model's input size is "
                         "decoded at 1/2, 1/4 or 1/8 of its size by Pillow's draft mode, never below the input size)")
-    from .sharded_scoring import add_arguments as add_sharded_arguments
-
     add_sharded_arguments(parser)
     parser.set_defaults(func=run)
     return parser
@@ -628,13 +280,14 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 @command_entry
 def run(args) -> int:
     """Entry point of `aesformer score`: 0 when every image was scored, 1 when any failed (2 for usage errors)."""
-    from . import sharded_scoring
-
-    if sharded_scoring.wants_sharded_run(args):  # shards, .parquet output, --merge or several processes
-        return sharded_scoring.run(args)
+    if wants_sharded_run(args):  # shards, .parquet output, --merge or several processes
+        return run_sharded(args)
     if not args.inputs or not args.model:
+        from modeling_aesformer.scoring import ScoringError
+
         raise ScoringError("aesformer score needs INPUTs and --model DIR")
     return score_images(args)
 
 
-__all__ = ["add_subparser", "collect_inputs", "load_comments", "read_existing", "run", "score_images"]
+__all__ = ["FIELDS", "add_subparser", "adapter_choice", "load_scoring_model", "run", "run_sharded", "score_images",
+           "wants_sharded_run"]

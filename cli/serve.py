@@ -4,9 +4,10 @@
 
 The page itself is `app_page.py` (gradio, no package imports, also shipped in Spaces). This module is its backend
 with the package: the model and processor loaded from DIR (safetensors only), the dataset adapters of
-`DIR/adapters/` (with `peft`), one model copy per precision, scores from `pipeline("image-aesthetics")` and the
-attention overlay from `aesformer_cli.explain`. [`write_space`] writes the Space folder of
-`aesformer export --space`. gradio is imported only when a page is built (`pip install "aesformer[app]"`).
+`DIR/adapters/` (with `peft`), one model copy per precision, scores from the scoring module
+(`modeling_aesformer.scoring`, the path of `aesformer score`) and the attention overlay from `aesformer_cli.explain`.
+[`write_space`] writes the Space folder of `aesformer export --space`. gradio is imported only when a page is built
+(`pip install "aesformer[app]"`).
 """
 
 import argparse
@@ -45,7 +46,9 @@ class _CastingProcessor:
 
 
 class ModelBackend:
-    """One model folder, served: scores through `pipeline("image-aesthetics")`, overlays through `explain`.
+    """One model folder, served: scores through the scoring module (`modeling_aesformer.scoring`, as `aesformer
+    score` reads files), overlays through `explain`. Without an adapter named, the model's default adapter answers
+    (as the pipeline, `aesformer score` and `explain` do).
 
     Model copies per precision are loaded on first use and kept; one lock serialises the forwards (adapters are
     switched in place, and `explain` sets eval mode)."""
@@ -78,29 +81,38 @@ class ModelBackend:
         self.adapters = ["base"] + names
         self._loaded = {}
         self._lock = threading.Lock()
-        self._loaded_for(self.precisions[0])  # a folder that cannot load fails here, before the page starts
+        model, _, _ = self._loaded_for(self.precisions[0])  # a folder that cannot load fails here, before the page
+        from modeling_aesformer.pipeline_aesformer import resolve_adapters
+
+        self.default_adapter = resolve_adapters(model, None)[0][0]  # what answers when no adapter is named
 
     def _loaded_for(self, precision: str):
         if precision not in self._dtypes:
             raise ValueError(f"unknown precision {precision!r}; choose one of {self.precisions}")
         if precision not in self._loaded:
-            from transformers import pipeline
-
             from .loading import load_model
 
             model, processor, _ = load_model(self.model_dir, self._adapter_names or None,
                                              dtype=self._dtypes[precision], device=self.device)
-            scorer = pipeline("image-aesthetics", model=model, processor=processor, device=self.device)
-            self._loaded[precision] = (model, _CastingProcessor(processor, self._dtypes[precision]), scorer)
+            self._loaded[precision] = (model, processor, _CastingProcessor(processor, self._dtypes[precision]))
         return self._loaded[precision]
 
-    def score(self, image, comments=None, adapter="base", precision="float32") -> dict:
-        """`pipeline("image-aesthetics")({"image": image, "comments": comments}, adapter=adapter)`."""
-        with self._lock:
-            _, _, scorer = self._loaded_for(precision)
-            return scorer({"image": image, "comments": comments}, adapter=adapter)
+    def score(self, image, comments=None, adapter=None, precision="float32") -> dict:
+        """The pipeline's dict for one image file (`score`, `std`, `label`, `distribution`, `branch`, `adapter`,
+        `trained`, `num_bins`, `score_range`), from the scoring module; `adapter=None`: the default adapter.
+        Raises `ValueError` naming the file when it cannot be scored."""
+        from modeling_aesformer.scoring import score_files
 
-    def analyse(self, image, comments=None, adapter="base", precision="float32") -> dict:
+        with self._lock:
+            model, processor, _ = self._loaded_for(precision)
+            # the whole file, as the pipeline reads it: the page shows the file's own numbers
+            [row] = score_files(model, processor, [(image, comments)], adapter=adapter or self.default_adapter,
+                                device=self.device, reduced_decode=False)
+        if row["error"]:
+            raise ValueError(f"{image}: {row['error']}")
+        return {k: v for k, v in row.items() if k not in ("path", "index", "error", "comments_truncated")}
+
+    def analyse(self, image, comments=None, adapter=None, precision="float32") -> dict:
         """The pipeline's dict plus `overlay` (photo under its attention heat map) and `bin_values`."""
         import PIL.Image
         import PIL.ImageOps
@@ -115,8 +127,8 @@ class ModelBackend:
             photo = PIL.ImageOps.exif_transpose(opened)
         photo.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE))
         with self._lock:
-            model, processor, _ = self._loaded_for(precision)
-            found = explain(model, processor, photo, comments=comments, adapter=adapter)
+            model, _, processor = self._loaded_for(precision)
+            found = explain(model, processor, photo, comments=comments, adapter=adapter or self.default_adapter)
         result["overlay"] = found.overlay
         result["bin_values"] = [float(v) for v in found.bin_values]
         return result

@@ -570,18 +570,15 @@ class AesformerAestheticsPipeline(Pipeline):
         image, comments = _split_input(inputs)
         image = load_aesthetics_image(image, timeout=timeout)
         if self.processor is not None and getattr(self.processor, "tokenizer", None) is not None:
-            model_inputs = self.processor(images=[image], comments=[comments], return_tensors="pt")
+            encoded = self.processor(images=[image], comments=[comments], return_tensors="pt")
+            # Padded as every batch is, so the base class can batch any mix: an image without comments gets the
+            # pad-only row with an all-zero mask.
+            model_inputs = self.processor.pad_encodings([{k: v[0] for k, v in encoded.items()}], with_text=True)
         else:
             if comments:
                 raise ValueError("this pipeline has no tokenizer (image processor only): comments are not supported")
             model_inputs = self.image_processor(images=[image], return_tensors="pt")
         model_inputs = dict(model_inputs)
-        if self.tokenizer is not None and "input_ids" not in model_inputs:
-            # Same keys for every sample, so the base class can batch them: an all-zero mask = no comments.
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            model_inputs["input_ids"] = torch.full((1, 1), pad, dtype=torch.long)
-            model_inputs["attention_mask"] = torch.zeros((1, 1), dtype=torch.long)
-            model_inputs["token_type_ids"] = torch.zeros((1, 1), dtype=torch.long)
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype or torch.float32)
         return model_inputs
 

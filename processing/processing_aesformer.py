@@ -175,6 +175,44 @@ def clean_comments(comments: str | Sequence[str] | None, max_words: int | None =
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def pad_encodings(encodings: Sequence[Any], pad_token_id: int = 0, with_text: bool | None = None) -> dict:
+    """
+    Stacks the encodings of single images (each a mapping with `pixel_values` `[channels, height, width]` and, for
+    an image with comments, 1-D `input_ids`, `attention_mask` and optional `token_type_ids`) into one batch.
+
+    Comment tokens are padded on the right (the model reads [CLS] in column 0) with `pad_token_id`; the row of an
+    image without comments holds only the pad id and an all-zero attention mask, the processor's own convention. The
+    text keys are present when any encoding has `input_ids`, or when `with_text=True` (a batch of image-only
+    encodings for a caller that needs the same keys for every batch: at least one column).
+
+    Returns:
+        `dict` of torch tensors: `pixel_values` `[batch, channels, height, width]`, and `input_ids`,
+        `attention_mask`, `token_type_ids` (int64 `[batch, tokens]`) when there is text.
+    """
+    import torch  # only callers that already hold torch tensors get here
+
+    if not encodings:
+        raise ValueError("pad_encodings needs at least one encoding")
+    batch = {"pixel_values": torch.stack([item["pixel_values"] for item in encodings])}
+    texts = [item.get("input_ids") for item in encodings]
+    if with_text is False or (with_text is None and all(ids is None for ids in texts)):
+        return batch
+    length = max([int(ids.shape[0]) for ids in texts if ids is not None] + [1])
+    ids_out = torch.full((len(encodings), length), int(pad_token_id), dtype=torch.long)
+    mask_out = torch.zeros((len(encodings), length), dtype=torch.long)
+    types_out = torch.zeros((len(encodings), length), dtype=torch.long)
+    for row, item in enumerate(encodings):
+        if item.get("input_ids") is None:
+            continue
+        n = int(item["input_ids"].shape[0])
+        ids_out[row, :n] = item["input_ids"]
+        mask_out[row, :n] = item["attention_mask"]
+        if item.get("token_type_ids") is not None:
+            types_out[row, :n] = item["token_type_ids"]
+    batch.update(input_ids=ids_out, attention_mask=mask_out, token_type_ids=types_out)
+    return batch
+
+
 class AesformerImageProcessorKwargs(ImagesKwargs, total=False):
     """Keyword arguments accepted by [`AesformerImageProcessor`] on top of the standard image kwargs.
 
@@ -1026,6 +1064,14 @@ class AesformerProcessor(ProcessorMixin):
             out_types[row, :n] = token_type_ids[k]
         return {"input_ids": out_ids, "attention_mask": out_mask, "token_type_ids": out_types}
 
+    def pad_encodings(self, encodings: Sequence[Any], with_text: bool | None = None) -> dict:
+        """
+        [`pad_encodings`] with this processor's pad token: stacks the encodings of single images (with and
+        without comments) into one batch, comment tokens padded on the right.
+        """
+        pad_id = getattr(self.tokenizer, "pad_token_id", None)
+        return pad_encodings(encodings, 0 if pad_id is None else pad_id, with_text=with_text)
+
     def check_vocab_size(self, vocab_size: int) -> None:
         """
         Checks that the tokenizer matches a text encoder with `vocab_size` word embeddings.
@@ -1094,4 +1140,5 @@ __all__ = [
     "AesformerProcessor",
     "AesformerProcessorKwargs",
     "clean_comments",
+    "pad_encodings",
 ]

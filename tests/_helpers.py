@@ -110,6 +110,20 @@ def score_cli(*argv):
     return args.func(args)
 
 
+def camera_jpeg(path, size, seed=0):
+    """A camera-like JPEG of `size` at `path`: a smooth scene with noise (so it does not compress to nothing)."""
+    import numpy as np
+    import PIL.Image
+
+    from modeling_aesformer.toy import draw_scene
+
+    rng = np.random.default_rng(seed)
+    scene = np.asarray(draw_scene(seed, size=(64, 48)).resize(size, PIL.Image.BICUBIC), dtype=np.float32)
+    noisy = np.clip(scene + rng.normal(0, 8, scene.shape), 0, 255).astype(np.uint8)
+    PIL.Image.fromarray(noisy).save(path, quality=90)
+    return path
+
+
 def read_rows(path):
     """The rows of a score output file (.jsonl or .csv)."""
     if str(path).endswith(".jsonl"):
@@ -188,19 +202,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two_processes(argv, env_extra=None, timeout=600):
-    """`accelerate launch` two CPU processes on this machine running `argv` (a script and its arguments, or
-    `-m module ...`). Each launch gets its own free rendezvous port: one launch right after another (stage 1 then
-    stage 2) must not meet the previous one's port still bound."""
+def two_process_launch(argv, env_extra=None):
+    """(command, environment) that `accelerate launch` two CPU processes on this machine running `argv` (a script
+    and its arguments, or `-m module ...`). Each launch gets its own free rendezvous port: one launch right after
+    another (stage 1 then stage 2) must not meet the previous one's port still bound."""
     import os
-    import subprocess
     import sys
 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
               "--dynamo_backend", "no"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run(launch + [str(a) for a in argv], capture_output=True, text=True, env=env, timeout=timeout)
+    return launch + [str(a) for a in argv], env
+
+
+def launch_two_processes(argv, env_extra=None, timeout=600):
+    """Run `two_process_launch(argv)` to its end: the `subprocess.CompletedProcess` (text output captured)."""
+    import subprocess
+
+    command, env = two_process_launch(argv, env_extra)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------ source rules (AST walks)

@@ -148,8 +148,57 @@ def test_too_many_files_or_unknown_choices_stop_before_any_scoring(images):
 def test_comment_rows_follow_the_uploads_and_keep_typed_text():
     rows = app_page.comments_rows(["/tmp/x/a.png", "/tmp/y/b.jpg"], [["a.png", "nice light"], ["gone.png", "x"]])
     assert rows == [["a.png", "nice light"], ["b.jpg", ""]]
-    assert app_page.comments_by_file(rows) == {"a.png": "nice light", "b.jpg": None}
+    assert app_page.comments_for_uploads(["/tmp/x/a.png", "/tmp/y/b.jpg"], rows) == ["nice light", None]
     assert app_page.comments_rows(None) == []
+    # a new upload in front: the typed comments stay with their files
+    rows = app_page.comments_rows(["/tmp/z/c.png", "/tmp/x/a.png", "/tmp/y/b.jpg"],
+                                  [["a.png", "one"], ["b.jpg", "two"]])
+    assert rows == [["c.png", ""], ["a.png", "one"], ["b.jpg", "two"]]
+
+
+def test_two_uploads_with_the_same_name_keep_their_own_comments(backend, reference, tmp_path):
+    first, second = tmp_path / "one" / "image.jpg", tmp_path / "two" / "image.jpg"
+    for seed, path in ((3, first), (4, second)):
+        path.parent.mkdir()
+        draw_scene(seed, size=(120, 90)).save(path, quality=90)
+    uploads = [str(first), str(second)]
+    table = app_page.comments_rows(uploads, [["image.jpg", "lovely light"], ["image.jpg", ""]])
+    assert table == [["image.jpg", "lovely light"], ["image.jpg", ""]]
+    table[1][1] = "too dark"
+    assert app_page.comments_rows(uploads, table) == table  # the page's refresh keeps each row's text
+    results = app_page.analyse_batch(backend, uploads, table, adapter="ava", precision="float32")
+    for result, path, text in zip(results, uploads, ("lovely light", "too dark")):
+        assert result["comments"] == text and result["branch"] == "with_comments"
+        want = reference({"image": path, "comments": text}, adapter="ava")
+        assert {k: result[k] for k in want} == want
+    results = app_page.analyse_batch(backend, uploads, [["image.jpg", ""], ["image.jpg", "too dark"]], "ava")
+    assert [r["branch"] for r in results] == ["image_only", "with_comments"]
+
+
+@pytest.fixture(scope="module")
+def default_model_dir(model_dir, tmp_path_factory):
+    """The app's model folder with "photonet" made its default adapter (`aesformer set-default`)."""
+    from modeling_aesformer.adapters import set_default_adapter
+
+    folder = tmp_path_factory.mktemp("default") / "model"
+    shutil.copytree(model_dir, folder)
+    set_default_adapter(folder, "photonet")
+    return folder
+
+
+def test_without_a_choice_the_page_answers_with_the_default_adapter(default_model_dir, reference, images):
+    backend = app_module.ModelBackend(default_model_dir, device="cpu", log=lambda *a: None)
+    good = str(images[0])
+    want = reference(good, adapter="photonet")
+    [result] = app_page.analyse_batch(backend, [good], None)
+    assert result["adapter"] == "photonet" and {k: result[k] for k in want} == want
+    assert backend.default_adapter == "photonet"
+    assert app_page.score_one(backend, good, "", None) == want  # the /score API without an adapter
+    assert app_page.score_one(backend, good, "", "")["adapter"] == "photonet"
+    assert app_page.score_one(backend, good, "", "base")["adapter"] == "base"  # still a choice
+    page = app_page.build_page(backend)
+    [dropdown] = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "adapter"]
+    assert dropdown.value == "photonet"
 
 
 def test_bfloat16_precision_scores_close_to_float32(backend, images):
@@ -219,6 +268,8 @@ def test_score_api_through_gradio_client_equals_the_pipeline(served, reference, 
     assert "/score" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     got = client.predict(image=handle_file(str(good)), comments="", adapter="base", api_name="/score")
     assert got == reference(str(good), adapter="base")
+    got = client.predict(image=handle_file(str(good)), comments="", adapter="", api_name="/score")
+    assert got == reference(str(good)) and got["adapter"] != "base"  # no adapter: the model's default
     got = client.predict(image=handle_file(str(second)), comments="great colour", adapter="ava",
                          api_name="/score")
     assert got == reference({"image": str(second), "comments": "great colour"}, adapter="ava")
@@ -254,7 +305,7 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     good, _, broken = images
-    want = reference(str(good), adapter="base")
+    want = reference(str(good))  # the adapter the page offers first: the model's default, as the pipeline's
     driver = _chromium_driver(tmp_path / "chromium-profile")
     try:
         wait = WebDriverWait(driver, 120)
@@ -269,6 +320,7 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
         assert summary.group(1) == f"{want['score']:.4f}" and summary.group(2) == f"{want['std']:.4f}"
         summary_text = driver.find_element(By.ID, "summary").text
         assert "harbour.png" in summary_text and f"label {want['label']}" in summary_text
+        assert re.search(rf"adapter\s+{want['adapter']}\s", summary_text) and want["adapter"] != "base"
         table = wait.until(lambda d: d.find_element(By.ID, "results").text if "broken.png" in d.find_element(
             By.ID, "results").text else None)
         assert "harbour.png" in table and f"{want['score']:.4f}" in table

@@ -1,8 +1,9 @@
 """Issue 14: a model folder knows its trained image-only answer, and every entry point gives it.
 
 A tiny stage 1 + stage 2 run through the command line; then one photo's score through `AutoModel.from_pretrained`,
-`pipeline`, `aesformer score`, `explain`, `eval`, the exported folder with the package, and the exported folder in a
-clean process where the package AND peft cannot be imported. All agree (1e-5) and differ from the untrained head's.
+`pipeline`, `aesformer score`, the page, `explain`, `eval`, the exported folder with the package, and the exported
+folder in a clean process where the package AND peft cannot be imported. All agree (1e-5) and differ from the
+untrained head's.
 A model whose image-only head is untrained still answers, but says so (warning once per model, `trained: false`).
 """
 
@@ -123,6 +124,13 @@ def test_every_entry_point_answers_with_the_trained_adapter(trained, tmp_path, c
     (row,) = read_rows(tmp_path / "scores.csv")
     assert (row["adapter"], row["trained"]) == ("toy", "true")
     scores["aesformer score"] = float(row["score"])
+
+    from aesformer_cli import app_page, serve as serve_module
+
+    backend = serve_module.ModelBackend(model_dir, device="cpu", log=lambda *a: None)
+    result = app_page.score_one(backend, str(photo), "", None)  # the page's /score API, no adapter chosen
+    assert (result["adapter"], result["trained"]) == ("toy", True)
+    scores["aesformer serve (page)"] = result["score"]
 
     from aesformer_cli import explain as explain_module
 

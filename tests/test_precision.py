@@ -5,17 +5,15 @@ import argparse
 import json
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 from scipy.stats import spearmanr
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
 from aesformer_cli.precision import cpu_bf16_is_fast, resolve_dtype
-from aesformer_cli.score import open_reduced_jpeg
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import cpu_bf16_flags, read_rows, score_cli, tiny_model_folder
+from _helpers import camera_jpeg, cpu_bf16_flags, read_rows, score_cli, tiny_model_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -98,33 +96,11 @@ def test_bf16_agrees_with_fp32(spread_model_dir):
             assert np.all(np.abs(a[flips] - threshold[flips]) <= 0.05)
 
 
-def _jpeg(path, size, seed=0):
-    """A camera-like JPEG: a smooth scene with noise (so it does not compress to nothing)."""
-    rng = np.random.default_rng(seed)
-    scene = np.asarray(draw_scene(seed, size=(64, 48)).resize(size, PIL.Image.BICUBIC), dtype=np.float32)
-    noisy = np.clip(scene + rng.normal(0, 8, scene.shape), 0, 255).astype(np.uint8)
-    PIL.Image.fromarray(noisy).save(path, quality=90)
-    return path
-
-
-def test_open_reduced_jpeg(tmp_path):
-    big = _jpeg(tmp_path / "big.jpg", (1024, 768))
-    image = open_reduced_jpeg(str(big), (32, 32))
-    assert image is not None and image.size == (128, 96)  # 1/8: still at least the target on both sides
-    assert open_reduced_jpeg(str(big), (300, 300)).size == (512, 384)  # 1/2
-    assert open_reduced_jpeg(str(big), (600, 600)) is None  # not twice the target: decoded in full
-    assert open_reduced_jpeg(str(big), (32, 32), max_image_pixels=1000) is None  # the full read refuses it
-    PIL.Image.open(big).save(tmp_path / "big.png")
-    assert open_reduced_jpeg(str(tmp_path / "big.png"), (32, 32)) is None
-    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    assert open_reduced_jpeg(str(tmp_path / "broken.jpg"), (32, 32)) is None
-
-
 def test_score_reduced_decode_and_bf16_against_full_decode_and_fp32(spread_model_dir, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(6):
-        _jpeg(photos / f"{i}.jpg", (960 + 16 * i, 720), seed=i)
+        camera_jpeg(photos / f"{i}.jpg", (960 + 16 * i, 720), seed=i)
     fast, full = tmp_path / "fast.csv", tmp_path / "full.csv"
     assert score_cli(photos, "--model", spread_model_dir, "--output", fast, "--num-workers", 0,
                      "--dtype", "bf16") == 0

@@ -631,3 +631,24 @@ def test_the_tokenizer_lock_lives_on_the_tokenizer_and_never_reaches_copies_pick
     processors[0].save_pretrained(tmp_path / "saved")
     saved = "".join(path.read_text() for path in (tmp_path / "saved").glob("*.json"))
     assert "tokenizer" in saved and "_aesformer_call_lock" not in saved
+
+
+def test_pad_encodings_equals_the_processor_batch(processor, tokenizer):
+    """Single-image encodings stacked by `pad_encodings` are the batch the processor makes of the same images:
+    comment tokens padded on the right, the row of an image without comments all padding with a zero mask."""
+    images = [textured(seed=i) for i in range(3)]
+    comments = ["Great shot, lovely light", None, "nice"]
+    singles = [processor(images=[image], comments=[text], return_tensors="pt") for image, text in zip(images, comments)]
+    padded = processor.pad_encodings([{k: v[0] for k, v in one.items()} for one in singles])
+    batch = processor(images=images, comments=comments, return_tensors="pt")
+    assert sorted(padded) == sorted(batch)
+    for key in batch:
+        assert torch.equal(padded[key], batch[key]), key
+    assert padded["input_ids"][1].tolist() == [tokenizer.pad_token_id] * padded["input_ids"].shape[1]
+    # image-only encodings: no text keys, unless asked for (one pad column, for callers batching by keys)
+    alone = [{"pixel_values": one["pixel_values"][0]} for one in singles[1:2]]
+    assert sorted(processor.pad_encodings(alone)) == ["pixel_values"]
+    forced = processor.pad_encodings(alone, with_text=True)
+    assert forced["input_ids"].tolist() == [[tokenizer.pad_token_id]] and forced["attention_mask"].tolist() == [[0]]
+    with pytest.raises(ValueError, match="at least one"):
+        processor.pad_encodings([])

@@ -28,7 +28,7 @@ from transformers import AutoModel, BertTokenizer, pipeline
 from aesformer_training.data import DatasetLoadError, DatasetSpec, TextEncodingError, load_ava, load_generic, \
     write_generic
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from aesformer_cli import score as scoring
+from modeling_aesformer import scoring
 from aesformer_cli.common import CommandError
 from aesformer_cli.loading import load_model
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
@@ -639,9 +639,9 @@ def test_the_training_state_is_json_and_a_legacy_pickle_is_refused(tmp_path):
 
 SCORE_STALL_DRIVER = textwrap.dedent("""
     import os, sys, time
-    from aesformer_cli import score as scoring
+    from modeling_aesformer import scoring
     marker = sys.argv[1]
-    original_init = scoring.ResultWriter.__init__
+    original_init = scoring.ScoreFileWriter.__init__
 
     class HalfWrites:
         def __init__(self, file):
@@ -663,7 +663,7 @@ SCORE_STALL_DRIVER = textwrap.dedent("""
         original_init(self, path)
         self.file = HalfWrites(self.file)
 
-    scoring.ResultWriter.__init__ = init
+    scoring.ScoreFileWriter.__init__ = init
     from aesformer_cli.main import main
     sys.exit(main(sys.argv[2:]))
 """)

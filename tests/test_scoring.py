@@ -1,17 +1,20 @@
-"""`aesformer score`: folders/globs/list files, comments, a broken file, streaming output and --resume."""
+"""Scoring: the scoring module (`modeling_aesformer.scoring`: decoding, the collate, the batch step, the rows, the
+Python entry point) and `aesformer score` over it (folders/globs/list files, comments, a broken file, streaming output
+and --resume)."""
 
 import csv
 import json
 import os
 
+import PIL.Image
 import pytest
-from transformers import AutoModel, pipeline
+from transformers import AutoModel, AutoProcessor, pipeline
 
-from modeling_aesformer import AesformerModel
-from aesformer_cli import score as scoring
+from modeling_aesformer import AesformerModel, scoring
+from aesformer_cli import score as score_command
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import read_rows, score_cli as cli, tiny_model_folder
+from _helpers import camera_jpeg, read_rows, score_cli as cli, tiny_model_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -176,3 +179,65 @@ def test_adapter_all_writes_one_row_per_adapter(model_dir, photos, tmp_path):
                "--resume", "--num-workers", 0) == 0
     assert sorted((r["path"], r["adapter"]) for r in read_rows(out2)) == sorted(
         (str(p), a) for p in paths[:2] for a in ("ava", "base"))
+
+
+# ------------------------------------------------------------------------------------------- the scoring module
+def test_the_command_lists_the_modules_columns():
+    assert score_command.FIELDS == scoring.FIELDS  # --help names them without importing torch
+
+
+def test_score_files_equals_the_pipeline_for_paths_images_bytes_and_comments(model_dir, photos):
+    _, paths = photos
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    scorer = pipeline("image-aesthetics", model=model, processor=processor)
+    with PIL.Image.open(paths[1]) as opened:
+        image = opened.convert("RGB")
+    items = [str(paths[0]), image, paths[2].read_bytes(), (str(paths[3]), "lovely light, sharp subject"),
+             str(paths[0].parent / "missing.png")]
+    rows = list(scoring.score_files(model, processor, items, batch_size=2))
+    assert [row["index"] for row in rows] == [0, 1, 2, 3, 4]
+    assert [row["path"] for row in rows] == [str(paths[0]), None, None, str(paths[3]),
+                                             str(paths[0].parent / "missing.png")]
+    wants = [scorer(str(paths[0])), scorer(image), scorer(str(paths[2])),
+             scorer({"image": str(paths[3]), "comments": "lovely light, sharp subject"})]
+    for row, want in zip(rows, wants):
+        assert row["error"] is None and set(want) <= set(row) and row["branch"] == want["branch"]
+        assert row["score"] == pytest.approx(want["score"], abs=1e-5)
+        assert row["distribution"] == pytest.approx(want["distribution"], abs=1e-6)
+    assert rows[3]["branch"] == "with_comments" and rows[3]["comments_truncated"] is False
+    assert rows[4]["score"] is None and "no such file" in rows[4]["error"]
+    # comments given beside the items; the count must match
+    again = list(scoring.score_files(model, processor, [str(paths[3])], comments=["lovely light, sharp subject"]))
+    assert again[0]["score"] == pytest.approx(rows[3]["score"], abs=1e-6)
+    with pytest.raises(scoring.ScoringError, match="one per item"):
+        list(scoring.score_files(model, processor, [str(paths[3])], comments=[]))
+
+
+def test_collate_pads_comments_passes_errors_and_markers_through(model_dir, photos):
+    _, paths = photos
+    processor = AutoProcessor.from_pretrained(model_dir)
+    dataset = scoring.ImageEncodingDataset([(str(paths[0]), "too dark"), (str(paths[1]), None),
+                                            (str(paths[0].parent / "gone.png"), None)], processor)
+    items = [dataset[i] for i in range(3)] + [{"shard_end": "s0", "readers": 1}]
+    collated = scoring.collate_encodings(items, pad_token_id=scoring.pad_token_id(processor))
+    assert collated["indices"] == [0, 1] and collated["errors"][0][0] == 2
+    assert "no such file" in collated["errors"][0][1]
+    assert collated["markers"] == [{"shard_end": "s0", "readers": 1}]
+    inputs = collated["inputs"]
+    assert inputs["pixel_values"].shape[0] == 2 and inputs["input_ids"].shape[0] == 2
+    assert inputs["attention_mask"][1].sum() == 0 and inputs["attention_mask"][0].sum() > 0
+    assert scoring.collate_encodings(items[2:])["inputs"] is None  # nothing decoded: errors only
+
+
+def test_open_jpeg_draft(tmp_path):
+    big = camera_jpeg(tmp_path / "big.jpg", (1024, 768))
+    image = scoring.open_jpeg_draft(str(big), (32, 32))
+    assert image is not None and image.size == (128, 96)  # 1/8: still at least the target on both sides
+    assert scoring.open_jpeg_draft(str(big), (300, 300)).size == (512, 384)  # 1/2
+    assert scoring.open_jpeg_draft(str(big), (600, 600)) is None  # not twice the target: decoded in full
+    assert scoring.open_jpeg_draft(str(big), (32, 32), max_image_pixels=1000) is None  # the full read refuses it
+    PIL.Image.open(big).save(tmp_path / "big.png")
+    assert scoring.open_jpeg_draft(str(tmp_path / "big.png"), (32, 32)) is None
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert scoring.open_jpeg_draft(str(tmp_path / "broken.jpg"), (32, 32)) is None

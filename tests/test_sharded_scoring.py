@@ -1,19 +1,24 @@
 """Sharded scoring: webdataset tar shards and Parquet files read as streams, per-shard parts and completion markers,
 resumption, the merge, and a real 2-process (gloo) launch through accelerate."""
 
+import contextlib
+import glob
 import io
 import json
 import os
+import signal
+import subprocess
 import tarfile
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from aesformer_cli import sharded_scoring, shards
+from aesformer_training import sharded_scoring, shards
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import launch_two_processes, read_rows, score_cli as cli
+from _helpers import launch_two_processes, read_rows, score_cli as cli, two_process_launch
 from _helpers import tiny_model_folder
 
 
@@ -197,6 +202,28 @@ def test_csv_output_and_merge_only(data, reference, tmp_path, capsys):
     assert "nothing.csv.parts" in capsys.readouterr().err
 
 
+def test_the_driver_runs_from_python(data, reference, tmp_path):
+    """The training layer's driver without the command line: options and a model loader of one's own."""
+    from transformers import AutoModel, AutoProcessor
+
+    root, model, _ = data
+    shard = str(root / "tars" / "shard-0002.tar")  # the shard with comments
+    out = tmp_path / "scores.jsonl"
+    options = sharded_scoring.ShardedScoringOptions(inputs=[shard], output=str(out), model=str(model),
+                                                    shard_comments="txt", batch_size=4)
+
+    def load_scorer(device, log):
+        return AutoModel.from_pretrained(model).eval(), AutoProcessor.from_pretrained(model), ["base"]
+
+    assert sharded_scoring.run(options, load_scorer, log=lambda *a: None) == 0
+    got = _by_key(read_rows(out))
+    want = {k: v for k, v in _by_key(pq.read_table(reference[1]).to_pylist()).items() if k[0] == shard}
+    assert set(got) == set(want) and len(got) == 5
+    for key, row in want.items():
+        assert got[key]["branch"] == row["branch"] == "with_comments"
+        assert got[key]["score"] == pytest.approx(row["score"], abs=1e-5)
+
+
 def test_tar_reader_groups_members_and_reads_comments_only_when_asked(tmp_path):
     path = tmp_path / "s.tar"
     with tarfile.open(path, "w") as archive:
@@ -278,20 +305,64 @@ def test_two_processes_equal_one(data, reference, tmp_path):
     _assert_same(out, reference[1])
 
 
+def _descendants(pid):
+    """The ids of every process below `pid` (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 @pytest.mark.slow
-def test_one_process_killed_after_its_first_shard_resumes_to_the_same_result(data, reference, tmp_path):
-    root, model, _ = data
+def test_a_launch_killed_after_its_first_shard_resumes_to_the_same_result(data, tmp_path):
+    """SIGKILL from outside, to both processes the moment the first completion marker appears: the finished shards
+    are kept, `--resume` scores only the others, and the result equals a one-process run of the same shards."""
+    _, model, _ = data
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    # round-robin: each process first finishes a short shard, then is still busy with a long one when killed
+    for s, count in enumerate((2, 2, 800, 800)):
+        with tarfile.open(tars / f"shard-{s}.tar", "w") as archive:
+            for i in range(count):
+                _add(archive, f"{s}{i:04d}.png", _image_bytes(1000 * s + i, "PNG"))
+    reference = tmp_path / "reference.parquet"
+    assert cli(tars / "shard-*.tar", "--model", model, "--output", reference, "--num-workers", 0) == 0
     out = tmp_path / "scores.parquet"
-    killed = _launch(_args(root, model, out, "--num-workers", "0"),
-                     {sharded_scoring.KILL_AFTER_SHARDS_ENV: "1:1"})
-    assert killed.returncode != 0 and not out.exists()
+    argv = ["-m", "aesformer_cli", "score", tars / "shard-*.tar", "--model", model, "--output", out,
+            "--num-workers", "0"]
+    command, env = two_process_launch([*argv, "--batch-size", "1"])
+    launch = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        start = time.monotonic()
+        while not glob.glob(f"{out}.parts/*.done.json"):
+            assert launch.poll() is None, launch.stderr.read().decode(errors="replace")[-4000:]
+            assert time.monotonic() - start < 600, "no shard finished in 600 s"
+            time.sleep(0.01)
+    finally:
+        # the launcher and both processes (torch's launcher starts each in a session of its own)
+        for pid in [launch.pid] + _descendants(launch.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        launch.wait(timeout=60)
+        launch.stderr.close()
+    assert not out.exists()
     done = [p for p in os.listdir(f"{out}.parts") if p.endswith(".done.json")]
-    assert 1 <= len(done) < 5  # process 1 got 2 of the 5 shards and died after the first
-    resumed = _launch(_args(root, model, out, "--num-workers", "1", "--resume"))
-    assert resumed.returncode == 1, resumed.stderr[-4000:]
+    assert 1 <= len(done) <= 2, done  # the short shards at most: both long ones were unfinished
+    resumed = launch_two_processes([*argv, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"{len(done)} finished earlier" in resumed.stdout
     assert not [p for p in os.listdir(f"{out}.parts") if ".tmp-" in p]
-    _assert_same(out, reference[1])
+    _assert_same(out, reference)
 
 
 def test_missing_shard_is_a_row_and_a_foreign_parts_folder_is_refused(data, tmp_path, capsys):

@@ -1,11 +1,13 @@
-"""`aesformer score` over shards, in one process or many (accelerate / torch.distributed).
+"""Scoring over shards, in one process or many (accelerate / torch.distributed): the driver behind
 
     accelerate launch --num_processes 8 -m aesformer_cli score 'shards/*.tar' data.parquet \\
         --model MODEL_DIR --output scores.parquet
 
-The same command runs in one process (`aesformer score ... --output scores.parquet`). It is used whenever an input is
-a tar or Parquet shard, the output is `.parquet`, `--merge` is given, or the command runs under a launcher with
-several processes (`WORLD_SIZE` > 1); otherwise `aesformer score` keeps its single-file streaming path.
+(`aesformer score` uses it whenever an input is a tar or Parquet shard, the output is `.parquet`, `--merge` is given,
+or the command runs under a launcher with several processes). Decoding, the collate, the batch step and the row
+format are the scoring module's (`modeling_aesformer.scoring`); the shard readers are `shards.py`. `run` takes the
+command's options as attributes (`ShardedScoringOptions` lists them) and a `load_scorer(device, log)` callable that
+returns `(model, processor, adapter names)`.
 
 How the work is shared and made safe to interrupt (`<output>.parts/` must be on a file system every process sees):
 1. The main process lists the shards (`shards.plan_shards`), checks every Parquet schema and the output, writes
@@ -30,9 +32,11 @@ import shutil
 import sys
 import time
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .score import MAX_LISTED_FAILURES, ScoringError
+from modeling_aesformer.scoring import (MAX_LISTED_FAILURES, ScoringError, collate_encodings, file_row,
+                                        pad_token_id, score_collated)
 
 OUTPUT_FIELDS = ["key", "shard", "path", "adapter", "score", "std", "label", "branch", "trained", "num_bins",
                  "score_range", "distribution", "comments_truncated", "error"]
@@ -42,50 +46,38 @@ MANIFEST_VERSION = 1
 # Processes that finish early wait for the others at the end; torch.distributed's default timeout (30 min) is shorter
 # than the imbalance of a long run.
 PROCESS_GROUP_TIMEOUT_HOURS = 48
-# Fault injection for the tests: "RANK:N" makes process RANK SIGKILL itself right after its N-th completion marker.
-KILL_AFTER_SHARDS_ENV = "AESFORMER_TEST_SIGKILL_AFTER_SHARDS"
 
 
-# ---------------------------------------------------------------------------------------------------- command line
-def add_arguments(parser) -> None:
-    """The flags of sharded scoring, added to `aesformer score`'s parser."""
-    group = parser.add_argument_group(
-        "sharded inputs and several processes",
-        "Tar (webdataset) and Parquet shards, .parquet output, and `accelerate launch -m aesformer_cli "
-        "score ...` (the work is split by shard; parts and completion markers go to OUTPUT.parts/).")
-    group.add_argument("--shard-comments", choices=("txt", "json"), default=None,
-                       help="read each tar sample's comments from its .txt member (txt) or from the 'comments' field "
-                       "of its .json member (json); default: no comments from shards (a .txt is usually a caption)")
-    group.add_argument("--key-column", default=None, metavar="NAME",
-                       help="Parquet column holding each row's id (default: the first of key, id, __key__; else the "
-                       "row number)")
-    group.add_argument("--image-column", default=None, metavar="NAME",
-                       help="Parquet column holding the image: bytes, a datasets Image struct, or a path (default: "
-                       "found from the schema)")
-    group.add_argument("--files-per-shard", type=int, default=1000, metavar="N",
-                       help="image files (folders, globs, lists) per unit of work (default 1000)")
-    group.add_argument("--merge", action="store_true",
-                       help="only merge the finished parts in OUTPUT.parts/ into --output (after a crash)")
+@dataclass
+class ShardedScoringOptions:
+    """What a sharded run needs (the flags of `aesformer score`; an `argparse.Namespace` with these attributes
+    serves as well). `model` names the model in the manifest (a resumed run must name the same); the model itself
+    and its adapters come from `run`'s `load_scorer`."""
+
+    inputs: Sequence[str]
+    output: str
+    model: Optional[str] = None
+    batch_size: int = 16
+    num_workers: int = 0
+    device: Optional[str] = None
+    threshold: Optional[float] = None
+    max_image_pixels: Optional[int] = None
+    comments: Optional[List[str]] = None
+    shard_comments: Optional[str] = None
+    key_column: Optional[str] = None
+    image_column: Optional[str] = None
+    files_per_shard: int = 1000
+    resume: bool = False
+    overwrite: bool = False
+    merge: bool = False
 
 
-def _world_size() -> int:
+def world_size() -> int:
+    """The number of processes a launcher started (`WORLD_SIZE`), 1 without one."""
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return 1
-
-
-def wants_sharded_run(args) -> bool:
-    if getattr(args, "merge", False) or _world_size() > 1 or args.output.lower().endswith(".parquet"):
-        return True
-    from .shards import SHARD_EXTENSIONS, _shard_files_in_folder, is_shard_file
-
-    for item in args.inputs:
-        if is_shard_file(item) or (os.path.isdir(item) and _shard_files_in_folder(item)):
-            return True
-        if any(c in item for c in "*?[") and item.lower().endswith(SHARD_EXTENSIONS):
-            return True
-    return False
 
 
 # ------------------------------------------------------------------------------------------------------ file helpers
@@ -190,9 +182,10 @@ def _settings(args, names: List[str]) -> dict:
     """What shapes the rows: a rerun with other values would mix two kinds of rows in one output."""
     model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
     return {"model": model, "adapters": list(names), "threshold": args.threshold,
-            "max_image_pixels": args.max_image_pixels, "comments": [os.path.abspath(c) for c in args.comments] if args.comments
-            else None, "shard_comments": args.shard_comments, "key_column": args.key_column,
-            "image_column": args.image_column, "files_per_shard": args.files_per_shard}
+            "max_image_pixels": args.max_image_pixels,
+            "comments": [os.path.abspath(c) for c in args.comments] if args.comments else None,
+            "shard_comments": args.shard_comments, "key_column": args.key_column, "image_column": args.image_column,
+            "files_per_shard": args.files_per_shard}
 
 
 _SETTING_FLAGS = {"model": "--model", "adapters": "--adapter", "threshold": "--threshold",
@@ -254,89 +247,57 @@ def prepare_run(args, names: List[str]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- scoring
-def _collate_stream(items, pad_id: int = 0):
-    """(batch or None, [(index, error)], {index: meta}, [shard end markers])."""
-    from .score import collate
-
-    ends = [it for it in items if "shard_end" in it]
-    rest = [dict(it) for it in items if "shard_end" not in it]
-    metas = {it["index"]: it.pop("meta") for it in rest}
-    batch, errors = collate(rest, pad_id=pad_id)
-    return batch, errors, metas, ends
-
-
-def _kill_hook(rank: int):
-    spec = os.environ.get(KILL_AFTER_SHARDS_ENV, "")
-    if ":" not in spec:
-        return None
-    who, count = spec.split(":", 1)
-    return int(count) if int(who) == rank else None
-
-
 def score_shards(shards, layouts, model, processor, names, device, args, parts: str, rank: int,
                  show_progress: bool) -> dict:
     """Score this process's shards; returns `{"rank", "images", "seconds", "shards"}`."""
     import functools
-    import signal
 
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from modeling_aesformer.adapter_weights_aesformer import base_model
-
-    from .score import load_comments, score_batch
+    from .score_inputs import load_comments
     from .shards import ShardStream, error_kind
 
     lookup = load_comments(args.comments).lookup() if args.comments else None
     dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
-    config = base_model(model).config  # which head answered, trained or not
-    tokenizer = getattr(processor, "tokenizer", None)
-    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     workers = args.num_workers if shards else 0
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers,
-                        collate_fn=functools.partial(_collate_stream, pad_id=pad_id),
+                        collate_fn=functools.partial(collate_encodings, pad_token_id=pad_token_id(processor)),
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
     sources = {s.shard_id: s.describe() for s in shards}
     writers: Dict[str, PartWriter] = {}
-    kill_after, finished, ended = _kill_hook(rank), 0, {}
+    ended: Dict[str, int] = {}
     images, start = 0, time.perf_counter()
     progress = tqdm(unit="img", desc=f"scoring (process {rank})", dynamic_ncols=True, file=sys.stderr,
                     mininterval=0.5, disable=not show_progress)
     try:
-        for batch, errors, metas, ends in (loader if shards else []):
-            results, truncated = score_batch(model, batch, errors, names, device, args.threshold, config)
+        for collated in (loader if shards else []):
+            scored = score_collated(model, collated, names, device, args.threshold)
             rows_by_shard: Dict[str, List[dict]] = {}
-            for index in sorted(results):
-                meta, value = metas[index], results[index]
+            for index in sorted(scored):
+                meta = collated["meta"][index]
                 shard_id = meta["shard_id"]
                 if shard_id not in writers:
                     writers[shard_id] = PartWriter(parts, shard_id, sources[shard_id], rank)
                 writer = writers[shard_id]
                 writer.images += 1
                 base = {"key": meta["key"], "shard": meta["shard"], "path": meta["path"]}
-                rows = rows_by_shard.setdefault(shard_id, [])
-                if isinstance(value, str):
-                    rows.append({**base, "error": value})
-                    writer.errors[error_kind(value)] += 1
-                    writer.failures.append((meta["path"] or f"{meta['shard']}:{meta['key']}", value))
-                    continue
-                for result in value:
-                    rows.append({**base, **result, "distribution": [round(p, 6) for p in result["distribution"]],
-                                 "comments_truncated": truncated.get(index), "error": None})
+                for row in scored[index]:
+                    if row.get("error"):
+                        writer.errors[error_kind(row["error"])] += 1
+                        writer.failures.append((meta["path"] or f"{meta['shard']}:{meta['key']}", row["error"]))
+                    rows_by_shard.setdefault(shard_id, []).append({**file_row(row), **base})
             for shard_id, rows in rows_by_shard.items():
                 writers[shard_id].write(rows)
-            images += len(results)
-            progress.update(len(results))
-            for end in ends:
+            images += len(scored)
+            progress.update(len(scored))
+            for end in collated["markers"]:
                 shard_id = end["shard_end"]
                 ended[shard_id] = ended.get(shard_id, 0) + 1
                 if ended[shard_id] < end["readers"]:
                     continue
                 writer = writers.pop(shard_id, None) or PartWriter(parts, shard_id, sources[shard_id], rank)
                 writer.finish()
-                finished += 1
-                if kill_after is not None and finished >= kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
     finally:
         progress.close()
         for writer in writers.values():  # unfinished shards: their temporary parts are removed by the next run
@@ -464,10 +425,12 @@ def _init_distributed(args):
     return PartialState(cpu=cpu, timeout=timedelta(hours=PROCESS_GROUP_TIMEOUT_HOURS))
 
 
-def run(args, log=print) -> int:
-    """`aesformer score` over shards. 0 when every image was scored, 1 when any failed; usage errors raise
-    `ScoringError` (exit code 2 in `scoring.run`)."""
-    world = _world_size()
+def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
+    """Score `args.inputs` over shards into `args.output` (see `ShardedScoringOptions`), in this process or in every
+    process of a launch. `load_scorer(device, log)` returns `(model, processor, adapter names)` (each process loads
+    its own; a Hub download happens once, the main process first). 0 when every image was scored, 1 when any
+    failed; usage errors raise `ScoringError` before anything is written."""
+    world = world_size()
     state = _init_distributed(args) if world > 1 else None
     rank = state.process_index if state is not None else 0
     main = rank == 0
@@ -483,27 +446,17 @@ def run(args, log=print) -> int:
 
     import torch
 
-    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
-    from .precision import chosen_dtype
-    from .score import load_scoring_model
+    from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
-    adapter_arg = args.adapter
-    if adapter_arg and ALL_ADAPTERS in adapter_arg:
-        if len(adapter_arg) > 1:
-            raise ScoringError("--adapter all cannot be combined with other names")
-        adapter_arg = ALL_ADAPTERS
     if state is not None and not (args.device or "").startswith("cpu"):
         device = state.device
     else:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     quiet = lambda *a, **k: None  # noqa: E731 - one process reports
-    dtype = chosen_dtype(args, device, log if main else quiet, prefix="[score] ")
     # a Hub id: one download into the shared cache (the main process first), the others then read it
     downloading = state is not None and not os.path.isdir(args.model)
     with state.main_process_first() if downloading else contextlib.nullcontext():
-        model, processor, _ = load_scoring_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
-                                                 log if main else quiet, dtype)
-    names, _ = resolve_adapters(model, adapter_arg)
+        model, processor, names = load_scorer(device, log if main else quiet)
     warning = untrained_answer_message(model, names)
     if warning and main:
         log(f"[score] warning: {warning}")
@@ -552,5 +505,5 @@ def run(args, log=print) -> int:
     return _report_merge(summary, args.output, log)
 
 
-__all__ = ["OUTPUT_FIELDS", "add_arguments", "merge_parts", "prepare_run", "run", "score_shards", "shard_marker",
-           "wants_sharded_run"]
+__all__ = ["OUTPUT_FIELDS", "ShardedScoringOptions", "merge_parts", "parts_folder", "prepare_run", "run",
+           "score_shards", "shard_marker", "world_size"]

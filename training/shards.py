@@ -1,4 +1,5 @@
-"""Sharded inputs for `aesformer score`: webdataset tar shards, Parquet files and file lists, read as streams.
+"""Sharded inputs of scoring (`aesformer score`, `sharded_scoring.py`): webdataset tar shards, Parquet files and
+file lists, read as streams.
 
 A *shard* is the unit of work and of resumption: one tar file, one Parquet file, or a chunk of `--files-per-shard`
 image files taken from the ordinary inputs (folders, globs, list files). Readers yield one *sample* at a time and
@@ -14,22 +15,23 @@ never hold a whole shard in memory:
   `id`, `__key__` (else the row number); comments from a `comments` column when there is one (caption columns such
   as `text` or `caption` are never read as comments).
 
-This module is imported lazily (it needs torch for the DataLoader side and pyarrow for Parquet).
+Decoding is the scoring module's (`modeling_aesformer.scoring.encode_image`): a shard member is read as a file
+is. This module needs torch (the DataLoader side) and, for Parquet, pyarrow.
 """
 
 import glob
 import hashlib
-import io
 import json
 import os
 import tarfile
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from .score import ScoringError, _reason, collect_inputs, image_extensions
+from modeling_aesformer.scoring import ScoringError, encode_image, error_text, image_extensions, pixel_limit
+
+from .score_inputs import collect_inputs
 
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 PARQUET_EXTENSIONS = (".parquet",)
@@ -76,7 +78,7 @@ def _file_shard_id(path: str) -> str:
     return f"{safe}-{_digest(os.path.abspath(path))}"
 
 
-def _shard_files_in_folder(folder: str) -> List[str]:
+def shard_files_in_folder(folder: str) -> List[str]:
     """Tar/Parquet files directly in `folder` (a folder of shards is flat in the webdataset layout)."""
     try:
         names = sorted(os.listdir(folder))
@@ -98,8 +100,8 @@ def plan_shards(inputs: Sequence[str], files_per_shard: int = 1000
             shard_paths.append(item)
         elif is_shard_file(item) and not os.path.exists(item) and not any(c in item for c in _GLOB_CHARS):
             problems.append((item, "no such shard file"))
-        elif os.path.isdir(item) and _shard_files_in_folder(item):
-            shard_paths += _shard_files_in_folder(item)
+        elif os.path.isdir(item) and shard_files_in_folder(item):
+            shard_paths += shard_files_in_folder(item)
         elif any(c in item for c in _GLOB_CHARS) and not os.path.exists(item):
             matches = sorted(glob.glob(item, recursive=True))
             shards = [m for m in matches if os.path.isfile(m) and is_shard_file(m)]
@@ -320,46 +322,6 @@ def iter_parquet_samples(path: str, layout: ParquetLayout, rows_per_read: int = 
 
 
 # ------------------------------------------------------------------------------------------ decoding (DataLoader)
-def encode_image(processor, image, comments, max_image_pixels: Optional[int], with_text: bool) -> dict:
-    """Preprocess one image (a path, or the encoded bytes of a shard member) and its comments; raises on any
-    failure. The same checks as `aesformer score`'s file reader: the pixel limit is checked against the header
-    before decoding, and Pillow's process-wide limit is only raised (for this call) when the limit asked for is
-    above it."""
-    import PIL.Image
-
-    previous_limit = PIL.Image.MAX_IMAGE_PIXELS
-    try:
-        if max_image_pixels is not None and previous_limit is not None and max_image_pixels > 2 * previous_limit:
-            PIL.Image.MAX_IMAGE_PIXELS = max_image_pixels
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            if isinstance(image, (bytes, bytearray)):
-                try:
-                    image = PIL.Image.open(io.BytesIO(image))  # lazy: the processor checks the header first
-                except PIL.Image.UnidentifiedImageError:
-                    raise ValueError("UnidentifiedImageError: cannot identify the image data") from None
-            elif not os.path.isfile(image):
-                raise FileNotFoundError(f"no such file: {image}")
-            kwargs = {} if max_image_pixels is None else {"max_image_pixels": max_image_pixels}
-            truncated = None
-            if with_text:
-                encoded = processor(images=[image], comments=[comments], return_tensors="pt", **kwargs)
-                if comments is not None:
-                    text, cut = processor.clean_and_check(comments)
-                    truncated = bool(cut) if text else None
-            else:
-                if comments:
-                    raise ValueError("the model folder has no tokenizer: comments cannot be used")
-                encoded = processor(images=[image], return_tensors="pt", **kwargs)
-        item = {"pixel_values": encoded["pixel_values"][0], "comments_truncated": truncated}
-        for key in ("input_ids", "attention_mask", "token_type_ids"):
-            if key in encoded:
-                item[key] = encoded[key][0]
-        return item
-    finally:
-        PIL.Image.MAX_IMAGE_PIXELS = previous_limit
-
-
 def error_kind(text: str) -> str:
     """A short reason class for the end-of-run summary: the last exception name the message mentions, or the
     message's first clause without names ("no image member", "the image column ... is empty", ...)."""
@@ -389,11 +351,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                  comments_from: Optional[str] = None, layouts: Optional[dict] = None, comments_lookup=None):
         self.shards = list(shards)
         self.processor = processor
-        image_processor = getattr(processor, "image_processor", processor)
-        if max_image_pixels is None:
-            max_image_pixels = getattr(image_processor, "max_image_pixels", None)
-        self.max_image_pixels = None if max_image_pixels is None else int(max_image_pixels)
-        self.with_text = getattr(processor, "tokenizer", None) is not None
+        self.max_image_pixels = pixel_limit(processor, max_image_pixels)
         self.comments_from = comments_from
         self.layouts = layouts or {}
         self.comments_lookup = comments_lookup
@@ -447,14 +405,14 @@ class ShardStream(torch.utils.data.IterableDataset):
                     item["error"] = sample["error"]
                 else:
                     try:
-                        item.update(encode_image(self.processor, sample["source"], comments, self.max_image_pixels,
-                                                 self.with_text))
+                        item.update(encode_image(self.processor, sample["source"], comments, self.max_image_pixels))
                     except Exception as err:  # noqa: BLE001 - every failure becomes a row, never a crash
-                        item["error"] = _reason(err)
+                        item["error"] = error_text(err)
                 yield item
             # the consumer finishes the shard once it has the end markers of all `readers` workers that read it
             yield {"shard_end": shard.shard_id, "items": count, "readers": workers if by_sample else 1}
 
 
-__all__ = ["Shard", "ShardStream", "encode_image", "error_kind", "iter_parquet_samples", "iter_tar_samples",
+__all__ = ["SHARD_EXTENSIONS", "Shard", "ShardStream", "error_kind", "is_shard_file", "iter_parquet_samples",
+           "iter_tar_samples", "shard_files_in_folder",
            "parquet_layout", "plan_shards"]
