@@ -5,7 +5,7 @@
 The page itself is `app_page.py` (gradio, no package imports, also shipped in Spaces). This module is its backend
 with the package: the model and processor loaded from DIR (safetensors only), the dataset adapters of
 `DIR/adapters/` (with `peft`), one model copy per precision, scores from `pipeline("image-aesthetics")` and the
-attention overlay from `aesformer_cli.explain`. [`write_space`] writes the Space folder of
+attention overlay from `modeling_aesformer.explanation`. [`write_space`] writes the Space folder of
 `aesformer export --space`. gradio is imported only when a page is built (`pip install "aesformer[app]"`).
 """
 
@@ -105,7 +105,7 @@ class ModelBackend:
         import PIL.Image
         import PIL.ImageOps
 
-        from .explain import explain
+        from modeling_aesformer.explanation import explain
 
         result = self.score(image, comments, adapter, precision)  # reads the file first: bad files end here
         # The overlay is for a screen: from a copy at most OVERLAY_SIDE pixels a side (a 50-megapixel upload would
