@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List, Optional, Union
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = TEMPLATES / "model_card.md"
@@ -292,7 +292,8 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
     low, high = [float(x) for x in config.score_range]
     results_view = []
     for entry in parsed:
-        title = f"{entry['dataset']} {entry['split']} split" + (f" ({entry['count']:,} images)" if entry["count"] else "")
+        title = f"{entry['dataset']} {entry['split']} split"
+        title += f" ({entry['count']:,} images)" if entry["count"] else ""
         if entry["adapter"]:
             title += f", `{entry['adapter']}` adapter"
         results_view.append({"title": title, "metrics": [
