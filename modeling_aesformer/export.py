@@ -462,36 +462,26 @@ def push_folder(hub_dir: Union[str, Path], repo_id: str, private: bool = False, 
         if not (hub_dir / "app.py").is_file() or not readme.is_file() or \
                 "sdk: gradio" not in readme.read_text(encoding="utf-8"):
             raise ExportError(f"{hub_dir} is not a Space folder (run `aesformer export ... --space {hub_dir}`)")
-        api = HfApi(token=token)
-        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="space", space_sdk="gradio")
-        repo_id = getattr(repo, "repo_id", None) or repo_id
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="space")
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(hub_dir), repo_type="space", revision=revision,
-                                 commit_message=commit_message or "Upload Aesformer Space (aesformer push)")
-        log(f"[push] committed {len(list_files(hub_dir))} files: {info.commit_url}")
-        return info
-    if not (hub_dir / "config.json").is_file() or not (hub_dir / "model.safetensors").is_file():
-        raise ExportError(f"{hub_dir} is not an exported folder (run `aesformer export` first)")
-    conversion = is_converted_folder(hub_dir)
-    if conversion:
-        log(f"[push] WARNING: {hub_dir} holds weights converted from {conversion['source']}, whose code and "
-            "weights state NO licence. Publishing them may not be allowed; ask the original authors first.")
-        if not yes:
-            raise ExportError("refusing to upload converted third-party weights without --yes")
+    else:
+        if not (hub_dir / "config.json").is_file() or not (hub_dir / "model.safetensors").is_file():
+            raise ExportError(f"{hub_dir} is not an exported folder (run `aesformer export` first)")
+        conversion = is_converted_folder(hub_dir)
+        if conversion:
+            log(f"[push] WARNING: {hub_dir} holds weights converted from {conversion['source']}, whose code and "
+                "weights state NO licence. Publishing them may not be allowed; ask the original authors first.")
+            if not yes:
+                raise ExportError("refusing to upload converted third-party weights without --yes")
     api = HfApi(token=token)
-    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    space_kwargs = {"space_sdk": "gradio"} if repo_type == "space" else {}
+    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **space_kwargs)
     repo_id = getattr(repo, "repo_id", None) or repo_id
     if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-    info = api.upload_folder(
-        repo_id=repo_id, folder_path=str(hub_dir), repo_type="model", revision=revision,
-        commit_message=commit_message or "Upload Aesformer model (aesformer push)",
-    )
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
+    what = "Space" if repo_type == "space" else "model"
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(hub_dir), repo_type=repo_type, revision=revision,
+                             commit_message=commit_message or f"Upload Aesformer {what} (aesformer push)")
     log(f"[push] committed {len(list_files(hub_dir))} files: {info.commit_url}")
     return info
-
-
 
 
 # ------------------------------------------------------------------------------------------------------- the Space
