@@ -4,11 +4,12 @@
 one, so its subcommands are too; `pretrain`/`adapt`/`eval` build their own): long flags in kebab-case
 (``--batch-size``) that also accept the snake_case spelling (``--batch_size``).
 
-**Errors.** A command reports a problem by raising: `CommandError` (or a subclass: ``ScoringError``,
-``ExportError``) with a message that names the flag or file to fix, or a ``ValueError``/``OSError``/``ImportError``
-from the code it calls. It never prints ``error: ...`` itself. A command's ``run(args)`` is wrapped in
-`command_entry`, and ``aesformer`` itself runs in `run_command`: each prints the one line ``aesformer: error: ...``
-on stderr (no traceback; ``--debug`` anywhere on the command line re-raises instead, with the full traceback).
+**Errors.** A command reports a problem by raising: `CommandError` (or a subclass: ``ScoringError``) with a
+message that names the flag or file to fix, or a ``ValueError`` (e.g. ``modeling_aesformer.export.ExportError``),
+``OSError`` or ``ImportError`` from the code it calls. It never prints ``error: ...`` itself. A command's
+``run(args)`` is wrapped in `command_entry`, and ``aesformer`` itself runs in `run_command`: each prints the one line
+``aesformer: error: ...`` on stderr (no traceback; ``--debug`` anywhere on the command line re-raises instead, with
+the full traceback).
 
 **Exit status.** 0: done. 1: the command ran but not everything succeeded (``score``: some images could not be
 scored; their rows carry the reason), or an unexpected error (a bug: the message adds "run again with --debug").

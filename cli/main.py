@@ -30,10 +30,22 @@ LAZY_COMMANDS = {
 ALL_COMMANDS = object()  # build_parser(): every command's real parser
 
 
-def _demo(args) -> int:
-    from .demo import run_demo
+QUICK_NOTE = ("NOTE: --quick is a smoke run (800 images, a few epochs): it checks that every step works and fits the "
+              "vote distributions (EMD), but it is too short to learn the ranking, so its SRCC/PLCC (near 0) and its "
+              "scatter plot show nothing about the method. Run `aesformer demo` without --quick (the README gives its "
+              "measured time) for the numbers in the README.")
 
-    return run_demo(output_dir=args.output, quick=args.quick)
+
+def _demo(args) -> int:
+    from aesformer_training.demo import run_demo
+
+    from .train import format_table
+
+    table = run_demo(output_dir=args.output, quick=args.quick, log=lambda message: print(message, flush=True))
+    print(f"\n{format_table(table)}\n")
+    if args.quick:
+        print(f"{QUICK_NOTE}\n")
+    return 0
 
 
 @command_entry

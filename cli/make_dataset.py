@@ -7,7 +7,7 @@ import dataclasses
 
 from aesformer_training.synthetic import PHOTO_SUBJECTS, SyntheticConfig
 
-from .common import command_entry
+from .common import add_argument, command_entry
 
 _CLI_SKIP = {"size", "seed", "num_bins", "image_size", "split_fractions", "photos", "write_attributes", "threshold"}
 
@@ -21,28 +21,24 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                     "the generic format (metadata.csv + dataset.json + images/). See docs/synthetic-data.md.",
     )
     defaults = SyntheticConfig()
-
-    def flag(name):
-        return [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
-
     parser.add_argument("--output", required=True, help="folder to write the dataset into")
-    parser.add_argument(*flag("size"), type=int, default=defaults.size, help="number of images (default 1000)")
-    parser.add_argument(*flag("seed"), type=int, default=defaults.seed, help="random seed (default 0)")
-    parser.add_argument(*flag("num_bins"), type=int, default=defaults.num_bins, dest="num_bins",
-                        help="vote bins / score scale 1..B (default 10)")
-    parser.add_argument(*flag("image_size"), type=int, default=defaults.image_size, dest="image_size",
-                        help="side of the saved square images in pixels (default 96)")
-    parser.add_argument(*flag("split_fractions"), type=float, nargs=3, metavar=("TRAIN", "VALIDATION", "TEST"),
-                        default=list(defaults.split_fractions), dest="split_fractions",
-                        help="split fractions, assigned by source (default 0.8 0.1 0.1)")
+    add_argument(parser, "--size", type=int, default=defaults.size, help="number of images (default 1000)")
+    add_argument(parser, "--seed", type=int, default=defaults.seed, help="random seed (default 0)")
+    add_argument(parser, "--num-bins", type=int, default=defaults.num_bins,
+                 help="vote bins / score scale 1..B (default 10)")
+    add_argument(parser, "--image-size", type=int, default=defaults.image_size,
+                 help="side of the saved square images in pixels (default 96)")
+    add_argument(parser, "--split-fractions", type=float, nargs=3, metavar=("TRAIN", "VALIDATION", "TEST"),
+                 default=list(defaults.split_fractions),
+                 help="split fractions, assigned by source (default 0.8 0.1 0.1)")
     parser.add_argument("--photos", default=None,
                         help="comma-separated photographs to use, or 'none' (default: all that load: "
                              + ", ".join(PHOTO_SUBJECTS) + ")")
     parser.add_argument("--threshold", type=float, default=None,
                         help="binary threshold for dataset.json (default: the midpoint of 1..B, 5.5 for 10 bins; a "
                              "dataset --name ava, photonet or jas: its documented threshold)")
-    parser.add_argument(*flag("write_attributes"), action="store_true", dest="write_attributes",
-                        help="also write attributes.csv with the hidden attributes and true scores")
+    add_argument(parser, "--write-attributes", action="store_true",
+                 help="also write attributes.csv with the hidden attributes and true scores")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     for f in dataclasses.fields(SyntheticConfig):
         if f.name in _CLI_SKIP:
@@ -51,7 +47,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         kwargs["type"] = type(f.default)
-        parser.add_argument(*flag(f.name), **kwargs)
+        add_argument(parser, f"--{f.name}", **kwargs)
     parser.set_defaults(func=run)
     return parser
 
@@ -72,12 +68,8 @@ def _format_summary(summary: dict) -> str:
 @command_entry
 def run(args) -> int:
     """Entry point of the `make-dataset` subcommand: 0 on success, 2 on invalid settings (one line on stderr)."""
-    knobs = {}
-    for f in dataclasses.fields(SyntheticConfig):
-        if f.name in ("size", "seed", "num_bins", "image_size", "photos"):
-            continue
-        if hasattr(args, f.name):
-            knobs[f.name] = getattr(args, f.name)
+    knobs = {f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)
+             if f.name not in ("size", "seed", "num_bins", "image_size", "photos") and hasattr(args, f.name)}
     photos = getattr(args, "photos", None)
     if photos is not None:
         names = [p.strip() for p in photos.split(",") if p.strip()]

@@ -1,19 +1,17 @@
-"""`aesformer serve`: the interactive page (and the named `score` API) for one model folder; the Space folder.
+"""`aesformer serve`: the interactive page (and the named `score` API) for one model folder.
 
     aesformer serve --model DIR [--host 127.0.0.1] [--port N] [--max-files 64] [--max-file-size 20mb]
 
 The page itself is `app_page.py` (gradio, no package imports, also shipped in Spaces). This module is its backend
 with the package: the model and processor loaded from DIR (safetensors only), the dataset adapters of
 `DIR/adapters/` (with `peft`), one model copy per precision, scores from the scoring module
-(`modeling_aesformer.scoring`, the path of `aesformer score`) and the attention overlay from `aesformer_cli.explain`.
-[`write_space`] writes the Space folder of `aesformer export --space`. gradio is imported only when a page is built
-(`pip install "aesformer[app]"`).
+(`modeling_aesformer.scoring`, the path of `aesformer score`) and the attention overlay from
+`modeling_aesformer.explanation`. The Space folder of `aesformer export --space` is written by
+`modeling_aesformer.export.write_space`. gradio is imported only when a page is built (`pip install "aesformer[app]"`).
 """
 
 import argparse
 import os
-import re
-import shutil
 import threading
 from pathlib import Path
 from typing import Optional, Union
@@ -22,11 +20,7 @@ from .common import command_entry
 
 APP_HINT = 'the page needs gradio: pip install "aesformer[app]"'
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-SPACE_TEMPLATE = Path(__file__).resolve().parent / "templates" / "space_app.py"
-PAGE_SOURCE = Path(__file__).resolve().parent / "app_page.py"
-GRADIO_REQUIREMENT = "gradio>=6.31,<7"
 OVERLAY_SIDE = 1024  # longest side of the attention overlay shown on the page
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class _CastingProcessor:
@@ -117,7 +111,7 @@ class ModelBackend:
         import PIL.Image
         import PIL.ImageOps
 
-        from .explain import explain
+        from modeling_aesformer.explanation import explain
 
         result = self.score(image, comments, adapter, precision)  # reads the file first: bad files end here
         # The overlay is for a screen: from a copy at most OVERLAY_SIDE pixels a side (a 50-megapixel upload would
@@ -207,81 +201,4 @@ def run(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------------- Space
-def space_readme(model_repo: str, title: Optional[str] = None) -> str:
-    name = title or model_repo.rpartition("/")[2]
-    return (
-        "---\n"
-        f"title: {name}\n"
-        "emoji: 📷\n"
-        "colorFrom: blue\n"
-        "colorTo: gray\n"
-        "sdk: gradio\n"
-        f"sdk_version: {_gradio_version()}\n"
-        "app_file: app.py\n"
-        "pinned: false\n"
-        "models:\n"
-        f"  - {model_repo}\n"
-        "---\n\n"
-        f"# {name}\n\n"
-        f"Drop a photo, see its aesthetic score and why: the Aesformer model "
-        f"[{model_repo}](https://huggingface.co/{model_repo}), loaded with `trust_remote_code=True` (the model "
-        "repository's own code; this Space does not install the aesformer package).\n\n"
-        "Programmatic use:\n\n"
-        "```python\n"
-        "from gradio_client import Client, handle_file\n\n"
-        "client = Client(\"USER/SPACE\")\n"
-        "client.predict(image=handle_file(\"photo.jpg\"), comments=\"\", adapter=\"base\", api_name=\"/score\")\n"
-        "```\n"
-    )
-
-
-def _gradio_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("gradio")
-    except Exception:  # noqa: BLE001 - not installed here: the lower bound of the requirement
-        return GRADIO_REQUIREMENT.split(">=")[1].split(",")[0] + ".0"
-
-
-def check_space_target(space_dir: Union[str, os.PathLike], model_repo: str, overwrite: bool = False) -> Path:
-    """`ExportError` for a bad `--model-repo` or a non-empty SPACE_DIR without --overwrite (checked before
-    anything is written)."""
-    from .export import ExportError
-
-    if not _REPO_ID.match(model_repo or ""):
-        raise ExportError(f"--model-repo must be USER/NAME (the Hub model repository), got {model_repo!r}")
-    space_dir = Path(space_dir)
-    if space_dir.exists() and not overwrite and (not space_dir.is_dir() or any(space_dir.iterdir())):
-        raise ExportError(f"{space_dir} exists and is not empty; pass --overwrite to replace it")
-    return space_dir
-
-
-def write_space(space_dir: Union[str, os.PathLike], model_repo: str, with_adapters: bool = False,
-                overwrite: bool = False, log=print) -> Path:
-    """Write a Hugging Face Space folder serving the Hub model `model_repo`: `app.py`, `app_page.py`,
-    `requirements.txt` and `README.md` (front matter `sdk: gradio`). Written to a temporary sibling, then renamed."""
-    from modeling_aesformer.file_modes import write_folder_atomically
-
-    from .export import HUB_REQUIREMENTS, OPTIONAL_REQUIREMENTS
-
-    space_dir = check_space_target(space_dir, model_repo, overwrite)
-
-    def write(tmp):
-        app = SPACE_TEMPLATE.read_text(encoding="utf-8").replace("USER/MODEL", model_repo)
-        (tmp / "app.py").write_text(app, encoding="utf-8")
-        shutil.copyfile(PAGE_SOURCE, tmp / "app_page.py")
-        # gradio itself comes from the Space's `sdk_version` (README.md): listing it here too can clash.
-        requirements = ["# gradio: sdk_version in README.md"] + HUB_REQUIREMENTS + (
-            OPTIONAL_REQUIREMENTS if with_adapters else [])
-        (tmp / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(space_readme(model_repo), encoding="utf-8")
-
-    write_folder_atomically(write, space_dir)
-    log(f"[export] wrote the Space folder {space_dir} (model {model_repo}); upload it with "
-        f"`aesformer push {space_dir} --repo-id USER/SPACE --repo-type space`")
-    return space_dir
-
-
-__all__ = ["ModelBackend", "add_subparser", "exposure_warning", "run", "serve", "write_space"]
+__all__ = ["ModelBackend", "add_subparser", "exposure_warning", "run", "serve"]

@@ -28,9 +28,9 @@ def trainable_parameters(model) -> tuple:
 
 
 def cpu_bf16_flags(cpuinfo_path) -> tuple:
-    """The bf16 matrix instructions the cpuinfo file at `cpuinfo_path` announces, as `aesformer_cli.precision`
+    """The bf16 matrix instructions the cpuinfo file at `cpuinfo_path` announces, as `modeling_aesformer.precision`
     reads them (empty when none, or no such file)."""
-    from aesformer_cli.precision import _CPU_BF16_FLAGS, _cpuinfo
+    from modeling_aesformer.precision import _CPU_BF16_FLAGS, _cpuinfo
 
     _, flags = _cpuinfo(str(cpuinfo_path))
     return tuple(flag for flag in _CPU_BF16_FLAGS if flag in flags)

@@ -347,10 +347,11 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
 def test_exported_space_runs_without_the_package(model_dir, reference, images, tmp_path):
     from gradio_client import Client, handle_file
 
-    from aesformer_cli import export as export_module
+    from aesformer_cli import export as export_command
+    from modeling_aesformer.export import HUB_REQUIREMENTS
 
     parser = argparse.ArgumentParser(prog="aesformer")
-    export_module.add_subparsers(parser.add_subparsers(dest="command", required=True))
+    export_command.add_subparsers(parser.add_subparsers(dest="command", required=True))
     hub, space = tmp_path / "hub", tmp_path / "space"
     args = parser.parse_args(["export", str(model_dir), "--output", str(hub), "--space", str(space),
                               "--model-repo", "someone/aesformer-tiny"])
@@ -361,7 +362,7 @@ def test_exported_space_runs_without_the_package(model_dir, reference, images, t
     assert "  - someone/aesformer-tiny" in readme
     assert 'os.environ.get("AESFORMER_MODEL", "someone/aesformer-tiny")' in (space / "app.py").read_text()
     requirements = [line for line in (space / "requirements.txt").read_text().splitlines() if line[:1] != "#"]
-    assert requirements == export_module.HUB_REQUIREMENTS + ["peft>=0.21"]  # no aesformer; gradio: sdk_version
+    assert requirements == HUB_REQUIREMENTS + ["peft>=0.21"]  # no aesformer; gradio: sdk_version
     assert re.search(r"\nsdk_version: \d+\.\d+", readme)
 
     port = free_port()
@@ -399,10 +400,10 @@ def test_exported_space_runs_without_the_package(model_dir, reference, images, t
 
 
 def test_space_export_checks_its_arguments_before_writing(model_dir, tmp_path, capsys):
-    from aesformer_cli import export as export_module
+    from aesformer_cli import export as export_command
 
     parser = argparse.ArgumentParser(prog="aesformer")
-    export_module.add_subparsers(parser.add_subparsers(dest="command", required=True))
+    export_command.add_subparsers(parser.add_subparsers(dest="command", required=True))
     hub = tmp_path / "hub"
     for extra, message in ((["--space", str(tmp_path / "s")], "go together"),
                            (["--space", str(tmp_path / "s"), "--model-repo", "not a repo"], "USER/NAME")):
@@ -415,9 +416,10 @@ def test_space_export_checks_its_arguments_before_writing(model_dir, tmp_path, c
 def test_push_space_is_one_create_repo_and_one_commit(tmp_path, monkeypatch):
     from huggingface_hub import HfApi
 
-    from aesformer_cli.export import ExportError, push_folder
+    from aesformer_cli.export import PAGE_SOURCE
+    from modeling_aesformer.export import ExportError, push_folder, write_space
 
-    space = app_module.write_space(tmp_path / "space", "someone/aesformer-tiny", log=lambda *a: None)
+    space = write_space(tmp_path / "space", "someone/aesformer-tiny", PAGE_SOURCE, log=lambda *a: None)
     calls = []
 
     class Commit:

@@ -81,7 +81,7 @@ def test_written_folders_follow_the_umask(tmp_path):
     import os
     import stat
 
-    from aesformer_cli.export import export_model
+    from modeling_aesformer.export import export_model
 
     from _helpers import tiny_model_folder
 

@@ -141,7 +141,9 @@ def test_every_entry_point_answers_with_the_trained_adapter(trained, tmp_path, c
     printed = capsys.readouterr().out
     assert "adapter toy" in printed and "UNTRAINED" not in printed
     scores["aesformer explain"] = float(printed.split("score ")[1].split(" ")[0])  # printed with 3 decimals
-    explanation = explain_module.explain(model, processor, str(photo))
+    from modeling_aesformer.explanation import explain
+
+    explanation = explain(model, processor, str(photo))
     assert explanation.adapter == "toy" and explanation.trained is True
     scores["explain()"] = explanation.score
 

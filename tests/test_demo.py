@@ -39,7 +39,7 @@ def test_quick_demo_runs_end_to_end_and_learns_the_distribution(tmp_path):
 
 
 def test_demo_vocabulary_is_deterministic_and_covers_unseen_words(tmp_path):
-    from aesformer_cli.demo import train_tokenizer
+    from aesformer_training.demo import train_tokenizer
 
     texts = ["Too dark, boring subject.", "Lovely light! Boring crop.", "lovely colours, too dark"] * 3
     first = train_tokenizer(texts, tmp_path / "a", vocab_size=200)

@@ -1,4 +1,5 @@
-"""`aesformer_cli.explain`: attention maps, overlays, the explanation figure and `aesformer explain`."""
+"""`modeling_aesformer.explanation` (with the attention maps it reads): overlays, the explanation figure; and
+`aesformer explain` (`aesformer_cli.explain`)."""
 
 import argparse
 import ast
@@ -11,8 +12,10 @@ import torch
 from PIL import Image
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-from aesformer_cli import explain as ex
-from modeling_aesformer.attention_maps_aesformer import normalize_maps
+from aesformer_cli import explain as explain_command
+from modeling_aesformer import explanation as ex
+from modeling_aesformer.attention_maps_aesformer import (attention_rollout, comment_attention, image_attention_map,
+                                                         merge_wordpieces, normalize_maps)
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import import_statements
@@ -60,13 +63,13 @@ def assert_png(path):
 @pytest.mark.parametrize("method", ["rollout", "mean"])
 def test_image_attention_map_shape_and_range(method):
     attentions = random_attention(layers=2, batch=3, heads=2, length=SCALES * GRID * GRID)
-    maps = ex.image_attention_map(attentions, GRID, SCALES, method=method)
+    maps = image_attention_map(attentions, GRID, SCALES, method=method)
     assert maps.shape == (3, GRID, GRID)
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     np.testing.assert_allclose(maps.reshape(3, -1).max(axis=1), 1.0)  # "max": the top cell is 1
-    shares = ex.image_attention_map(attentions, GRID, SCALES, method=method, normalize="sum")
+    shares = image_attention_map(attentions, GRID, SCALES, method=method, normalize="sum")
     np.testing.assert_allclose(shares.sum(axis=(1, 2)), 1.0, rtol=1e-5)
-    stretched = ex.image_attention_map(attentions, GRID, SCALES, method=method, normalize="minmax")
+    stretched = image_attention_map(attentions, GRID, SCALES, method=method, normalize="minmax")
     np.testing.assert_allclose(stretched.reshape(3, -1).min(axis=1), 0.0, atol=1e-6)
     np.testing.assert_allclose(stretched.reshape(3, -1).max(axis=1), 1.0)
 
@@ -74,10 +77,10 @@ def test_image_attention_map_shape_and_range(method):
 def test_rollout_of_identity_attention_is_uniform():
     tokens = SCALES * GRID * GRID
     identity = tuple(torch.eye(tokens).expand(2, 3, tokens, tokens).clone() for _ in range(2))
-    np.testing.assert_allclose(ex.attention_rollout(identity), np.broadcast_to(np.eye(tokens), (2, tokens, tokens)))
+    np.testing.assert_allclose(attention_rollout(identity), np.broadcast_to(np.eye(tokens), (2, tokens, tokens)))
     for normalize, expected in (("max", 1.0), ("minmax", 1.0), ("sum", 1.0 / GRID**2)):
         for method in ("rollout", "mean"):
-            maps = ex.image_attention_map(identity, GRID, SCALES, method=method, normalize=normalize)
+            maps = image_attention_map(identity, GRID, SCALES, method=method, normalize=normalize)
             assert np.isfinite(maps).all(), (normalize, method)  # min-max of a flat map must not be 0/0
             np.testing.assert_allclose(maps, expected, rtol=1e-6, err_msg=f"{normalize} {method}")
 
@@ -88,7 +91,7 @@ def test_rollout_matches_the_definition():
     for a in attentions:
         a_hat = a.double().mean(1) + torch.eye(8, dtype=torch.float64)
         expected = (a_hat / a_hat.sum(-1, keepdim=True)) @ expected
-    rollout = ex.attention_rollout(attentions)
+    rollout = attention_rollout(attentions)
     np.testing.assert_allclose(rollout, expected.numpy(), atol=1e-12)
     np.testing.assert_allclose(rollout.sum(-1), 1.0)
 
@@ -101,7 +104,7 @@ def test_map_puts_the_attended_token_on_its_cell_for_every_scale(scale):
     target_cell = 4  # row 1, column 1
     attention = torch.full((1, 2, tokens, tokens), 0.1 / (tokens - 1))
     attention[..., scale * cells + target_cell] = 0.9  # every query looks at cell 4 of this scale
-    maps = ex.image_attention_map((attention, attention), grid, SCALES, normalize="minmax")
+    maps = image_attention_map((attention, attention), grid, SCALES, normalize="minmax")
     assert maps.shape == (1, 2, 3)
     assert np.unravel_index(maps[0].argmax(), grid) == (1, 1)
     assert maps[0, 1, 1] == 1.0 and np.sort(maps[0].ravel())[-2] < 0.5
@@ -109,7 +112,7 @@ def test_map_puts_the_attended_token_on_its_cell_for_every_scale(scale):
 
 def test_image_attention_map_rejects_a_wrong_grid():
     with pytest.raises(ValueError, match="tokens"):
-        ex.image_attention_map(random_attention(2, 1, 2, 16), grid=3, num_scales=4)
+        image_attention_map(random_attention(2, 1, 2, 16), grid=3, num_scales=4)
 
 
 # --------------------------------------------------------------------------------------------- with-comments maps
@@ -118,7 +121,7 @@ def test_comment_attention_padding_block_gets_zero_and_real_tokens_sum_to_one():
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
     key_mask = torch.cat([torch.ones(2, num_image, dtype=torch.bool), mask.bool()], 1)
     attentions = random_attention(2, 2, 2, num_image + text, seed=1, mask=key_mask)
-    found = ex.comment_attention(attentions, mask, num_image, GRID)
+    found = comment_attention(attentions, mask, num_image, GRID)
     words = found["word_weights"]
     assert words.shape == (2, text)
     assert (words[1, 3:] == 0).all()  # the padding block: exactly zero
@@ -129,7 +132,7 @@ def test_comment_attention_padding_block_gets_zero_and_real_tokens_sum_to_one():
         assert found[key].min() >= 0 and found[key].max() <= 1
     # Even attention that (wrongly) reaches the padding does not leak into the word weights.
     uniform = tuple(torch.full((2, 2, num_image + text, num_image + text), 1.0 / (num_image + text)) for _ in range(2))
-    leaked = ex.comment_attention(uniform, mask, num_image, GRID)["word_weights"]
+    leaked = comment_attention(uniform, mask, num_image, GRID)["word_weights"]
     assert (leaked[1, 3:] == 0).all()
     np.testing.assert_allclose(leaked[1, :3], 1 / 3, rtol=1e-6)
 
@@ -141,7 +144,7 @@ def test_comment_attention_region_map_ignores_padding_queries():
     attention = torch.zeros(1, 1, length, length)
     attention[..., : num_image + 2, 0] = 1.0  # image tokens, [CLS] and the word look at image cell 0
     attention[..., num_image + 2 :, 3] = 1.0  # the padding queries look at cell 3: must not count
-    found = ex.comment_attention((attention,), mask, num_image, GRID, normalize="sum")
+    found = comment_attention((attention,), mask, num_image, GRID, normalize="sum")
     np.testing.assert_allclose(found["region_map"][0], [[1, 0], [0, 0]])
     np.testing.assert_allclose(found["cls_region_map"][0], [[1, 0], [0, 0]])
 
@@ -158,23 +161,23 @@ def test_comment_attention_on_the_model(tiny_model, processor):
     assert padding.any()
     for layer in out.vision_language_attentions:  # the model: padded keys receive exactly zero
         assert (layer[1, :, :, num_image:][..., padding] == 0).all()
-    found = ex.comment_attention(out.vision_language_attentions, mask, num_image, GRID)  # the whole batch's mask
+    found = comment_attention(out.vision_language_attentions, mask, num_image, GRID)  # the whole batch's mask
     assert found["word_weights"].shape == (2, mask.shape[1])
     assert (found["word_weights"][1][padding.numpy()] == 0).all()
     np.testing.assert_allclose(found["word_weights"].sum(1), 1.0, rtol=1e-5)
-    maps = ex.image_attention_map(out.vision_attentions, GRID, SCALES)
+    maps = image_attention_map(out.vision_attentions, GRID, SCALES)
     assert maps.shape == (1, GRID, GRID) and 0 <= maps.min() and maps.max() <= 1
 
 
 def test_comment_attention_rejects_a_mask_that_does_not_fit():
     attentions = random_attention(1, 1, 1, GRID * GRID + 3)
     with pytest.raises(ValueError, match="past"):
-        ex.comment_attention(attentions, torch.ones(1, 5), GRID * GRID, GRID)
+        comment_attention(attentions, torch.ones(1, 5), GRID * GRID, GRID)
 
 
 def test_merge_wordpieces():
     tokens = [("[CLS]", 0.1), ("x", 0.1), ("##y", 0.2), ("##z", 0.1), ("dark", 0.3), ("[SEP]", 0.2)]
-    words = ex.merge_wordpieces(tokens, ["[CLS]", "[SEP]", "[PAD]"])
+    words = merge_wordpieces(tokens, ["[CLS]", "[SEP]", "[PAD]"])
     assert [w for w, _ in words] == ["xyz", "dark"]
     np.testing.assert_allclose([p for _, p in words], [0.4 / 0.7, 0.3 / 0.7])
 
@@ -250,7 +253,7 @@ def test_plot_without_matplotlib_says_what_to_install(tiny_model, processor, tmp
 
 
 def test_matplotlib_is_imported_inside_functions_only():
-    # Module-level statements of explain.py (a subprocess import check would cost seconds of transformers import).
+    # Module-level statements of explanation.py (a subprocess import check would cost seconds of transformers import).
     tree = ast.parse(Path(ex.__file__).read_text(encoding="utf-8"))
     module_level = [m for _, _, modules in import_statements(tree, module_level_only=True) for m in modules]
     assert module_level and not any(m.split(".")[0] == "matplotlib" for m in module_level), module_level
@@ -261,7 +264,7 @@ def test_matplotlib_is_imported_inside_functions_only():
 # ------------------------------------------------------------------------------------------------------------ CLI
 def cli(argv):
     parser = argparse.ArgumentParser(prog="aesformer")
-    ex.add_subparser(parser.add_subparsers(dest="command", required=True))
+    explain_command.add_subparser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

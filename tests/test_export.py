@@ -17,8 +17,9 @@ import torch
 from transformers import AutoModel, AutoProcessor, pipeline
 
 from modeling_aesformer import AesformerConfig
-from aesformer_cli import export as export_module
-from aesformer_cli.export import ExportError, export_model, list_files, push_folder
+from aesformer_cli import export as export_command
+from modeling_aesformer import export as export_module
+from modeling_aesformer.export import ExportError, export_model, list_files, push_folder
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import SHIPPED_SOURCES, blocked_imports_preamble, tiny_model_folder
@@ -316,9 +317,9 @@ def test_push_is_one_create_repo_and_one_commit(exported, monkeypatch, capsys):
 # -------------------------------------------------------------------------------------------- atomic writes, CLI
 def cli(*argv):
     parser = argparse.ArgumentParser(prog="aesformer")
-    export_module.add_subparsers(parser.add_subparsers(dest="command", required=True))
+    export_command.add_subparsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args([str(a) for a in argv])
-    return export_module.run(args)
+    return export_command.run(args)
 
 
 def test_export_is_atomic_and_refuses_to_clobber(exported, tmp_path, monkeypatch, capsys):

@@ -345,7 +345,7 @@ def test_return_attention_gives_maps_equal_to_explain(adapter_setup, image_files
     import numpy as np
     from transformers import AutoProcessor, pipeline
 
-    from aesformer_cli.explain import explain
+    from modeling_aesformer.explanation import explain
 
     model, folder = adapter_setup
     processor = AutoProcessor.from_pretrained(folder)

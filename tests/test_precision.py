@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
-from aesformer_cli.precision import cpu_bf16_is_fast, resolve_dtype
+from modeling_aesformer.precision import cpu_bf16_is_fast, resolve_dtype
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import camera_jpeg, cpu_bf16_flags, read_rows, score_cli, tiny_model_folder
@@ -52,6 +52,13 @@ def test_auto_dtype_follows_the_cpu(tmp_path):
         resolve_dtype("fp16", "cpu")
     with pytest.raises(ValueError, match="--dtype must be one of"):
         resolve_dtype("int8", "cpu")
+
+
+def test_the_dtype_flag_offers_exactly_the_choices_the_library_resolves():
+    from aesformer_cli.precision import DTYPE_CHOICES as flag_choices
+    from modeling_aesformer.precision import DTYPE_CHOICES
+
+    assert flag_choices == DTYPE_CHOICES
 
 
 def test_bf16_weights_keep_the_heads_and_the_score_in_fp32(spread_model_dir):

@@ -705,7 +705,7 @@ def test_score_killed_mid_run_resumes_without_lost_or_duplicated_rows(model_dir,
 
 
 def test_a_failed_export_leaves_the_previous_export_loadable(exported, tmp_path, monkeypatch):
-    from aesformer_cli import export as export_module
+    from modeling_aesformer import export as export_module
 
     model_dir, hub = exported
     target = tmp_path / "hub"
@@ -813,7 +813,7 @@ def test_a_malicious_pickle_is_refused_everywhere_and_never_runs(model_dir, tmp_
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from aesformer_cli.export import export_model
+    from modeling_aesformer.export import export_model
 
     root = tmp_path_factory.mktemp("exported")
     model_dir = tiny_model_folder(root / "model", adapters_scale=0.2)

@@ -1,11 +1,11 @@
-"""`aesformer demo`: the whole method end to end on an embedded synthetic dataset, with no downloads.
+"""The demo: the whole method end to end on an embedded synthetic dataset, with no downloads (`aesformer demo`).
 
 Steps (each through the same code users run): generate the synthetic aesthetic dataset (`aesformer make-dataset`)
 on the 1–10 scale and, from the same images, on a 1–7 scale; a WordPiece vocabulary from the training comments;
 stage 1 (with comments) on a small Aesformer (the `demo` preset) from scratch; stage 2: two dataset adapters on the
 frozen backbone ("synthetic", 10 bins, and "synthetic7", 7 bins); evaluate an untrained model, the image-only
-branch and the with-comments branch on the test split; print and save the table; plots; explanation figures;
-export a Hub-ready folder and score a few test images with `pipeline("image-aesthetics")`. Same machine and
+branch and the with-comments branch on the test split; save the table (the command prints it); plots; explanation
+figures; export a Hub-ready folder and score a few test images with `pipeline("image-aesthetics")`. Same machine and
 settings give the same numbers (seeded; the vocabulary is built without hash-order ties).
 """
 
@@ -26,10 +26,6 @@ FULL = {"size": 3000, "split_fractions": (0.7, 0.1, 0.2), "stage1_epochs": 30, "
 QUICK = {**FULL, "size": 800, "stage1_epochs": 8, "stage2_epochs": 5, "warmup_steps": 20}
 SEED = 0
 VOCAB_SIZE = 1000
-QUICK_NOTE = ("NOTE: --quick is a smoke run (800 images, a few epochs): it checks that every step works and fits the "
-              "vote distributions (EMD), but it is too short to learn the ranking, so its SRCC/PLCC (near 0) and its "
-              "scatter plot show nothing about the method. Run `aesformer demo` without --quick (the README gives its "
-              "measured time) for the numbers in the README.")
 
 
 def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
@@ -69,20 +65,17 @@ def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
     return tokenizer
 
 
-def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict | None = None) -> int:
-    """Runs the demo into `output_dir`; `overrides` replaces entries of the FULL/QUICK settings (experiments)."""
-    from aesformer_training.data import load_generic
-    from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
-    from aesformer_training.prediction import evaluate_branches, rows_with_comments
-    from aesformer_cli.train import format_table
-    from aesformer_training.synthetic import make_dataset
-
+def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict | None = None, log=print) -> dict:
+    """Runs the demo into `output_dir`; `overrides` replaces entries of the FULL/QUICK settings (experiments); each
+    step is reported through `log`. Returns the evaluation table `{row name: metrics}` (also in `metrics.json`)."""
     from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
-    from modeling_aesformer.adapters import set_default_adapter
+    from modeling_aesformer.adapters import load_adapters, set_default_adapter
     from modeling_aesformer.configuration_aesformer import comment_max_length
-    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS
 
-    from .loading import load_model
+    from .data import load_generic
+    from .loop import ADAPT, PRETRAIN, TrainConfig, train
+    from .prediction import evaluate_branches, rows_with_comments
+    from .synthetic import make_dataset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = {**(QUICK if quick else FULL), **(overrides or {})}
@@ -94,7 +87,7 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     start = time.perf_counter()
 
     def step(message):
-        print(f"[demo {time.perf_counter() - start:6.1f}s] {message}", flush=True)
+        log(f"[demo {time.perf_counter() - start:6.1f}s] {message}")
 
     # ---- 1. data: the same images on two scales
     config = AesformerConfig.from_preset("demo")
@@ -141,8 +134,8 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
 
     # ---- 4. stage 2: two dataset adapters on the frozen backbone
     for name, dataset, dataset_spec in (("synthetic", data, spec), ("synthetic7", data7, spec7)):
-        report = train(load_model(model_dir, default_adapter=False, fit_max_length=False)[0], processor, dataset,
-                       dataset_spec, TrainConfig(
+        backbone = AesformerModel.from_pretrained(model_dir, use_safetensors=True, load_default_adapter=False).eval()
+        report = train(backbone, processor, dataset, dataset_spec, TrainConfig(
             stage=ADAPT, output_dir=str(out / f"stage2-{name}"), adapter_name=name,
             epochs=settings["stage2_epochs"], batch_size=settings["stage2_batch_size"],
             learning_rate=settings["stage2_lr"], **common),
@@ -153,7 +146,7 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     set_default_adapter(model_dir, "synthetic")
 
     # ---- 5. evaluation on the test split
-    trained = load_model(model_dir, ALL_ADAPTERS)[0]
+    trained = load_adapters(AesformerModel.from_pretrained(model_dir, use_safetensors=True), model_dir).eval()
     before = evaluate_branches(untrained, processor, data["test"], spec)
     after = evaluate_branches(trained, processor, data["test"], spec, adapter="synthetic")
     # the image-only branch on exactly the images the with-comments row is measured on: the paired comparison
@@ -168,12 +161,6 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
         "with comments": after["with_comments"],
         "image only, 1-7 adapter": after7["image_only"],
     }
-    print()
-    print(format_table(table))
-    print()
-    if quick:
-        print(QUICK_NOTE)
-        print()
     (out / "metrics.json").write_text(json.dumps(table, indent=2) + "\n")
     step(f"metrics written to {out / 'metrics.json'}")
 
@@ -185,9 +172,9 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
         step(f"plots skipped ({err}); install matplotlib (`pip install aesformer[demo]`)")
 
     # ---- 7. export and pipeline
-    _export_and_score(model_dir, out, data["test"], step)
+    _export_and_score(model_dir, out, data["test"], step, log)
     step(f"done in {time.perf_counter() - start:.0f} s; everything is in {out}")
-    return 0
+    return table
 
 
 def _plots(model, processor, rows, spec, out):
@@ -196,10 +183,10 @@ def _plots(model, processor, rows, spec, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aesformer_training.data import AestheticCollator
-    from aesformer_training.prediction import IndexedRows, predict, rows_with_comments
+    from modeling_aesformer.explanation import explain, plot_explanation
 
-    from .explain import explain, plot_explanation
+    from .data import AestheticCollator
+    from .prediction import IndexedRows, predict, rows_with_comments
 
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
@@ -232,20 +219,18 @@ def _plots(model, processor, rows, spec, out):
         plot_explanation(explanation, plots / f"explain-{i}.png")
 
 
-def _export_and_score(model_dir, out, rows, step):
-    from . import export as export_module
+def _export_and_score(model_dir, out, rows, step, log):
+    from transformers import AutoModel, pipeline
+
+    from modeling_aesformer.export import export_model
 
     hub_dir = out / "hub"
-    export_module.export_model(model_dir, hub_dir)
+    export_model(model_dir, hub_dir, log=log)
     step(f"Hub-ready folder exported to {hub_dir}")
-    from transformers import pipeline
-
-    from .loading import load_model
-
     # as a user would: the exported folder's default adapter ("synthetic") answers images without comments
-    scorer = pipeline("image-aesthetics", model=load_model(hub_dir)[0])
+    scorer = pipeline("image-aesthetics", model=AutoModel.from_pretrained(hub_dir, use_safetensors=True).eval())
     for i in range(3):
         row = rows[i]
         inputs = {"image": row["image"], "comments": row["comments"]} if row["comments"] else row["image"]
         result = scorer(inputs)
-        print(f"  {Path(row['image']).name}: score {result['score']:.2f} ({result['label']}, {result['branch']})")
+        log(f"  {Path(row['image']).name}: score {result['score']:.2f} ({result['label']}, {result['branch']})")
