@@ -158,14 +158,17 @@ def parse_results(results: Any) -> List[dict]:
 
 
 def _read_adapters(model_dir: Path) -> List[dict]:
-    root = model_dir / "adapters"
+    from modeling_aesformer.adapter_weights_aesformer import (ADAPTER_CONFIG_FILE, ADAPTER_META_FILE, ADAPTERS_DIR,
+                                                              is_adapter_folder)
+
+    root = model_dir / ADAPTERS_DIR
     if not root.is_dir():
         return []
     adapters = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not (folder / "adapter_config.json").is_file():
-            raise ExportError(f"{folder} has no adapter_config.json: not a PEFT adapter folder")
-        meta_path = folder / "aesformer_adapter.json"
+        if not is_adapter_folder(folder):
+            raise ExportError(f"{folder} has no {ADAPTER_CONFIG_FILE}: not a PEFT adapter folder")
+        meta_path = folder / ADAPTER_META_FILE
         meta = _read_json(meta_path) if meta_path.is_file() else {}
         adapters.append({
             "name": folder.name,
