@@ -71,7 +71,7 @@ def train_tokenizer(texts, folder, vocab_size=VOCAB_SIZE, min_frequency=2):
 
 def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict | None = None) -> int:
     """Runs the demo into `output_dir`; `overrides` replaces entries of the FULL/QUICK settings (experiments)."""
-    from aesformer_training.data import load_generic
+    from aesformer_training.loaders import load_generic
     from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
     from aesformer_training.prediction import evaluate_branches, rows_with_comments
     from aesformer_cli.train import format_table
@@ -196,7 +196,7 @@ def _plots(model, processor, rows, spec, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aesformer_training.data import AestheticCollator
+    from aesformer_training.collator import AestheticCollator
     from aesformer_training.prediction import IndexedRows, predict, rows_with_comments
 
     from .explain import explain, plot_explanation

@@ -111,7 +111,8 @@ def _flag_of(args, text):
 
 def load_data(args):
     """Loads the dataset the data flags name. Every input problem becomes a `CommandError` naming its flag."""
-    from aesformer_training import data
+    from aesformer_training import loaders as data
+    from aesformer_training.reports import DatasetLoadError, ImagesNotFoundError
     from aesformer_training.comments import AmbiguousCommentKeysError, CommentsFileError
 
     check_data_arguments(args)
@@ -131,7 +132,7 @@ def load_data(args):
         if loaded[1].report is not None and loaded[1].report.images_not_found is not None:
             raise loaded[1].report.images_not_found
         return loaded
-    except data.ImagesNotFoundError as err:
+    except ImagesNotFoundError as err:
         if args.data_format == "generic":
             raise CommandError(err.describe("--data", as_typed=args.data)) from None
         if args.image_dir:
@@ -139,7 +140,7 @@ def load_data(args):
         raise CommandError(err.describe("--image-dir")) from None
     except (AmbiguousCommentKeysError, CommentsFileError) as err:
         raise CommandError(f"--comments: {err}") from None
-    except data.DatasetLoadError:
+    except DatasetLoadError:
         raise  # its own message, with the --on-bad-rows advice (run_command)
     except (ValueError, OSError) as err:
         raise CommandError(f"{_flag_of(args, str(err))}: {err}") from None
@@ -155,7 +156,7 @@ def _has_split_column(folder):
 def check_splits(args, data, spec, needed, with_comments=False):
     """Each split in `needed` has rows (stage 1: rows with comments); else a `CommandError` that says which split is
     empty, what was kept, and which flag to look at."""
-    from aesformer_training.data import SPLITS
+    from aesformer_training.reports import SPLITS
 
     sizes = {split: len(data[split]) for split in SPLITS}
     usable = dict(sizes)

@@ -11,7 +11,9 @@ import pytest
 
 from aesformer_processing import clean_comments
 from aesformer_training.comments import AmbiguousCommentKeysError, read_comments
-from aesformer_training.data import DatasetSpec, ImagesNotFoundError, load_ava, load_generic, write_generic
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import load_ava, load_generic, write_generic
+from aesformer_training.reports import ImagesNotFoundError
 from aesformer_cli.main import main as aesformer
 from modeling_aesformer.toy import draw_scene
 

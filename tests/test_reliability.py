@@ -25,8 +25,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, BertTokenizer, pipeline
 
-from aesformer_training.data import DatasetLoadError, DatasetSpec, TextEncodingError, load_ava, load_generic, \
-    write_generic
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import load_ava, load_generic, write_generic
+from aesformer_training.reports import DatasetLoadError
+from aesformer_training.text_files import TextEncodingError
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 from aesformer_cli import score as scoring
 from aesformer_cli.common import CommandError

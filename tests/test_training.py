@@ -8,7 +8,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from aesformer_training.data import DatasetSpec, load_generic, write_generic
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import load_generic, write_generic
 from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
@@ -66,7 +67,7 @@ def test_stage1_trains_saves_and_reports(tmp_path, dataset_dir, tiny_tokenizer):
 
 
 def test_stage1_loss_goes_down(tmp_path, dataset_dir, tiny_tokenizer):
-    from aesformer_training.data import AestheticCollator
+    from aesformer_training.collator import AestheticCollator
 
     from aesformer_training.losses import PretrainObjective
 
