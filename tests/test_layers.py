@@ -94,6 +94,78 @@ def test_launch_scripts_only_launch():
             assert names <= {"sys", "aesformer_cli"}, (module, names)
 
 
+def _module_of(name: str, known: set) -> str | None:
+    """The module of ours an imported name refers to: `pkg.mod` itself, or `pkg.mod` for `from pkg.mod import X`
+    (the longest known prefix); None for anything else."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in known:
+            return ".".join(parts[:end])
+    return None
+
+
+def import_cycles(modules):
+    """Each cycle of imports between the modules of ONE package (imports in function bodies count), as
+    'a -> b -> a'. A package's `__init__` is left out: importing `pkg.mod` runs it first anyway, so `pkg.mod`
+    importing `pkg` is the usual re-export, not a loop of its own."""
+    known = {module for module, _ in modules}
+    edges = {}
+    for module, path in modules:
+        if "." not in module:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        targets = set()
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                base = next(name for line, name in _imported(module, path, ast.Module(body=[node], type_ignores=[])))
+                names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                target = _module_of(name, known)
+                if target and target != module and "." in target and target.split(".")[0] == module.split(".")[0]:
+                    targets.add(target)
+        edges[module] = targets
+    cycles, seen = [], set()
+
+    def visit(module, trail):
+        for target in sorted(edges.get(module, ())):
+            if target in trail:
+                cycle = trail[trail.index(target):]
+                key = frozenset(cycle)
+                if key not in seen:
+                    seen.add(key)
+                    cycles.append(" -> ".join(cycle + [target]))
+            elif target not in done:
+                visit(target, trail + [target])
+        done.add(module)
+
+    done = set()
+    for module in sorted(edges):
+        if module not in done:
+            visit(module, [module])
+    return cycles
+
+
+def test_no_import_cycle_between_the_modules_of_a_package():
+    """`a` imports `b` and `b` imports `a` (directly or through others of the package, in function bodies too): the
+    two are one unit split in two files, and which one loads first decides what works."""
+    assert import_cycles(_modules()) == []
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_body(tmp_path):
+    files = {"pkg.a": "from pkg.b import x\n", "pkg.b": "def f():\n    from . import c\n",
+             "pkg.c": "def g():\n    from .a import y\n", "pkg.d": "import pkg\nfrom pkg.a import z\n",
+             "pkg": "from pkg.a import z\n"}
+    modules = []
+    for name, source in files.items():
+        path = tmp_path / (name.replace(".", "_") + ".py")
+        path.write_text(source)
+        modules.append((name, path))
+    assert import_cycles(modules) == ["pkg.a -> pkg.b -> pkg.c -> pkg.a"]
+
+
 @pytest.mark.parametrize("source, expected", [
     ("def f():\n    from aesformer_training.loop import train\n", "aesformer_training.loop"),  # function body
     ("def f():\n    from aesformer_processing import AesformerProcessor\n", None),  # downward: fine
