@@ -208,6 +208,6 @@ def image_only_answer(config, name: str) -> Tuple[str, bool]:
 
 
 __all__ = ["ADAPTERS_DIR", "ADAPTER_CONFIG_FILE", "ADAPTER_META_FILE", "ADAPTER_WEIGHTS_FILE", "AdapterFoldError",
-           "BASE_ADAPTER", "RESERVED_ADAPTER_NAMES", "adapter_folder", "adapter_folders_in", "adapter_model_state", "fold_adapter",
-           "fold_default_adapter", "image_only_answer", "is_adapter_folder", "saved_adapters",
+           "BASE_ADAPTER", "RESERVED_ADAPTER_NAMES", "adapter_folder", "adapter_folders_in", "adapter_model_state",
+           "fold_adapter", "fold_default_adapter", "image_only_answer", "is_adapter_folder", "saved_adapters",
            "saved_adapters_in_files", "unfold_adapter"]

@@ -269,9 +269,9 @@ def test_model_folders_adapter_names_and_debug(ava, tmp_path, capsys):
     with pytest.raises(ValueError, match="letters, digits, '-' and '_'"):
         check_adapter_name("a/b")
     # --debug shows the traceback instead of the message
-    from aesformer_cli.common import CommandError
+    from aesformer_training.stages import StageInputError
 
-    with pytest.raises(CommandError, match="no such folder"):
+    with pytest.raises(StageInputError, match="no such folder"):
         aesformer(["--debug", "eval", "--model", str(model), "--data", str(tmp_path / "nowhere")])
     code, _, err = run(capsys, "eval", "--model", model, "--data", tmp_path / "nowhere")
     assert code == 2 and f"--data {tmp_path / 'nowhere'}: no such folder" in err

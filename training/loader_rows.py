@@ -319,4 +319,7 @@ def check_images_found(candidates: list[RowCandidate], report: LoadReport, folde
         raise report.images_not_found
 
 
-__all__ = ["RowProblem", "RowCandidate", "check_on_error", "check_fractions", "parse_numbers", "check_counts", "parse_score", "join_comment_text", "normalise_split", "guess_row_id", "record_to_dict", "split_counts", "seeded_assignment", "finish_dataset", "row_location", "list_images", "as_paths", "attach_comments", "check_images_found"]
+__all__ = ["RowProblem", "RowCandidate", "check_on_error", "check_fractions", "parse_numbers", "check_counts",
+           "parse_score", "join_comment_text", "normalise_split", "guess_row_id", "record_to_dict", "split_counts",
+           "seeded_assignment", "finish_dataset", "row_location", "list_images", "as_paths", "attach_comments",
+           "check_images_found"]

@@ -272,4 +272,6 @@ class LoadReport:
         self.repaired.append(RowIssue(str(id_), reason, location, message))
 
 
-__all__ = ["SPLITS", "MISSING_IMAGE", "ZERO_VOTES", "NEGATIVE_VOTES", "NON_NUMERIC", "NAN_SCORE", "WRONG_BINS", "DUPLICATE_ID", "MALFORMED_ROW", "SCORE_OUT_OF_RANGE", "RENORMALISED", "DROP_REASONS", "REPAIR_REASONS", "MAX_LISTED_PROBLEMS", "DatasetLoadError", "ImagesNotFoundError", "RowIssue", "LoadReport"]
+__all__ = ["SPLITS", "MISSING_IMAGE", "ZERO_VOTES", "NEGATIVE_VOTES", "NON_NUMERIC", "NAN_SCORE", "WRONG_BINS",
+           "DUPLICATE_ID", "MALFORMED_ROW", "SCORE_OUT_OF_RANGE", "RENORMALISED", "DROP_REASONS", "REPAIR_REASONS",
+           "MAX_LISTED_PROBLEMS", "DatasetLoadError", "ImagesNotFoundError", "RowIssue", "LoadReport"]
