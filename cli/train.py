@@ -8,8 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+# light imports (the standard library only): `aesformer pretrain --help` answers before torch loads
 from aesformer_training.arguments import (ADAPT_DESCRIPTION, PRETRAIN_DESCRIPTION, add_adapt_arguments,
-                                          add_data_arguments, add_pretrain_arguments, check_splits, load_data)
+                                          add_data_arguments, add_pretrain_arguments, check_splits, load_data,
+                                          run_adapt, run_pretrain)
+from aesformer_training.stages import summary
 
 from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError
 
@@ -20,8 +23,6 @@ def _stage_main(prog, description, add_arguments, run, argv):
     parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from aesformer_training.stages import summary
-
     result = run(args)
     if result.main_process:  # the other processes of a distributed run trained, but finished nothing
         print("\n".join(summary(result)))
@@ -29,14 +30,10 @@ def _stage_main(prog, description, add_arguments, run, argv):
 
 
 def pretrain_main(argv=None):
-    from aesformer_training.arguments import run_pretrain
-
     return _stage_main("aesformer pretrain", PRETRAIN_DESCRIPTION, add_pretrain_arguments, run_pretrain, argv)
 
 
 def adapt_main(argv=None):
-    from aesformer_training.arguments import run_adapt
-
     return _stage_main("aesformer adapt", ADAPT_DESCRIPTION, add_adapt_arguments, run_adapt, argv)
 
 
