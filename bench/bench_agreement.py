@@ -60,7 +60,8 @@ def demo_scores(model_dir: Path, data_dir: Path, variants, batch_size: int) -> d
     import torch
     from transformers import AutoProcessor
 
-    from aesformer_training.data import AestheticCollator, load_generic
+    from aesformer_training.collator import AestheticCollator
+    from aesformer_training.loaders import load_generic
     from aesformer_training.prediction import IndexedRows, predict, rows_with_comments
     from modeling_aesformer import AesformerModel
     from modeling_aesformer.adapters import load_adapters

@@ -148,7 +148,7 @@ _debug = contextvars.ContextVar("aesformer_debug", default=False)  # set by run_
 def error_message(error: BaseException) -> str:
     """The one message `run_command` prints for `error`: the text of an input error as it is, the type first for
     anything else. A `DatasetLoadError` gets the command line's flag (``--on-bad-rows skip``) as its advice."""
-    from aesformer_training.data import DatasetLoadError  # the lowest layer: cheap, no torch
+    from aesformer_training.reports import DatasetLoadError  # the lowest layer: cheap, no torch
 
     if isinstance(error, DatasetLoadError):
         return error.details + "\nFix these rows, or pass --on-bad-rows skip to drop them and get a report."

@@ -9,22 +9,31 @@ either full copies (`modules_to_save`, LN tuning) or LoRA pairs. Folding copies 
 and adds the LoRA update `scaling * B @ A` to the wrapped weights: the folded model computes what the PeftModel with
 that adapter active computes. The replaced tensors are kept on the model (`unfold_adapter` puts them back), so real
 PEFT adapters can still be loaded on top of the original weights.
+
+It is also the one home of the adapter folder layout, read by the adapters module, the pipeline, `aesformer export`
+and the exported Space: `<model>/adapters/<name>/` holds PEFT's `adapter_config.json` and
+`adapter_model.safetensors` plus Aesformer's `aesformer_adapter.json` (dataset, bins, score range, threshold), and
+the reserved name "base" means the model's own image-only modules (no dataset adapter).
 """
 
 import json
 import math
 import os
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from transformers.modeling_utils import load_state_dict
 from transformers.utils import cached_file
 
+# The adapter folder layout (never at the model root, where `AutoModel` would take the folder for an adapter).
 ADAPTERS_DIR = "adapters"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
-BASE = "base"
+ADAPTER_META_FILE = "aesformer_adapter.json"
+# The model's own image-only modules; with "default", a name no dataset adapter may take.
+BASE_ADAPTER = "base"
+RESERVED_ADAPTER_NAMES = (BASE_ADAPTER, "default")
 _PEFT_PREFIX = "base_model.model."
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies")
 # Instance attribute (never module state) holding the tensors a fold replaced.
@@ -33,6 +42,43 @@ _STASH = "_aesformer_unfolded_weights"
 
 class AdapterFoldError(ValueError):
     pass
+
+
+def adapter_folder(model_dir, name: str) -> str:
+    """`<model_dir>/adapters/<name>`."""
+    return os.path.join(os.fspath(model_dir), ADAPTERS_DIR, name)
+
+
+def is_adapter_folder(folder) -> bool:
+    """Whether `folder` holds a saved PEFT adapter (its `adapter_config.json`)."""
+    return os.path.isfile(os.path.join(os.fspath(folder), ADAPTER_CONFIG_FILE))
+
+
+def adapter_folders_in(root) -> List[str]:
+    """Names of the adapter folders directly in the local folder `root` (sorted; not a hidden temporary
+    `.tmp_<name>` folder left by a kill)."""
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        return []
+    return sorted(name for name in os.listdir(root)
+                  if not name.startswith(".") and is_adapter_folder(os.path.join(root, name)))
+
+
+def saved_adapters(model_dir) -> List[str]:
+    """Names of the adapters saved under `<model_dir>/adapters/` of a local folder."""
+    return adapter_folders_in(os.path.join(os.fspath(model_dir), ADAPTERS_DIR))
+
+
+def saved_adapters_in_files(paths) -> List[str]:
+    """Names of the adapters among a repository's file paths (`adapters/<name>/adapter_config.json`), e.g. the
+    `huggingface_hub.list_repo_files` of a Hub model."""
+    names = set()
+    for path in paths:
+        parts = str(path).split("/")
+        if len(parts) == 3 and parts[0] == ADAPTERS_DIR and parts[2] == ADAPTER_CONFIG_FILE \
+                and not parts[1].startswith("."):
+            names.add(parts[1])
+    return sorted(names)
 
 
 def base_model(model):
@@ -137,7 +183,7 @@ def fold_default_adapter(model, source, hub_kwargs: Optional[dict] = None) -> Op
     the model as it is, with a warning that says so."""
     config = model.config
     name = getattr(config, "default_adapter", None)
-    if not name or name == BASE:
+    if not name or name == BASE_ADAPTER:
         return getattr(config, "merged_adapter", None)
     if getattr(config, "merged_adapter", None) == name:
         return name
@@ -153,13 +199,15 @@ def fold_default_adapter(model, source, hub_kwargs: Optional[dict] = None) -> Op
 def image_only_answer(config, name: str) -> Tuple[str, bool]:
     """(name of the image-only answer, whether training or conversion produced it) for adapter `name` ("base" =
     the model's own modules, which may hold a folded adapter)."""
-    if name == BASE or name is None:
+    if name == BASE_ADAPTER or name is None:
         merged = getattr(config, "merged_adapter", None)
         if merged:
             return merged, True
-        return BASE, bool(getattr(config, "image_only_trained", False))
+        return BASE_ADAPTER, bool(getattr(config, "image_only_trained", False))
     return name, True
 
 
-__all__ = ["AdapterFoldError", "adapter_model_state", "fold_adapter", "fold_default_adapter", "image_only_answer",
-           "unfold_adapter"]
+__all__ = ["ADAPTERS_DIR", "ADAPTER_CONFIG_FILE", "ADAPTER_META_FILE", "ADAPTER_WEIGHTS_FILE", "AdapterFoldError",
+           "BASE_ADAPTER", "RESERVED_ADAPTER_NAMES", "adapter_folder", "adapter_folders_in", "adapter_model_state",
+           "fold_adapter", "fold_default_adapter", "image_only_answer", "is_adapter_folder", "saved_adapters",
+           "saved_adapters_in_files", "unfold_adapter"]

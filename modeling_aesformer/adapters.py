@@ -14,10 +14,11 @@ Adapters change only the image-only branch; with comments the model's own VL hea
 disabling adapters returns to it.
 
 On disk (never at the model root, where `AutoModel` would take the folder for an adapter):
-`<model>/adapters/<name>/{adapter_config.json, adapter_model.safetensors, aesformer_adapter.json}`. The last file
-carries what PEFT cannot: dataset, number of bins, score range, threshold. Every adapter head keeps the base head's
-width (a Photo.net adapter uses the first 7 of 10 outputs, recorded in the head's buffers), so plain
-`PeftModel.from_pretrained` / `load_adapter` load them too — no resize step.
+`<model>/adapters/<name>/{adapter_config.json, adapter_model.safetensors, aesformer_adapter.json}` (the layout's one
+home is the shipped `adapter_weights_aesformer`). The last file carries what PEFT cannot: dataset, number of bins,
+score range, threshold. Every adapter head keeps the base head's width (a Photo.net adapter uses the first 7 of 10
+outputs, recorded in the head's buffers), so plain `PeftModel.from_pretrained` / `load_adapter` load them too — no
+resize step.
 """
 
 import json
@@ -30,14 +31,13 @@ from typing import Iterable, Optional, Sequence, Union
 
 import torch
 
-from .adapter_weights_aesformer import base_model
+from .adapter_weights_aesformer import (ADAPTER_CONFIG_FILE, ADAPTER_META_FILE, ADAPTER_WEIGHTS_FILE, ADAPTERS_DIR,
+                                        BASE_ADAPTER, RESERVED_ADAPTER_NAMES, adapter_folders_in, base_model,
+                                        is_adapter_folder, saved_adapters)
 from .configuration_aesformer import default_score_threshold
 from .file_modes import follow_umask
 
 ADAPTER_PRESETS = ("faithful", "lora")
-ADAPTERS_DIR = "adapters"
-ADAPTER_META_FILE = "aesformer_adapter.json"
-RESERVED_NAMES = ("base", "default")
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -47,7 +47,7 @@ def check_adapter_name(name) -> str:
     if not isinstance(name, str) or not _ADAPTER_NAME.match(name):
         raise ValueError(f"adapter name {name!r} is not valid: use letters, digits, '-' and '_' only (it becomes "
                          "the folder adapters/<name>)")
-    if name in RESERVED_NAMES:
+    if name in RESERVED_ADAPTER_NAMES:
         raise ValueError(f"adapter name {name!r} is reserved; pick another (e.g. the dataset's name)")
     return name
 
@@ -154,11 +154,11 @@ def _adapter_meta(model, name: str) -> dict:
 
 def adapter_info(model, name: str) -> dict:
     """Dataset, bins, score range, threshold and preset of adapter `name` ("base" = the model's own scale)."""
-    if name == "base":
+    if name == BASE_ADAPTER:
         head = base_model(model).vision_head
         head = getattr(head, "original_module", head)
         k = int(head.num_active_bins)
-        return {"name": "base", "num_score_bins": k, "threshold": float(head.threshold),
+        return {"name": BASE_ADAPTER, "num_score_bins": k, "threshold": float(head.threshold),
                 "score_range": [float(head.bin_values[0]), float(head.bin_values[k - 1])]}
     return {**_metadata(model).get(name, {}), **_adapter_meta(model, name)}
 
@@ -173,8 +173,8 @@ def save_adapters(model, model_dir: Union[str, os.PathLike], names: Optional[Ite
         check_adapter_name(name)
         model.save_pretrained(str(root), selected_adapters=[name])  # PEFT writes root/<name>/ for a named adapter
         folder = root / name
-        if not (folder / "adapter_config.json").is_file():
-            raise RuntimeError(f"PEFT did not write {folder / 'adapter_config.json'}")
+        if not is_adapter_folder(folder):
+            raise RuntimeError(f"PEFT did not write {folder / ADAPTER_CONFIG_FILE}")
         (folder / ADAPTER_META_FILE).write_text(json.dumps(adapter_info(model, name), indent=2) + "\n")
         follow_umask(folder)
         folders.append(folder)
@@ -183,11 +183,7 @@ def save_adapters(model, model_dir: Union[str, os.PathLike], names: Optional[Ite
 
 def list_adapters(model_dir: Union[str, os.PathLike]) -> list:
     """Names of the adapters saved under `<model_dir>/adapters/`."""
-    root = Path(model_dir) / ADAPTERS_DIR
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir()  # not a temporary .tmp_<name> left by a kill
-                  if not p.name.startswith(".") and (p / "adapter_config.json").is_file())
+    return saved_adapters(model_dir)
 
 
 def _read_meta(source: str, subfolder: Optional[str]) -> dict:
@@ -210,9 +206,6 @@ def _read_meta(source: str, subfolder: Optional[str]) -> dict:
         return json.load(f)
 
 
-SAFE_WEIGHTS_FILE = "adapter_model.safetensors"
-
-
 def _require_safetensors(source: str, subfolder: Optional[str]) -> None:
     """A local adapter folder must hold `adapter_model.safetensors`: PEFT would otherwise fall back to a pickled
     `adapter_model.bin` (loaded with weights_only=True, but still a pickle), which Aesformer never loads. A Hub id is
@@ -220,10 +213,10 @@ def _require_safetensors(source: str, subfolder: Optional[str]) -> None:
     folder = os.path.join(source, subfolder or "")
     if not os.path.isdir(folder):
         return
-    if not os.path.isfile(os.path.join(folder, SAFE_WEIGHTS_FILE)):
+    if not os.path.isfile(os.path.join(folder, ADAPTER_WEIGHTS_FILE)):
         found = sorted(n for n in os.listdir(folder) if n.startswith("adapter_model"))
         raise ValueError(
-            f"adapter folder {folder} has no {SAFE_WEIGHTS_FILE} (found {found or 'no weights'}): Aesformer loads "
+            f"adapter folder {folder} has no {ADAPTER_WEIGHTS_FILE} (found {found or 'no weights'}): Aesformer loads "
             "adapter weights only from safetensors, never from a pickle. If you trust a .bin file, convert it "
             "yourself: `safetensors.torch.save_file(torch.load(path, weights_only=True), ...)`."
         )
@@ -252,18 +245,14 @@ def load_adapters(
 
     unfold_adapter(base_model(model))
     source = str(source)
-    if subfolder is not None or os.path.isfile(os.path.join(source, "adapter_config.json")):
+    if subfolder is not None or is_adapter_folder(source):
         entries = [(names and list(names)[0]) or Path(subfolder or source).name, source, subfolder]
         entries = [tuple(entries)]
     else:
         root = os.path.join(source, ADAPTERS_DIR)
         if not os.path.isdir(root) and os.path.isdir(source):  # adapter folders directly under `source`
             root = source
-        available = []
-        if os.path.isdir(root):
-            available = sorted(
-                n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "adapter_config.json"))
-            )
+        available = adapter_folders_in(root)
         wanted = list(names) if names is not None else available
         missing = [n for n in wanted if n not in available]
         if missing or not wanted:
@@ -303,7 +292,7 @@ def set_default_adapter(model_dir: Union[str, os.PathLike], name: Optional[str])
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json)")
-    name = None if name in (None, "", "base") else str(name)
+    name = None if name in (None, "", BASE_ADAPTER) else str(name)
     if name is not None and name not in list_adapters(model_dir):
         raise ValueError(f"no adapter {name!r} under {model_dir / ADAPTERS_DIR}; available: "
                          f"{list_adapters(model_dir) or 'none (train one with `aesformer adapt`)'}")

@@ -29,6 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
+from .adapter_weights_aesformer import ADAPTER_CONFIG_FILE, ADAPTER_META_FILE, ADAPTERS_DIR, is_adapter_folder
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = TEMPLATES / "model_card.md"
 SPACE_TEMPLATE = TEMPLATES / "space_app.py"
@@ -147,14 +149,14 @@ def parse_results(results: Any) -> List[dict]:
 
 
 def _read_adapters(model_dir: Path) -> List[dict]:
-    root = model_dir / "adapters"
+    root = model_dir / ADAPTERS_DIR
     if not root.is_dir():
         return []
     adapters = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not (folder / "adapter_config.json").is_file():
-            raise ExportError(f"{folder} has no adapter_config.json: not a PEFT adapter folder")
-        meta_path = folder / "aesformer_adapter.json"
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not is_adapter_folder(folder):
+            raise ExportError(f"{folder} has no {ADAPTER_CONFIG_FILE}: not a PEFT adapter folder")
+        meta_path = folder / ADAPTER_META_FILE
         meta = _read_json(meta_path) if meta_path.is_file() else {}
         adapters.append({
             "name": folder.name,
@@ -195,7 +197,7 @@ def find_training_results(model_dir: Path) -> List[dict]:
     folder, and each adapter's `adapters/<name>/results.json` (written by `aesformer adapt`)."""
     found = []
     for path in [model_dir / "results.json", model_dir.parent / "results.json",
-                 *sorted((model_dir / "adapters").glob("*/results.json"))]:
+                 *sorted((model_dir / ADAPTERS_DIR).glob("*/results.json"))]:
         if path.is_file():
             try:
                 data = _read_json(path)
@@ -341,8 +343,9 @@ def check_export_target(model_dir: Union[str, Path], output_dir: Union[str, Path
         raise ExportError("--output must differ from MODEL_DIR")
     if output_dir.exists() and not overwrite and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ExportError(f"{output_dir} exists and is not empty; pass --overwrite to replace it")
-    if (model_dir / "adapter_config.json").is_file():
-        raise ExportError(f"{model_dir} has an adapter_config.json at its root: adapters belong in adapters/<name>/")
+    if (model_dir / ADAPTER_CONFIG_FILE).is_file():
+        raise ExportError(f"{model_dir} has an {ADAPTER_CONFIG_FILE} at its root: adapters belong in "
+                          f"{ADAPTERS_DIR}/<name>/")
 
 
 def load_for_export(model_dir: Union[str, Path], log=print):
@@ -398,7 +401,7 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
         pipe.save_pretrained(str(tmp))  # model + config (custom_pipelines) + pipeline_aesformer.py
         processor.save_pretrained(str(tmp))  # processor config + processing_aesformer.py + tokenizer files
         if adapters:
-            shutil.copytree(model_dir / "adapters", tmp / "adapters")
+            shutil.copytree(model_dir / ADAPTERS_DIR, tmp / ADAPTERS_DIR)
         (tmp / "requirements.txt").write_text(requirements_text(), encoding="utf-8")
         card = build_model_card(model, model_dir, card_data, results, adapters, conversion, processor=processor)
         card.save(str(tmp / "README.md"))
@@ -421,8 +424,8 @@ def _check_folder(folder: Path) -> None:
         missing.append("config.json: auto_map.AutoModel")
     if "image-aesthetics" not in config.get("custom_pipelines", {}):
         missing.append("config.json: custom_pipelines.image-aesthetics")
-    if (folder / "adapter_config.json").exists():
-        missing.append("an adapter_config.json at the folder root (must not exist)")
+    if (folder / ADAPTER_CONFIG_FILE).exists():
+        missing.append(f"an {ADAPTER_CONFIG_FILE} at the folder root (must not exist)")
     if missing:
         raise ExportError(f"the exported folder is incomplete: {missing}")
 

@@ -33,13 +33,13 @@ import torch.utils.data
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
-from .adapter_weights_aesformer import base_model, image_only_answer, unfold_adapter
+from .adapter_weights_aesformer import (ADAPTERS_DIR, BASE_ADAPTER, base_model, image_only_answer, saved_adapters,
+                                        unfold_adapter)
 from .attention_maps_aesformer import comment_attention, image_attention_map, token_grid, word_attention
 
 logger = logging.getLogger(__name__)
 
 TASK = "image-aesthetics"
-BASE_ADAPTER = "base"
 ALL_ADAPTERS = "all"
 _COMMENT_KEYS = ("comments", "comment", "text")
 _USER_AGENT = "aesformer-pipeline"
@@ -190,10 +190,8 @@ def available_adapters(model) -> List[str]:
     """Dataset adapters loaded into the model and saved in its folder's `adapters/` (for messages)."""
     names = list(known_adapters(model))
     source = getattr(base_model(model), "name_or_path", None)
-    root = os.path.join(source, "adapters") if source and os.path.isdir(source) else None
-    if root and os.path.isdir(root):
-        names += [n for n in sorted(os.listdir(root))
-                  if os.path.isfile(os.path.join(root, n, "adapter_config.json")) and n not in names]
+    if source and os.path.isdir(source):
+        names += [n for n in saved_adapters(source) if n not in names]
     return names
 
 
@@ -473,11 +471,8 @@ class AesformerAestheticsPipeline(Pipeline):
     def _load_adapter_files(model, source, names):
         loaded = []
         if os.path.isdir(source):
-            root = os.path.join(source, "adapters")
-            available = sorted(
-                n for n in (os.listdir(root) if os.path.isdir(root) else [])
-                if os.path.isfile(os.path.join(root, n, "adapter_config.json"))
-            )
+            root = os.path.join(source, ADAPTERS_DIR)
+            available = saved_adapters(source)
             missing = [n for n in (names or []) if n not in available]
             if missing or not available:
                 raise ValueError(f"adapters {missing or '(any)'} not found under {root}; available: {available}")
@@ -488,7 +483,7 @@ class AesformerAestheticsPipeline(Pipeline):
             if not names:
                 raise ValueError("for a Hub repository, name the adapters to load: load_adapters(names=[...])")
             for name in names:
-                model.load_adapter(source, adapter_name=name, adapter_kwargs={"subfolder": f"adapters/{name}"})
+                model.load_adapter(source, adapter_name=name, adapter_kwargs={"subfolder": f"{ADAPTERS_DIR}/{name}"})
                 loaded.append(name)
         return loaded
 

@@ -144,7 +144,7 @@ def trainer_processor(vocab_path):
 
 def trainer_collator(processor, **kwargs):
     """`AestheticCollator` for `transformers.Trainer`: only the model's inputs (as the README shows)."""
-    from aesformer_training.data import AestheticCollator
+    from aesformer_training.collator import AestheticCollator
 
     collate = AestheticCollator(processor, **kwargs)
 

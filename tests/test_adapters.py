@@ -202,7 +202,8 @@ def test_save_and_reload_in_a_new_process(tmp_path, mode):
     loaded = torch.load(out, weights_only=True)
     for name in ("ava", "photonet"):
         model.set_adapter(name)
-        torch.testing.assert_close(loaded[name], model(x).distribution, atol=0, rtol=0)
+        # another process: float tolerances (threads may sum in another order), not bitwise equality
+        torch.testing.assert_close(loaded[name], model(x).distribution, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(loaded["multi"], loaded["photonet"], atol=1e-6, rtol=1e-5)
 
 

@@ -102,7 +102,7 @@ def test_every_train_config_field_is_a_flag_with_its_default(stage):
     import dataclasses
 
     from aesformer_cli.common import ArgumentParser
-    from aesformer_cli.train import _config, add_training_arguments
+    from aesformer_training.arguments import add_training_arguments, config_from_args
     from aesformer_training.train_config import TrainConfig
 
     parser = ArgumentParser()
@@ -112,12 +112,12 @@ def test_every_train_config_field_is_a_flag_with_its_default(stage):
         other_stage = field.metadata.get("stage") not in (None, stage)
         assert (field.name in flags) == (field.name != "stage" and not other_stage), field.name
     # no flag given: exactly the stage's defaults
-    assert _config(parser.parse_args(["--output-dir", "out"]), stage) == TrainConfig(stage=stage, output_dir="out")
+    assert config_from_args(parser.parse_args(["--output-dir", "out"]), stage) == TrainConfig(stage=stage, output_dir="out")
     # both spellings, the stage's own flags, and the ones that had none before
     own = ["--temperature", "0.1", "--queue_size", "8"] if stage == "pretrain" else ["--mse_weight", "3"]
     args = parser.parse_args(["--output_dir", "out", "--adam-betas", "0.8", "0.95", "--train_resize", "40",
                               "--batch-size", "4", *own])
-    config = _config(args, stage)
+    config = config_from_args(args, stage)
     assert config.adam_betas == (0.8, 0.95) and config.train_resize == 40
     assert config.batch_size == config.eval_batch_size == 4  # eval follows the given batch size
     if stage == "pretrain":

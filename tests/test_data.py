@@ -10,18 +10,10 @@ import PIL.Image
 import pytest
 import torch
 
-from aesformer_training.data import (
-    AestheticCollator,
-    DatasetLoadError,
-    DatasetSpec,
-    load_ava,
-    load_generic,
-    load_jas,
-    load_photonet,
-    scores_to_distributions,
-    stable_index,
-    write_generic,
-)
+from aesformer_training.collator import AestheticCollator, stable_index
+from aesformer_training.dataset_spec import DatasetSpec, scores_to_distributions
+from aesformer_training.loaders import load_ava, load_generic, load_jas, load_photonet, write_generic
+from aesformer_training.reports import DatasetLoadError
 from aesformer_processing.processing_aesformer import AesformerImageProcessor, AesformerProcessor
 from aesformer_training.transforms import EvalTransform, TrainTransform
 
@@ -115,7 +107,7 @@ def write_bad_generic(folder):
 
 def test_generic_bad_rows_are_dropped_and_reported(tmp_path, caplog):
     write_bad_generic(tmp_path)
-    with caplog.at_level(logging.INFO, logger="aesformer_training.data"):
+    with caplog.at_level(logging.INFO, logger="aesformer_training.loader_rows"):
         dataset, spec = load_generic(tmp_path, validation_fraction=0.0, test_fraction=0.0)
     expected = {i: r for _, i, _, r in BAD_ROWS if r is not None}
     expected["extra"] = "malformed_row"
@@ -531,7 +523,7 @@ def test_collator_batch_with_and_without_comments(processor, rows):
 
 def test_collator_skips_broken_images(processor, rows, caplog):
     collator = AestheticCollator(processor)
-    with caplog.at_level(logging.WARNING, logger="aesformer_training.data"):
+    with caplog.at_level(logging.WARNING, logger="aesformer_training.collator"):
         batch = collator([rows[3], rows[0]])
     assert batch["ids"] == ["r0"] and batch["pixel_values"].shape[0] == 1 and batch["labels"].shape == (1, 2)
     assert [s[0] for s in batch["skipped"]] == ["bad"]

@@ -11,7 +11,9 @@ import pytest
 
 from aesformer_processing import clean_comments
 from aesformer_training.comments import AmbiguousCommentKeysError, read_comments
-from aesformer_training.data import DatasetSpec, ImagesNotFoundError, load_ava, load_generic, write_generic
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import load_ava, load_generic, write_generic
+from aesformer_training.reports import ImagesNotFoundError
 from aesformer_cli.main import main as aesformer
 from modeling_aesformer.toy import draw_scene
 
@@ -267,9 +269,9 @@ def test_model_folders_adapter_names_and_debug(ava, tmp_path, capsys):
     with pytest.raises(ValueError, match="letters, digits, '-' and '_'"):
         check_adapter_name("a/b")
     # --debug shows the traceback instead of the message
-    from aesformer_cli.common import CommandError
+    from aesformer_training.stages import StageInputError
 
-    with pytest.raises(CommandError, match="no such folder"):
+    with pytest.raises(StageInputError, match="no such folder"):
         aesformer(["--debug", "eval", "--model", str(model), "--data", str(tmp_path / "nowhere")])
     code, _, err = run(capsys, "eval", "--model", model, "--data", tmp_path / "nowhere")
     assert code == 2 and f"--data {tmp_path / 'nowhere'}: no such folder" in err

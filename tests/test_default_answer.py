@@ -18,7 +18,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoProcessor, pipeline
 
-from aesformer_training.data import DatasetSpec, write_generic
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import write_generic
 from modeling_aesformer import AesformerConfig, AesformerModel
 from aesformer_cli.main import main as cli_main
 from modeling_aesformer.toy import draw_scene

@@ -5,6 +5,8 @@
 Every module of the four packages is parsed and every `import` / `from ... import` statement in it (module level,
 function bodies, `if TYPE_CHECKING:` blocks, relative imports resolved) is checked against the module's own layer.
 
+No import cycles between the modules of one package (function bodies count).
+
 And the shipped-files rule: the files a Hub folder ships as remote code import only the standard library, torch,
 numpy, PIL, transformers and each other, and hold no module-level mutable state.
 """
@@ -19,10 +21,6 @@ from _helpers import SHIPPED_SOURCES, shipped_file_problems
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 LAYERS = ["aesformer_processing", "modeling_aesformer", "aesformer_training", "aesformer_cli"]
-# The two files the README runs as `accelerate launch training/pretrain.py` / `training/adapt.py`: they live in the
-# training folder (the user fixed the layout) but are launch scripts of the command line (they only call
-# `aesformer_cli.train`), so they belong to the top layer.
-LAUNCH_SCRIPTS = {"aesformer_training.pretrain", "aesformer_training.adapt"}
 
 
 def _package_dirs():
@@ -58,8 +56,6 @@ def _imported(module: str, path: pathlib.Path, tree: ast.AST):
 
 
 def _layer(module: str) -> int:
-    if module in LAUNCH_SCRIPTS:
-        return len(LAYERS) - 1
     return LAYERS.index(module.split(".")[0])
 
 
@@ -86,12 +82,76 @@ def test_every_import_runs_down_a_layer():
     assert upward_imports(modules) == []
 
 
-def test_launch_scripts_only_launch():
-    """The exception above stays narrow: the launch scripts import the command line and nothing else of ours."""
-    for module, path in _modules():
-        if module in LAUNCH_SCRIPTS:
-            names = {name.split(".")[0] for _, name in _imported(module, path, ast.parse(path.read_text()))}
-            assert names <= {"sys", "aesformer_cli"}, (module, names)
+def _module_of(name: str, known: set) -> str | None:
+    """The module of ours an imported name refers to: `pkg.mod` itself, or `pkg.mod` for `from pkg.mod import X`
+    (the longest known prefix); None for anything else."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in known:
+            return ".".join(parts[:end])
+    return None
+
+
+def import_cycles(modules):
+    """Each cycle of imports between the modules of ONE package (imports in function bodies count), as
+    'a -> b -> a'. A package's `__init__` is left out: importing `pkg.mod` runs it first anyway, so `pkg.mod`
+    importing `pkg` is the usual re-export, not a loop of its own."""
+    known = {module for module, _ in modules}
+    edges = {}
+    for module, path in modules:
+        if "." not in module:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        targets = set()
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                base = next(name for line, name in _imported(module, path, ast.Module(body=[node], type_ignores=[])))
+                names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                target = _module_of(name, known)
+                if target and target != module and "." in target and target.split(".")[0] == module.split(".")[0]:
+                    targets.add(target)
+        edges[module] = targets
+    cycles, seen = [], set()
+
+    def visit(module, trail):
+        for target in sorted(edges.get(module, ())):
+            if target in trail:
+                cycle = trail[trail.index(target):]
+                key = frozenset(cycle)
+                if key not in seen:
+                    seen.add(key)
+                    cycles.append(" -> ".join(cycle + [target]))
+            elif target not in done:
+                visit(target, trail + [target])
+        done.add(module)
+
+    done = set()
+    for module in sorted(edges):
+        if module not in done:
+            visit(module, [module])
+    return cycles
+
+
+def test_no_import_cycle_between_the_modules_of_a_package():
+    """`a` imports `b` and `b` imports `a` (directly or through others of the package, in function bodies too): the
+    two are one unit split in two files, and which one loads first decides what works."""
+    assert import_cycles(_modules()) == []
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_body(tmp_path):
+    files = {"pkg.a": "from pkg.b import x\n", "pkg.b": "def f():\n    from . import c\n",
+             "pkg.c": "def g():\n    from .a import y\n", "pkg.d": "import pkg\nfrom pkg.a import z\n",
+             "pkg": "from pkg.a import z\n"}
+    modules = []
+    for name, source in files.items():
+        path = tmp_path / (name.replace(".", "_") + ".py")
+        path.write_text(source)
+        modules.append((name, path))
+    assert import_cycles(modules) == ["pkg.a -> pkg.b -> pkg.c -> pkg.a"]
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -130,7 +130,8 @@ def test_score_reduced_decode_and_bf16_against_full_decode_and_fp32(spread_model
 
 def test_explain_and_eval_take_dtype(spread_model_dir, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from aesformer_training.data import DatasetSpec, write_generic
+    from aesformer_training.dataset_spec import DatasetSpec
+    from aesformer_training.loaders import write_generic
     from aesformer_cli.train import eval_main
     from aesformer_cli import explain
 
@@ -175,7 +176,8 @@ def test_accelerate_bf16_mixed_precision_trains_both_stages(stage, tmp_path, mon
                                                             fresh_accelerate_state):
     """`mixed_precision: bf16` (here through accelerate's environment variable, as `accelerate launch` sets it):
     the forward runs under bf16 autocast, the loss stays fp32 and finite, the trainable weights (fp32) move."""
-    from aesformer_training.data import DatasetSpec, load_generic, write_generic
+    from aesformer_training.dataset_spec import DatasetSpec
+    from aesformer_training.loaders import load_generic, write_generic
     from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
     from modeling_aesformer import AesformerProcessor
 

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import BertTokenizer
 
-from aesformer_training.data import DROP_REASONS, DatasetLoadError, load_generic
+from aesformer_training.loaders import load_generic
+from aesformer_training.reports import DROP_REASONS, DatasetLoadError
 from aesformer_processing.processing_aesformer import AesformerImageProcessor, AesformerProcessor, clean_comments
 from modeling_aesformer.toy import write_toy_vocab
 

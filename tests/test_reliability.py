@@ -25,12 +25,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, BertTokenizer, pipeline
 
-from aesformer_training.data import DatasetLoadError, DatasetSpec, TextEncodingError, load_ava, load_generic, \
-    write_generic
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import load_ava, load_generic, write_generic
+from aesformer_training.reports import DatasetLoadError
+from aesformer_training.text_files import TextEncodingError
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 from modeling_aesformer import scoring
-from aesformer_cli.common import CommandError
-from aesformer_cli.loading import load_model
+from modeling_aesformer.loading import ModelLoadError, load_model
 from modeling_aesformer.toy import draw_scene, write_toy_vocab
 
 from _helpers import project_sources, read_rows, score_cli, shipped_file_problems, tiny_model_folder, \
@@ -795,7 +796,7 @@ def test_a_malicious_pickle_is_refused_everywhere_and_never_runs(model_dir, tmp_
     shutil.copytree(model_dir, bad_model)
     (bad_model / "model.safetensors").unlink()
     torch.save({"evil": Payload(marker)}, bad_model / "pytorch_model.bin")
-    with pytest.raises(CommandError, match="model.safetensors"):
+    with pytest.raises(ModelLoadError, match="model.safetensors"):
         load_model(str(bad_model), None, log=lambda *a: None)
     with pytest.raises(Exception, match="(?i)weights_only|unsupported global"):
         AutoModel.from_pretrained(bad_model)

@@ -253,7 +253,7 @@ def test_docs_cover_every_knob():
 
 
 def test_the_generic_loader_reads_it(tmp_path):
-    from aesformer_training.data import load_generic
+    from aesformer_training.loaders import load_generic
 
     summary = make_dataset(tmp_path, size=40, seed=5, num_bins=7, image_size=32)
     data, spec = load_generic(tmp_path)

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainingArguments
 
-from aesformer_training.data import DatasetSpec, load_generic, write_generic
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import load_generic, write_generic
 from modeling_aesformer import AesformerConfig, AesformerModel
 from modeling_aesformer.toy import write_toy_vocab
 

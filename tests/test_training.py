@@ -8,7 +8,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from aesformer_training.data import DatasetSpec, load_generic, write_generic
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import load_generic, write_generic
 from aesformer_training.loop import ADAPT, PRETRAIN, TrainConfig, train
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 
@@ -66,7 +67,7 @@ def test_stage1_trains_saves_and_reports(tmp_path, dataset_dir, tiny_tokenizer):
 
 
 def test_stage1_loss_goes_down(tmp_path, dataset_dir, tiny_tokenizer):
-    from aesformer_training.data import AestheticCollator
+    from aesformer_training.collator import AestheticCollator
 
     from aesformer_training.losses import PretrainObjective
 
@@ -168,6 +169,52 @@ def test_two_processes_run_both_stages(tmp_path, dataset_dir, tiny_tokenizer):
     results = json.loads((tmp_path / "s1" / "results.json").read_text())
     # 12 train rows with comments / (2 per process x 2 processes) = 3 steps; one process would take 6
     assert results["steps"] == 3
+
+
+def test_the_stages_as_python_calls_finish_as_the_commands_do(tmp_path, dataset_dir, tiny_tokenizer):
+    """`stages.pretrain` / `stages.adapt`: a Python user gets what `aesformer pretrain|adapt` get: the stage-1 model
+    marked untrained for images, the adapter with its results beside it, made the default answer."""
+    from aesformer_training.stages import StageInputError, adapt, pretrain, summary
+
+    model, processor = tiny(tiny_tokenizer)
+    start = tmp_path / "init"
+    model.save_pretrained(start)
+    processor.save_pretrained(start)
+    data, spec = load_generic(dataset_dir)
+    settings = {"batch_size": 4, "epochs": 1, "learning_rate": 1e-3}
+    stage1 = pretrain(data, spec, TrainConfig(stage=PRETRAIN, output_dir=str(tmp_path / "s1"), queue_size=8,
+                                              **settings), model=start)
+    assert stage1.main_process and stage1.model_dir == tmp_path / "s1" / "model"
+    config = json.loads((stage1.model_dir / "config.json").read_text())
+    assert config["image_only_trained"] is False and config["default_adapter"] is None
+    assert summary(stage1)[-1].startswith(f"stage 1 done: model in {stage1.model_dir}; test srcc=")
+
+    stage2 = adapt(data, spec, TrainConfig(stage=ADAPT, output_dir=str(tmp_path / "s2"), **settings),
+                   stage1.model_dir)
+    assert stage2.adapter == "toy" and stage2.adapter_dir == stage1.model_dir / "adapters" / "toy"
+    beside = json.loads((stage2.adapter_dir / "results.json").read_text())
+    assert beside == json.loads((tmp_path / "s2" / "results.json").read_text()) and beside["stage"] == "adapt"
+    assert json.loads((stage1.model_dir / "config.json").read_text())["default_adapter"] == "toy"
+    assert (stage2.default_adapter, stage2.previous_default) == ("toy", None)
+    # the adapter is there now: a second run of that name is refused before training, naming the flag
+    with pytest.raises(StageInputError, match="--adapter-name .*already has an adapter 'toy'"):
+        adapt(data, spec, TrainConfig(stage=ADAPT, output_dir=str(tmp_path / "s3"), **settings), stage1.model_dir)
+    assert not (tmp_path / "s3").exists()
+
+
+def test_a_launch_script_reports_an_input_error_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "nowhere"
+    run = subprocess.run([sys.executable, str(REPO / "training" / "adapt.py"), "--model", str(missing), "--data",
+                          str(tmp_path), "--output-dir", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"training/adapt.py: error: --model {missing}: no model folder at {missing} (and it is not a Hugging Face "
+        "Hub id)"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_branches_runs_the_branches_asked_for(dataset_dir, tiny_tokenizer):

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _helpers import trainer_collator, trainer_processor  # noqa: E402
-from aesformer_training.data import load_generic  # noqa: E402
+from aesformer_training.loaders import load_generic  # noqa: E402
 from modeling_aesformer import AesformerModel  # noqa: E402
 
 

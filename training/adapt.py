@@ -1,9 +1,10 @@
-"""Stage 2 (a dataset adapter on the frozen backbone). Run: `accelerate launch training/adapt.py --help`."""
+"""Stage 2 (a dataset adapter on the frozen backbone). Run: `accelerate launch training/adapt.py --help`.
+
+The same stage as `aesformer adapt` (same flags, same output); it imports only the training layer."""
 
 import sys
 
-from aesformer_cli.common import run_command
-from aesformer_cli.train import adapt_main
+from aesformer_training.arguments import launch
 
 if __name__ == "__main__":
-    sys.exit(run_command(adapt_main))
+    sys.exit(launch("adapt"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from modeling_aesformer.adapter_weights_aesformer import adapter_folder
 from modeling_aesformer.file_modes import replace_folder, write_folder_atomically
 
 from .train_config import PRETRAIN
@@ -203,7 +204,7 @@ def save_best(accelerator, objective, processor, config, output_dir, model_dir):
                 os.replace(item, tmp / item.name)
             shutil.rmtree(tmp / ".staged")
 
-        write_folder_atomically(write_adapter, target / "adapters" / name)
+        write_folder_atomically(write_adapter, Path(adapter_folder(target, name)))
 
 
 def load_best(unwrapped, config, output_dir, model_dir):
@@ -216,7 +217,7 @@ def load_best(unwrapped, config, output_dir, model_dir):
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
     name = model.active_adapter
-    set_peft_model_state_dict(model, load_peft_weights(str(target / "adapters" / name)), adapter_name=name)
+    set_peft_model_state_dict(model, load_peft_weights(adapter_folder(target, name)), adapter_name=name)
     return model.eval()
 
 

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .text_files import raise_csv_field_limit, read_utf8_text
+
 KEY_COLUMNS = ("image", "path", "image_path", "file_name", "filename", "file", "id", "image_id")
 TEXT_COLUMNS = ("comments", "comment", "text")
 # The AVA-Comments CSV as the AesFormer code reads it: `index` is the image id, `label` is ignored.
@@ -157,8 +159,6 @@ def _read_json_lines(path: str, text: str) -> list[tuple[str, dict]]:
 
 
 def _read_file(path: str, notes: list[str]) -> list[CommentEntry]:
-    from .data import _raise_csv_field_limit, read_utf8_text  # data imports this module lazily: no cycle at import
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"comments file '{path}' does not exist")
     extension = os.path.splitext(path)[1].lower()
@@ -188,7 +188,7 @@ def _read_file(path: str, notes: list[str]) -> list[CommentEntry]:
                                         "comments) or an array of objects (rows)")
             rows = [(f"row {i}", item) for i, item in enumerate(document, start=1)]
     else:
-        _raise_csv_field_limit()
+        raise_csv_field_limit()
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
             header = [name.strip() for name in next(reader, [])]
@@ -334,7 +334,7 @@ def read_comments(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Com
     Raises:
         FileNotFoundError: a file does not exist.
         CommentsFileError: a file cannot be read as comments (no key/text column, invalid JSON, ...).
-        aesformer_training.data.TextEncodingError: a file is not UTF-8.
+        aesformer_training.text_files.TextEncodingError: a file is not UTF-8.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

@@ -72,7 +72,7 @@ def run_demo(output_dir="aesformer-demo", quick: bool = False, overrides: dict |
     from modeling_aesformer.adapters import load_adapters, set_default_adapter
     from modeling_aesformer.configuration_aesformer import comment_max_length
 
-    from .data import load_generic
+    from .loaders import load_generic
     from .loop import ADAPT, PRETRAIN, TrainConfig, train
     from .prediction import evaluate_branches, rows_with_comments
     from .synthetic import make_dataset
@@ -185,7 +185,7 @@ def _plots(model, processor, rows, spec, out):
 
     from modeling_aesformer.explanation import explain, plot_explanation
 
-    from .data import AestheticCollator
+    from .collator import AestheticCollator
     from .prediction import IndexedRows, predict, rows_with_comments
 
     plots = out / "plots"

@@ -73,7 +73,7 @@ def adopt_dataset_scale(model, spec):
 
 
 def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
-    """Train one stage. `data` is a DatasetDict (train/validation/test) from `aesformer_training.data`, `spec`
+    """Train one stage. `data` is a DatasetDict (train/validation/test) from `aesformer_training.loaders`, `spec`
     its `DatasetSpec`. Stage 1 writes the best model (by validation) to `output_dir/model`; stage 2 adds the
     adapter `config.adapter_name` and writes the best one to `<model_dir or output_dir/model>/adapters/<name>/`.
     Returns the results dict also written to `output_dir/results.json`."""
@@ -81,7 +81,7 @@ def train(model, processor, data, spec, config: TrainConfig, model_dir=None):
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from aesformer_training.data import AestheticCollator
+    from aesformer_training.collator import AestheticCollator
     from aesformer_training.transforms import TrainTransform, train_resize
 
     if config.stage == PRETRAIN and getattr(processor, "tokenizer", None) is not None:

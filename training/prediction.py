@@ -81,7 +81,7 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
     """Metrics of the with-comments branch (rows that have comments) and of the image-only branch (every row, with
     dataset adapter `adapter` when given) on `rows` (a dataset split), for the names in `branches`. A branch whose
     bins do not match the dataset's scale is left out with a reason."""
-    from aesformer_training.data import AestheticCollator
+    from aesformer_training.collator import AestheticCollator
 
     results, bin_values = {}, spec.bin_values.tolist()
     with_comments = rows_with_comments(rows)

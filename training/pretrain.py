@@ -1,9 +1,10 @@
-"""Stage 1 (with comments). Run: `accelerate launch training/pretrain.py --help`."""
+"""Stage 1 (with comments). Run: `accelerate launch training/pretrain.py --help`.
+
+The same stage as `aesformer pretrain` (same flags, same output); it imports only the training layer."""
 
 import sys
 
-from aesformer_cli.common import run_command
-from aesformer_cli.train import pretrain_main
+from aesformer_training.arguments import launch
 
 if __name__ == "__main__":
-    sys.exit(run_command(pretrain_main))
+    sys.exit(launch("pretrain"))

@@ -40,7 +40,7 @@ def _walk(folder: str) -> List[str]:
 def _rows(path: str) -> Iterable[dict]:
     """Rows of a CSV (with header) or JSONL file, as dicts. Bytes that are not UTF-8, a line that is not JSON or a
     CSV that cannot be parsed raise `ScoringError` naming the file and the line."""
-    from aesformer_training.data import TextEncodingError, read_utf8_text
+    from .text_files import TextEncodingError, read_utf8_text
 
     jsonl = path.lower().endswith(".jsonl")
     try:
@@ -82,7 +82,7 @@ def _resolve(path: str, base: str) -> str:
 def _read_list_file(path: str) -> List[Tuple[str, Optional[object]]]:
     base = os.path.dirname(path)
     if path.lower().endswith(".txt"):
-        from aesformer_training.data import TextEncodingError, read_utf8_text
+        from .text_files import TextEncodingError, read_utf8_text
 
         try:
             lines = read_utf8_text(path).splitlines()
@@ -140,7 +140,7 @@ def load_comments(paths):
     """The comments of one or more `--comments` files, in any format `aesformer_training.comments` reads (the same
     reader as the dataset loaders): a `CommentTable`."""
     from aesformer_training.comments import CommentsFileError, read_comments
-    from aesformer_training.data import TextEncodingError
+    from .text_files import TextEncodingError
 
     try:
         return read_comments([paths] if isinstance(paths, (str, os.PathLike)) else paths)

@@ -60,7 +60,7 @@ class TrainTransform:
     random horizontal flip (probability 0.5).
 
     Call it as ``transform(image, index, epoch)``: ``index`` identifies the sample (a non-negative int, e.g. its
-    dataset index or `aesformer_training.data.stable_index` of its id) and ``epoch`` the epoch. All random draws
+    dataset index or `aesformer_training.collator.stable_index` of its id) and ``epoch`` the epoch. All random draws
     come from ``numpy.random.default_rng([seed, epoch, index])``: the crop's top offset, then its left offset, then
     the flip.
 

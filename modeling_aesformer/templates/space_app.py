@@ -13,22 +13,26 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 from transformers import pipeline
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from app_page import build_page, launch_options
 
 MODEL = os.environ.get("AESFORMER_MODEL", "USER/MODEL")
 
 
+def _layout(source, name):
+    """`name` from the model repository's own `adapter_weights_aesformer.py`, the one home of the adapter folder
+    layout (the model's remote code, as `trust_remote_code=True` runs it)."""
+    return get_class_from_dynamic_module(f"adapter_weights_aesformer.{name}", source)
+
+
 def adapter_names(source):
     """The dataset adapters saved under `adapters/<name>/` of a local folder or a Hub repository."""
     if os.path.isdir(source):
-        root = os.path.join(source, "adapters")
-        names = os.listdir(root) if os.path.isdir(root) else []
-        return sorted(n for n in names if os.path.isfile(os.path.join(root, n, "adapter_config.json")))
+        return _layout(source, "saved_adapters")(source)
     from huggingface_hub import list_repo_files
 
-    files = list_repo_files(source)
-    return sorted({f.split("/")[1] for f in files if f.startswith("adapters/") and f.endswith("/adapter_config.json")})
+    return _layout(source, "saved_adapters_in_files")(list_repo_files(source))
 
 
 def heat_overlay(path, heatmap, alpha=0.5):
@@ -56,7 +60,8 @@ class HubBackend:
         except ImportError:
             names = []
         self._adapter_names = names
-        self.adapters = ["base"] + names
+        self._base = _layout(source, "BASE_ADAPTER")
+        self.adapters = [self._base] + names
         self._scorers = {}
         self._scorer(self.precisions[0])
 
@@ -69,10 +74,12 @@ class HubBackend:
             )
         return self._scorers[precision]
 
-    def score(self, image, comments=None, adapter="base", precision="float32"):
+    def score(self, image, comments=None, adapter=None, precision="float32"):
+        adapter = adapter or self._base
         return self._scorer(precision)({"image": image, "comments": comments}, adapter=adapter)
 
-    def analyse(self, image, comments=None, adapter="base", precision="float32"):
+    def analyse(self, image, comments=None, adapter=None, precision="float32"):
+        adapter = adapter or self._base
         scorer = self._scorer(precision)
         # the score of each bin comes with the answer (the scale of the head that answered)
         result = scorer({"image": image, "comments": comments}, adapter=adapter, return_bin_values=True)
