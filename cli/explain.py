@@ -48,7 +48,7 @@ def run(args) -> int:
         require_matplotlib()
         if not os.path.isfile(args.image):
             raise FileNotFoundError(f"no such image file: {args.image}")
-        from .loading import load_model
+        from modeling_aesformer.loading import load_model
 
         # the model's default adapter (config `default_adapter`) is folded in unless another one is named
         model, processor, _ = load_model(args.model, [args.adapter] if args.adapter else None,

@@ -74,7 +74,7 @@ def run_export(args) -> int:
     """Entry point of `aesformer export`: 0 on success, 2 on an error (one line on stderr)."""
     from modeling_aesformer.export import check_export_target, check_space_target, export_model, write_space
 
-    from .loading import load_model
+    from modeling_aesformer.loading import load_model
 
     if (args.space is None) != (args.model_repo is None):
         raise CommandError("--space SPACE_DIR and --model-repo USER/NAME go together")

@@ -58,7 +58,7 @@ def load_scoring_model(model_ref: str, adapters: Optional[List[str]], log=print,
     all of them), none when only 'base' is asked for; a folder without tokenizer scores images only."""
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS
 
-    from .loading import load_model
+    from modeling_aesformer.loading import load_model
 
     wanted = [a for a in (adapters or []) if a != "base"]
     return load_model(model_ref, ALL_ADAPTERS if wanted or not adapters else adapters, dtype=dtype,

@@ -84,7 +84,7 @@ class ModelBackend:
         if precision not in self._dtypes:
             raise ValueError(f"unknown precision {precision!r}; choose one of {self.precisions}")
         if precision not in self._loaded:
-            from .loading import load_model
+            from modeling_aesformer.loading import load_model
 
             model, processor, _ = load_model(self.model_dir, self._adapter_names or None,
                                              dtype=self._dtypes[precision], device=self.device)

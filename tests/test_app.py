@@ -392,6 +392,11 @@ def test_exported_space_runs_without_the_package(model_dir, reference, images, t
         assert got.keys() == want.keys() and got["adapter"] == "photonet" and got["branch"] == "image_only"
         assert got["score"] == pytest.approx(want["score"], abs=1e-5)
         assert got["distribution"] == pytest.approx(want["distribution"], abs=1e-6)
+        # no adapter named: the model's default adapter answers, as the pipeline and the package's page do
+        got = client.predict(image=handle_file(good), comments="", adapter="", api_name="/score")
+        want = reference(good)
+        assert want["adapter"] != "base" and got["adapter"] == want["adapter"]
+        assert got["score"] == pytest.approx(want["score"], abs=1e-5)
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -20,19 +20,19 @@ from app_page import build_page, launch_options
 MODEL = os.environ.get("AESFORMER_MODEL", "USER/MODEL")
 
 
-def _layout(source, name):
-    """`name` from the model repository's own `adapter_weights_aesformer.py`, the one home of the adapter folder
-    layout (the model's remote code, as `trust_remote_code=True` runs it)."""
-    return get_class_from_dynamic_module(f"adapter_weights_aesformer.{name}", source)
+def _remote(source, name, module="adapter_weights_aesformer"):
+    """`name` from the model repository's own code (as `trust_remote_code=True` runs it): by default from
+    `adapter_weights_aesformer.py`, the one home of the adapter folder layout."""
+    return get_class_from_dynamic_module(f"{module}.{name}", source)
 
 
 def adapter_names(source):
     """The dataset adapters saved under `adapters/<name>/` of a local folder or a Hub repository."""
     if os.path.isdir(source):
-        return _layout(source, "saved_adapters")(source)
+        return _remote(source, "saved_adapters")(source)
     from huggingface_hub import list_repo_files
 
-    return _layout(source, "saved_adapters_in_files")(list_repo_files(source))
+    return _remote(source, "saved_adapters_in_files")(list_repo_files(source))
 
 
 def heat_overlay(path, heatmap, alpha=0.5):
@@ -60,10 +60,12 @@ class HubBackend:
         except ImportError:
             names = []
         self._adapter_names = names
-        self._base = _layout(source, "BASE_ADAPTER")
+        self._base = _remote(source, "BASE_ADAPTER")
         self.adapters = [self._base] + names
         self._scorers = {}
-        self._scorer(self.precisions[0])
+        resolve_adapters = _remote(source, "resolve_adapters", module="pipeline_aesformer")
+        # what answers when no adapter is named: the model's default adapter, as the pipeline and the package page
+        self.default_adapter = resolve_adapters(self._scorer(self.precisions[0]).model, None)[0][0]
 
     def _scorer(self, precision):
         if precision not in self._scorers:
@@ -75,11 +77,11 @@ class HubBackend:
         return self._scorers[precision]
 
     def score(self, image, comments=None, adapter=None, precision="float32"):
-        adapter = adapter or self._base
+        adapter = adapter or self.default_adapter
         return self._scorer(precision)({"image": image, "comments": comments}, adapter=adapter)
 
     def analyse(self, image, comments=None, adapter=None, precision="float32"):
-        adapter = adapter or self._base
+        adapter = adapter or self.default_adapter
         scorer = self._scorer(precision)
         # the score of each bin comes with the answer (the scale of the head that answered)
         result = scorer({"image": image, "comments": comments}, adapter=adapter, return_bin_values=True)
