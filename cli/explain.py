@@ -54,9 +54,10 @@ def run(args) -> int:
         model, processor, _ = load_model(args.model, [args.adapter] if args.adapter else None,
                                          default_adapter=args.adapter is None, dtype=chosen_dtype(args, "cpu"))
         if not args.comments:
+            from modeling_aesformer.adapter_weights_aesformer import BASE_ADAPTER
             from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
-            warning = untrained_answer_message(model, [args.adapter or "base"])
+            warning = untrained_answer_message(model, [args.adapter or BASE_ADAPTER])
             if warning:
                 print(f"warning: {warning}", file=sys.stderr)
         explanation = explain(model, processor, args.image, comments=args.comments, adapter=args.adapter,

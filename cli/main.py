@@ -52,17 +52,18 @@ def _demo(args) -> int:
 def _set_default(args) -> int:
     import json
 
+    from modeling_aesformer.adapter_weights_aesformer import BASE_ADAPTER
     from modeling_aesformer.adapters import list_adapters, set_default_adapter
 
     if args.name is None:
         with open(os.path.join(args.model_dir, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
-        print(f"default adapter: {config.get('default_adapter') or 'base'} "
+        print(f"default adapter: {config.get('default_adapter') or BASE_ADAPTER} "
               f"(image-only modules trained: {bool(config.get('image_only_trained'))}); "
               f"adapters: {list_adapters(args.model_dir) or 'none'}")
         return 0
     previous = set_default_adapter(args.model_dir, args.name)
-    print(f"default adapter of {args.model_dir}: {args.name} (was {previous or 'base'})")
+    print(f"default adapter of {args.model_dir}: {args.name} (was {previous or BASE_ADAPTER})")
     return 0
 
 

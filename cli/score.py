@@ -56,11 +56,11 @@ FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_
 def load_scoring_model(model_ref: str, adapters: Optional[List[str]], log=print, dtype=None):
     """`loading.load_model` as scoring wants it: every saved adapter (so that `--adapter` names are checked against
     all of them), none when only 'base' is asked for; a folder without tokenizer scores images only."""
+    from modeling_aesformer.adapter_weights_aesformer import BASE_ADAPTER
+    from modeling_aesformer.loading import load_model
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS
 
-    from modeling_aesformer.loading import load_model
-
-    wanted = [a for a in (adapters or []) if a != "base"]
+    wanted = [a for a in (adapters or []) if a != BASE_ADAPTER]
     return load_model(model_ref, ALL_ADAPTERS if wanted or not adapters else adapters, dtype=dtype,
                       images_only_ok=True, peft_required=bool(wanted), log=log, prefix="[score] ")
 

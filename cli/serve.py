@@ -61,6 +61,7 @@ class ModelBackend:
         if self.device.startswith("cuda"):
             self._dtypes["float16"] = torch.float16
         self.precisions = list(self._dtypes)
+        from modeling_aesformer.adapter_weights_aesformer import BASE_ADAPTER
         from modeling_aesformer.adapters import list_adapters
 
         names = list_adapters(self.model_dir)
@@ -72,7 +73,7 @@ class ModelBackend:
                     'the base model is served (pip install "aesformer[train]")')
                 names = []
         self._adapter_names = names
-        self.adapters = ["base"] + names
+        self.adapters = [BASE_ADAPTER] + names
         self._loaded = {}
         self._lock = threading.Lock()
         model, _, _ = self._loaded_for(self.precisions[0])  # a folder that cannot load fails here, before the page
