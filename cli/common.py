@@ -4,8 +4,9 @@
 one, so its subcommands are too; `pretrain`/`adapt`/`eval` build their own): long flags in kebab-case
 (``--batch-size``) that also accept the snake_case spelling (``--batch_size``).
 
-**Errors.** A command reports a problem by raising: `CommandError` (or a subclass: ``ScoringError``) with a
-message that names the flag or file to fix, or a ``ValueError`` (e.g. ``modeling_aesformer.export.ExportError``),
+**Errors.** A command reports a problem by raising: `CommandError` with a
+message that names the flag or file to fix, or a ``ValueError`` (e.g. ``modeling_aesformer.export.ExportError``,
+``modeling_aesformer.scoring.ScoringError``),
 ``OSError`` or ``ImportError`` from the code it calls. It never prints ``error: ...`` itself. A command's
 ``run(args)`` is wrapped in `command_entry`, and ``aesformer`` itself runs in `run_command`: each prints the one line
 ``aesformer: error: ...`` on stderr (no traceback; ``--debug`` anywhere on the command line re-raises instead, with
@@ -148,10 +149,10 @@ _debug = contextvars.ContextVar("aesformer_debug", default=False)  # set by run_
 def error_message(error: BaseException) -> str:
     """The one message `run_command` prints for `error`: the text of an input error as it is, the type first for
     anything else. A `DatasetLoadError` gets the command line's flag (``--on-bad-rows skip``) as its advice."""
-    from aesformer_training.reports import DatasetLoadError  # the lowest layer: cheap, no torch
+    from aesformer_training.reports import ON_BAD_ROWS_ADVICE, DatasetLoadError  # cheap, no torch
 
     if isinstance(error, DatasetLoadError):
-        return error.details + "\nFix these rows, or pass --on-bad-rows skip to drop them and get a report."
+        return f"{error.details}\n{ON_BAD_ROWS_ADVICE}"
     text = str(error).strip()
     if isinstance(error, (CommandError, ValueError, OSError, ImportError)) and text:
         return text

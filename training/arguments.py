@@ -17,14 +17,13 @@ import os
 import sys
 import typing
 
-from .reports import SPLITS, DatasetLoadError, ImagesNotFoundError
+from .reports import ON_BAD_ROWS_ADVICE, SPLITS, DatasetLoadError, ImagesNotFoundError
 from .stages import (StageInputError, StageResult, adapt, check_adapt_model, check_adapter_target,
                      check_stage1_sources, pretrain, summary)
 from .train_config import ADAPT, PRETRAIN, TrainConfig
 
 DATA_FORMATS = ("generic", "ava", "photonet", "jas")
 DEBUG_FLAG = "--debug"
-ON_BAD_ROWS_ADVICE = "Fix these rows, or pass --on-bad-rows skip to drop them and get a report."
 
 
 def _add(container, flag: str, **kwargs):
@@ -320,6 +319,6 @@ def _image_example(args, data):
     return " or ".join(repr(form) for form in forms)
 
 
-__all__ = ["DATA_FORMATS", "ON_BAD_ROWS_ADVICE", "add_adapt_arguments", "add_data_arguments", "add_pretrain_arguments",
+__all__ = ["DATA_FORMATS", "add_adapt_arguments", "add_data_arguments", "add_pretrain_arguments",
            "add_training_arguments", "check_data_arguments", "check_splits", "config_from_args", "launch",
            "load_data", "run_adapt", "run_pretrain"]

@@ -53,6 +53,10 @@ REPAIR_REASONS = {
 MAX_LISTED_PROBLEMS = 20
 
 
+# What a command line says to do about bad dataset rows (the training launchers and `aesformer` alike).
+ON_BAD_ROWS_ADVICE = "Fix these rows, or pass --on-bad-rows skip to drop them and get a report."
+
+
 class DatasetLoadError(ValueError):
     """Raised by a loader with ``on_error="fail"`` when rows cannot be used; `report` holds every problem and
     `details` the message without its last line (the advice, which names the Python argument ``on_error``; the
@@ -272,6 +276,6 @@ class LoadReport:
         self.repaired.append(RowIssue(str(id_), reason, location, message))
 
 
-__all__ = ["SPLITS", "MISSING_IMAGE", "ZERO_VOTES", "NEGATIVE_VOTES", "NON_NUMERIC", "NAN_SCORE", "WRONG_BINS",
+__all__ = ["ON_BAD_ROWS_ADVICE", "SPLITS", "MISSING_IMAGE", "ZERO_VOTES", "NEGATIVE_VOTES", "NON_NUMERIC", "NAN_SCORE", "WRONG_BINS",
            "DUPLICATE_ID", "MALFORMED_ROW", "SCORE_OUT_OF_RANGE", "RENORMALISED", "DROP_REASONS", "REPAIR_REASONS",
            "MAX_LISTED_PROBLEMS", "DatasetLoadError", "ImagesNotFoundError", "RowIssue", "LoadReport"]
