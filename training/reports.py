@@ -276,6 +276,7 @@ class LoadReport:
         self.repaired.append(RowIssue(str(id_), reason, location, message))
 
 
-__all__ = ["ON_BAD_ROWS_ADVICE", "SPLITS", "MISSING_IMAGE", "ZERO_VOTES", "NEGATIVE_VOTES", "NON_NUMERIC", "NAN_SCORE", "WRONG_BINS",
+__all__ = ["ON_BAD_ROWS_ADVICE", "SPLITS", "MISSING_IMAGE",
+           "ZERO_VOTES", "NEGATIVE_VOTES", "NON_NUMERIC", "NAN_SCORE", "WRONG_BINS",
            "DUPLICATE_ID", "MALFORMED_ROW", "SCORE_OUT_OF_RANGE", "RENORMALISED", "DROP_REASONS", "REPAIR_REASONS",
            "MAX_LISTED_PROBLEMS", "DatasetLoadError", "ImagesNotFoundError", "RowIssue", "LoadReport"]
