@@ -955,8 +955,9 @@ class AesformerModel(AesformerPreTrainedModel):
                 [`~AesformerModel.forward_adapters`].
             output_attentions (`bool`, *optional*, defaults to `config.output_attentions`):
                 Return the fusion layers' attention weights (`AesformerOutput.attentions`).
-            output_hidden_states (`bool`, *optional*, defaults to `config.output_hidden_states`):
-                Return the fusion stack's hidden states (`AesformerOutput.hidden_states`).
+            output_hidden_states (`bool` or list of `int`, *optional*, defaults to `config.output_hidden_states`):
+                Return the fusion stack's hidden states (`AesformerOutput.hidden_states`); a list of indices (as
+                transformers' models take) keeps those entries and leaves the others None.
             return_dict (`bool`, *optional*, defaults to `config.return_dict`):
                 An `AesformerOutput`, or its `to_tuple()`.
 
@@ -1040,7 +1041,7 @@ class AesformerModel(AesformerPreTrainedModel):
         # traced and each runs on its own (possibly empty) rows.
         has_vl = input_ids is not None and (tracing or len(vl_rows) > 0)
         has_vision = tracing or len(vision_rows) > 0
-        padded_batch = output_attentions or output_hidden_states
+        padded_batch = bool(output_attentions) or bool(output_hidden_states)
 
         def take(x, rows):  # a branch that answers for the whole batch takes the tensors as they are (no copy)
             if x is None or (not tracing and len(rows) == batch):
@@ -1075,13 +1076,16 @@ class AesformerModel(AesformerPreTrainedModel):
                     with_comments, image_only, attentions, hidden_states = self._fuse_padded_batch(
                         used_comments, (vl_rows, vision_rows if has_vision else None),
                         comment_inputs, [take(m, vision_rows) for m in stage_maps] if has_vision else None,
-                        output_attentions, output_hidden_states,
+                        bool(output_attentions), bool(output_hidden_states),
                     )
                 elif has_vision:
                     image_only = self._image_only([take(m, vision_rows) for m in stage_maps])
                 answered_by = adapter or self._active_image_only_adapter()
             output, heads = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only,
                                            labels, adapted, with_heads)
+            if hidden_states is not None and isinstance(output_hidden_states, (list, tuple)):
+                kept = {int(i) % len(hidden_states) for i in output_hidden_states}
+                hidden_states = tuple(h if i in kept else None for i, h in enumerate(hidden_states))
             for name, value in (("hidden_states", hidden_states), ("attentions", attentions)):
                 if value is not None:
                     output[name] = value
