@@ -183,20 +183,32 @@ def test_export_runs_each_branch_on_its_own_rows_only(exported):
         assert sizes and all(size.startswith("u") for size in sizes), sizes  # not the batch of 3
 
 
-def test_export_dynamic_batch():
+@pytest.mark.parametrize("example_rows_without_comments", [(2,), (0, 1, 2), ()])
+def test_export_dynamic_batch(example_rows_without_comments):
+    """One whole-model program with a dynamic batch (and comment length) answers any mix of rows, whatever mix it
+    was exported from, labels (loss) and token_type_ids included."""
     from torch.export import Dim
 
+    def with_extras(inputs):
+        batch = inputs["input_ids"].shape[0]
+        votes = torch.rand(batch, 10, generator=torch.Generator().manual_seed(batch)) + 0.1
+        return {**inputs, "token_type_ids": torch.zeros_like(inputs["input_ids"]), "labels": votes}
+
     model = tiny_model()
-    batch = Dim("batch", min=1, max=64)
+    batch, length = Dim("batch", min=1, max=64), Dim("length", min=2, max=64)
+    text = {0: batch, 1: length}
     program = torch.export.export(
-        model, (), kwargs=mixed_inputs(), strict=False,
-        dynamic_shapes={"pixel_values": {0: batch}, "input_ids": {0: batch}, "attention_mask": {0: batch}},
+        model, (), kwargs=with_extras(_with_mask(mixed_inputs(), example_rows_without_comments)), strict=False,
+        dynamic_shapes={"pixel_values": {0: batch}, "input_ids": text, "attention_mask": text, "token_type_ids": text,
+                        "labels": {0: batch}},
     )
-    for size, rows in ((5, (1, 3)), (1, ()), (2, (0, 1))):
-        inputs = _with_mask(mixed_inputs(batch=size, seed=2), rows)
+    for size, rows, words in ((5, (1, 3), 9), (1, (), 7), (2, (0, 1), 5), (4, (0,), 3)):
+        inputs = with_extras(_with_mask(mixed_inputs(batch=size, length=words, seed=2), rows))
         with torch.no_grad():
             expected = model(**inputs)
-        _assert_same_answer(program.module()(**inputs), expected)
+        out = program.module()(**inputs)
+        _assert_same_answer(out, expected)
+        torch.testing.assert_close(out.loss, expected.loss, rtol=1e-5, atol=1e-6)
 
 
 def test_compile_fullgraph_mixed_batches():
