@@ -971,8 +971,13 @@ class AesformerModel(AesformerPreTrainedModel):
         output_attentions, output_hidden_states, return_dict = self._output_flags(
             output_attentions, output_hidden_states, return_dict
         )
-        output = self._answer(pixel_values, input_ids, attention_mask, token_type_ids, labels, [adapter],
-                              output_attentions, output_hidden_states)[0][0]
+        # `forward_heads` passes a dict that receives the per-head tensors (the call still goes through
+        # `__call__`: hooks, DDP and accelerate's wrappers see an ordinary forward)
+        head_outputs = kwargs.pop("_head_outputs", None)
+        output, heads = self._answer(pixel_values, input_ids, attention_mask, token_type_ids, labels, [adapter],
+                                     output_attentions, output_hidden_states, with_heads=head_outputs is not None)[0]
+        if head_outputs is not None:
+            head_outputs.update(heads)
         return output if return_dict else output.to_tuple()
 
     def forward_adapters(
@@ -1009,11 +1014,13 @@ class AesformerModel(AesformerPreTrainedModel):
         labels: Optional[torch.Tensor] = None,
         adapter: Optional[str] = None,
     ) -> AesformerHeadOutputs:
-        """The forward (same answer, same loss, one pass) plus what the training objectives read: each head's
-        logits, distribution and input, and the unimodal embeddings of the stage-1 contrastive loss. See
-        [`AesformerHeadOutputs`]."""
-        output, heads = self._answer(pixel_values, input_ids, attention_mask, token_type_ids, labels, [adapter],
-                                     False, False, with_heads=True)[0]
+        """The forward (same answer, same loss, one pass through `model(...)`, so hooks and wrappers apply) plus
+        what the training objectives read: each head's logits, distribution and input, and the unimodal
+        embeddings of the stage-1 contrastive loss. See [`AesformerHeadOutputs`]."""
+        heads = {}
+        output = self(pixel_values, input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                      labels=labels, adapter=adapter, output_attentions=False, output_hidden_states=False,
+                      return_dict=True, _head_outputs=heads)
         return AesformerHeadOutputs(output=output, **heads)
 
     def _answer(self, pixel_values, input_ids, attention_mask, token_type_ids, labels, adapters,
