@@ -472,6 +472,9 @@ class AesformerModel(AesformerPreTrainedModel):
     Routing is per sample: a sample whose `attention_mask` row has at least one 1 goes through the with-comments
     branch (last Swin stage + comment tokens, `vl_ffn`, both VL heads); a sample without comments (no text inputs,
     or an all-zero mask row) goes through the image-only branch (multi-scale adapter, `vision_ffn`, `vision_head`).
+
+    `model(...)` answers with one `AesformerOutput` (one dataset adapter: `adapter=`); `forward_adapters` answers
+    for several adapters in one pass; `forward_heads` adds the per-head tensors the training objectives read.
     """
 
     # `fast_vision_stages(swin, pixel_values)`: the installed package's eval fast path for Swin (same results up to
@@ -1301,6 +1304,7 @@ def bert_layer_to_fusion_state(bert_layer_state: dict) -> dict:
 
 
 __all__ = [
+    "AesformerHeadOutputs",
     "AesformerModel",
     "AesformerOutput",
     "AesformerPreTrainedModel",
