@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Dataset adapters: three adapters answered in ONE call (`model(x, adapters=[a, b, c])`: Swin runs once, the
-image-only branch once per adapter) against three separate calls, Aesformer-T, image-only, fp32, CPU, interleaved,
-median of the repeats. Checks first that both give the same outputs.
+"""Dataset adapters: three adapters answered in ONE call (`model.forward_adapters(x, adapters=[a, b, c])`: Swin
+runs once, the image-only branch once per adapter) against three separate calls, Aesformer-T, image-only, fp32, CPU,
+interleaved, median of the repeats. Checks first that both give the same outputs.
 
     python bench/bench_adapters.py          # ~1 min on 2 cores (peft import included)
 
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     pixels = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
 
     with torch.inference_mode():
-        together = model(pixels, adapters=names)
-        separate = {name: model(pixels, adapters=name) for name in names}
+        together = model.forward_adapters(pixels, adapters=names)
+        separate = {name: model(pixels, adapter=name) for name in names}
     max_diff = max(
         float((together[n].distribution - separate[n].distribution).abs().max()) for n in names
     )
@@ -69,9 +69,9 @@ def main(argv=None) -> int:
         return 1
 
     candidates = {
-        "1 adapter, 1 call": lambda: model(pixels, adapters=names[0]),
-        "3 adapters, 1 call": lambda: model(pixels, adapters=names),
-        "3 adapters, 3 calls": lambda: [model(pixels, adapters=n) for n in names],
+        "1 adapter, 1 call": lambda: model(pixels, adapter=names[0]),
+        "3 adapters, 1 call": lambda: model.forward_adapters(pixels, adapters=names),
+        "3 adapters, 3 calls": lambda: [model(pixels, adapter=n) for n in names],
     }
     with torch.inference_mode():
         times = common.interleaved(candidates, repeats=args.repeats, warmup=args.warmup)

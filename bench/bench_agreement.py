@@ -77,7 +77,7 @@ def demo_scores(model_dir: Path, data_dir: Path, variants, batch_size: int) -> d
             loader = torch.utils.data.DataLoader(IndexedRows(subset), batch_size=batch_size,
                                                  collate_fn=AestheticCollator(processor, include_comments=comments))
             with torch.inference_mode():
-                pred = predict(model, loader, adapters=adapter)
+                pred = predict(model, loader, adapter=adapter)
             scores[branch][variant] = pred["score"].tolist()
             thresholds[branch] = pred["threshold"].numpy()  # each row's own
         del model

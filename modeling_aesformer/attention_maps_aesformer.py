@@ -46,6 +46,33 @@ def _stack_layers(attentions: Any, name: str) -> np.ndarray:
     return stacked
 
 
+def _crop_padding(stacked: np.ndarray, length: int, name: str) -> np.ndarray:
+    """`[layers, B, heads, L, L]` -> `[..., length, length]`: the positions past `length` are the padding of a
+    batch mixing both branches (`AesformerOutput.attentions`), which the real queries give exactly zero weight."""
+    if stacked.shape[-1] == length:
+        return stacked
+    if stacked.shape[-1] < length or np.abs(stacked[..., :length, length:]).max() > 0:
+        raise ValueError(f"{name} covers {stacked.shape[-1]} tokens, expected {length} (plus padding that receives "
+                         "no attention)")
+    return stacked[..., :length, :length]
+
+
+def branch_attentions(attentions: Any, used_comments: Any, with_comments: bool) -> List[np.ndarray]:
+    """The rows of one branch from `AesformerOutput.attentions` (one `[B, heads, L, L]` tensor per fusion layer):
+    one `[n, heads, L, L]` array per layer for the `n` samples with comments (`with_comments=True`, in batch
+    order) or without. `used_comments`: the output's field (any 0/1 or bool `[B]`). The maps below take these and
+    drop the padding a batch mixing both branches adds."""
+    if attentions is None:
+        raise ValueError("attentions is None: run the model with output_attentions=True")
+    rows = _as_numpy(used_comments).reshape(-1) != 0
+    if not with_comments:
+        rows = ~rows
+    if not rows.any():
+        raise ValueError(f"no sample of this batch took the {'with-comments' if with_comments else 'image-only'} "
+                         "branch")
+    return [_as_numpy(layer)[rows] for layer in attentions]
+
+
 def _grid_hw(grid: Union[int, Sequence[int]]) -> Tuple[int, int]:
     if isinstance(grid, (int, np.integer)):
         h = w = int(grid)
@@ -122,8 +149,9 @@ def image_attention_map(
     """Heat map over the image grid from the image-only branch's fusion attention: `[B, H_grid, W_grid]` in [0, 1].
 
     Args:
-        vision_attentions: `AesformerOutput.vision_attentions`, one `[B, heads, T, T]` tensor per fusion layer,
-            `T = num_scales * H_grid * W_grid`, scale-major (all tokens of stage 1, then stage 2, ...).
+        vision_attentions: the image-only rows of `AesformerOutput.attentions` ([`branch_attentions`]), one
+            `[B, heads, T, T]` tensor per fusion layer, `T = num_scales * H_grid * W_grid`, scale-major (all tokens
+            of stage 1, then stage 2, ...), plus zero-attention padding when the batch mixed both branches.
         grid: the last Swin stage's grid `(H_grid, W_grid)` (or one int for a square grid), e.g. 7 for
             Aesformer-T at 224x224, 2 for the `tiny` preset at 32x32.
         num_scales: number of Swin stages in the multi-scale tokens (4).
@@ -146,11 +174,12 @@ def image_attention_map(
         raise ValueError(f"num_scales must be >= 1, got {num_scales}")
     stacked = _stack_layers(vision_attentions, "vision_attentions")
     tokens = stacked.shape[-1]
-    if tokens != num_scales * h * w:
+    if tokens < num_scales * h * w:
         raise ValueError(
             f"the attention covers {tokens} tokens but num_scales x grid = {num_scales} x {h}x{w} = "
             f"{num_scales * h * w}"
         )
+    stacked = _crop_padding(stacked, num_scales * h * w, "vision_attentions")
     if method == "rollout":
         per_query = attention_rollout(stacked)  # [B, T, T]
     else:
@@ -171,8 +200,10 @@ def comment_attention(
     """Image <-> comment attention of the with-comments branch's fusion layers (heads and layers averaged).
 
     Args:
-        vision_language_attentions: `AesformerOutput.vision_language_attentions`, one `[n, heads, L, L]` tensor
-            per fusion layer, image tokens first (`num_image_tokens` of them), then the comment tokens.
+        vision_language_attentions: the with-comments rows of `AesformerOutput.attentions`
+            ([`branch_attentions`]), one `[n, heads, L, L]` tensor per fusion layer, image tokens first
+            (`num_image_tokens` of them), then the comment tokens (and zero-attention padding when the batch
+            mixed both branches).
         attention_mask: the comments' mask `[n, L_text']` for the `n` samples with comments, or the whole batch's
             `[B, L_text']` (then the rows with a 1 are taken, in order, as the model does). Columns past the text
             length the model used (it drops columns no sample of the group uses) must be all zero and are dropped.
@@ -218,8 +249,10 @@ def comment_attention(
                 f"attention_mask has real tokens past the {text_length} comment tokens the attention covers"
             )
         mask = mask[:, :text_length]
-    elif mask.shape[1] < text_length:
-        raise ValueError(f"attention_mask covers {mask.shape[1]} tokens but the attention has {text_length}")
+    elif mask.shape[1] < text_length:  # a batch mixing both branches: the comment rows are padded
+        stacked = _crop_padding(stacked, num_image_tokens + mask.shape[1], "vision_language_attentions")
+        mean = stacked.mean(axis=(0, 2))
+        length, text_length = mean.shape[-1], mask.shape[1]
     if not mask.any(axis=1).all():
         raise ValueError("a row of attention_mask has no real token: that sample took the image-only branch")
 
@@ -289,6 +322,7 @@ __all__ = [
     "NORMALIZATIONS",
     "UNIFORM_SPAN",
     "attention_rollout",
+    "branch_attentions",
     "comment_attention",
     "image_attention_map",
     "merge_wordpieces",

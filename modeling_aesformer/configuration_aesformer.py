@@ -76,19 +76,11 @@ class AesformerConfig(PretrainedConfig):
 
     model_type = "aesformer"
     sub_configs = {"vision_config": SwinConfig, "text_config": BertConfig}
-    # Output fields `transformers.Trainer` leaves out of its predictions: a head's fields exist only when a sample
-    # of the batch used that head (and per-layer attentions have per-branch shapes), so concatenating them across
-    # batches (or processes) would fail or misalign. `distribution`, `score`, `threshold` and `used_comments` have
-    # the same fields and shapes for every batch.
-    keys_to_ignore_at_inference = [
-        "vl_image_distribution", "vl_image_logits", "vl_text_distribution", "vl_text_logits",
-        "vision_distribution", "vision_logits", "vl_image_embeds", "vl_text_embeds", "vision_embeds",
-        "unimodal_image_embeds", "unimodal_text_embeds", "vision_language_attentions", "vision_attentions",
-        "vision_hidden_states", "text_hidden_states",
-        # each row's scale: left out so that `compute_metrics` keeps receiving exactly `distribution`, `score`,
-        # `threshold`, `used_comments`, in that order (as documented)
-        "bin_values", "std",
-    ]
+    # Output fields `transformers.Trainer` leaves out of its predictions, so that `compute_metrics` receives exactly
+    # `distribution`, `score`, `threshold`, `used_comments`, in that order (as documented): each row's scale, and the
+    # fusion stack's hidden states / attentions (their length depends on the batch's comments, so batches would not
+    # concatenate).
+    keys_to_ignore_at_inference = ["bin_values", "std", "hidden_states", "attentions"]
 
     def __init__(
         self,

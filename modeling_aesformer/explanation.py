@@ -183,7 +183,7 @@ def _forward_with_attentions(model, inputs: dict, adapter: Optional[str]):
 
     kwargs = {"output_attentions": True}
     if adapter is not None:
-        kwargs["adapters"] = adapter
+        kwargs["adapter"] = adapter
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -206,7 +206,7 @@ def explain(
 ) -> Explanation:
     """Score one image (with or without comments) and explain the score with the fusion layers' attention.
 
-    Runs the model ONCE with `output_attentions=True` (and `adapters=adapter` when given: a dataset adapter name,
+    Runs the model ONCE with `output_attentions=True` (and `adapter=adapter` when given: a dataset adapter name,
     or "base"), in eval mode and without autograd (every module's train/eval flag is restored afterwards).
 
     Args:
@@ -230,6 +230,7 @@ def explain(
     from .attention_maps_aesformer import (
         _as_numpy,
         _stack_layers,
+        branch_attentions,
         comment_attention,
         image_attention_map,
         merge_wordpieces,
@@ -251,7 +252,7 @@ def explain(
     maps: Dict[str, np.ndarray] = {}
     words = tokens = None
     if used_comments:
-        attentions = out.vision_language_attentions
+        attentions = branch_attentions(out.attentions, out.used_comments, True)
         num_image = grid[0] * grid[1]
         found = comment_attention(attentions, inputs["attention_mask"], num_image, grid, normalize="sum")
         share = found["region_map"][0]
@@ -264,7 +265,7 @@ def explain(
         tokens = [(str(p), float(w)) for p, w in zip(pieces, found["word_weights"][0][real])]
         words = merge_wordpieces(tokens, getattr(tokenizer, "all_special_tokens", ()))
     else:
-        attentions = out.vision_attentions
+        attentions = branch_attentions(out.attentions, out.used_comments, False)
         tokens_per_scale = _stack_layers(attentions, "vision_attentions").shape[-1] // num_scales
         if tokens_per_scale != grid[0] * grid[1]:  # an unexpected input size: fall back to a square grid
             side = int(round(math.sqrt(tokens_per_scale)))

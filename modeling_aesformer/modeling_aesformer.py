@@ -6,6 +6,7 @@ sibling `configuration_aesformer`.
 
 import copy
 import math
+import threading
 import weakref
 from dataclasses import dataclass
 from contextlib import contextmanager, nullcontext
@@ -32,9 +33,7 @@ VISION_LANGUAGE = "vision_language"
 @dataclass
 class AesformerOutput(ModelOutput):
     r"""
-    Output of [`AesformerModel`]. Every per-sample tensor has the full batch size; rows of a head a sample did not
-    use are NaN (a sample uses the two `vl_*` heads when it has comments, the `vision_*` head otherwise), and a
-    field is `None` when no sample of the batch used that head.
+    Output of [`AesformerModel`]: the answer for every sample of the batch, in batch order.
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
@@ -48,8 +47,10 @@ class AesformerOutput(ModelOutput):
             base heads; a dataset adapter may bring its own bins and range).
         threshold (`torch.FloatTensor` of shape `(batch_size,)`):
             The high/low threshold of the scale each sample's score is on (label "high" iff `score > threshold`).
-        used_comments (`torch.BoolTensor` of shape `(batch_size,)`):
-            Which samples went through the with-comments branch.
+        used_comments (`torch.ByteTensor` (uint8) of shape `(batch_size,)`):
+            1 for the samples that went through the with-comments branch, 0 for the image-only ones. A 0/1 number
+            rather than a bool so that the output compares and subtracts like its other tensors (`torch.allclose`,
+            transformers' output checks); `out.used_comments.bool()` is the mask.
         bin_values (`torch.FloatTensor` of shape `(batch_size, num_score_bins)`):
             The scale each row was answered on: the score each bin of the answering head stands for (the
             with-comments heads' for rows with comments; for the others the image-only head that answered, a
@@ -59,35 +60,24 @@ class AesformerOutput(ModelOutput):
             `bin_values[i, num_bins[i] - 1]`.
         std (`torch.FloatTensor` of shape `(batch_size,)`):
             Standard deviation of each row's distribution on that scale, `sqrt(sum_i p_i (v_i - score)^2)`.
-        vl_image_distribution, vl_text_distribution, vision_distribution (`torch.FloatTensor` `(batch_size, bins)`):
-            Softmax output of each head.
-        vl_image_logits, vl_text_logits, vision_logits (`torch.FloatTensor` `(batch_size, bins)`):
-            Pre-softmax output of each head.
-        vl_image_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
-            Input of `vl_image_head`: normed image tokens after fusion, mean-pooled.
-        vl_text_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
-            Input of `vl_text_head`: the comment's [CLS] token after fusion.
-        vision_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
-            Input of `vision_head`: normed multi-scale tokens after fusion, mean-pooled.
-        unimodal_image_embeds (`torch.FloatTensor` `(batch_size, image_tokens, hidden_size)`):
-            With comments: the last Swin stage's tokens (projected to the fusion width) before fusion.
-        unimodal_text_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`):
-            With comments: BERT's [CLS] token before fusion. These two feed the stage-1 contrastive loss.
-        vision_language_attentions (`tuple(torch.FloatTensor)`, *optional*):
-            One tensor per fusion layer, `(n_with_comments, heads, L, L)` with `L = image tokens + text tokens`,
-            rows in batch order of the samples with comments; image tokens come first.
-        vision_attentions (`tuple(torch.FloatTensor)`, *optional*):
-            One tensor per fusion layer, `(n_image_only, heads, T, T)` over the multi-scale tokens
-            (scale-major: all tokens of stage 1, then stage 2, ...).
-        vision_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
-            Swin's patch embedding, then every stage's output (after its patch merging), `(batch_size, H_k * W_k,
-            C_k)` each, for every sample.
-        text_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
-            BERT's embedding output and every layer's output, `(batch_size, T, hidden_size)`; rows of samples
-            without comments are NaN.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The fusion stack's input, then every fusion layer's output, `(batch_size, L, hidden_size)` each. A row
+            with comments holds its image tokens (the last Swin stage's grid, row-major) then its comment tokens
+            (up to the longest comment of the batch's rows with comments); an image-only row holds the multi-scale
+            tokens (scale-major: the grid of stage 1, then stage 2, ...). `L` is the longer of the two branches'
+            lengths; a row of the shorter branch is zero past its own length. The towers' own states:
+            [`~AesformerModel.get_image_features`] / [`~AesformerModel.get_text_features`].
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            One tensor per fusion layer, `(batch_size, num_heads, L, L)`, the softmax weights of the fusion
+            attention over the tokens described under `hidden_states`. Keys past a row's own length (and comment
+            padding) get weight 0; the weights of queries past a row's own length carry no meaning.
+            `attention_maps_aesformer.branch_attentions` gives each branch's rows at their own length.
 
-    When some samples took the image-only branch, two attributes (not fields: they are not tensors) say which head
-    answered them: `image_only_adapter` (the dataset adapter, or "base" for the model's own modules) and
+    With `output_hidden_states` or `output_attentions` the fusion runs as one padded batch (so that these tensors
+    are the ones the answer is computed from, gradients included); the answer is the same up to float rounding.
+
+    Two attributes (not fields: they are not tensors) say which image-only head answered when some samples took
+    the image-only branch: `image_only_adapter` (the dataset adapter, or "base" for the model's own modules) and
     `image_only_trained` (False when no training or conversion produced that head, e.g. "base" after stage 1).
     """
 
@@ -95,25 +85,40 @@ class AesformerOutput(ModelOutput):
     distribution: Optional[torch.FloatTensor] = None
     score: Optional[torch.FloatTensor] = None
     threshold: Optional[torch.FloatTensor] = None
-    used_comments: Optional[torch.BoolTensor] = None
+    used_comments: Optional[torch.ByteTensor] = None
     # after the fields above, so that positional readers (`to_tuple()`, Trainer's predictions) keep their indices
     bin_values: Optional[torch.FloatTensor] = None
     std: Optional[torch.FloatTensor] = None
-    vl_image_distribution: Optional[torch.FloatTensor] = None
-    vl_image_logits: Optional[torch.FloatTensor] = None
-    vl_text_distribution: Optional[torch.FloatTensor] = None
-    vl_text_logits: Optional[torch.FloatTensor] = None
-    vision_distribution: Optional[torch.FloatTensor] = None
-    vision_logits: Optional[torch.FloatTensor] = None
-    vl_image_embeds: Optional[torch.FloatTensor] = None
-    vl_text_embeds: Optional[torch.FloatTensor] = None
-    vision_embeds: Optional[torch.FloatTensor] = None
-    unimodal_image_embeds: Optional[torch.FloatTensor] = None
-    unimodal_text_embeds: Optional[torch.FloatTensor] = None
-    vision_language_attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
-    vision_attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
-    vision_hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
-    text_hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
+    hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
+    attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
+
+
+@dataclass
+class AesformerHeadOutputs:
+    """What the training objectives read besides the answer: [`AesformerModel.forward_heads`].
+
+    Every tensor has the full batch size; rows of a head a sample did not use are NaN, and a head no sample used
+    is absent from the dicts. Head names: "vl_image", "vl_text" (with comments), "vision" (image-only).
+
+    Args:
+        output (`AesformerOutput`): the forward's answer (loss included when labels were given).
+        logits (`dict[str, torch.FloatTensor]`, `(batch_size, bins)` each): pre-softmax output of each head.
+        distributions (`dict[str, torch.FloatTensor]`, `(batch_size, bins)` each): softmax output of each head.
+        embeds (`dict[str, torch.FloatTensor]`, `(batch_size, hidden_size)` each): each head's input (normed image
+            tokens after fusion, mean-pooled; the comment's [CLS] token after fusion; normed multi-scale tokens
+            after fusion, mean-pooled).
+        unimodal_image_embeds (`torch.FloatTensor` `(batch_size, image_tokens, hidden_size)`, *optional*): with
+            comments, the last Swin stage's tokens (projected to the fusion width) before fusion.
+        unimodal_text_embeds (`torch.FloatTensor` `(batch_size, hidden_size)`, *optional*): with comments, BERT's
+            [CLS] token before fusion. These two feed the stage-1 contrastive loss.
+    """
+
+    output: AesformerOutput
+    logits: Dict[str, torch.Tensor]
+    distributions: Dict[str, torch.Tensor]
+    embeds: Dict[str, torch.Tensor]
+    unimodal_image_embeds: Optional[torch.Tensor] = None
+    unimodal_text_embeds: Optional[torch.Tensor] = None
 
 
 def earth_movers_distance(predicted: torch.Tensor, target: torch.Tensor, r: int = 2) -> torch.Tensor:
@@ -460,7 +465,8 @@ class AesformerFeedForward(nn.Module):
 
 
 class AesformerFusionLayer(GradientCheckpointingLayer):
-    """Mixture-of-Modality-Experts layer: shared self-attention, then `vl_ffn` or `vision_ffn` by `modality`."""
+    """Mixture-of-Modality-Experts layer: shared self-attention, then `vl_ffn` or `vision_ffn` by `modality` (one
+    name for the whole batch, or a `[B]` bool tensor: True = that row has comments and takes `vl_ffn`)."""
 
     def __init__(self, config: AesformerConfig):
         super().__init__()
@@ -476,6 +482,16 @@ class AesformerFusionLayer(GradientCheckpointingLayer):
         output_attentions: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         hidden_states, weights = self.attention(hidden_states, key_padding_mask, output_attentions)
+        if isinstance(modality, torch.Tensor):  # a padded batch of both branches: each row to its own expert
+            vl_rows, vision_rows = modality.nonzero().flatten(), (~modality).nonzero().flatten()
+            if len(vision_rows) == 0:
+                return self.vl_ffn(hidden_states), weights
+            if len(vl_rows) == 0:
+                return self.vision_ffn(hidden_states), weights
+            with_comments = self.vl_ffn(hidden_states.index_select(0, vl_rows))
+            image_only = self.vision_ffn(hidden_states.index_select(0, vision_rows))
+            hidden_states = hidden_states.index_copy(0, vl_rows, with_comments)
+            return hidden_states.index_copy(0, vision_rows, image_only), weights
         if modality == VISION_LANGUAGE:
             hidden_states = self.vl_ffn(hidden_states)
         elif modality == VISION:
@@ -595,9 +611,7 @@ class _Branch:
     threshold: torch.Tensor
     num_bins: torch.Tensor  # 0-d: the answering head's active bins (`bin_values` may be wider when traced)
     heads: dict  # head name -> (embeds, logits, distribution)
-    attentions: Optional[tuple]
     unimodal: Optional[dict] = None  # encoder outputs before fusion (with comments)
-    hidden_states: Optional[tuple] = None  # the text encoder's hidden states (with comments, on request)
     valid: Optional[torch.Tensor] = None  # traced only: [batch] bool, the rows this branch answered (NaN elsewhere)
 
 
@@ -653,6 +667,9 @@ class AesformerModel(AesformerPreTrainedModel):
     Routing is per sample: a sample whose `attention_mask` row has at least one 1 goes through the with-comments
     branch (last Swin stage + comment tokens, `vl_ffn`, both VL heads); a sample without comments (no text inputs,
     or an all-zero mask row) goes through the image-only branch (multi-scale adapter, `vision_ffn`, `vision_head`).
+
+    `model(...)` answers with one `AesformerOutput` (one dataset adapter: `adapter=`); `forward_adapters` answers
+    for several adapters in one pass; `forward_heads` adds the per-head tensors the training objectives read.
     """
 
     # Swin's eval fast path (`_swin_stage_tokens_eval`: same results as transformers' own modules up to float
@@ -679,7 +696,19 @@ class AesformerModel(AesformerPreTrainedModel):
         self.vl_image_head = AesformerScoreHead(*head_args)
         self.vl_text_head = AesformerScoreHead(*head_args)
         self.vision_head = AesformerScoreHead(*head_args)
+        # PEFT layers switch adapters in place: forwards of this instance that run or switch its dataset adapters
+        # take turns (see `_image_only_adapter`); other instances, and models without adapters, never wait.
+        self._adapter_lock = threading.RLock()
         self.post_init()
+
+    def __getstate__(self):  # a lock cannot be copied or pickled: a copy gets its own (`copy.deepcopy`, torch.save)
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state.pop("_adapter_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._adapter_lock = threading.RLock()
 
     def get_input_embeddings(self) -> nn.Module:
         """The comment encoder's word embeddings."""
@@ -865,18 +894,21 @@ class AesformerModel(AesformerPreTrainedModel):
         return entry[part]
 
     # ------------------------------------------------------------------ branches
-    def _fuse(self, hidden_states, modality, key_padding_mask, output_attentions):
-        attentions = []
+    def _fuse(self, hidden_states, modality, key_padding_mask, output_attentions, output_hidden_states=False):
+        """The fusion layers: (last hidden states, attentions or None, [input + every layer's output] or None)."""
+        attentions, states = [], [hidden_states]
         for layer in self.fusion_layers:
             hidden_states, weights = layer(
                 hidden_states, modality=modality, key_padding_mask=key_padding_mask,
                 output_attentions=output_attentions,
             )
             attentions.append(weights)
-        return hidden_states, (tuple(attentions) if output_attentions else None)
+            states.append(hidden_states)
+        return (hidden_states, tuple(attentions) if output_attentions else None,
+                tuple(states) if output_hidden_states else None)
 
-    def _with_comments(self, last_stage_map, input_ids, attention_mask, token_type_ids, output_attentions,
-                       output_hidden_states=False):
+    def _comment_tokens(self, last_stage_map, input_ids, attention_mask, token_type_ids):
+        """The with-comments branch's fusion input: (image tokens, BERT's comment tokens, key padding mask)."""
         image_tokens = last_stage_map.flatten(2).transpose(1, 2)
         if self.vision_projection is not None:
             image_tokens = self.vision_projection(image_tokens)
@@ -886,17 +918,17 @@ class AesformerModel(AesformerPreTrainedModel):
             input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
             token_type_ids = None if token_type_ids is None else token_type_ids[:, :length]
         text = self.get_text_features(
-            input_ids, attention_mask, token_type_ids, output_attentions=False,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            input_ids, attention_mask, token_type_ids, output_attentions=False, output_hidden_states=False,
+            return_dict=True,
         )
-        text_tokens = text.last_hidden_state
-        num_image = image_tokens.shape[1]
         key_padding_mask = torch.cat(
-            [attention_mask.new_ones(attention_mask.shape[0], num_image), attention_mask], dim=1
+            [attention_mask.new_ones(attention_mask.shape[0], image_tokens.shape[1]), attention_mask], dim=1
         ).bool()
-        fused, attentions = self._fuse(
-            torch.cat([image_tokens, text_tokens], dim=1), VISION_LANGUAGE, key_padding_mask, output_attentions
-        )
+        return image_tokens, text.last_hidden_state, key_padding_mask
+
+    def _comment_heads(self, fused, image_tokens, text_tokens) -> _Branch:
+        """The with-comments heads on the fused tokens (image tokens first)."""
+        num_image = image_tokens.shape[1]
         image_embeds = self.vl_image_norm(fused[:, :num_image]).mean(dim=1)
         text_embeds = fused[:, num_image]
         image_logits, values, threshold, num_bins = self.vl_image_head(image_embeds)
@@ -907,16 +939,22 @@ class AesformerModel(AesformerPreTrainedModel):
             distribution=mix * image_dist + (1 - mix) * text_dist, bin_values=values, threshold=threshold,
             num_bins=num_bins,
             heads={"vl_image": (image_embeds, image_logits, image_dist), "vl_text": (text_embeds, text_logits, text_dist)},
-            attentions=attentions,
             unimodal={"unimodal_image_embeds": image_tokens, "unimodal_text_embeds": text_tokens[:, 0]},
-            hidden_states=text.hidden_states,
         )
+
+    def _with_comments(self, last_stage_map, input_ids, attention_mask, token_type_ids) -> _Branch:
+        image_tokens, text_tokens, key_padding_mask = self._comment_tokens(
+            last_stage_map, input_ids, attention_mask, token_type_ids
+        )
+        fused = self._fuse(torch.cat([image_tokens, text_tokens], dim=1), VISION_LANGUAGE, key_padding_mask, False)[0]
+        return self._comment_heads(fused, image_tokens, text_tokens)
 
     def _with_comments_traced(self, used_comments, last_stage_map, input_ids, attention_mask, token_type_ids):
         """Traced form of the with-comments branch: batch-sized results (NaN rows for samples without comments).
 
         `torch.cond` runs the branch only when a sample has comments (BERT cannot run on zero rows: its head split
-        is ambiguous for an empty batch), and then on those rows only (`nonzero`: an unbacked size)."""
+        is ambiguous for an empty batch), and then on those rows only (`nonzero`: an unbacked size). Both sides
+        return fresh contiguous tensors (`torch.cond` needs the two sides' outputs to agree in strides too)."""
         batch = used_comments.shape[0]
         num_image = last_stage_map.shape[-2] * last_stage_map.shape[-1]
         hidden, width = self.config.hidden_size, self.vl_image_head.out_proj.out_features
@@ -929,19 +967,23 @@ class AesformerModel(AesformerPreTrainedModel):
             rows = used.nonzero().flatten()
             branch = self._with_comments(
                 stage_map.index_select(0, rows), ids.index_select(0, rows), mask.index_select(0, rows),
-                types.index_select(0, rows), False,
+                types.index_select(0, rows),
             )
             values = [branch.distribution]
             for head in ("vl_image", "vl_text"):
                 values += list(branch.heads[head])
             values += [branch.unimodal["unimodal_image_embeds"], branch.unimodal["unimodal_text_embeds"]]
             return tuple(
-                stage_map.new_full(shape, float("nan")).index_copy(0, rows, value.to(stage_map.dtype))
+                torch.full(shape, float("nan"), dtype=stage_map.dtype, device=stage_map.device).index_copy(
+                    0, rows, value.to(stage_map.dtype).contiguous()
+                ).contiguous()
                 for shape, value in zip(shapes, values)
             )
 
         def skip(used, stage_map, ids, mask, types):
-            return tuple(stage_map.new_full(shape, float("nan")) for shape in shapes)
+            return tuple(
+                torch.full(shape, float("nan"), dtype=stage_map.dtype, device=stage_map.device) for shape in shapes
+            )
 
         out = torch.cond(
             used_comments.any(), run, skip, (used_comments, last_stage_map, input_ids, attention_mask, token_type_ids)
@@ -949,25 +991,76 @@ class AesformerModel(AesformerPreTrainedModel):
         return _Branch(
             distribution=out[0], bin_values=self.vl_image_head.bin_values, threshold=self.vl_image_head.threshold,
             num_bins=self.vl_image_head.num_active_bins,
-            heads={"vl_image": tuple(out[1:4]), "vl_text": tuple(out[4:7])}, attentions=None,
+            heads={"vl_image": tuple(out[1:4]), "vl_text": tuple(out[4:7])},
             unimodal={"unimodal_image_embeds": out[7], "unimodal_text_embeds": out[8]}, valid=used_comments,
         )
 
-    def _image_only(self, stage_maps, output_attentions):
-        tokens = self.multi_scale_adapter(stage_maps, vision_projection=self.vision_projection)
-        compiled = None if output_attentions else self._compiled("fusion")
-        if compiled is not None:
-            fused, attentions = compiled(tokens), None
-        else:
-            fused, attentions = self._fuse(tokens, VISION, None, output_attentions)
+    def _image_only_tokens(self, stage_maps):
+        return self.multi_scale_adapter(stage_maps, vision_projection=self.vision_projection)
+
+    def _image_only_heads(self, fused) -> _Branch:
         embeds = self.vision_norm(fused).mean(dim=1)
         logits, values, threshold, num_bins = self.vision_head(embeds)
         distribution = logits.softmax(-1)
-        return _Branch(
-            distribution=distribution, bin_values=values, threshold=threshold,
-            num_bins=num_bins,
-            heads={"vision": (embeds, logits, distribution)}, attentions=attentions,
-        )
+        return _Branch(distribution=distribution, bin_values=values, threshold=threshold, num_bins=num_bins,
+                       heads={"vision": (embeds, logits, distribution)})
+
+    def _image_only(self, stage_maps) -> _Branch:
+        tokens = self._image_only_tokens(stage_maps)
+        compiled = self._compiled("fusion")
+        fused = compiled(tokens) if compiled is not None else self._fuse(tokens, VISION, None, False)[0]
+        return self._image_only_heads(fused)
+
+    def _fuse_padded_batch(self, used_comments, rows, comment_inputs, stage_maps, output_attentions,
+                           output_hidden_states):
+        """Both branches' fusion as ONE padded batch, so that the returned hidden states and attentions are the
+        tensors the answer is computed from: rows with comments hold image then comment tokens, image-only rows
+        the multi-scale tokens, each zero-padded to the longer length (padded keys masked out, padded positions
+        zeroed after every layer). Returns (with-comments branch or None, image-only branch or None, attentions,
+        hidden states)."""
+        vl_rows, vision_rows = rows
+        pieces = []  # (rows, tokens [n, L_b, hidden], key mask [n, L_b])
+        if comment_inputs is not None:
+            image_tokens, text_tokens, comment_mask = self._comment_tokens(*comment_inputs)
+            pieces.append((vl_rows, torch.cat([image_tokens, text_tokens], dim=1), comment_mask))
+        if vision_rows is not None:
+            tokens = self._image_only_tokens(stage_maps)
+            pieces.append((vision_rows, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)))
+        if len(pieces) == 1:  # one branch: its own tokens as they are (the comments' mask as `_with_comments`)
+            (_, hidden_states, key_mask), = pieces
+            key_padding_mask, padded = (key_mask if comment_inputs is not None else None), None
+        else:
+            length = max(tokens.shape[1] for _, tokens, _ in pieces)
+            width = pieces[0][1].shape[-1]
+            batch = used_comments.shape[0]
+            hidden_states = pieces[0][1].new_zeros(batch, length, width)
+            key_mask = torch.zeros(batch, length, dtype=torch.bool, device=hidden_states.device)
+            padded = torch.zeros(batch, length, dtype=torch.bool, device=hidden_states.device)
+            for piece_rows, tokens, mask in pieces:
+                pad = length - tokens.shape[1]
+                hidden_states = hidden_states.index_copy(0, piece_rows, F.pad(tokens.to(hidden_states.dtype),
+                                                                              (0, 0, 0, pad)))
+                key_mask = key_mask.index_copy(0, piece_rows, F.pad(mask, (0, pad), value=False))
+                padded[piece_rows, tokens.shape[1]:] = True
+            key_padding_mask = key_mask
+        modality = used_comments if len(pieces) > 1 else (VISION_LANGUAGE if comment_inputs is not None else VISION)
+        attentions, states = [], [hidden_states]
+        for layer in self.fusion_layers:
+            hidden_states, weights = layer(hidden_states, modality=modality, key_padding_mask=key_padding_mask,
+                                           output_attentions=output_attentions)
+            if padded is not None:
+                hidden_states = hidden_states.masked_fill(padded[..., None], 0.0)
+            attentions.append(weights)
+            states.append(hidden_states)
+        with_comments = image_only = None
+        if comment_inputs is not None:
+            fused = hidden_states if padded is None else hidden_states[vl_rows, : pieces[0][1].shape[1]]
+            with_comments = self._comment_heads(fused, image_tokens, text_tokens)
+        if vision_rows is not None:
+            fused = hidden_states if padded is None else hidden_states[vision_rows, : pieces[-1][1].shape[1]]
+            image_only = self._image_only_heads(fused)
+        return (with_comments, image_only, tuple(attentions) if output_attentions else None,
+                tuple(states) if output_hidden_states else None)
 
     # ------------------------------------------------------------------ adapters (PEFT, duck-typed)
     def _adapter_layers(self) -> list:
@@ -1007,6 +1100,18 @@ class AesformerModel(AesformerPreTrainedModel):
             for param, flag in saved_grad:
                 param.requires_grad_(flag)
 
+    @contextmanager
+    def _image_only_adapter(self, name: Optional[str]):
+        """The image-only parts running dataset adapter `name` (None = whatever is active). PEFT switches its
+        layers in place, so forwards of this instance with dataset adapters take turns on its own lock: threads
+        sharing one model never see each other's adapter."""
+        if not self._adapter_layers():
+            with self._adapter_active(name) if name is not None else nullcontext():
+                yield
+            return
+        with self._adapter_lock, (self._adapter_active(name) if name is not None else nullcontext()):
+            yield
+
     def _active_image_only_adapter(self) -> str:
         """The dataset adapter the image-only parts run now ("base" = none)."""
         for module in self._adapter_layers():
@@ -1024,12 +1129,12 @@ class AesformerModel(AesformerPreTrainedModel):
         attention_mask: Optional[torch.Tensor] = None,
         token_type_ids: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
+        adapter: Optional[str] = None,
         output_attentions: Optional[bool] = None,
-        adapters: Optional[Union[str, Sequence[str]]] = None,
-        return_dict: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
         **kwargs,
-    ) -> Union[AesformerOutput, Dict[str, AesformerOutput], tuple]:
+    ) -> Union[AesformerOutput, tuple]:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
@@ -1040,26 +1145,83 @@ class AesformerModel(AesformerPreTrainedModel):
             labels (`torch.FloatTensor` of shape `(batch_size, bins)`, *optional*):
                 Target distributions or raw vote counts (rows are normalised), in the bins of the scale that
                 answers (the base bins, or the adapter's for image-only samples).
+            adapter (`str`, *optional*):
+                The dataset adapter (PEFT) of the image-only branch for this call ("base" = the model's own
+                image-only modules). Default: whatever adapter is active. Several in one pass:
+                [`~AesformerModel.forward_adapters`].
             output_attentions (`bool`, *optional*, defaults to `config.output_attentions`):
-                Return the fusion layers' attention weights (computed on the eager path).
-            adapters (`str` or list of `str`, *optional*):
-                Dataset adapters (PEFT) for the image-only branch. A name runs that adapter for this call
-                ("base" = the model's own image-only modules); a list returns a dict `name -> AesformerOutput`,
-                each equal to a call with that adapter alone, with the Swin (and comment) work done once.
-                Default: whatever adapter is active.
-            output_hidden_states (`bool`, *optional*, defaults to `config.output_hidden_states`):
-                Return the towers' hidden states: `vision_hidden_states` (Swin's patch embedding and stage outputs,
-                every sample) and `text_hidden_states` (BERT's embeddings and layer outputs; NaN rows for samples
-                without comments).
+                Return the fusion layers' attention weights (`AesformerOutput.attentions`).
+            output_hidden_states (`bool` or list of `int`, *optional*, defaults to `config.output_hidden_states`):
+                Return the fusion stack's hidden states (`AesformerOutput.hidden_states`); a list of indices (as
+                transformers' models take) keeps those entries and leaves the others None.
+            return_dict (`bool`, *optional*, defaults to `config.return_dict`):
+                An `AesformerOutput`, or its `to_tuple()`.
 
         Traced by `torch.export` or `torch.compile`, routing takes no Python decision on tensor values: each branch
-        runs on the rows that use it (a data-dependent number, possibly zero), never on the others; every head's
-        field is then present (NaN rows where unused) and a head with fewer active bins than its width answers at
-        full width (inactive bins have probability 0).
+        runs on the rows that use it (a data-dependent number, possibly zero), never on the others; a head with
+        fewer active bins than its width then answers at full width (inactive bins have probability 0).
         """
+        if "adapters" in kwargs:
+            raise TypeError("AesformerModel.forward takes `adapter=NAME` (one dataset adapter); for several in one "
+                            "pass call `model.forward_adapters(..., adapters=[...])`")
         output_attentions, output_hidden_states, return_dict = self._output_flags(
             output_attentions, output_hidden_states, return_dict
         )
+        # `forward_heads` passes a dict that receives the per-head tensors (the call still goes through
+        # `__call__`: hooks, DDP and accelerate's wrappers see an ordinary forward)
+        head_outputs = kwargs.pop("_head_outputs", None)
+        output, heads = self._answer(pixel_values, input_ids, attention_mask, token_type_ids, labels, [adapter],
+                                     output_attentions, output_hidden_states, with_heads=head_outputs is not None)[0]
+        if head_outputs is not None:
+            head_outputs.update(heads)
+        return output if return_dict else output.to_tuple()
+
+    def forward_adapters(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        adapters: Sequence[str] = (),
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+    ) -> Dict[str, AesformerOutput]:
+        """Several dataset adapters in one pass: `{name: AesformerOutput}` in the order of `adapters`, each entry
+        equal to `forward(..., adapter=name)`. The Swin work and the with-comments branch are done once (with
+        `output_attentions` / `output_hidden_states` the padded fusion batch runs once per adapter)."""
+        if isinstance(adapters, str) or not adapters:
+            raise ValueError(f"adapters must be a non-empty list of adapter names, got {adapters!r} (one adapter: "
+                             "`model(..., adapter=NAME)`)")
+        names = [str(name) for name in adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapters lists a name twice: {names}")
+        output_attentions, output_hidden_states, _ = self._output_flags(output_attentions, output_hidden_states, True)
+        answers = self._answer(pixel_values, input_ids, attention_mask, token_type_ids, labels, names,
+                               output_attentions, output_hidden_states)
+        return {name: output for name, (output, _) in zip(names, answers)}
+
+    def forward_heads(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        adapter: Optional[str] = None,
+    ) -> AesformerHeadOutputs:
+        """The forward (same answer, same loss, one pass through `model(...)`, so hooks and wrappers apply) plus
+        what the training objectives read: each head's logits, distribution and input, and the unimodal
+        embeddings of the stage-1 contrastive loss. See [`AesformerHeadOutputs`]."""
+        heads = {}
+        output = self(pixel_values, input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                      labels=labels, adapter=adapter, output_attentions=False, output_hidden_states=False,
+                      return_dict=True, _head_outputs=heads)
+        return AesformerHeadOutputs(output=output, **heads)
+
+    def _answer(self, pixel_values, input_ids, attention_mask, token_type_ids, labels, adapters,
+                output_attentions, output_hidden_states, with_heads=False):
+        """[(AesformerOutput, heads dict or None)] per name of `adapters` (None = the active adapter)."""
         batch = pixel_values.shape[0]
         tracing = _is_tracing(pixel_values)
         if input_ids is None:
@@ -1076,22 +1238,26 @@ class AesformerModel(AesformerPreTrainedModel):
 
         stages, _ = self._vision_tokens(pixel_values)
         stage_maps = self._stage_maps(stages)
-        vision_hidden_states = tuple(tokens for tokens, _, _ in stages) if output_hidden_states else None
         vl_rows = None if tracing else used_comments.nonzero().flatten()  # traced: see _with_comments_traced
         vision_rows = (~used_comments).nonzero().flatten()
         # Eager: a branch no sample uses is skipped. Traced: the row counts are not known, both branches are
         # traced and each runs on its own (possibly empty) rows.
         has_vl = input_ids is not None and (tracing or len(vl_rows) > 0)
         has_vision = tracing or len(vision_rows) > 0
+        padded_batch = bool(output_attentions) or bool(output_hidden_states)
 
         def take(x, rows):  # a branch that answers for the whole batch takes the tensors as they are (no copy)
             if x is None or (not tracing and len(rows) == batch):
                 return x
             return x.index_select(0, rows)
 
+        comment_inputs = None
+        if has_vl and not tracing:
+            comment_inputs = (take(stage_maps[-1], vl_rows), take(input_ids, vl_rows), take(attention_mask, vl_rows),
+                              take(token_type_ids, vl_rows))
         with_comments = None
         if has_vl and tracing:
-            if output_attentions or output_hidden_states:
+            if padded_batch:
                 raise ValueError(
                     "output_attentions / output_hidden_states are not available while tracing (torch.export, "
                     "torch.compile) a batch with comment inputs: their row count is data-dependent"
@@ -1100,35 +1266,41 @@ class AesformerModel(AesformerPreTrainedModel):
                 used_comments, stage_maps[-1], input_ids, attention_mask, token_type_ids
             )
             vl_rows = torch.arange(batch, device=used_comments.device)
-        elif has_vl:
-            with_comments = self._with_comments(
-                take(stage_maps[-1], vl_rows), take(input_ids, vl_rows), take(attention_mask, vl_rows),
-                take(token_type_ids, vl_rows), output_attentions, output_hidden_states,
-            )
+        elif has_vl and not padded_batch:
+            with_comments = self._with_comments(*comment_inputs)
 
-        def answer(adapter):
-            image_only, adapted = None, None
-            with self._adapter_active(adapter) if adapter is not None else nullcontext():
+        answers = []
+        for adapter in adapters:
+            image_only, attentions, hidden_states, adapted = None, None, None, None
+            with self._image_only_adapter(adapter):
                 if labels is not None:
                     adapted = self._enabled_dataset_adapter()
-                if has_vision:
-                    image_only = self._image_only([take(m, vision_rows) for m in stage_maps], output_attentions)
-            output = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels,
-                                    adapted)
+                if padded_batch:
+                    with_comments, image_only, attentions, hidden_states = self._fuse_padded_batch(
+                        used_comments, (vl_rows, vision_rows if has_vision else None),
+                        comment_inputs, [take(m, vision_rows) for m in stage_maps] if has_vision else None,
+                        bool(output_attentions), bool(output_hidden_states),
+                    )
+                elif has_vision:
+                    image_only = self._image_only([take(m, vision_rows) for m in stage_maps])
+                answered_by = adapter or self._active_image_only_adapter()
+            output, heads = self._assemble(batch, used_comments, vl_rows, with_comments, vision_rows, image_only,
+                                           labels, adapted, with_heads)
+            if hidden_states is not None and isinstance(output_hidden_states, (list, tuple)):
+                kept = {int(i) % len(hidden_states) for i in output_hidden_states}
+                hidden_states = tuple(h if i in kept else None for i, h in enumerate(hidden_states))
+            for name, value in (("hidden_states", hidden_states), ("attentions", attentions)):
+                if value is not None:
+                    output[name] = value
             if image_only is not None:
-                name, trained = image_only_answer(self.config, adapter or self._active_image_only_adapter())
-                output.image_only_adapter, output.image_only_trained = name, trained
-            if vision_hidden_states is not None:
-                output["vision_hidden_states"] = vision_hidden_states
-            return output if return_dict else output.to_tuple()
-
-        if adapters is None or isinstance(adapters, str):
-            return answer(adapters)
-        return {name: answer(name) for name in adapters}
+                output.image_only_adapter, output.image_only_trained = image_only_answer(self.config, answered_by)
+            answers.append((output, heads))
+        return answers
 
     def _assemble(self, batch, used_comments, vl_rows, with_comments, vision_rows, image_only, labels,
-                  adapted=None):
-        """Scatter the branches' rows into batch-sized tensors (rows a head did not answer stay NaN)."""
+                  adapted=None, with_heads=False):
+        """Scatter the branches' rows into batch-sized tensors: (AesformerOutput, the heads' batch-sized tensors
+        (NaN rows where a head was not used) when `with_heads`, else None)."""
         ref = with_comments.distribution if with_comments is not None else image_only.distribution
         branches = [(rows, b) for rows, b in ((vl_rows, with_comments), (vision_rows, image_only)) if b is not None]
         # A mixed batch may answer on two scales (e.g. a 7-bin adapter): narrower rows are zero-padded.
@@ -1142,7 +1314,7 @@ class AesformerModel(AesformerPreTrainedModel):
         score, threshold, std = ref.new_zeros(batch), ref.new_zeros(batch), ref.new_zeros(batch)
         bin_values = ref.new_full((batch, width), float("nan"))
         columns = torch.arange(width, device=ref.device)
-        result = {}
+        heads = {"logits": {}, "distributions": {}, "embeds": {}} if with_heads else None
         for rows, branch in branches:
             padded = F.pad(branch.distribution, (0, width - branch.distribution.shape[-1]))
             distribution = distribution.index_copy(0, rows, padded.to(ref.dtype))
@@ -1157,31 +1329,28 @@ class AesformerModel(AesformerPreTrainedModel):
             scale = F.pad(values, (0, width - values.shape[-1]))
             scale = torch.where(columns < branch.num_bins.to(columns.device), scale, float("nan"))
             bin_values = bin_values.index_copy(0, rows, scale.expand(rows.shape[0], width))
-            if branch.hidden_states is not None:
-                result["text_hidden_states"] = tuple(full(rows, h) for h in branch.hidden_states)
-            for head, (embeds, logits, dist) in branch.heads.items():
-                result[f"{head}_embeds"] = full(rows, embeds)
-                result[f"{head}_logits"] = full(rows, logits)
-                result[f"{head}_distribution"] = full(rows, dist)
-            for key, values in (branch.unimodal or {}).items():
-                result[key] = full(rows, values)
+            if with_heads:
+                for head, (embeds, logits, dist) in branch.heads.items():
+                    heads["embeds"][head] = full(rows, embeds)
+                    heads["logits"][head] = full(rows, logits)
+                    heads["distributions"][head] = full(rows, dist)
+                for key, values in (branch.unimodal or {}).items():
+                    heads[key] = full(rows, values)
 
         loss = None
         if labels is not None:
             loss = self._loss(labels, branches, with_comments, image_only, adapted)
 
-        return AesformerOutput(
+        output = AesformerOutput(
             loss=loss,
             distribution=distribution,
             score=score,
             threshold=threshold,
+            used_comments=used_comments.to(torch.uint8),
             bin_values=bin_values,
             std=std,
-            used_comments=used_comments,
-            vision_language_attentions=None if with_comments is None else with_comments.attentions,
-            vision_attentions=None if image_only is None else image_only.attentions,
-            **result,
         )
+        return output, heads
 
     # ------------------------------------------------------------------ loss
     def _enabled_dataset_adapter(self) -> Optional[str]:
@@ -1328,6 +1497,7 @@ def bert_layer_to_fusion_state(bert_layer_state: dict) -> dict:
 
 
 __all__ = [
+    "AesformerHeadOutputs",
     "AesformerModel",
     "AesformerOutput",
     "AesformerPreTrainedModel",

@@ -21,7 +21,6 @@ Without the package (e.g. a Hub folder), trust the folder's code:
 import io
 import logging
 import os
-import threading
 import urllib.request
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -35,7 +34,13 @@ from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
 from .adapter_weights_aesformer import (ADAPTERS_DIR, BASE_ADAPTER, base_model, image_only_answer, saved_adapters,
                                         unfold_adapter)
-from .attention_maps_aesformer import comment_attention, image_attention_map, token_grid, word_attention
+from .attention_maps_aesformer import (
+    branch_attentions,
+    comment_attention,
+    image_attention_map,
+    token_grid,
+    word_attention,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +48,6 @@ TASK = "image-aesthetics"
 ALL_ADAPTERS = "all"
 _COMMENT_KEYS = ("comments", "comment", "text")
 _USER_AGENT = "aesformer-pipeline"
-# `model(..., adapters=...)` switches PEFT layers in place: forwards of a model WITH dataset adapters are serialised
-# so that threads sharing a pipeline never see each other's adapter (models without adapters run concurrently).
-_ADAPTER_FORWARD_LOCK = threading.RLock()
 
 __all__ = ["AesformerAestheticsPipeline", "register_pipeline", "TASK"]
 
@@ -230,15 +232,15 @@ def attention_summary(model, outputs, names, model_inputs) -> Dict[str, torch.Te
     ids = model_inputs.get("input_ids")
     word_weights = torch.zeros(batch, mask.shape[1] if mask is not None else 1, device=device)
     if used.any():
-        found = comment_attention(first.vision_language_attentions, mask[used], grid[0] * grid[1], grid,
-                                  normalize="max")
+        found = comment_attention(branch_attentions(first.attentions, used, True), mask[used], grid[0] * grid[1],
+                                  grid, normalize="max")
         maps[used] = torch.from_numpy(found["region_map"])[:, None].to(device)
         words = torch.from_numpy(found["word_weights"]).to(device)
         word_weights[used, : words.shape[1]] = words
     if (~used).any():
         for a, name in enumerate(names):
-            rollout = image_attention_map(outputs[name].vision_attentions, grid, len(config.vision_config.depths),
-                                          normalize="max")
+            rollout = image_attention_map(branch_attentions(outputs[name].attentions, used, False), grid,
+                                          len(config.vision_config.depths), normalize="max")
             maps[~used, a] = torch.from_numpy(rollout).to(device)
     summary = {"attention_map": maps, "word_weights": word_weights}
     if ids is not None:
@@ -579,12 +581,9 @@ class AesformerAestheticsPipeline(Pipeline):
 
     def _forward(self, model_inputs, adapter=None, return_attention=False):
         names, _ = resolve_adapters(self.model, adapter)
-        # The eager attention path (with weights) runs only when maps are asked for.
-        if known_adapters(self.model):
-            with _ADAPTER_FORWARD_LOCK:
-                outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
-        else:
-            outputs = self.model(**model_inputs, adapters=list(names), output_attentions=return_attention)
+        # The eager attention path (with weights) runs only when maps are asked for. Threads sharing this pipeline
+        # need no lock here: the model serialises its own adapter switching (per model instance).
+        outputs = self.model.forward_adapters(**model_inputs, adapters=list(names), output_attentions=return_attention)
         summary = summarize_outputs(outputs, names)
         if return_attention:
             summary.update(attention_summary(self.model, outputs, names, model_inputs))

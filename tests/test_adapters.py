@@ -86,13 +86,19 @@ def test_switching_disabling_and_one_call_for_several_adapters(preset):
     with model.disable_adapter():
         torch.testing.assert_close(model(x).distribution, base, atol=0, rtol=0)
 
-    both = model(x, adapters=["ava", "photonet", "base"])
+    both = model.forward_adapters(x, adapters=["ava", "photonet", "base"])
     torch.testing.assert_close(both["ava"].distribution, ava.distribution, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(both["photonet"].distribution, photonet.distribution, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(both["base"].distribution, base, atol=1e-6, rtol=1e-5)
     assert model.active_adapter == "photonet"  # the one-call path restores the active adapter
     with pytest.raises(ValueError, match="unknown adapter 'jas'"):
-        model(x, adapters=["jas"])
+        model.forward_adapters(x, adapters=["jas"])
+    with pytest.raises(ValueError, match="unknown adapter 'jas'"):
+        model(x, adapter="jas")
+    torch.testing.assert_close(model(x, adapter="ava").distribution, ava.distribution, atol=0, rtol=0)
+    assert model.active_adapter == "photonet"
+    with pytest.raises(TypeError, match="forward_adapters"):  # the old several-adapters call says where it went
+        model(x, adapters=["ava"])
 
 
 def test_adapters_change_only_the_image_only_branch():
@@ -101,8 +107,15 @@ def test_adapters_change_only_the_image_only_branch():
     ids = torch.randint(5, 500, (2, 6))
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[1] = 0
-    outs = model(x, input_ids=ids, attention_mask=mask, adapters=["ava", "photonet"])
-    torch.testing.assert_close(outs["ava"].vl_text_logits[0], outs["photonet"].vl_text_logits[0])
+    outs = model.forward_adapters(x, input_ids=ids, attention_mask=mask, adapters=["ava", "photonet"])
+    heads = {name: model.forward_heads(x, input_ids=ids, attention_mask=mask, adapter=name) for name in outs}
+    torch.testing.assert_close(heads["ava"].logits["vl_text"][0], heads["photonet"].logits["vl_text"][0])
+    assert heads["ava"].logits["vision"].shape == (2, 10) and heads["photonet"].logits["vision"].shape == (2, 7)
+    for name, out in outs.items():  # each entry equals a forward with that adapter alone
+        alone = model(x, input_ids=ids, attention_mask=mask, adapter=name)
+        for field in ("distribution", "score", "std", "threshold", "bin_values", "used_comments"):
+            torch.testing.assert_close(out[field], alone[field], atol=0, rtol=0, equal_nan=True)
+        torch.testing.assert_close(heads[name].output.distribution, alone.distribution, atol=0, rtol=0)
     assert outs["ava"].used_comments.tolist() == [True, False]
     # mixed scales in one batch: the comment row answers on 10 bins, the photonet row on 7 (zero-padded)
     assert outs["photonet"].distribution.shape == (2, 10)
@@ -168,7 +181,7 @@ LOAD_SCRIPT = textwrap.dedent(
     for name in ("ava", "photonet"):
         model.set_adapter(name)
         result[name] = model(x).distribution
-    result["multi"] = model(x, adapters=["photonet", "ava"])["photonet"].distribution
+    result["multi"] = model.forward_adapters(x, adapters=["photonet", "ava"])["photonet"].distribution
     torch.save(result, out)
     print(type(model.get_base_model()).__module__)
     """
@@ -222,7 +235,7 @@ def test_load_one_adapter_from_a_subfolder_and_delete(tmp_path):
     model.delete_adapter("ava")
     assert list(model.peft_config) == ["photonet"]
     with pytest.raises(ValueError, match="unknown adapter 'ava'"):
-        model(images(), adapters=["ava"])
+        model.forward_adapters(images(), adapters=["ava"])
 
 
 def test_an_adapter_without_a_threshold_gets_one_on_its_own_scale():
@@ -235,6 +248,6 @@ def test_an_adapter_without_a_threshold_gets_one_on_its_own_scale():
     for name, threshold in expected.items():
         assert adapter_info(model, name)["threshold"] == pytest.approx(threshold), name
     pixels = torch.rand(2, 3, 32, 32)
-    out = model(pixel_values=pixels, adapters=["unit"])["unit"]
+    out = model(pixel_values=pixels, adapter="unit")
     assert float(out.threshold[0]) == pytest.approx(0.5)
     assert float(out.score.min()) >= 0.0 and float(out.score.max()) <= 1.0

@@ -306,10 +306,11 @@ def outputs(reference, converted):
     for k, bottleneck in enumerate(model.multi_scale_adapter.bottlenecks, start=1):
         handles.append(bottleneck.up.register_forward_hook(keep(f"viaa.adapter_{k}_delta", output=True)))
     with torch.no_grad():
-        with_comments = model(pixel_values, input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids)
+        # the answer and every head's tensors (AesformerHeadOutputs)
+        with_comments = model.forward_heads(pixel_values, input_ids=input_ids, attention_mask=attention_mask,
+                                            token_type_ids=token_type_ids)
         handles.append(model.fusion_layers[0].register_forward_pre_hook(keep("viaa.neck_input_tokens")))
-        image_only = model(pixel_values)
+        image_only = model.forward_heads(pixel_values)
         stages = model.get_image_features(pixel_values, output_hidden_states=True).hidden_states[1:]
         for k, stage in enumerate(stages, start=1):
             captured[f"swin_stage{k}"] = stage
@@ -332,25 +333,25 @@ def assert_matches(name, actual, expected, atol, rtol):
 
 def test_with_comments_branch_matches_original(reference, outputs):
     out, ref = outputs.with_comments, reference["outputs"]["miaa"]
-    assert out.used_comments.all()
-    assert_matches("vl_image_logits vs img_logits", out.vl_image_logits, ref["img_logits"], 1e-4, 1e-3)
-    assert_matches("vl_text_logits vs text_logits", out.vl_text_logits, ref["text_logits"], 1e-4, 1e-3)
-    assert_matches("vl_image_embeds vs pooled_image_feature", out.vl_image_embeds, ref["pooled_image_feature"],
+    assert out.output.used_comments.all()
+    assert_matches("vl_image logits vs img_logits", out.logits["vl_image"], ref["img_logits"], 1e-4, 1e-3)
+    assert_matches("vl_text logits vs text_logits", out.logits["vl_text"], ref["text_logits"], 1e-4, 1e-3)
+    assert_matches("vl_image embeds vs pooled_image_feature", out.embeds["vl_image"], ref["pooled_image_feature"],
                    1e-4, 1e-3)
-    assert_matches("vl_text_embeds vs text_cls", out.vl_text_embeds, ref["text_cls"], 1e-4, 1e-3)
-    assert_matches("vl_image_distribution vs img_out", out.vl_image_distribution, ref["img_out"], 1e-5, 0)
-    assert_matches("vl_text_distribution vs text_out", out.vl_text_distribution, ref["text_out"], 1e-5, 0)
+    assert_matches("vl_text embeds vs text_cls", out.embeds["vl_text"], ref["text_cls"], 1e-4, 1e-3)
+    assert_matches("vl_image distribution vs img_out", out.distributions["vl_image"], ref["img_out"], 1e-5, 0)
+    assert_matches("vl_text distribution vs text_out", out.distributions["vl_text"], ref["text_out"], 1e-5, 0)
     mixed = 0.5 * torch.tensor(ref["img_out"]) + 0.5 * torch.tensor(ref["text_out"])
-    assert_matches("distribution vs mean of the two VL heads", out.distribution, mixed.tolist(), 1e-5, 0)
+    assert_matches("distribution vs mean of the two VL heads", out.output.distribution, mixed.tolist(), 1e-5, 0)
 
 
 def test_image_only_branch_matches_original(reference, outputs):
     out, ref = outputs.image_only, reference["outputs"]["viaa"]
-    assert not out.used_comments.any() and out.vl_image_logits is None
-    assert_matches("vision_logits vs logits", out.vision_logits, ref["logits"], 1e-4, 1e-3)
-    assert_matches("vision_embeds vs pooled_feature", out.vision_embeds, ref["pooled_feature"], 1e-4, 1e-3)
-    assert_matches("vision_distribution vs out", out.vision_distribution, ref["out"], 1e-5, 0)
-    assert_matches("distribution vs out", out.distribution, ref["out"], 1e-5, 0)
+    assert not out.output.used_comments.any() and "vl_image" not in out.logits
+    assert_matches("vision logits vs logits", out.logits["vision"], ref["logits"], 1e-4, 1e-3)
+    assert_matches("vision embeds vs pooled_feature", out.embeds["vision"], ref["pooled_feature"], 1e-4, 1e-3)
+    assert_matches("vision distribution vs out", out.distributions["vision"], ref["out"], 1e-5, 0)
+    assert_matches("distribution vs out", out.output.distribution, ref["out"], 1e-5, 0)
 
 
 def test_intermediates_match_reference_debug_stats(reference, outputs):

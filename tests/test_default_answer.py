@@ -67,7 +67,7 @@ def peft_reference(model_dir, photo):
                           names=["toy"]).eval()
     inputs = AutoProcessor.from_pretrained(model_dir)(images=[str(photo)], return_tensors="pt")
     with torch.inference_mode():
-        outs = model(**inputs, adapters=["toy", "base"])
+        outs = model.forward_adapters(**inputs, adapters=["toy", "base"])
     return float(outs["toy"].score[0]), float(outs["base"].score[0])
 
 
@@ -263,7 +263,7 @@ def test_a_lora_default_adapter_folds_to_what_peft_computes(tmp_path):
     set_default_adapter(tmp_path, "jas")
     pixels = torch.rand(2, 3, 32, 32, generator=g)
     with torch.inference_mode():
-        want = peft_model.eval()(pixels, adapters="jas")
+        want = peft_model.eval()(pixels, adapter="jas")
         base = AesformerModel.from_pretrained(tmp_path, load_default_adapter=False).eval()(pixels)
         folded = AesformerModel.from_pretrained(tmp_path).eval()
         got = folded(pixels)
@@ -271,7 +271,7 @@ def test_a_lora_default_adapter_folds_to_what_peft_computes(tmp_path):
         torch.testing.assert_close(got.distribution, want.distribution, atol=ATOL, rtol=0)
         torch.testing.assert_close(got.score, want.score, atol=ATOL, rtol=0)
         reloaded = load_adapters(folded, tmp_path).eval()
-        outs = reloaded(pixels, adapters=["base", "jas"])
+        outs = reloaded.forward_adapters(pixels, adapters=["base", "jas"])
         assert reloaded.get_base_model().config.merged_adapter is None
         torch.testing.assert_close(outs["base"].score, base.score, atol=ATOL, rtol=0)
         torch.testing.assert_close(outs["jas"].score, want.score, atol=ATOL, rtol=0)

@@ -14,8 +14,8 @@ from PIL import Image
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 from aesformer_cli import explain as explain_command
 from modeling_aesformer import explanation as ex
-from modeling_aesformer.attention_maps_aesformer import (attention_rollout, comment_attention, image_attention_map,
-                                                         merge_wordpieces, normalize_maps)
+from modeling_aesformer.attention_maps_aesformer import (attention_rollout, branch_attentions, comment_attention,
+                                                         image_attention_map, merge_wordpieces, normalize_maps)
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import import_statements
@@ -149,6 +149,10 @@ def test_comment_attention_region_map_ignores_padding_queries():
     np.testing.assert_allclose(found["cls_region_map"][0], [[1, 0], [0, 0]])
 
 
+def comment_attention_of(out, mask):
+    return comment_attention(branch_attentions(out.attentions, out.used_comments, True), mask, GRID * GRID, GRID)
+
+
 def test_comment_attention_on_the_model(tiny_model, processor):
     images = [draw_scene(i, TINY_SIZE) for i in range(3)]
     comments = ["lovely soft light and a well placed subject", None, "too dark"]
@@ -159,14 +163,36 @@ def test_comment_attention_on_the_model(tiny_model, processor):
     num_image = GRID * GRID
     padding = ~mask[2].bool()  # the short comment is padded to the long one's length
     assert padding.any()
-    for layer in out.vision_language_attentions:  # the model: padded keys receive exactly zero
-        assert (layer[1, :, :, num_image:][..., padding] == 0).all()
-    found = comment_attention(out.vision_language_attentions, mask, num_image, GRID)  # the whole batch's mask
+    for layer in out.attentions:  # the model: padded keys receive exactly zero
+        assert (layer[2, :, :, num_image:num_image + mask.shape[1]][..., padding] == 0).all()
+    with_comments = branch_attentions(out.attentions, out.used_comments, True)
+    assert [a.shape[0] for a in with_comments] == [2, 2]
+    found = comment_attention(with_comments, mask, num_image, GRID)  # the whole batch's mask
     assert found["word_weights"].shape == (2, mask.shape[1])
     assert (found["word_weights"][1][padding.numpy()] == 0).all()
     np.testing.assert_allclose(found["word_weights"].sum(1), 1.0, rtol=1e-5)
-    maps = image_attention_map(out.vision_attentions, GRID, SCALES)
+    maps = image_attention_map(branch_attentions(out.attentions, out.used_comments, False), GRID, SCALES)
     assert maps.shape == (1, GRID, GRID) and 0 <= maps.min() and maps.max() <= 1
+    # the mixed batch pads its shorter rows; each branch's maps equal those of its samples scored alone
+    with torch.no_grad():
+        image_alone = tiny_model(inputs["pixel_values"][1:2], output_attentions=True)
+        comments_alone = tiny_model(**{k: v[[0, 2]] for k, v in inputs.items()}, output_attentions=True)
+    np.testing.assert_allclose(maps, image_attention_map(image_alone.attentions, GRID, SCALES), atol=1e-5)
+    alone = comment_attention(comments_alone.attentions, mask[[0, 2]], num_image, GRID)
+    for key in ("word_weights", "region_map", "cls_region_map"):
+        np.testing.assert_allclose(found[key], alone[key], atol=1e-5)
+    # short comments: the image-only row (4 scales x 4 tokens) is the longer one, the comment rows are padded
+    short = processor(images=images, comments=["too dark", None, "nice"], return_tensors="pt")
+    with torch.no_grad():
+        mixed = tiny_model(**short, output_attentions=True)
+        alone_short = tiny_model(**{k: v[[0, 2]] for k, v in short.items()}, output_attentions=True)
+    assert mixed.attentions[0].shape[-1] == SCALES * num_image > alone_short.attentions[0].shape[-1]
+    found = comment_attention_of(mixed, short["attention_mask"])
+    alone = comment_attention_of(alone_short, short["attention_mask"][[0, 2]])
+    for key in ("word_weights", "region_map", "cls_region_map"):
+        np.testing.assert_allclose(found[key], alone[key], atol=1e-5)
+    with pytest.raises(ValueError, match="no sample of this batch took the image-only branch"):
+        branch_attentions(comments_alone.attentions, comments_alone.used_comments, False)
 
 
 def test_comment_attention_rejects_a_mask_that_does_not_fit():

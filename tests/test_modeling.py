@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from modeling_aesformer import AesformerConfig, AesformerModel, earth_movers_distance
+from modeling_aesformer import AesformerConfig, AesformerModel, AesformerOutput, earth_movers_distance
 from _helpers import blocked_imports_preamble, tiny_model
 
 
@@ -54,21 +54,30 @@ def test_shapes_and_per_sample_routing():
     attention_mask[3, 5:] = 0
     out = model(pixel_values, input_ids=input_ids, attention_mask=attention_mask)
     assert out.distribution.shape == (4, 10) and out.score.shape == (4,)
-    assert out.used_comments.tolist() == [True, False, True, True]
+    assert out.used_comments.dtype == torch.uint8 and out.used_comments.tolist() == [1, 0, 1, 1]
+    assert list(out.keys()) == ["distribution", "score", "threshold", "used_comments", "bin_values", "std"]
     torch.testing.assert_close(out.distribution.sum(-1), torch.ones(4))
     assert ((out.score >= 1) & (out.score <= 10)).all()
-    # each head is filled exactly for the samples that used it
-    assert torch.isnan(out.vl_image_logits[1]).all() and not torch.isnan(out.vl_image_logits[[0, 2, 3]]).any()
-    assert not torch.isnan(out.vision_logits[1]).any() and torch.isnan(out.vision_logits[[0, 2, 3]]).all()
+    # each head is filled exactly for the samples that used it (the per-head tensors: forward_heads)
+    heads = model.forward_heads(pixel_values, input_ids=input_ids, attention_mask=attention_mask)
+    for name in AesformerOutput.__dataclass_fields__:
+        if isinstance(out.get(name), torch.Tensor):
+            torch.testing.assert_close(heads.output[name], out[name], rtol=0, atol=0, equal_nan=True)
+    logits, dists = heads.logits, heads.distributions
+    assert torch.isnan(logits["vl_image"][1]).all() and not torch.isnan(logits["vl_image"][[0, 2, 3]]).any()
+    assert not torch.isnan(logits["vision"][1]).any() and torch.isnan(logits["vision"][[0, 2, 3]]).all()
     mix = model.config.comment_head_mix
-    expected = mix * out.vl_image_distribution[0] + (1 - mix) * out.vl_text_distribution[0]
+    expected = mix * dists["vl_image"][0] + (1 - mix) * dists["vl_text"][0]
     torch.testing.assert_close(out.distribution[0], expected)
-    torch.testing.assert_close(out.distribution[1], out.vision_logits[1].softmax(-1))
+    torch.testing.assert_close(out.distribution[1], logits["vision"][1].softmax(-1))
     torch.testing.assert_close(out.score, out.distribution @ torch.arange(1, 11.0))
-    assert out.vl_image_embeds.shape == (4, 64) and out.vision_embeds.shape == (4, 64)
-    # no text at all -> every sample image-only, VL fields None
-    image_only = model(pixel_values)
-    assert not image_only.used_comments.any() and image_only.vl_text_logits is None
+    assert heads.embeds["vl_image"].shape == (4, 64) and heads.embeds["vision"].shape == (4, 64)
+    assert heads.unimodal_image_embeds.shape == (4, 4, 64) and heads.unimodal_text_embeds.shape == (4, 64)
+    assert torch.isnan(heads.unimodal_text_embeds[1]).all()
+    # no text at all -> every sample image-only, no VL head
+    image_only = model.forward_heads(pixel_values)
+    assert not image_only.output.used_comments.any() and "vl_text" not in image_only.logits
+    assert image_only.unimodal_text_embeds is None
 
 
 def test_a_sample_does_not_depend_on_its_batch():
@@ -110,10 +119,11 @@ def test_labels_give_emd_loss_and_training_reduces_it():
     target = counts / counts.sum(-1, keepdim=True)
     vl = [1, 3, 5]
     per_sample = torch.zeros(6)
-    per_sample[vl] = earth_movers_distance(out.vl_image_distribution[vl], target[vl]) + earth_movers_distance(
-        out.vl_text_distribution[vl], target[vl]
+    dists = model.forward_heads(pixel_values, input_ids=input_ids, attention_mask=attention_mask).distributions
+    per_sample[vl] = earth_movers_distance(dists["vl_image"][vl], target[vl]) + earth_movers_distance(
+        dists["vl_text"][vl], target[vl]
     )
-    per_sample[[0, 2, 4]] = earth_movers_distance(out.vision_distribution[[0, 2, 4]], target[[0, 2, 4]])
+    per_sample[[0, 2, 4]] = earth_movers_distance(dists["vision"][[0, 2, 4]], target[[0, 2, 4]])
     torch.testing.assert_close(out.loss, per_sample.mean())
     with pytest.raises(ValueError, match=r"rows \[0\] have no votes"):
         model(pixel_values[:1], labels=torch.zeros(1, 10))
@@ -130,22 +140,34 @@ def test_emd_values():
 
 def test_attentions_returned_on_request_and_padding_gets_none():
     model = tiny_model()
-    pixel_values, input_ids, attention_mask = tiny_inputs(batch=3, length=8)
+    pixel_values, input_ids, attention_mask = tiny_inputs(batch=3, length=14)
     attention_mask[0, 5:] = 0
     attention_mask[2] = 0
-    out = model(pixel_values, input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
-    assert len(out.vision_language_attentions) == model.config.num_fusion_layers
+    out = model(pixel_values, input_ids=input_ids, attention_mask=attention_mask, output_attentions=True,
+                output_hidden_states=True)
+    assert len(out.attentions) == model.config.num_fusion_layers
+    assert len(out.hidden_states) == model.config.num_fusion_layers + 1
     image_tokens = 2 * 2  # tiny: last Swin stage is a 2x2 grid
-    vl = out.vision_language_attentions[0]
-    assert vl.shape == (2, 2, image_tokens + 8, image_tokens + 8)
-    torch.testing.assert_close(vl.sum(-1), torch.ones(vl.shape[:-1]))
-    assert (vl[0, :, :, image_tokens + 5 :] == 0).all()  # padded comment tokens are never attended to
-    vision = out.vision_attentions[0]
-    assert vision.shape == (1, 2, 4 * image_tokens, 4 * image_tokens)
-    # the eager path (with weights) and SDPA agree
+    length = image_tokens + 14  # longer than the image-only rows' 4 scales x 4 tokens
+    weights = out.attentions[0]
+    assert weights.shape == (3, 2, length, length)
+    assert all(h.shape == (3, length, 64) for h in out.hidden_states)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    assert (weights[0, :, :, image_tokens + 5:] == 0).all()  # padded comment tokens are never attended to
+    # the image-only row: its 16 multi-scale tokens, then padding (never attended to, zero hidden states)
+    assert (weights[2, :, :, 4 * image_tokens:] == 0).all()
+    assert all((h[2, 4 * image_tokens:] == 0).all() and (h[2, :4 * image_tokens] != 0).any() for h in out.hidden_states)
+    # the eager path (with weights), as one padded batch, and the per-branch SDPA path agree
     plain = model(pixel_values, input_ids=input_ids, attention_mask=attention_mask)
     torch.testing.assert_close(plain.distribution, out.distribution, atol=1e-6, rtol=1e-5)
-    assert plain.vision_attentions is None
+    assert plain.attentions is None and plain.hidden_states is None
+    # each branch alone gives the same attention as its rows of the mixed batch
+    alone = model(pixel_values[2:], output_attentions=True)
+    torch.testing.assert_close(alone.attentions[0], weights[2:, :, :4 * image_tokens, :4 * image_tokens],
+                               atol=1e-6, rtol=1e-5)
+    comments = model(pixel_values[:2], input_ids=input_ids[:2], attention_mask=attention_mask[:2],
+                     output_attentions=True)
+    torch.testing.assert_close(comments.attentions[-1], out.attentions[-1][:2], atol=1e-6, rtol=1e-5)
 
 
 def test_vision_projection_for_swin_b_shaped_configs():

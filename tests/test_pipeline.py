@@ -365,6 +365,12 @@ def test_return_attention_gives_maps_equal_to_explain(adapter_setup, image_files
     image = Image.open(image_files[0]).convert("RGB")
     reference = explain(model, processor, image, adapter="photonet", normalize="max")
     np.testing.assert_allclose(results[0][1]["attention_map"], reference.heatmap, atol=1e-5)
+    # the row with comments, scored in a batch mixing both branches (padded to the longer one), maps as alone
+    commented = explain(model, processor, Image.open(image_files[1]).convert("RGB"),
+                        comments="lovely light and a sharp subject", normalize="max")
+    np.testing.assert_allclose(results[1][0]["attention_map"], commented.heatmap, atol=1e-5)
+    assert [w for w, _ in words] == [w for w, _ in commented.words]
+    np.testing.assert_allclose([x for _, x in words], [x for _, x in commented.words], atol=1e-5)
     assert "attention_map" not in scorer(image_files[0])  # only on request
 
 

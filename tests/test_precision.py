@@ -75,8 +75,8 @@ def test_bf16_weights_keep_the_heads_and_the_score_in_fp32(spread_model_dir):
             out = model(pixels, output_attentions=True, **kwargs)
             assert out.score.dtype == out.distribution.dtype == torch.float32
             assert torch.allclose(out.distribution.sum(-1), torch.ones(2), atol=1e-6)
-            attentions = out.vision_attentions or out.vision_language_attentions
-            assert attentions[0].dtype == torch.float32  # the eager softmax runs in fp32
+            assert out.attentions[0].dtype == torch.float32  # the eager softmax runs in fp32
+            assert out.score.dtype == torch.float32 and torch.isfinite(out.score).all()
     labels = torch.softmax(torch.randn(2, 10), -1)
     with torch.inference_mode():
         loss = model(pixels, labels=labels).loss

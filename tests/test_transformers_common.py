@@ -33,6 +33,7 @@ from modeling_aesformer import (
     AesformerModel,
     AesformerProcessor,
 )
+from modeling_aesformer.attention_maps_aesformer import token_grid
 from modeling_aesformer.toy import write_toy_vocab
 
 COMMON_FILES = (
@@ -187,6 +188,11 @@ class AesformerModelTester:
         self.hidden_size = config.hidden_size
         self.num_hidden_layers = config.num_fusion_layers
         self.num_attention_heads = config.text_config.num_attention_heads
+        # The fusion stack's sequence (`AesformerOutput.hidden_states` / `attentions`): the longer of the rows with
+        # comments (the last Swin stage's 2 x 2 grid + the comment) and the image-only row (4 scales x 2 x 2).
+        grid = token_grid(config, (image_size, image_size))
+        grid_tokens = grid[0] * grid[1]
+        self.encoder_seq_length = max(grid_tokens + seq_length, len(config.vision_config.depths) * grid_tokens)
 
     def get_config(self):
         return AesformerConfig.from_preset("tiny")
@@ -225,22 +231,6 @@ class _TowerTester:
         return config, {k: v for k, v in inputs.items() if k in keep}
 
 
-def _used_fields(output, row):
-    """The fields of `output` that sample `row` answered: per-sample tensors of the heads it used (NaN rows are the
-    heads it did not use) and the towers' hidden states."""
-    fields = {}
-    for name, value in output.items():
-        if isinstance(value, torch.Tensor) and value.dim() >= 1 and not name.endswith("attentions"):
-            if value.dtype.is_floating_point and torch.isnan(value[row]).all():
-                continue
-            fields[name] = value[row]
-        elif name.endswith("hidden_states") and value is not None:
-            for k, hidden in enumerate(value):
-                if not torch.isnan(hidden[row]).all():
-                    fields[f"{name}.{k}"] = hidden[row]
-    return fields
-
-
 class AesformerModelTest(ModelTesterMixin, unittest.TestCase):
     all_model_classes = (AesformerModel,)
     pipeline_model_mapping = {}
@@ -269,93 +259,13 @@ class AesformerModelTest(ModelTesterMixin, unittest.TestCase):
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
-        if return_labels:  # vote counts over the score bins, as the training data gives them
+        if return_labels:  # vote counts over the score bins, as the training data gives them; the same on every
+            # call (the common tests prepare the inputs of the two calls they compare separately)
             config = self.model_tester.get_config()
-            inputs_dict["labels"] = torch.rand(self.model_tester.batch_size, config.num_score_bins) + 0.1
+            votes = torch.rand(self.model_tester.batch_size, config.num_score_bins,
+                               generator=torch.Generator().manual_seed(0))
+            inputs_dict["labels"] = votes + 0.1
         return inputs_dict
-
-    # ------------------------------------------------------------------ adapted versions (two-branch outputs)
-    def test_batching_equivalence(self):
-        """Adapted: each sample of a mixed batch gets the same answer as alone (the common test compares every
-        field, but a sample alone has no rows for the heads of the other branch)."""
-        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        model = AesformerModel(config).eval()
-        with torch.no_grad():
-            batched = model(**inputs, output_hidden_states=True)
-            for row in range(self.model_tester.batch_size):
-                single = model(**{k: v[row:row + 1] for k, v in inputs.items()}, output_hidden_states=True)
-                expected = _used_fields(batched, row)
-                got = _used_fields(single, 0)
-                self.assertEqual(sorted(got), sorted(expected))
-                for name in expected:
-                    a, b = got[name], expected[name]
-                    if name.startswith("text_hidden_states"):  # the batch pads to its longest comment
-                        a, b = a[: min(len(a), len(b))], b[: min(len(a), len(b))]
-                    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"row {row}: {name}")
-
-    def test_attention_outputs(self):
-        """Adapted: the fusion layers' attentions of each branch, by argument and by config, with their shapes."""
-        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        length = inputs["attention_mask"][0].numel()
-        image_tokens = 4  # the last Swin stage of a 32-px image: a 2 x 2 grid
-        heads = config.text_config.num_attention_heads
-        for by_config in (False, True):
-            if by_config:  # transformers refuses setting output_attentions on an SDPA config; at creation it is fine
-                config = AesformerConfig(**{**config.to_dict(), "output_attentions": True})
-            model = AesformerModel(config).eval()
-            with torch.no_grad():
-                out = model(**inputs) if by_config else model(**inputs, output_attentions=True)
-            self.assertEqual(len(out.vision_language_attentions), config.num_fusion_layers)
-            self.assertEqual(len(out.vision_attentions), config.num_fusion_layers)
-            # two samples with comments (padded to the longest), one without (4 scales x 4 tokens)
-            self.assertEqual(tuple(out.vision_language_attentions[0].shape),
-                             (2, heads, image_tokens + length, image_tokens + length))
-            self.assertEqual(tuple(out.vision_attentions[0].shape), (1, heads, 4 * image_tokens, 4 * image_tokens))
-            for weights in out.vision_language_attentions + out.vision_attentions:
-                torch.testing.assert_close(weights.sum(-1), torch.ones_like(weights.sum(-1)))
-
-    def test_hidden_states_output(self):
-        """Adapted: both towers' hidden states (`vision_hidden_states`, `text_hidden_states`), by argument and by
-        config."""
-        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        for by_config in (False, True):
-            config.output_hidden_states = by_config
-            model = AesformerModel(config).eval()
-            with torch.no_grad():
-                out = model(**inputs) if by_config else model(**inputs, output_hidden_states=True)
-            self.assertEqual(len(out.vision_hidden_states), len(config.vision_config.depths) + 1)
-            self.assertEqual(len(out.text_hidden_states), config.text_config.num_hidden_layers + 1)
-            self.assertEqual(out.vision_hidden_states[0].shape[0], self.model_tester.batch_size)
-            self.assertEqual(tuple(out.text_hidden_states[-1].shape[::2]),
-                             (self.model_tester.batch_size, config.hidden_size))
-
-    def test_retain_grad_hidden_states_attentions(self):
-        """Adapted: gradients reach Swin's hidden states and the fusion attentions of both branches (the text
-        tower's hidden states are returned as batch-ordered copies with NaN rows, outside the loss's graph)."""
-        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        model = AesformerModel(config).train()
-        inputs = self._prepare_for_class(inputs, AesformerModel, return_labels=True)
-        out = model(**inputs, output_hidden_states=True, output_attentions=True)
-        retained = [out.vision_hidden_states[0], out.vision_attentions[0], out.vision_language_attentions[0]]
-        for tensor in retained:
-            tensor.retain_grad()
-        out.loss.backward()
-        for tensor in retained:
-            self.assertIsNotNone(tensor.grad)
-
-    def test_model_outputs_equivalence(self):
-        """Adapted: `return_dict=False` gives the same values, in field order (the common test subtracts tensors,
-        which `used_comments`, a bool tensor, does not allow)."""
-        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        model = AesformerModel(config).eval()
-        for extra in ({}, {"output_hidden_states": True}, {"output_attentions": True}):
-            with torch.no_grad():
-                as_dict = model(**inputs, **extra)
-                as_tuple = model(**inputs, return_dict=False, **extra)
-            self.assertEqual(len(as_tuple), len(as_dict.to_tuple()))
-            for a, b in zip(as_tuple, as_dict.to_tuple()):
-                for x, y in zip(*(t if isinstance(t, tuple) else (t,) for t in (a, b))):
-                    torch.testing.assert_close(x, y, equal_nan=True, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------------- image processor

@@ -47,11 +47,12 @@ def test_fast_path_equals_transformers_modules_and_skips_hooked_encoders():
     model = tiny_model()
     inputs = mixed_inputs()
     with torch.no_grad():
-        fast = model(**inputs, output_hidden_states=True)
+        fast, fast_stages = model(**inputs), model.get_image_features(inputs["pixel_values"], output_hidden_states=True)
         assert model.__dict__["_derived_tensors"].entries  # the fast path ran (see test_fast_path.py)
         model.fast_vision_path = False
-        plain = model(**inputs, output_hidden_states=True)
-    for a, b in zip(fast.vision_hidden_states, plain.vision_hidden_states):
+        plain = model(**inputs)
+        plain_stages = model.get_image_features(inputs["pixel_values"], output_hidden_states=True)
+    for a, b in zip(fast_stages.hidden_states, plain_stages.hidden_states):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.distribution, plain.distribution, rtol=1e-5, atol=1e-6)
     # A forward hook on any Swin module must fire: the fast path (which reads weights directly) steps aside.
@@ -113,22 +114,24 @@ def test_hidden_states_and_attentions_from_call_or_config():
     with torch.no_grad():
         default = model(**inputs)
         out = model(**inputs, output_hidden_states=True)
-    assert default.vision_hidden_states is None and default.text_hidden_states is None
-    assert default.vision_attentions is None
-    assert [tuple(h.shape) for h in out.vision_hidden_states] == [(3, 256, 8), (3, 64, 16), (3, 16, 32),
-                                                                  (3, 4, 64), (3, 4, 64)]
-    assert len(out.text_hidden_states) == 3 and out.text_hidden_states[0].shape[0] == 3
-    assert torch.isnan(out.text_hidden_states[-1][2]).all() and not torch.isnan(out.text_hidden_states[-1][:2]).any()
+    assert default.hidden_states is None and default.attentions is None
+    # the fusion stack: input + 2 layers; rows with comments 4 image + 7 comment tokens, the image-only row 4 x 4
+    assert [tuple(h.shape) for h in out.hidden_states] == [(3, 16, 64)] * 3
+    assert (out.hidden_states[-1][:2, 11:] == 0).all() and (out.hidden_states[-1][:2, :11] != 0).any()
+    # the hidden states are the tensors the answer comes from: the heads read the last one
+    pooled = model.vision_norm(out.hidden_states[-1][2:]).mean(dim=1)
+    torch.testing.assert_close(model.vision_head(pooled)[0].softmax(-1), default.distribution[2:], rtol=1e-5,
+                               atol=1e-6)
     torch.testing.assert_close(out.distribution, default.distribution)
 
     model = tiny_model(output_attentions=True, output_hidden_states=True)
     with torch.no_grad():
         configured = model(**inputs)
-    assert configured.vision_hidden_states is not None and configured.text_hidden_states is not None
-    assert len(configured.vision_attentions) == 2 and len(configured.vision_language_attentions) == 2
+    assert len(configured.hidden_states) == 3 and len(configured.attentions) == 2
+    assert configured.attentions[0].shape == (3, 2, 16, 16)
     with torch.no_grad():
         overridden = model(**inputs, output_attentions=False, output_hidden_states=False)
-    assert overridden.vision_attentions is None and overridden.vision_hidden_states is None
+    assert overridden.attentions is None and overridden.hidden_states is None
 
 
 # ------------------------------------------------------------------------------------------------ 7. export, compile
@@ -180,20 +183,32 @@ def test_export_runs_each_branch_on_its_own_rows_only(exported):
         assert sizes and all(size.startswith("u") for size in sizes), sizes  # not the batch of 3
 
 
-def test_export_dynamic_batch():
+@pytest.mark.parametrize("example_rows_without_comments", [(2,), (0, 1, 2), ()])
+def test_export_dynamic_batch(example_rows_without_comments):
+    """One whole-model program with a dynamic batch (and comment length) answers any mix of rows, whatever mix it
+    was exported from, labels (loss) and token_type_ids included."""
     from torch.export import Dim
 
+    def with_extras(inputs):
+        batch = inputs["input_ids"].shape[0]
+        votes = torch.rand(batch, 10, generator=torch.Generator().manual_seed(batch)) + 0.1
+        return {**inputs, "token_type_ids": torch.zeros_like(inputs["input_ids"]), "labels": votes}
+
     model = tiny_model()
-    batch = Dim("batch", min=1, max=64)
+    batch, length = Dim("batch", min=1, max=64), Dim("length", min=2, max=64)
+    text = {0: batch, 1: length}
     program = torch.export.export(
-        model, (), kwargs=mixed_inputs(), strict=False,
-        dynamic_shapes={"pixel_values": {0: batch}, "input_ids": {0: batch}, "attention_mask": {0: batch}},
+        model, (), kwargs=with_extras(_with_mask(mixed_inputs(), example_rows_without_comments)), strict=False,
+        dynamic_shapes={"pixel_values": {0: batch}, "input_ids": text, "attention_mask": text, "token_type_ids": text,
+                        "labels": {0: batch}},
     )
-    for size, rows in ((5, (1, 3)), (1, ()), (2, (0, 1))):
-        inputs = _with_mask(mixed_inputs(batch=size, seed=2), rows)
+    for size, rows, words in ((5, (1, 3), 9), (1, (), 7), (2, (0, 1), 5), (4, (0,), 3)):
+        inputs = with_extras(_with_mask(mixed_inputs(batch=size, length=words, seed=2), rows))
         with torch.no_grad():
             expected = model(**inputs)
-        _assert_same_answer(program.module()(**inputs), expected)
+        out = program.module()(**inputs)
+        _assert_same_answer(out, expected)
+        torch.testing.assert_close(out.loss, expected.loss, rtol=1e-5, atol=1e-6)
 
 
 def test_compile_fullgraph_mixed_batches():

@@ -196,7 +196,7 @@ def _plots(model, processor, rows, spec, out):
     for ax, (title, include_comments, adapter, subset) in zip(axes, branches):
         loader = torch.utils.data.DataLoader(IndexedRows(subset), batch_size=64,
                                              collate_fn=AestheticCollator(processor, include_comments=include_comments))
-        pred = predict(model, loader, adapters=adapter)
+        pred = predict(model, loader, adapter=adapter)
         target = pred["labels"] / pred["labels"].sum(-1, keepdim=True)
         true = target @ torch.tensor(spec.bin_values, dtype=torch.float32)
         ax.scatter(true, pred["score"], s=8, alpha=0.6)

@@ -70,7 +70,8 @@ class MomentumContrast(nn.Module):
         self.text_queue[:, index] = text_feats.T.to(self.text_queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
-    def loss(self, model, output, batch, gather=None):
+    def loss(self, model, heads, batch, gather=None):
+        """The contrastive loss of a batch from `heads` (`AesformerModel.forward_heads`'s unimodal embeddings)."""
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)
             self.momentum_update(model)
@@ -79,8 +80,8 @@ class MomentumContrast(nn.Module):
             )
             image_all = torch.cat([image_m.T, self.image_queue.clone()], dim=1)
             text_all = torch.cat([text_m.T, self.text_queue.clone()], dim=1)
-        image = F.normalize(self.norm_cl(output.unimodal_image_embeds).mean(dim=1), dim=-1)
-        text = F.normalize(output.unimodal_text_embeds, dim=-1)
+        image = F.normalize(self.norm_cl(heads.unimodal_image_embeds).mean(dim=1), dim=-1)
+        text = F.normalize(heads.unimodal_text_embeds, dim=-1)
         targets = torch.arange(image.shape[0], device=image.device)  # identity over the in-batch features
         loss = (F.cross_entropy(image @ text_all / self.temp, targets)
                 + F.cross_entropy(text @ image_all / self.temp, targets)) / 2
@@ -106,10 +107,12 @@ class PretrainObjective(nn.Module):
         self.gather = None
 
     def forward(self, batch):
-        output = self.model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                            attention_mask=batch["attention_mask"], token_type_ids=batch.get("token_type_ids"),
-                            labels=batch["labels"])
-        itc = self.contrast.loss(self.model, output, batch, gather=self.gather)
+        # One forward that also returns the unimodal embeddings the contrastive loss reads.
+        heads = self.model.forward_heads(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                                         attention_mask=batch["attention_mask"],
+                                         token_type_ids=batch.get("token_type_ids"), labels=batch["labels"])
+        output = heads.output
+        itc = self.contrast.loss(self.model, heads, batch, gather=self.gather)
         return output.loss + self.itc_weight * itc, {"emd": output.loss.detach(), "itc": itc.detach()}
 
 

@@ -24,18 +24,20 @@ def rows_with_comments(rows):
 
 
 @torch.no_grad()
-def predict(model, loader, accelerator=None, adapters=None):
+def predict(model, loader, accelerator=None, adapter=None):
     """Distributions, scores and targets over a loader (gathered across processes when `accelerator` is given),
     with each row's scale as the model's output gives it: `threshold` [n] and `bin_values` [n, bins] (NaN past
-    the answering head's last bin)."""
+    the answering head's last bin), and `used_comments` [n] (bool). `adapter`: the dataset adapter of the
+    image-only rows (None = the active one)."""
     model.eval()
     preds, scores, targets, used, thresholds, values = [], [], [], [], [], []
     for batch in loader:
         if batch is None:
             continue
         inputs = {k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask", "token_type_ids") if k in batch}
-        out = model(**inputs, adapters=adapters) if adapters is not None else model(**inputs)
-        items = (out.distribution, out.score, batch["labels"], out.used_comments, out.threshold, out.bin_values)
+        out = model(**inputs, adapter=adapter) if adapter is not None else model(**inputs)
+        items = (out.distribution, out.score, batch["labels"], out.used_comments.bool(), out.threshold,
+                 out.bin_values)
         if accelerator is not None:
             items = accelerator.gather_for_metrics(items)
         for bucket, item in zip((preds, scores, targets, used, thresholds, values), items):
@@ -90,7 +92,7 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
     unknown = set(branches) - {plan[0] for plan in plans}
     if unknown:
         raise ValueError(f"unknown branches {sorted(unknown)}; known: with_comments, image_only")
-    for branch, subset, include_comments, adapters in (plan for plan in plans if plan[0] in branches):
+    for branch, subset, include_comments, branch_adapter in (plan for plan in plans if plan[0] in branches):
         if len(subset) == 0:
             results[branch] = {"skipped": "no rows"}
             continue
@@ -101,7 +103,7 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
             IndexedRows(subset), batch_size=batch_size, num_workers=num_workers,
             collate_fn=AestheticCollator(processor, include_comments=include_comments),
         )
-        pred = predict(model, loader, adapters=adapters)
+        pred = predict(model, loader, adapter=branch_adapter)
         if pred["distribution"].shape[-1] < spec.num_bins or not bool(pred["used_comments"].all() == include_comments):
             raise ValueError(f"{branch}: the model answered with {pred['distribution'].shape[-1]} bins on the wrong "
                              f"branch for a {spec.num_bins}-bin dataset")
