@@ -11,7 +11,7 @@ The steps, each in one place:
    (`open_jpeg_draft`, Pillow's draft mode), as the processor shrinks it anyway. `ImageEncodingDataset` runs it in
    DataLoader workers and turns every failure into an error item, never an exception.
 2. one collate (`collate_encodings`): the processor's padding (`aesformer_processing.pad_encodings`).
-3. one batch step (`score_collated`): the model call (`forward_adapters`), then the pipeline's own post-processing
+3. one batch step (`score_collated`): the model call (`AesformerModel.forward_adapters`), then the pipeline's own post-processing
    (`summarize_outputs`, `format_results`) into rows.
 4. one row format (`FIELDS`): path, adapter, score, std, label, branch, trained, num_bins, score_range,
    distribution, comments_truncated, error. An image with comments gets one row (the with-comments heads answer,
@@ -207,11 +207,6 @@ def collate_encodings(items: Sequence[dict], pad_token_id: int = 0) -> dict:
     }
 
 
-def forward_adapters(model, inputs: dict, names: Sequence[str]):
-    """The model on one batch, answering with each adapter of `names`: `{name: AesformerOutput}`."""
-    return model(**inputs, adapters=list(names))
-
-
 def result_rows(results: List[dict], comments_truncated=None) -> List[dict]:
     """The rows of one scored image from its `format_results` dicts: one per adapter, or one for an image answered
     by the with-comments heads (they answer whatever adapters were asked for)."""
@@ -234,7 +229,7 @@ def score_collated(model, collated: dict, names: Sequence[str], device=None, thr
         device = device if device is not None else next(model.parameters()).device
         inputs = {k: v.to(device) for k, v in collated["inputs"].items()}  # the model casts the pixels it gets
         with torch.inference_mode():
-            outputs = forward_adapters(model, inputs, names)
+            outputs = model.forward_adapters(**inputs, adapters=list(names))
         summary = {k: v.cpu() for k, v in summarize_outputs(outputs, names).items()}
         for row, (index, truncated) in enumerate(zip(collated["indices"], collated["comments_truncated"])):
             results = format_results(summary, row, names, threshold, return_distribution=True, config=config)
@@ -419,5 +414,5 @@ def records_to_score(records: Sequence[Tuple[str, object]], done: Dict[str, set]
 
 
 __all__ = ["FIELDS", "ImageEncodingDataset", "ScoreFileWriter", "ScoringError", "collate_encodings",
-           "encode_image", "error_text", "file_row", "forward_adapters", "iter_scored_batches", "open_jpeg_draft",
+           "encode_image", "error_text", "file_row", "iter_scored_batches", "open_jpeg_draft",
            "read_score_file", "records_to_score", "result_rows", "score_collated", "score_files"]
