@@ -464,9 +464,11 @@ class AesformerAestheticsPipeline(Pipeline):
         unfold_adapter(model)
         with _quiet_adapter_loading():
             loaded = self._load_adapter_files(model, source, names)
+        # as `modeling_aesformer.adapters.load_adapters`: the model's default adapter is active when loaded, else the
+        # first loaded (PEFT would leave the last one active: the answer would depend on the loading order)
         default = getattr(model.config, "default_adapter", None)
-        if default in loaded:
-            model.set_adapter(default)
+        if loaded:
+            model.set_adapter(default if default in loaded else loaded[0])
         return loaded
 
     @staticmethod
