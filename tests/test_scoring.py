@@ -80,7 +80,7 @@ def test_interrupted_run_resumes_without_lost_or_duplicated_rows(model_dir, phot
 
     out = tmp_path / "scores.jsonl"
     calls = {"n": 0}
-    forward = AesformerModel.forward
+    forward = AesformerModel.forward_adapters  # the scoring module's one model call
 
     def interrupted(self, *args, **kwargs):
         calls["n"] += 1
@@ -88,10 +88,10 @@ def test_interrupted_run_resumes_without_lost_or_duplicated_rows(model_dir, phot
             raise KeyboardInterrupt  # Ctrl-C during the third batch
         return forward(self, *args, **kwargs)
 
-    monkeypatch.setattr(AesformerModel, "forward", interrupted)
+    monkeypatch.setattr(AesformerModel, "forward_adapters", interrupted)
     with pytest.raises(KeyboardInterrupt):
         cli(root, "--model", model_dir, "--output", out, "--batch-size", 3, "--num-workers", 0)
-    monkeypatch.setattr(AesformerModel, "forward", forward)
+    monkeypatch.setattr(AesformerModel, "forward_adapters", forward)
     partial = read_rows(out)
     assert 0 < len(partial) < 15  # two batches were written and flushed before the interruption
     with open(out, "a", encoding="utf-8") as f:
