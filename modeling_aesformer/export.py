@@ -348,28 +348,6 @@ def check_export_target(model_dir: Union[str, Path], output_dir: Union[str, Path
                           f"{ADAPTERS_DIR}/<name>/")
 
 
-def load_for_export(model_dir: Union[str, Path], log=print):
-    """`(model, processor)` as the Hub folder keeps them: the weights from safetensors (never a pickled .bin), the
-    model's own image-only weights (its config's `default_adapter` is NOT folded in: the exported folder folds it in
-    when it is loaded, by the package or by its own code, no PEFT needed), and the processor as saved (the image
-    processor alone, with a warning, for a folder without a tokenizer)."""
-    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
-
-    model = AutoModel.from_pretrained(model_dir, use_safetensors=True, load_default_adapter=False).eval()
-    try:
-        processor = AutoProcessor.from_pretrained(model_dir)
-    except Exception as err:  # noqa: BLE001 - no tokenizer: the folder scores images only
-        log(f"[export] warning: no tokenizer in {model_dir} ({type(err).__name__}); comments will be rejected")
-        try:
-            processor = AutoImageProcessor.from_pretrained(model_dir)
-        except Exception:  # noqa: BLE001 - no image processor saved either: the default one, at the model's size
-            from aesformer_processing import AesformerImageProcessor
-
-            size = model.config.vision_config.image_size
-            processor = AesformerImageProcessor(size={"height": size, "width": size})
-    return model, processor
-
-
 def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card_data: Optional[dict] = None,
                  results: Any = None, overwrite: bool = False, log=print, model=None, processor=None) -> Path:
     """Write the Hub folder for `model_dir` into `output_dir` (atomically: a temporary sibling folder renamed at
@@ -377,8 +355,10 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
 
     `card_data`: model card metadata (plus `repo_id` and `description` for the card's text); `results`: training
     results (see [`parse_results`]; default: those saved beside the model, [`find_training_results`]).
-    `model`/`processor`: already loaded from `model_dir` as [`load_for_export`] loads them (the command line loads
-    them its own way, for its messages); default: loaded here."""
+    `model`/`processor`: already loaded from `model_dir` as the Hub folder keeps them (default: loaded here by
+    `modeling_aesformer.loading.load_model`: the weights from safetensors, the model's own image-only weights with
+    its `default_adapter` NOT folded in — the exported folder folds it in when loaded — and the processor as saved,
+    the image processor alone for a folder without a tokenizer)."""
     from transformers import pipeline
 
     from .file_modes import follow_umask, write_folder_atomically
@@ -389,7 +369,10 @@ def export_model(model_dir: Union[str, Path], output_dir: Union[str, Path], card
     conversion = detect_conversion(model_dir, config_dict)
     adapters = _read_adapters(model_dir)
     if model is None or processor is None:
-        model, processor = load_for_export(model_dir, log=log)
+        from .loading import load_model
+
+        model, processor, _ = load_model(model_dir, default_adapter=False, images_only_ok=True, fit_max_length=False,
+                                         flag="MODEL_DIR", log=log, prefix="[export] warning: ")
     if conversion is not None:
         model.config.conversion = {k: v for k, v in conversion.items() if v is not None}
 
@@ -573,7 +556,6 @@ __all__ = [
     "export_model",
     "find_training_results",
     "list_files",
-    "load_for_export",
     "parse_results",
     "push_folder",
     "space_readme",
