@@ -663,7 +663,7 @@ def test_pad_encodings_equals_the_processor_batch(processor, tokenizer):
         processor.pad_encodings([])
 
 
-def raw(path, **kwargs):
+def decoded_rgb(path, **kwargs):
     """The decoded 0..255 RGB pixels of a file ([H, W, 3]) through the shipped image processor, no resize."""
     processor = AesformerImageProcessor(**kwargs)
     out = processor(str(path), do_resize=False, do_rescale=False, do_normalize=False, return_tensors="np")
@@ -685,19 +685,19 @@ def test_each_hostile_file_is_scored_correctly_or_refused_with_its_reason(hostil
             assert str(path) in message and reason in message, (name, message)
 
     # "correctly": the pixels the model sees
-    np.testing.assert_allclose(raw(hostile_dir / "animated.gif")[0, 0], RED, atol=2)  # first frame
-    np.testing.assert_allclose(raw(hostile_dir / "animated.webp")[0, 0], RED, atol=2)
-    np.testing.assert_allclose(raw(hostile_dir / "cmyk.jpg")[8, 12], RED, atol=6)
-    grey = raw(hostile_dir / "gray16.png")
+    np.testing.assert_allclose(decoded_rgb(hostile_dir / "animated.gif")[0, 0], RED, atol=2)  # first frame
+    np.testing.assert_allclose(decoded_rgb(hostile_dir / "animated.webp")[0, 0], RED, atol=2)
+    np.testing.assert_allclose(decoded_rgb(hostile_dir / "cmyk.jpg")[8, 12], RED, atol=6)
+    grey = decoded_rgb(hostile_dir / "gray16.png")
     assert grey[0, 0, 0] == 0 and grey[0, -1, 0] == 255 and 120 < grey[0, 16, 0] < 136  # scaled, not clipped
-    palette = raw(hostile_dir / "palette_transparent.png")
+    palette = decoded_rgb(hostile_dir / "palette_transparent.png")
     np.testing.assert_allclose(palette[0, 0], WHITE)  # transparent -> the white matte
     np.testing.assert_allclose(palette[0, 15], RED)
-    rotated = raw(hostile_dir / "exif_rotated.jpg")
+    rotated = decoded_rgb(hostile_dir / "exif_rotated.jpg")
     assert rotated.shape == (40, 20, 3)  # displayed upright: 20 wide, 40 high
     np.testing.assert_allclose(rotated[20, 2], BLUE, atol=8)  # the stored bottom (blue) is now on the left
     np.testing.assert_allclose(rotated[20, 17], RED, atol=8)
-    np.testing.assert_allclose(raw(hostile_dir / "one_by_one.png")[0, 0], (10, 200, 30))
+    np.testing.assert_allclose(decoded_rgb(hostile_dir / "one_by_one.png")[0, 0], (10, 200, 30))
     thin = AesformerImageProcessor()(str(hostile_dir / "thin_1x20000.png"), return_tensors="np")["pixel_values"]
     assert thin.shape == (1, 3, 224, 224) and np.isfinite(thin).all()
 
