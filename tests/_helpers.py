@@ -429,3 +429,27 @@ class Payload:
 
     def __reduce__(self):
         return (os.mkdir, (self.marker,))
+
+
+def kill_when_stalled(process, marker, timeout=300):
+    """SIGKILL `process` once it has written `marker` (its stall point, see `wait_for`); it is dead on return."""
+    import signal
+
+    try:
+        wait_for(marker, process, timeout=timeout)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+
+
+def run_threads(work, count, timeout=300):
+    """`work(k)` for k in range(count), each in its own thread, all started before any is joined."""
+    import threading
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)

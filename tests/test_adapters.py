@@ -22,7 +22,7 @@ from modeling_aesformer.adapters import (
     save_adapters,
 )
 
-from _helpers import blocked_imports_preamble, trainable_parameters
+from _helpers import blocked_imports_preamble, run_threads, trainable_parameters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -290,11 +290,7 @@ def test_threads_calling_one_model_with_different_adapters_get_the_sequential_re
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(f"call {k}: {type(err).__name__}: {err}")
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    run_threads(work, len(calls))
     assert not errors, errors
     for k, want in enumerate(sequential):
         assert all(torch.equal(got, want) for got in results[k]), k

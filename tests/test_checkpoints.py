@@ -21,7 +21,7 @@ from aesformer_training.dataset_spec import DatasetSpec
 from aesformer_training.loaders import write_generic
 from modeling_aesformer import AesformerConfig, AesformerModel
 
-from _helpers import SUBPROCESS_ENV, Payload, tokenizer_for, toy_training_rows, wait_for
+from _helpers import SUBPROCESS_ENV, Payload, kill_when_stalled, tokenizer_for, toy_training_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,13 +77,7 @@ def test_training_killed_mid_epoch_resumes_to_bit_identical_weights(training_dat
     reference = subprocess.Popen(cli + common + ["--output-dir", str(full)], **popen)
     killed = subprocess.Popen([sys.executable, "-c", TRAIN_STALL_DRIVER, str(marker), ".tmp_step_00000005"]
                               + common + ["--output-dir", str(cut)], **popen)
-    try:
-        wait_for(marker, killed)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait(timeout=60)
-    finally:
-        if killed.poll() is None:
-            os.kill(killed.pid, signal.SIGKILL)
+    kill_when_stalled(killed, marker)
     assert killed.returncode == -signal.SIGKILL
     checkpoints = cut / "checkpoints"
     # the save in flight never became a checkpoint; the previous ones are intact

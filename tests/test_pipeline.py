@@ -17,7 +17,7 @@ import modeling_aesformer
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import tiny_model_folder
+from _helpers import run_threads, tiny_model_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["score", "std", "label", "distribution", "branch", "adapter", "trained", "num_bins", "score_range"]
@@ -441,11 +441,7 @@ def test_threads_sharing_one_pipeline_get_the_sequential_results(model_dir_with_
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(f"job {k}: {type(err).__name__}: {err}")
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    run_threads(work, len(jobs))
     assert not errors, errors
     for k, want in enumerate(sequential):
         assert all(got == want for got in results[k]), k

@@ -2,8 +2,6 @@
 (truncated, not images, decompression bombs, odd modes), Pillow's guards left on, hostile comments, a tokenizer
 shared by processors across threads."""
 
-import threading
-
 import numpy as np
 import PIL.Image
 import PIL.ImageFile
@@ -15,7 +13,7 @@ from aesformer_processing.processing_aesformer import AesformerImageProcessor, A
 from modeling_aesformer import AesformerConfig, AesformerModel
 
 from _helpers import BLUE, HOSTILE, PIL_DEFAULT_MAX_IMAGE_PIXELS, RED, REPO_ROOT as REPO, WHITE, bomb_png, \
-    project_sources, tokenizer_for
+    project_sources, run_threads, tokenizer_for
 
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -807,9 +805,5 @@ def test_processors_sharing_one_tokenizer_across_threads_keep_their_own_truncati
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(repr(err))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(processors))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    run_threads(work, len(processors))
     assert not errors and not wrong, (errors[:3], wrong[:5])

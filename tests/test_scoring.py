@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from aesformer_training.text_files import TextEncodingError
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import HOSTILE, PIL_DEFAULT_MAX_IMAGE_PIXELS, SUBPROCESS_ENV, bomb_png, camera_jpeg, read_rows, \
-    score_cli as cli, tiny_model_folder, wait_for
+    kill_when_stalled, score_cli as cli, tiny_model_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -379,13 +378,7 @@ def test_score_killed_mid_run_resumes_without_lost_or_duplicated_rows(model_dir,
             "--num-workers", "0"]
     killed = subprocess.Popen([sys.executable, "-c", SCORE_STALL_DRIVER, str(marker)] + argv,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=SUBPROCESS_ENV)
-    try:
-        wait_for(marker, killed)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait(timeout=60)
-    finally:
-        if killed.poll() is None:
-            os.kill(killed.pid, signal.SIGKILL)
+    kill_when_stalled(killed, marker)
     text = out.read_text(encoding="utf-8")
     assert not text.endswith("\n")  # killed in the middle of a line
     assert cli(*argv[1:], "--resume") == 1
