@@ -1,6 +1,6 @@
 """`aesformer export` / `aesformer push`: the Hub folder, its remote code (import rules, clean-process reload, also
-under transformers 4.57), the model card, atomic writes (a failed export leaves the previous one loadable), the push guard for converted
-weights, Auto classes that never need trust_remote_code with the package installed."""
+under transformers 4.57), the model card, atomic writes (a failed export leaves the previous one loadable), the push
+guard for converted weights, Auto classes that never need trust_remote_code with the package installed."""
 
 import argparse
 import json
