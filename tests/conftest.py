@@ -25,12 +25,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture
 def tiny_tokenizer(tmp_path):
-    from transformers import BertTokenizer
+    from _helpers import tokenizer_for
 
-    from modeling_aesformer.toy import write_toy_vocab
-
-    vocab = write_toy_vocab(tmp_path / "vocab.txt", 512)
-    tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=False)
+    tokenizer = tokenizer_for(tmp_path)
     assert len(tokenizer) == 512  # the 5.x `vocab_file=` trap builds a 5-token vocab
     return tokenizer
 

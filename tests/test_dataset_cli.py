@@ -61,12 +61,8 @@ def ava(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    from transformers import BertTokenizer
-
-    from modeling_aesformer.toy import write_toy_vocab
-
     folder = tmp_path_factory.mktemp("tokenizer")
-    BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False).save_pretrained(folder)
+    tokenizer_for(folder).save_pretrained(folder)
     return folder
 
 
