@@ -3,6 +3,7 @@
 import argparse
 import csv
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -302,3 +303,153 @@ def shipped_file_problems(paths):
                         ("torch", "load"), ("os", "exec"), ("os", "spawn")):
                     problems.append(f"{name}:{node.lineno}: call {owner}.{node.func.attr}")
     return problems
+
+
+# ------------------------------------------------------------------- hostile inputs and interrupted work (issue 9)
+PIL_DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # as Pillow ships it; nothing in this project may change it
+# The environment of a command run in a child process: one thread each, the repository importable.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                  "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def tokenizer_for(folder):
+    """The toy BERT tokenizer (512 words), its vocab.txt written in `folder`."""
+    from transformers import BertTokenizer
+
+    from modeling_aesformer.toy import write_toy_vocab
+
+    return BertTokenizer(vocab=str(write_toy_vocab(pathlib.Path(folder) / "vocab.txt", 512)), do_lower_case=False)
+
+
+def png_chunk(kind, data):
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(width, height):
+    """A ~60-byte PNG whose header declares width x height RGB pixels (the data is a few zero bytes)."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + png_chunk(b"IEND", b""))
+
+
+def encoded(image, fmt, **kwargs):
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+# name -> the reason an error must give (None: the file must be scored)
+HOSTILE = {
+    "zero_bytes.jpg": "cannot identify image file",
+    "truncated.jpg": "truncated",
+    "truncated.png": "truncated",
+    "text.jpg": "cannot identify image file",
+    "page.png": "cannot identify image file",
+    "bomb.png": "DecompressionBomb",
+    "animated.gif": None,
+    "animated.webp": None,
+    "cmyk.jpg": None,
+    "gray16.png": None,
+    "palette_transparent.png": None,
+    "exif_rotated.jpg": None,
+    "one_by_one.png": None,
+    "thin_1x20000.png": None,
+    "thin_20000x1.png": None,
+}
+
+
+def write_hostile_files(folder):
+    """The files of `HOSTILE` in `folder`, each built here from bytes; returns `folder`."""
+    import PIL.Image
+
+    noise = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    jpeg, png = encoded(noise, "JPEG", quality=90), encoded(noise, "PNG")
+    files = {
+        "zero_bytes.jpg": b"",
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "truncated.png": png[: len(png) // 2],
+        "text.jpg": b"This is a note, not a photograph.\n",
+        "page.png": b"<!DOCTYPE html><html><head><title>404</title></head><body>Not found</body></html>\n",
+        # 20000 x 20000 = 400 M pixels declared in a 100-byte file (1.2 GB once decoded)
+        "bomb.png": bomb_png(20000, 20000),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    frames = [PIL.Image.new("RGB", (24, 16), RED), PIL.Image.new("RGB", (24, 16), BLUE)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    frames[0].save(folder / "animated.webp", save_all=True, append_images=frames[1:], duration=40, loop=0,
+                   lossless=True)
+    PIL.Image.new("CMYK", (24, 16), (0, 255, 255, 0)).save(folder / "cmyk.jpg", quality=95)  # red in CMYK
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (8, 1))
+    PIL.Image.fromarray(ramp).save(folder / "gray16.png")
+    palette = PIL.Image.new("P", (16, 16), 0)
+    palette.putpalette([0, 0, 255] + [255, 0, 0] + [0] * 762)
+    palette.paste(1, (8, 0, 16, 16))  # left half index 0 (transparent), right half index 1 (red)
+    palette.save(folder / "palette_transparent.png", transparency=0)
+    stored = PIL.Image.new("RGB", (40, 20), RED)
+    stored.paste(BLUE, (0, 10, 40, 20))  # stored: top half red, bottom half blue
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # display: rotate 90 degrees clockwise
+    stored.save(folder / "exif_rotated.jpg", exif=exif, quality=95)
+    PIL.Image.new("RGB", (1, 1), (10, 200, 30)).save(folder / "one_by_one.png")
+    PIL.Image.new("RGB", (1, 20000), (10, 200, 30)).save(folder / "thin_1x20000.png")
+    PIL.Image.new("RGB", (20000, 1), (10, 200, 30)).save(folder / "thin_20000x1.png")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(HOSTILE)
+    return folder
+
+
+def wait_for(path, process, timeout=300):
+    """Wait until `path` exists (the child process reached its stall point); fail if `process` ends first."""
+    import time
+
+    start = time.monotonic()
+    while not os.path.exists(path):
+        if process.poll() is not None:
+            raise AssertionError(f"the process ended ({process.returncode}) before {path} appeared:\n"
+                                 + process.stderr.read().decode(errors="replace")[-3000:])
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.05)
+
+
+class Payload:
+    """A pickle that runs `os.mkdir(marker)` when it is unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def kill_when_stalled(process, marker, timeout=300):
+    """SIGKILL `process` once it has written `marker` (its stall point, see `wait_for`); it is dead on return."""
+    import signal
+
+    try:
+        wait_for(marker, process, timeout=timeout)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+
+
+def run_threads(work, count, timeout=300):
+    """`work(k)` for k in range(count), each in its own thread, all started before any is joined."""
+    import threading
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)

@@ -25,12 +25,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture
 def tiny_tokenizer(tmp_path):
-    from transformers import BertTokenizer
+    from _helpers import tokenizer_for
 
-    from modeling_aesformer.toy import write_toy_vocab
-
-    vocab = write_toy_vocab(tmp_path / "vocab.txt", 512)
-    tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=False)
+    tokenizer = tokenizer_for(tmp_path)
     assert len(tokenizer) == 512  # the 5.x `vocab_file=` trap builds a 5-token vocab
     return tokenizer
 
@@ -43,3 +40,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny saved model folder (no adapters), one per test module."""
+    from _helpers import tiny_model_folder
+
+    return tiny_model_folder(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def hostile_dir(tmp_path_factory):
+    """A folder of the hostile image files of `_helpers.HOSTILE`, each built from bytes."""
+    from _helpers import write_hostile_files
+
+    return write_hostile_files(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="module")
+def model_dir_with_adapters(tmp_path_factory):
+    """A tiny saved model folder with the toy adapters (scale 0.2: their answers differ clearly from the base's)."""
+    from _helpers import tiny_model_folder
+
+    return tiny_model_folder(tmp_path_factory.mktemp("tiny-adapters") / "model", adapters_scale=0.2)

@@ -1,11 +1,17 @@
+"""Dataset adapters: adding, saving, listing and loading them (also in a process that cannot import the package),
+their parameters, and threads calling one model with different adapters."""
+
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import torch
+from transformers import AutoModel
 
 from modeling_aesformer import AesformerConfig, AesformerModel
 from modeling_aesformer.adapters import (
@@ -16,7 +22,7 @@ from modeling_aesformer.adapters import (
     save_adapters,
 )
 
-from _helpers import blocked_imports_preamble, trainable_parameters
+from _helpers import blocked_imports_preamble, run_threads, trainable_parameters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -251,3 +257,44 @@ def test_an_adapter_without_a_threshold_gets_one_on_its_own_scale():
     out = model(pixel_values=pixels, adapter="unit")
     assert float(out.threshold[0]) == pytest.approx(0.5)
     assert float(out.score.min()) >= 0.0 and float(out.score.max()) <= 1.0
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_threads_calling_one_model_with_different_adapters_get_the_sequential_results(model_dir_with_adapters):
+    """The model itself serialises its adapter switching, per instance (no module-level lock): direct calls with
+    `adapter=`, `forward_adapters` and calls with the active adapter, from threads, give the sequential answers."""
+    import copy
+
+    from modeling_aesformer.adapters import load_adapters
+
+    model_dir = model_dir_with_adapters
+    model = load_adapters(AutoModel.from_pretrained(model_dir), model_dir).eval()
+    names = ["base", *model.peft_config]
+    pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(5, 500, (3, 6), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[1] = 0
+    calls = [lambda n=n: model(pixels, input_ids=ids, attention_mask=mask, adapter=n).distribution for n in names]
+    calls.append(lambda: model.forward_adapters(pixels, adapters=names[::-1])[names[-1]].distribution)
+    calls.append(lambda: model(pixels, input_ids=ids, attention_mask=mask).distribution)  # the active adapter
+    with torch.no_grad():
+        sequential = [call() for call in calls]
+    results, errors = {}, []
+    barrier = threading.Barrier(len(calls))
+
+    def work(k):
+        try:
+            barrier.wait()
+            with torch.no_grad():
+                results[k] = [calls[k]() for _ in range(5)]
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(f"call {k}: {type(err).__name__}: {err}")
+
+    run_threads(work, len(calls))
+    assert not errors, errors
+    for k, want in enumerate(sequential):
+        assert all(torch.equal(got, want) for got in results[k]), k
+    base = model.get_base_model()
+    copied = copy.deepcopy(base)  # the lock is the instance's own: a copy gets a fresh one
+    assert copied._adapter_lock is not base._adapter_lock
+    assert pickle.loads(pickle.dumps(base))._adapter_lock is not base._adapter_lock

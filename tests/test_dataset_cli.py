@@ -1,7 +1,8 @@
 """Real dataset layouts through the command line: the official AVA files (AVA.txt with its 15 columns, a .jpgl test
 list, the AVA-Comments CSV), DPC-Captions-style JSON keyed "<id>.jpg", and the common mistakes (images one folder
-down, comments that match nothing, an empty split, a mistyped model folder, a bad adapter name). Every command runs
-in this process through `aesformer ...` (`aesformer_cli.main.main`)."""
+down, comments that match nothing, an empty split, a mistyped model folder, a bad adapter name, bad rows reported
+by id with counts). Every command runs in this process through `aesformer ...` (`aesformer_cli.main.main`, or the
+pretrain command's own entry point `aesformer_cli.train.pretrain_main`)."""
 
 import csv
 import json
@@ -13,9 +14,11 @@ from aesformer_processing import clean_comments
 from aesformer_training.comments import AmbiguousCommentKeysError, read_comments
 from aesformer_training.dataset_spec import DatasetSpec
 from aesformer_training.loaders import load_ava, load_generic, write_generic
-from aesformer_training.reports import ImagesNotFoundError
+from aesformer_training.reports import DatasetLoadError, ImagesNotFoundError
 from aesformer_cli.main import main as aesformer
 from modeling_aesformer.toy import draw_scene
+
+from _helpers import tokenizer_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,12 +61,8 @@ def ava(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    from transformers import BertTokenizer
-
-    from modeling_aesformer.toy import write_toy_vocab
-
     folder = tmp_path_factory.mktemp("tokenizer")
-    BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False).save_pretrained(folder)
+    tokenizer_for(folder).save_pretrained(folder)
     return folder
 
 
@@ -335,3 +334,45 @@ def test_ava_with_dpc_comments_end_to_end(ava, tokenizer_dir, tmp_path, capsys):
     with open(scores, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == N_IMAGES and {r["branch"] for r in rows} == {"with_comments"}
+
+
+def test_bad_rows_are_reported_by_id_with_counts_through_the_training_cli(tmp_path, caplog):
+    from aesformer_cli import train as scripts
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    for i in range(3):
+        draw_scene(i, size=(40, 30)).save(data / "images" / f"{i}.png")
+    rows = [
+        ["images/0.png", "1 2 3 4 5 4 3 2 1 1", "nice", "train"],
+        ["images/1.png", "0 0 0 0 0 0 0 0 0 0", "zero", "train"],
+        ["images/2.png", "1 2 -3 4 5 4 3 2 1 1", "negative", "train"],
+        ["images/2.png", "1 2 x 4 5 4 3 2 1 1", "text", "train"],
+        ["images/2.png", "1 2 nan 4 5 4 3 2 1 1", "nan", "train"],
+        ["images/2.png", "1 2 3", "bins", "train"],
+        ["images/0.png", "1 1 1 1 1 1 1 1 1 1", "nice", "test"],
+        ["images/9.png", "1 1 1 1 1 1 1 1 1 1", "gone", "test"],
+    ]
+    with open(data / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "votes", "id", "split"])
+        writer.writerows([[r[0], r[1], r[2], r[3]] for r in rows])
+    expected = {"zero": "zero_votes", "negative": "negative_votes", "text": "non_numeric", "nan": "non_numeric",
+                "bins": "wrong_bins", "nice": "duplicate_id", "gone": "missing_image"}
+    tokenizer_dir = tmp_path / "tok"
+    tokenizer_for(tmp_path).save_pretrained(tokenizer_dir)
+    argv = ["--preset", "tiny", "--tokenizer", str(tokenizer_dir), "--data", str(data), "--output-dir",
+            str(tmp_path / "out")]
+    with pytest.raises(DatasetLoadError) as info:
+        scripts.pretrain_main(argv + ["--on-bad-rows", "fail"])
+    message = str(info.value)
+    assert "7 row(s)" in message and all(f"id {i!r}: {r}" in message for i, r in expected.items())
+    assert not (tmp_path / "out").exists()
+    caplog.clear()
+    _, spec = load_generic(data, on_error="skip")
+    report = spec.report
+    assert {i.id: i.reason for i in report.dropped} == expected and report.n_kept == 1
+    assert report.counts() == {"zero_votes": 1, "negative_votes": 1, "non_numeric": 2, "wrong_bins": 1,
+                               "duplicate_id": 1, "missing_image": 1}
+    assert report.total_rows == report.n_kept + report.n_dropped == 8
+    assert any(rec.levelname == "WARNING" and "7 dropped" in rec.getMessage() for rec in caplog.records)

@@ -24,7 +24,8 @@ from modeling_aesformer import AesformerConfig, AesformerModel
 from aesformer_cli.main import main as cli_main
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import blocked_imports_preamble, read_rows, run_clean_process, score_cli, toy_training_rows
+from _helpers import blocked_imports_preamble, read_rows, run_clean_process, score_cli, tokenizer_for, \
+    toy_training_rows
 
 REPO = Path(__file__).resolve().parent.parent
 ATOL = 1e-5
@@ -35,16 +36,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(root, data, stage-1-only model copy, model folder after stage 2 with adapter "toy" as its default)."""
-    from transformers import BertTokenizer
-
-    from modeling_aesformer.toy import write_toy_vocab
-
     root = tmp_path_factory.mktemp("default-answer")
     data = root / "data"
     write_generic(data, toy_training_rows(), DatasetSpec("toy", 10, (1, 10), 5.0))
     (root / "vocab").mkdir()
-    BertTokenizer(vocab=str(write_toy_vocab(root / "vocab" / "vocab.txt", 512)),
-                  do_lower_case=False).save_pretrained(root / "tok")
+    tokenizer_for(root / "vocab").save_pretrained(root / "tok")
     common = ["--data", str(data), "--batch-size", "8", "--epochs", "1", "--seed", "3"]
     assert cli_main(["pretrain", "--preset", "tiny", "--tokenizer", str(root / "tok"), "--output-dir",
                      str(root / "stage1"), "--queue-size", "8", *common]) == 0

@@ -1,9 +1,11 @@
 """`aesformer export` / `aesformer push`: the Hub folder, its remote code (import rules, clean-process reload, also
-under transformers 4.57), the model card, atomic writes, the push guard for converted weights."""
+under transformers 4.57), the model card, atomic writes (a failed export leaves the previous one loadable), the push
+guard for converted weights, Auto classes that never need trust_remote_code with the package installed."""
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from transformers import AutoModel, AutoProcessor, pipeline
@@ -22,7 +25,7 @@ from modeling_aesformer import export as export_module
 from modeling_aesformer.export import ExportError, export_model, list_files, push_folder
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import SHIPPED_SOURCES, blocked_imports_preamble, tiny_model_folder
+from _helpers import SHIPPED_SOURCES, blocked_imports_preamble, shipped_file_problems, tiny_model_folder
 
 REPO = Path(__file__).resolve().parent.parent
 COMMENTS = ["lovely soft light, well placed subject", None, ["great colour", "the horizon is tilted"], None]
@@ -364,3 +367,72 @@ def test_a_folder_written_by_the_converter_is_recognised(tmp_path):
     convert.convert_original_checkpoint(layouts.tiny_original(), out, config=AesformerConfig.from_preset("tiny"))
     conversion = export_module.detect_conversion(out)
     assert conversion is not None and conversion["source"] == export_module.ORIGINAL_SOURCE
+
+
+def test_a_failed_export_leaves_the_previous_export_loadable(exported, tmp_path, monkeypatch):
+    from modeling_aesformer import export as export_module
+
+    model_dir, hub = exported
+    target = tmp_path / "hub"
+    shutil.copytree(hub, target)
+    before = {p: p.read_bytes() for p in sorted(target.rglob("*")) if p.is_file()}
+    original_copytree = shutil.copytree
+
+    def die_midway(src, dst, *args, **kwargs):  # the model and processor are written: now the adapters fail
+        original_copytree(src, dst, *args, **kwargs)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(export_module.shutil, "copytree", die_midway)
+    with pytest.raises(OSError, match="no space left"):
+        export_module.export_model(model_dir, target, overwrite=True, log=lambda *a: None)
+    monkeypatch.undo()
+    real_replace, calls = os.replace, []
+
+    def die_between_renames(src, dst):  # the swap: old folder aside (1st rename), new one in place (2nd): fail 2nd
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(export_module.os, "replace", die_between_renames)
+    with pytest.raises(KeyboardInterrupt):
+        export_module.export_model(model_dir, target, overwrite=True, log=lambda *a: None)
+    monkeypatch.undo()
+    assert len(calls) >= 2
+    assert {p: p.read_bytes() for p in sorted(target.rglob("*")) if p.is_file()} == before  # byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub"]  # no temporary folder left
+    AutoModel.from_pretrained(target)
+
+
+def test_exported_remote_code_imports_only_allowed_modules(exported):
+    _, hub = exported
+    shipped = sorted(p.name for p in hub.rglob("*.py"))
+    assert shipped == ["adapter_weights_aesformer.py", "attention_maps_aesformer.py", "configuration_aesformer.py",
+                       "modeling_aesformer.py", "pipeline_aesformer.py", "processing_aesformer.py"]
+    # the rule tests/test_layers.py checks on the package's files, here on the exported copies (one folder)
+    assert shipped_file_problems({name: hub / name for name in shipped}) == []
+
+
+def test_auto_classes_never_need_trust_remote_code_with_the_package(exported, monkeypatch):
+    import transformers.dynamic_module_utils as dynamic
+    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
+
+    import modeling_aesformer  # noqa: F401 - the package is installed and imported
+
+    model_dir, hub = exported
+    assert "auto_map" in json.loads((hub / "config.json").read_text())  # the folder does offer remote code
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the folder's own code was loaded")
+
+    monkeypatch.setattr(dynamic, "get_class_from_dynamic_module", refuse)
+    loaded = [AutoConfig.from_pretrained(hub), AutoModel.from_pretrained(hub), AutoProcessor.from_pretrained(hub),
+              AutoImageProcessor.from_pretrained(hub)]
+    for obj in loaded:
+        assert type(obj).__module__.split(".")[0] in ("modeling_aesformer", "aesformer_processing"), type(obj)
+    # the pipeline of an exported FOLDER runs the folder's pipeline file: transformers asks for trust, by design
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline("image-aesthetics", model=str(hub))
+    assert pipeline("image-aesthetics", model=loaded[1], processor=loaded[2])(
+        PIL.Image.new("RGB", (8, 8)))["branch"] == "image_only"

@@ -1,5 +1,5 @@
 """pipeline("image-aesthetics"): registered at import, inputs and output schema, batching, adapters, processor
-fallback."""
+fallback, a bad item of a list named, threads sharing one pipeline."""
 
 import functools
 import http.server
@@ -17,7 +17,7 @@ import modeling_aesformer
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel, AesformerProcessor
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import tiny_model_folder
+from _helpers import run_threads, tiny_model_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["score", "std", "label", "distribution", "branch", "adapter", "trained", "num_bins", "score_range"]
@@ -32,11 +32,6 @@ def perturb(model, name, seed):
         for key, param in model.named_parameters():
             if f".{name}." in key:
                 param.add_(0.05 * torch.randn(param.shape, generator=g))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model_folder(tmp_path_factory.mktemp("pipeline") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -398,3 +393,56 @@ def test_left_padding_scores_as_right_padding(model_dir):
     torch.testing.assert_close(scores["right-pipeline"], scores["right"], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="padding_side"):
         right(images=[image], comments=["too dark"], padding_side="left")
+
+
+def test_pipeline_names_the_bad_item_of_a_list(model_dir, hostile_dir):
+    """Documented choice, as transformers' image-classification pipeline: a bad item raises, naming it."""
+    scorer = pipeline("image-aesthetics", model=AutoModel.from_pretrained(model_dir))
+    good = [str(hostile_dir / "cmyk.jpg"), str(hostile_dir / "animated.webp")]
+    results = scorer(good)
+    assert len(results) == 2 and all(1 <= r["score"] <= 10 for r in results)
+    bad = str(hostile_dir / "truncated.png")
+    with pytest.raises(ValueError) as info:
+        scorer([good[0], {"image": bad, "comments": "nice"}, good[1]], batch_size=2)
+    message = str(info.value)
+    assert message.startswith(f"inputs[1] {bad!r}: ") and "truncated" in message and "images[0]" not in message
+    with pytest.raises(ValueError, match=r"^input '.*bomb\.png': .*DecompressionBombError"):
+        scorer(str(hostile_dir / "bomb.png"))
+    with pytest.raises(ValueError, match=r"^inputs\[0\] '.*zero_bytes\.jpg'.*cannot identify image file"):
+        scorer([str(hostile_dir / "zero_bytes.jpg")])
+    assert scorer(good) == results  # the pipeline is still usable after a failure
+
+
+def test_threads_sharing_one_pipeline_get_the_sequential_results(model_dir_with_adapters):
+    from modeling_aesformer.adapters import load_adapters
+
+    model_dir = model_dir_with_adapters
+    model = load_adapters(AutoModel.from_pretrained(model_dir), model_dir).eval()
+    scorer = pipeline("image-aesthetics", model=model)
+    images = [draw_scene(i, size=(40, 30)) for i in range(4)]
+    jobs = [
+        ({"inputs": images[:2]}, {}),
+        ({"inputs": [{"image": images[2], "comments": "lovely light"}, images[3]]}, {"adapter": "photonet"}),
+        ({"inputs": images[1:3]}, {"adapter": "base"}),
+        ({"inputs": [images[0], {"image": images[1], "comments": ["too dark", "sharp subject"]}]},
+         {"adapter": "all", "threshold": 6.0}),
+        ({"inputs": images}, {"adapter": "ava", "batch_size": 3}),
+    ]
+    active = model.active_adapter
+    sequential = [scorer(job["inputs"], **kwargs) for job, kwargs in jobs]
+    results, errors = {}, []
+    barrier = threading.Barrier(len(jobs))
+
+    def work(k):
+        job, kwargs = jobs[k]
+        try:
+            barrier.wait()
+            results[k] = [scorer(job["inputs"], **kwargs) for _ in range(3)]
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(f"job {k}: {type(err).__name__}: {err}")
+
+    run_threads(work, len(jobs))
+    assert not errors, errors
+    for k, want in enumerate(sequential):
+        assert all(got == want for got in results[k]), k
+    assert model.active_adapter == active  # the shared model's adapter state is as it was

@@ -1,12 +1,19 @@
-"""Tests of the Aesformer image processor, processor and comment cleaning (public API only)."""
+"""Tests of the Aesformer image processor, processor and comment cleaning (public API only): hostile image files
+(truncated, not images, decompression bombs, odd modes), Pillow's guards left on, hostile comments, a tokenizer
+shared by processors across threads."""
 
 import numpy as np
 import PIL.Image
+import PIL.ImageFile
 import pytest
 import torch
 from transformers import BertTokenizer
 
 from aesformer_processing.processing_aesformer import AesformerImageProcessor, AesformerProcessor, clean_comments
+from modeling_aesformer import AesformerConfig, AesformerModel
+
+from _helpers import BLUE, HOSTILE, PIL_DEFAULT_MAX_IMAGE_PIXELS, RED, REPO_ROOT as REPO, WHITE, bomb_png, \
+    project_sources, run_threads, tokenizer_for
 
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -652,3 +659,151 @@ def test_pad_encodings_equals_the_processor_batch(processor, tokenizer):
     assert forced["input_ids"].tolist() == [[tokenizer.pad_token_id]] and forced["attention_mask"].tolist() == [[0]]
     with pytest.raises(ValueError, match="at least one"):
         processor.pad_encodings([])
+
+
+def decoded_rgb(path, **kwargs):
+    """The decoded 0..255 RGB pixels of a file ([H, W, 3]) through the shipped image processor, no resize."""
+    processor = AesformerImageProcessor(**kwargs)
+    out = processor(str(path), do_resize=False, do_rescale=False, do_normalize=False, return_tensors="np")
+    return out["pixel_values"][0].transpose(1, 2, 0)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_each_hostile_file_is_scored_correctly_or_refused_with_its_reason(hostile_dir):
+    processor = AesformerImageProcessor(size=32)
+    for name, reason in HOSTILE.items():
+        path = hostile_dir / name
+        if reason is None:
+            pixels = processor(str(path), return_tensors="np")["pixel_values"]
+            assert pixels.shape == (1, 3, 32, 32) and np.isfinite(pixels).all(), name
+        else:
+            with pytest.raises(ValueError) as info:
+                processor(str(path))
+            message = str(info.value)
+            assert str(path) in message and reason in message, (name, message)
+
+    # "correctly": the pixels the model sees
+    np.testing.assert_allclose(decoded_rgb(hostile_dir / "animated.gif")[0, 0], RED, atol=2)  # first frame
+    np.testing.assert_allclose(decoded_rgb(hostile_dir / "animated.webp")[0, 0], RED, atol=2)
+    np.testing.assert_allclose(decoded_rgb(hostile_dir / "cmyk.jpg")[8, 12], RED, atol=6)
+    grey = decoded_rgb(hostile_dir / "gray16.png")
+    assert grey[0, 0, 0] == 0 and grey[0, -1, 0] == 255 and 120 < grey[0, 16, 0] < 136  # scaled, not clipped
+    palette = decoded_rgb(hostile_dir / "palette_transparent.png")
+    np.testing.assert_allclose(palette[0, 0], WHITE)  # transparent -> the white matte
+    np.testing.assert_allclose(palette[0, 15], RED)
+    rotated = decoded_rgb(hostile_dir / "exif_rotated.jpg")
+    assert rotated.shape == (40, 20, 3)  # displayed upright: 20 wide, 40 high
+    np.testing.assert_allclose(rotated[20, 2], BLUE, atol=8)  # the stored bottom (blue) is now on the left
+    np.testing.assert_allclose(rotated[20, 17], RED, atol=8)
+    np.testing.assert_allclose(decoded_rgb(hostile_dir / "one_by_one.png")[0, 0], (10, 200, 30))
+    thin = AesformerImageProcessor()(str(hostile_dir / "thin_1x20000.png"), return_tensors="np")["pixel_values"]
+    assert thin.shape == (1, 3, 224, 224) and np.isfinite(thin).all()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_bomb_is_refused_from_its_header_before_any_decoding(hostile_dir, tmp_path, monkeypatch):
+    loads = []
+    original_load = PIL.ImageFile.ImageFile.load
+
+    def spy(self):
+        loads.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", spy)
+    # a mid-sized bomb under Pillow's own limit: the processor's configurable limit refuses it
+    mid = tmp_path / "mid_bomb.png"
+    mid.write_bytes(bomb_png(5000, 5000))  # 25 M pixels declared, ~60 bytes of file
+    processor = AesformerImageProcessor(size=32, max_image_pixels=1_000_000)
+    with pytest.raises(ValueError,
+                       match=r"mid_bomb\.png.*DecompressionBombError.*5000x5000.*max_image_pixels=1,000,000"):
+        processor(str(mid))
+    assert loads == []  # refused from the header: no decoder ran
+    # ... per call too, and the setting survives save/load
+    with pytest.raises(ValueError, match="DecompressionBomb"):
+        AesformerImageProcessor(size=32)(str(mid), max_image_pixels=1_000_000)
+    processor.save_pretrained(tmp_path / "proc")
+    assert AesformerImageProcessor.from_pretrained(tmp_path / "proc").max_image_pixels == 1_000_000
+    assert AesformerImageProcessor().max_image_pixels == 178_956_970
+    for bad in (0, -5, 1.5, True, "many"):
+        with pytest.raises(ValueError, match="max_image_pixels"):
+            AesformerImageProcessor(max_image_pixels=bad)
+    # the 400 M-pixel bomb is refused by default, even where other code switched Pillow's own guard off
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", None)
+    with pytest.raises(ValueError, match=r"bomb\.png.*20000x20000.*max_image_pixels=178,956,970"):
+        AesformerImageProcessor(size=32)(str(hostile_dir / "bomb.png"))
+    # an already opened (lazy) PIL image is checked the same way, before it is decoded
+    with PIL.Image.open(mid) as lazy:
+        with pytest.raises(ValueError, match="DecompressionBombError"):
+            processor(lazy)
+    assert loads == []
+
+
+def test_pillow_guards_are_never_disabled():
+    """No project file turns Pillow's decompression-bomb or truncation guard off, and using the package leaves the
+    process-wide limit as Pillow ships it."""
+    import ast
+
+    offenders = []
+    for path in project_sources():  # the four packages and bench/
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    name = getattr(target, "attr", getattr(target, "id", ""))
+                    if name == "LOAD_TRUNCATED_IMAGES" or (
+                            name == "MAX_IMAGE_PIXELS" and isinstance(node.value, ast.Constant)):
+                        offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, offenders
+    assert PIL.Image.MAX_IMAGE_PIXELS == PIL_DEFAULT_MAX_IMAGE_PIXELS
+    assert PIL.ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_comment_edge_cases_in_the_processor(tmp_path):
+    processor = AesformerProcessor(AesformerImageProcessor(size=32), tokenizer_for(tmp_path), max_length=64)
+    image = PIL.Image.new("RGB", (8, 8))
+    long_comment = " ".join(["lovely light"] * 3000)  # 6000 words
+    comments = [
+        None, "", " \t\r\n  ", "\\n\\n", "\u200b\u200f\u2066\ufeff\u200d",  # no comment text at all
+        "great\x00 shot\x07\x1b colour\x7f",  # control characters
+        "\u05e6\u05d9\u05dc\u05d5\u05dd \u05d9\u05e4\u05d4 \u200fgreat light",  # right-to-left
+        "\U0001F44D\U0001F3FD great colour \U0001F468\u200d\U0001F469\u200d\U0001F467 \u2764\ufe0f",  # emoji
+        long_comment,
+    ]
+    out = processor(images=[image] * len(comments), comments=comments, return_tensors="pt")
+    mask = out["attention_mask"]
+    assert mask.shape == (len(comments), 64)  # the long comment is truncated at max_length tokens
+    assert [int(row.sum()) for row in mask[:5]] == [0] * 5  # image-only branch
+    assert all(int(row.sum()) >= 3 for row in mask[5:])  # [CLS], at least one token, [SEP]
+    words = processor.tokenizer.convert_ids_to_tokens(out["input_ids"][5][mask[5].bool()].tolist())
+    assert words == ["[CLS]", "great", "shot", "colour", "[SEP]"]  # control characters removed
+    assert processor.clean_and_check(long_comment) == (" ".join(["lovely light"] * 100), True)  # said so
+    assert processor.clean_and_check(comments[7])[1] is False
+    assert processor.clean_and_check(comments[4]) == ("", False)
+    model = AesformerModel(AesformerConfig.from_preset("tiny")).eval()
+    with torch.inference_mode():
+        used = model(**out).used_comments.tolist()
+    assert used == [False] * 5 + [True] * 4
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_processors_sharing_one_tokenizer_across_threads_keep_their_own_truncation(tmp_path):
+    """The fast tokenizer keeps truncation settings as state: two processors with different `max_length` over one
+    tokenizer, in threads, must still truncate at their own length."""
+    tokenizer = tokenizer_for(tmp_path)
+    processors = [AesformerProcessor(AesformerImageProcessor(size=8), tokenizer, max_length=m)
+                  for m in (16, 24, 32, 40)]
+    image, text = PIL.Image.new("RGB", (4, 4)), " ".join(["lovely light"] * 50)
+    wrong, errors = [], []
+
+    def work(k):
+        try:
+            for _ in range(150):
+                length = processors[k](images=[image], comments=[text])["input_ids"].shape[1]
+                if length != processors[k].max_length:
+                    wrong.append((processors[k].max_length, length))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(repr(err))
+
+    run_threads(work, len(processors))
+    assert not errors and not wrong, (errors[:3], wrong[:5])

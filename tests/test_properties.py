@@ -12,12 +12,12 @@ import PIL.Image
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import BertTokenizer
 
 from aesformer_training.loaders import load_generic
 from aesformer_training.reports import DROP_REASONS, DatasetLoadError
 from aesformer_processing.processing_aesformer import AesformerImageProcessor, AesformerProcessor, clean_comments
-from modeling_aesformer.toy import write_toy_vocab
+
+from _helpers import tokenizer_for
 
 SIZE = 16
 MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV", "LAB", "I", "I;16", "I;16B", "F",
@@ -28,7 +28,7 @@ FAST = settings(max_examples=100, deadline=None, database=None, suppress_health_
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory):
     folder = tmp_path_factory.mktemp("props")
-    tokenizer = BertTokenizer(vocab=str(write_toy_vocab(folder / "vocab.txt", 512)), do_lower_case=False)
+    tokenizer = tokenizer_for(folder)
     return AesformerProcessor(AesformerImageProcessor(size=SIZE), tokenizer, max_length=32)
 
 

@@ -1,10 +1,15 @@
 """Scoring: the scoring module (`modeling_aesformer.scoring`: decoding, the collate, the batch step, the rows, the
 Python entry point) and `aesformer score` over it (folders/globs/list files, comments, a broken file, streaming output
-and --resume)."""
+and --resume), hostile image files and comments, non-UTF-8 comment files, a run killed mid-file and resumed
+(also onto a CSV written before the comments_truncated column)."""
 
 import csv
 import json
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
 
 import PIL.Image
 import pytest
@@ -12,17 +17,15 @@ from transformers import AutoModel, AutoProcessor, pipeline
 
 from modeling_aesformer import AesformerModel, scoring
 from aesformer_cli import score as score_command
+from aesformer_training.loaders import load_ava, load_generic
+from aesformer_training.text_files import TextEncodingError
 from modeling_aesformer.toy import draw_scene
 
-from _helpers import camera_jpeg, read_rows, score_cli as cli, tiny_model_folder
+from _helpers import HOSTILE, PIL_DEFAULT_MAX_IMAGE_PIXELS, SUBPROCESS_ENV, bomb_png, camera_jpeg, read_rows, \
+    kill_when_stalled, score_cli as cli, tiny_model_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model_folder(tmp_path_factory.mktemp("scoring") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +244,170 @@ def test_open_jpeg_draft(tmp_path):
     assert scoring.open_jpeg_draft(str(tmp_path / "big.png"), (32, 32)) is None
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     assert scoring.open_jpeg_draft(str(tmp_path / "broken.jpg"), (32, 32)) is None
+
+
+def test_score_a_folder_of_hostile_files(model_dir, hostile_dir, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    code = cli(hostile_dir, "--model", model_dir, "--output", out, "--batch-size", 4, "--num-workers", 0)
+    assert code == 1  # some files failed; the run did not stop
+    rows = {os.path.basename(row["path"]): row for row in read_rows(out)}
+    assert sorted(rows) == sorted(HOSTILE) and len(read_rows(out)) == len(HOSTILE)  # each file exactly once
+    for name, reason in HOSTILE.items():
+        row = rows[name]
+        if reason is None:
+            assert row["error"] == "" and 1 <= float(row["score"]) <= 10 and row["branch"] == "image_only", row
+        else:
+            assert row["score"] == "" and reason in row["error"], row
+    assert "pixels" in rows["bomb.png"]["error"]
+    report = capsys.readouterr().out
+    assert f"{sum(r is not None for r in HOSTILE.values())} input(s) could not be scored" in report
+    assert PIL.Image.MAX_IMAGE_PIXELS == PIL_DEFAULT_MAX_IMAGE_PIXELS  # restored after the run
+
+    # the limit is configurable, and a limit above Pillow's own works (Pillow's global is raised for the call only)
+    small = tmp_path / "small.csv"
+    assert cli(hostile_dir / "one_by_one.png", hostile_dir / "thin_1x20000.png", "--model", model_dir,
+                     "--output", small, "--max-image-pixels", 19_999, "--num-workers", 0) == 1
+    limited = {os.path.basename(r["path"]): r for r in read_rows(small)}
+    assert limited["one_by_one.png"]["error"] == ""
+    assert "max_image_pixels=19,999" in limited["thin_1x20000.png"]["error"]
+    big = tmp_path / "big.png"
+    big.write_bytes(bomb_png(15000, 15000))  # 225 M: above Pillow's hard limit, below the one asked for
+    assert cli(big, "--model", model_dir, "--output", tmp_path / "big.csv", "--num-workers", 0,
+                     "--max-image-pixels", 300_000_000) == 1
+    error = read_rows(tmp_path / "big.csv")[0]["error"]
+    assert "truncated" in error and "DecompressionBomb" not in error  # allowed past the guard, then its data ran out
+    assert PIL.Image.MAX_IMAGE_PIXELS == PIL_DEFAULT_MAX_IMAGE_PIXELS
+    assert cli(big, "--model", model_dir, "--output", tmp_path / "x.csv", "--max-image-pixels", 0) == 2
+
+
+def test_score_reports_empty_and_truncated_comments(model_dir, tmp_path):
+    images = []
+    for i in range(4):
+        path = tmp_path / f"photo{i}.png"
+        draw_scene(i, size=(40, 30)).save(path)
+        images.append(path)
+    comments = tmp_path / "comments.jsonl"
+    with open(comments, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"image": images[0].name, "comments": "   \t "}) + "\n")
+        f.write(json.dumps({"image": images[1].name, "comments": ["lovely light"] * 400}) + "\n")
+        f.write(json.dumps({"image": images[2].name, "comments": "\u05d9\u05e4\u05d4 \U0001F44D sharp"}) + "\n")
+    out = tmp_path / "scores.jsonl"
+    assert cli(*images, "--model", model_dir, "--comments", comments, "--output", out, "--num-workers", 0) == 0
+    rows = {os.path.basename(r["path"]): r for r in read_rows(out)}
+    assert (rows["photo0.png"]["branch"], rows["photo0.png"]["comments_truncated"]) == ("image_only", None)
+    assert (rows["photo1.png"]["branch"], rows["photo1.png"]["comments_truncated"]) == ("with_comments", True)
+    assert (rows["photo2.png"]["branch"], rows["photo2.png"]["comments_truncated"]) == ("with_comments", False)
+    assert (rows["photo3.png"]["branch"], rows["photo3.png"]["comments_truncated"]) == ("image_only", None)
+    csv_out = tmp_path / "scores.csv"
+    assert cli(images[1], "--model", model_dir, "--comments", comments, "--output", csv_out) == 0
+    assert read_rows(csv_out)[0]["comments_truncated"] == "true"
+
+
+def test_non_utf8_comment_and_metadata_files_name_the_row(model_dir, tmp_path, capsys):
+    latin1 = "Tr\u00e8s belle lumi\u00e8re".encode("latin-1")  # b"Tr\xe8s ..." is not UTF-8
+    image = tmp_path / "a.png"
+    draw_scene(1, size=(40, 30)).save(image)
+    bad_csv = tmp_path / "comments.csv"
+    bad_csv.write_bytes(b'image,comments\na.png,"fine\nstill fine"\nb.png,' + latin1 + b"\n")
+    bad_jsonl = tmp_path / "comments.jsonl"
+    bad_jsonl.write_bytes(b'{"image": "a.png", "comments": "ok"}\n\n{"image": "b.png", "comments": "' + latin1
+                          + b'"}\n')
+    for path, where in ((bad_csv, "line 4 (data row 2)"), (bad_jsonl, "line 3")):
+        out = tmp_path / f"{path.suffix[1:]}.csv"
+        assert cli(image, "--model", model_dir, "--comments", path, "--output", out) == 2
+        err = capsys.readouterr().err
+        assert f"{path}, {where}: byte(s) b'\\xe8" in err and "not valid UTF-8" in err, err
+    # the dataset loaders: a whole-file problem, so an error whatever on_error says
+    data = tmp_path / "data"
+    data.mkdir()
+    image.rename(data / "a.png")
+    (data / "metadata.csv").write_bytes(b"file_name,score,comments\na.png,5,ok\na.png,6," + latin1 + b"\n")
+    for policy in ("skip", "fail"):
+        with pytest.raises(TextEncodingError, match=r"metadata\.csv, line 3 \(data row 2\).*not valid UTF-8") as info:
+            load_generic(data, on_error=policy)
+        assert (info.value.line, info.value.row) == (3, 2)
+    (data / "AVA.txt").write_text("1 a " + "1 " * 10 + "0 0 0\n", encoding="utf-8")
+    (data / "ava_comments.csv").write_bytes(b"index,label,comment\na,5,good\n" + b"a,5," + latin1 + b"\n")
+    with pytest.raises(ValueError, match=r"ava_comments\.csv, line 3 \(data row 2\)"):
+        load_ava(data / "AVA.txt", data, image_extension=".png", comments=data / "ava_comments.csv")
+
+
+SCORE_STALL_DRIVER = textwrap.dedent("""
+    import os, sys, time
+    from modeling_aesformer import scoring
+    marker = sys.argv[1]
+    original_init = scoring.ScoreFileWriter.__init__
+
+    class HalfWrites:
+        def __init__(self, file):
+            self.file, self.calls = file, 0
+
+        def write(self, text):
+            self.calls += 1
+            if self.calls == 3:  # the third batch: half its bytes reach the file, then the process is killed
+                self.file.write(text[: len(text) // 2])
+                self.file.flush()
+                open(marker, "w").close()
+                time.sleep(600)
+            return self.file.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    def init(self, path):
+        original_init(self, path)
+        self.file = HalfWrites(self.file)
+
+    scoring.ScoreFileWriter.__init__ = init
+    from aesformer_cli.main import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_score_killed_mid_run_resumes_without_lost_or_duplicated_rows(model_dir, hostile_dir, tmp_path, suffix):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(10):
+        draw_scene(i, size=(36 + i, 30)).save(photos / f"p{i:02d}.png")
+    shutil.copy(hostile_dir / "truncated.jpg", photos / "p04_broken.jpg")
+    reference = tmp_path / f"reference.{suffix}"
+    assert cli(photos, "--model", model_dir, "--output", reference, "--num-workers", 0) == 1
+    out, marker = tmp_path / f"scores.{suffix}", tmp_path / "stalled"
+    argv = ["score", str(photos), "--model", str(model_dir), "--output", str(out), "--batch-size", "3",
+            "--num-workers", "0"]
+    killed = subprocess.Popen([sys.executable, "-c", SCORE_STALL_DRIVER, str(marker)] + argv,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=SUBPROCESS_ENV)
+    kill_when_stalled(killed, marker)
+    text = out.read_text(encoding="utf-8")
+    assert not text.endswith("\n")  # killed in the middle of a line
+    assert cli(*argv[1:], "--resume") == 1
+    rows, expected = read_rows(out), read_rows(reference)
+    assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in expected)  # none lost, none twice
+    assert len(rows) == 11
+    expected = {r["path"]: r for r in expected}
+    for row in rows:
+        ref = expected[row["path"]]
+        assert bool(row["error"]) == bool(ref["error"]), row
+        if not row["error"]:
+            assert float(row["score"]) == pytest.approx(float(ref["score"]), abs=1e-5)
+
+
+def test_resume_appends_to_a_csv_written_before_the_comments_truncated_column(model_dir, tmp_path):
+    photos = [tmp_path / "a.png", tmp_path / "b.png"]
+    for i, path in enumerate(photos):
+        draw_scene(i, size=(40, 30)).save(path)
+    old_fields = [f for f in scoring.FIELDS if f != "comments_truncated"]
+    out = tmp_path / "old.csv"
+    first = cli(photos[0], "--model", model_dir, "--output", tmp_path / "new.csv")
+    assert first == 0
+    row = read_rows(tmp_path / "new.csv")[0]
+    with open(out, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow(row)
+    assert cli(*photos, "--model", model_dir, "--output", out, "--resume") == 0
+    with open(out, encoding="utf-8", newline="") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == old_fields and len(lines) == 3 and all(len(line) == len(old_fields) for line in lines)
+    assert [os.path.basename(r["path"]) for r in read_rows(out)] == ["a.png", "b.png"]

@@ -293,7 +293,7 @@ class AesformerImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
         pass
 
     @unittest.skip("a numpy + Pillow processor by design: torchvision cannot be installed beside the CPU torch this "
-                   "project supports (see /work/shared/reference/hf-integration.md, 'Versions')")
+                   "project supports (see ../shared/reference/hf-integration.md from the repository root, 'Versions')")
     def test_new_models_require_torchvision_backend(self):
         pass
 

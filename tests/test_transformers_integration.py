@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modeling_aesformer import AesformerModel
-from _helpers import tiny_model
+from _helpers import tiny_model, tokenizer_for
 
 
 def mixed_inputs(batch=3, length=7, seed=0):
@@ -253,12 +253,6 @@ def test_onnx_export_of_the_image_only_branch_runs_in_onnxruntime(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ 8. + 9. processors
-def _toy_tokenizer(tmp_path):
-    from transformers import BertTokenizer
-
-    from modeling_aesformer.toy import write_toy_vocab
-
-    return BertTokenizer(vocab=str(write_toy_vocab(tmp_path / "vocab.txt", 512)), do_lower_case=False)
 
 
 def test_image_processor_accepts_the_standard_images_kwargs():
@@ -287,7 +281,7 @@ def test_processor_kwargs_routing_and_the_old_call_forms(tmp_path):
     from aesformer_processing import AesformerImageProcessor, AesformerProcessor
 
     processor = AesformerProcessor(AesformerImageProcessor(size={"height": 16, "width": 16}),
-                                   _toy_tokenizer(tmp_path), max_length=64)
+                                   tokenizer_for(tmp_path), max_length=64)
     images = [Image.new("RGB", (20, 20), (200, 10, 10)), Image.new("RGB", (20, 20), (10, 200, 10))]
     long_comment = " ".join(["great light"] * 40)
     # max_length goes to the tokenizer, size to the image processor (flat kwargs routed by name)
