@@ -37,12 +37,12 @@ from aesformer_cli.convert import add_subparser, run  # noqa: E402
 
 def _parity_dir() -> Path:
     """$AESFORMER_PARITY_DIR, else `../shared/parity` from the repository root (the project layout: `shared/` beside
-    the checkout), else `shared/parity` inside it (a CI clone may put it there). Absent everywhere -> the tests FAIL,
-    not skip."""
+    the checkout), else `shared/parity` inside it, else the workplace's own copy (a CI clone may live away from
+    `shared/`). Absent everywhere -> the tests FAIL, not skip."""
     if os.environ.get("AESFORMER_PARITY_DIR"):
         return Path(os.environ["AESFORMER_PARITY_DIR"])
     repo = Path(__file__).resolve().parents[1]
-    candidates = [repo.parent / "shared" / "parity", repo / "shared" / "parity"]
+    candidates = [repo.parent / "shared" / "parity", repo / "shared" / "parity", Path("/work/shared/parity")]
     return next((c for c in candidates if (c / "seed-0" / "reference.json").is_file()), candidates[0])
 
 
