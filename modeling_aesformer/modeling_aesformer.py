@@ -21,7 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, logging
 
-from .adapter_weights_aesformer import fold_default_adapter, image_only_answer
+from .adapter_weights_aesformer import BASE_ADAPTER, fold_default_adapter, image_only_answer
 from .configuration_aesformer import AesformerConfig
 
 logger = logging.get_logger(__name__)
@@ -1080,14 +1080,14 @@ class AesformerModel(AesformerPreTrainedModel):
         """Run the image-only parts with dataset adapter `name` ("base" = the model's own modules), then restore
         the previous adapter state exactly (active adapter, enabled flag, requires_grad)."""
         layers = self._adapter_layers()
-        known = ["base"] + list(getattr(self, "peft_config", {}) or {})
+        known = [BASE_ADAPTER] + list(getattr(self, "peft_config", {}) or {})
         if name not in known:
             raise ValueError(f"unknown adapter {name!r}; this model has {known}")
         saved_grad = [(p, p.requires_grad) for m in layers for p in m.parameters()]
         saved_state = [(m, list(m.active_adapters), bool(getattr(m, "disable_adapters", False))) for m in layers]
         try:
             for module in layers:
-                if name == "base":
+                if name == BASE_ADAPTER:
                     module.enable_adapters(False)
                 else:
                     module.enable_adapters(True)
@@ -1116,10 +1116,10 @@ class AesformerModel(AesformerPreTrainedModel):
         """The dataset adapter the image-only parts run now ("base" = none)."""
         for module in self._adapter_layers():
             if getattr(module, "disable_adapters", False):
-                return "base"
+                return BASE_ADAPTER
             active = module.active_adapters
-            return str(active[0]) if active else "base"
-        return "base"
+            return str(active[0]) if active else BASE_ADAPTER
+        return BASE_ADAPTER
 
     # ------------------------------------------------------------------ forward
     def forward(
