@@ -621,8 +621,9 @@ def test_processor_round_trip(tokenizer, tmp_path):
 
 def test_the_tokenizer_lock_lives_on_the_tokenizer_and_never_reaches_copies_pickles_or_saved_files(
         tiny_tokenizer, tmp_path):
-    """Processors sharing one tokenizer share its call lock (test_reliability's threads test); the lock is created on
-    the tokenizer instance, never saved with it, and a copy or pickle of a processor still works (fresh lock)."""
+    """Processors sharing one tokenizer share its call lock (the threads test below checks what it is for); the lock
+    is created on the tokenizer instance, never saved with it, and a copy or pickle of a processor still works (fresh
+    lock)."""
     import copy
     import pickle
 
