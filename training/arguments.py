@@ -38,8 +38,12 @@ def add_data_arguments(parser):
                        help="generic: the dataset folder (metadata.csv); ava: AVA.txt; photonet: the vote file; "
                             "jas: the score CSV")
     _add(group, "--data-format", choices=DATA_FORMATS, default="generic")
-    _add(group, "--image-dir", help="folder of the images (ava, photonet, jas); not searched recursively")
+    _add(group, "--image-dir", action="append", metavar="DIR",
+         help="folder of the images (ava, photonet, jas); not searched recursively; repeat it for images in several "
+              "folders (ava, photonet: an id found in two folders is an error)")
     _add(group, "--test-list", help="official test ids, one per line (ava: generic_test.jpgl)")
+    _add(group, "--train-list", help="official train ids, one per line (ava: generic_ls_train.jpgl); without it "
+                                     "train is every id not in --test-list; ids in neither list are left out")
     _add(group, "--comments", action="append", metavar="FILE",
                        help="comments file, any format: CSV/JSONL keyed by id, file name or path; the AVA-Comments "
                             "CSV (index,label,comment); a JSON object key -> comment(s) as DPC-Captions "
@@ -135,7 +139,7 @@ def run_pretrain(args) -> StageResult:
     check_splits(args, data, spec, SPLITS, with_comments=True)
     return pretrain(data, spec, config_from_args(args, PRETRAIN), model=args.model, vision_model=args.vision_model,
                     text_model=args.text_model, preset=args.preset, tokenizer=args.tokenizer,
-                    image_size=args.image_size)
+                    image_size=args.image_size, protocol=data_protocol(args, spec))
 
 
 def run_adapt(args) -> StageResult:
@@ -149,7 +153,7 @@ def run_adapt(args) -> StageResult:
         check_adapter_target(spec.name, args.model, args.overwrite, "--adapter-name (default: the dataset's name)")
     check_splits(args, data, spec, SPLITS)
     return adapt(data, spec, config_from_args(args, ADAPT), args.model, overwrite=args.overwrite,
-                 make_default=not args.no_default)
+                 make_default=not args.no_default, protocol=data_protocol(args, spec))
 
 
 def launch(stage: str, argv=None) -> int:
@@ -192,12 +196,18 @@ def check_data_arguments(args):
         raise StageInputError(f"--data {args.data}: a folder, but --data-format {args.data_format} reads a file")
     if not args.image_dir and args.data_format in ("ava", "photonet"):
         raise StageInputError(f"--image-dir is required for --data-format {args.data_format}")
-    if args.image_dir and not os.path.isdir(args.image_dir):
-        raise StageInputError(f"--image-dir {args.image_dir}: no such folder")
-    if args.test_list and not os.path.isfile(args.test_list):
-        raise StageInputError(f"--test-list {args.test_list}: no such file")
-    if args.test_list and args.data_format not in ("ava", "photonet"):
-        raise StageInputError(f"--test-list is read for --data-format ava and photonet, not {args.data_format}")
+    for folder in args.image_dir or ():
+        if not os.path.isdir(folder):
+            raise StageInputError(f"--image-dir {folder}: no such folder")
+    if args.image_dir and len(args.image_dir) > 1 and args.data_format not in ("ava", "photonet"):
+        raise StageInputError(f"--image-dir is given {len(args.image_dir)} times: several image folders are read for "
+                              f"--data-format ava and photonet, not {args.data_format}")
+    for flag in ("--test-list", "--train-list"):
+        path = getattr(args, flag[2:].replace("-", "_"), None)
+        if path and not os.path.isfile(path):
+            raise StageInputError(f"{flag} {path}: no such file")
+        if path and args.data_format == "jas":
+            raise StageInputError(f"{flag} is read for --data-format ava, photonet and generic, not jas")
     for path in args.comments or ():
         if not os.path.isfile(path):
             raise StageInputError(f"--comments {path}: no such file")
@@ -206,7 +216,8 @@ def check_data_arguments(args):
 def _flag_of(args, text):
     """The data flag whose file a loader's message names (for the prefix of the command-line message)."""
     for flag, values in (("--comments", args.comments or ()), ("--test-list", [args.test_list]),
-                         ("--image-dir", [args.image_dir]), ("--data", [args.data])):
+                         ("--train-list", [getattr(args, "train_list", None)]), ("--image-dir", args.image_dir or ()),
+                         ("--data", [args.data])):
         for value in values:
             if value and (os.path.abspath(value) in text or value in text):
                 return f"{flag} {value}"
@@ -223,15 +234,17 @@ def load_data(args):
     fractions = {} if args.validation_fraction is None else {"validation_fraction": args.validation_fraction}
     if fractions and args.data_format == "jas":
         raise StageInputError("--validation-fraction does not apply to --data-format jas (its split has fixed sizes)")
+    lists = {"test_list": args.test_list, "train_list": getattr(args, "train_list", None)}
+    image_dirs = args.image_dir or []
     try:
         if args.data_format == "generic":
-            loaded = data.load_generic(args.data, **common, **fractions)
+            loaded = data.load_generic(args.data, **common, **fractions, **lists)
         elif args.data_format == "ava":
-            loaded = data.load_ava(args.data, args.image_dir, test_list=args.test_list, **common, **fractions)
+            loaded = data.load_ava(args.data, image_dirs, **lists, **common, **fractions)
         elif args.data_format == "photonet":
-            loaded = data.load_photonet(args.data, args.image_dir, test_list=args.test_list, **common, **fractions)
+            loaded = data.load_photonet(args.data, image_dirs, **lists, **common, **fractions)
         else:
-            loaded = data.load_jas(args.data, image_dir=args.image_dir, **common)
+            loaded = data.load_jas(args.data, image_dir=image_dirs[0] if image_dirs else None, **common)
         if loaded[1].report is not None and loaded[1].report.images_not_found is not None:
             raise loaded[1].report.images_not_found
         return loaded
@@ -239,7 +252,7 @@ def load_data(args):
         if args.data_format == "generic":
             raise StageInputError(err.describe("--data", as_typed=args.data)) from None
         if args.image_dir:
-            raise StageInputError(err.describe("--image-dir", as_typed=args.image_dir)) from None
+            raise StageInputError(err.describe("--image-dir", as_typed=args.image_dir[0])) from None
         raise StageInputError(err.describe("--image-dir")) from None
     except (AmbiguousCommentKeysError, CommentsFileError) as err:
         raise StageInputError(f"--comments: {err}") from None
@@ -247,6 +260,23 @@ def load_data(args):
         raise  # its own message; the caller adds the --on-bad-rows advice
     except (ValueError, OSError) as err:
         raise StageInputError(f"{_flag_of(args, str(err))}: {err}") from None
+
+
+def data_protocol(args, spec) -> dict:
+    """What a results file records of the data: the data flags as given, the dataset's scale, how the splits were
+    made (rule and seed) and the rows kept per split."""
+    report = spec.report
+    return {
+        "data": {"data": args.data, "data_format": args.data_format, "image_dir": list(args.image_dir or []),
+                 "test_list": args.test_list, "train_list": getattr(args, "train_list", None),
+                 "comments": list(args.comments or []), "on_bad_rows": args.on_bad_rows,
+                 "validation_fraction": args.validation_fraction},
+        "dataset": spec.name,
+        "scale": {"num_bins": spec.num_bins, "score_range": list(spec.score_range), "threshold": spec.threshold},
+        "split_rule": report.split_rule if report is not None else None,
+        "seed": args.seed,
+        "split_sizes": dict(report.split_sizes) if report is not None else None,
+    }
 
 
 def _has_split_column(folder):
@@ -312,13 +342,13 @@ def _no_comments_message(args, report, n_kept, data):
 
 def _image_example(args, data):
     row = next(row for split in data.values() for row in split)
-    root = args.data if args.data_format == "generic" else args.image_dir or os.path.dirname(args.data)
+    root = args.data if args.data_format == "generic" else (args.image_dir or [os.path.dirname(args.data)])[0]
     relative = os.path.relpath(row["image"], root).replace(os.sep, "/")
     name = os.path.basename(row["image"])
     forms = dict.fromkeys([relative, name, os.path.splitext(name)[0]])
     return " or ".join(repr(form) for form in forms)
 
 
-__all__ = ["DATA_FORMATS", "add_adapt_arguments", "add_data_arguments", "add_pretrain_arguments",
+__all__ = ["DATA_FORMATS", "add_adapt_arguments", "add_data_arguments", "add_pretrain_arguments", "data_protocol",
            "add_training_arguments", "check_data_arguments", "check_splits", "config_from_args", "launch",
            "load_data", "run_adapt", "run_pretrain"]

@@ -183,6 +183,62 @@ def seeded_assignment(ids: Iterable[str], n_validation: int, n_test: int, seed: 
     return assignment
 
 
+def seeded_rule(seed: int) -> str:
+    return f"seeded (the sorted ids permuted with numpy.random.default_rng({seed}))"
+
+
+def list_assignment(all_ids: list[str], test_list, train_list, validation_fraction: float, seed: int,
+                    report: LoadReport, source: str) -> dict[str, str]:
+    """The split of the official lists: test = the ids of `test_list`, train = those of `train_list` (without one:
+    every other id), validation = `validation_fraction` of the train ids, seeded. A list entry names an id, or an
+    id without its image extension. Ids in neither list are left out (counted in a note and in
+    `report.split_rule`); an id in both lists is an error. Sets `report.split_rule`."""
+    from .text_files import read_id_list
+
+    def listed(path, kind):
+        entries = set(read_id_list(os.fspath(path)))
+        matched = {i for i in all_ids if i in entries or os.path.splitext(i)[0] in entries}
+        found = {i if i in entries else os.path.splitext(i)[0] for i in matched}
+        absent = entries - found
+        if absent:
+            name = os.path.basename(os.fspath(path))
+            report.notes.append(f"{len(absent):,} id(s) of the {kind} list {name} are not in {source} "
+                                f"(e.g. {sorted(absent)[0]!r})")
+        return matched
+
+    test_ids = listed(test_list, "test") if test_list is not None else set()
+    if train_list is not None:
+        train_set = listed(train_list, "train")
+        both = sorted(train_set & test_ids)
+        if both:
+            raise ValueError(f"{len(both):,} id(s) are in both the train list {os.fspath(train_list)} and the test "
+                             f"list {os.fspath(test_list)} (e.g. {both[0]!r}): an image cannot be in both splits")
+        train_ids = [i for i in all_ids if i in train_set]
+    else:
+        train_ids = [i for i in all_ids if i not in test_ids]
+    n_val, _ = split_counts(len(train_ids), validation_fraction, 0.0)
+    assignment = seeded_assignment(train_ids, n_val, 0, seed)
+    assignment.update({i: "test" for i in all_ids if i in test_ids})
+    unlisted = [i for i in all_ids if i not in assignment]
+    if unlisted:
+        report.notes.append(f"{len(unlisted):,} id(s) of {source} are in neither the train list nor the test list "
+                            f"(e.g. {unlisted[0]!r}): left out of every split")
+    test_name = os.path.basename(os.fspath(test_list)) if test_list is not None else None
+    train_rule = (f"the ids of {os.path.basename(os.fspath(train_list))}" if train_list is not None
+                  else "every other id")
+    report.split_rule = (f"official lists: test = the ids of {test_name}, train = {train_rule}" if test_name else
+                         f"lists: train = the ids of {os.path.basename(os.fspath(train_list))}, no test list: "
+                         "test empty") + (
+        f"; validation = {validation_fraction:g} of the train ids, {seeded_rule(seed)}"
+        + (f"; {len(unlisted):,} id(s) in neither list left out" if unlisted else ""))
+    return assignment
+
+
+def random_split_rule(validation_fraction: float, test_fraction: float, seed: int) -> str:
+    return (f"seeded random split of all ids, not an official split: test {test_fraction:g}, validation "
+            f"{validation_fraction:g}, train the rest; {seeded_rule(seed)}")
+
+
 def finish_dataset(
     name: str,
     candidates: list[RowCandidate],
@@ -201,6 +257,8 @@ def finish_dataset(
         )
     rows: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     for cand in candidates:
+        if cand.split is None:  # in neither official list: counted in the report's notes
+            continue
         rows[cand.split].append(
             {
                 "id": cand.id,
@@ -292,7 +350,7 @@ def check_images_found(candidates: list[RowCandidate], report: LoadReport, folde
             return sum(1 for rel in expected if rel in names)
         return sum(1 for rel in expected[:5000] if os.path.isfile(os.path.join(directory, rel)))
 
-    suggestion, best = None, 0
+    suggestion, best, holding = None, 0, []
     places = []
     if os.path.isdir(folder):
         places = sorted(entry.path for entry in os.scandir(folder) if entry.is_dir())[:200]
@@ -301,6 +359,8 @@ def check_images_found(candidates: list[RowCandidate], report: LoadReport, folde
         places.append(parent)
     for place in places:
         n = count_in(place)
+        if n:
+            holding.append((place, n))
         if n > best:
             suggestion, best = place, n
     found_example = None
@@ -314,6 +374,7 @@ def check_images_found(candidates: list[RowCandidate], report: LoadReport, folde
     report.images_not_found = ImagesNotFoundError(
         folder, len(expected), os.path.join(folder, expected[0]), suggestion=suggestion, n_found=best,
         found_example=found_example, listing=listing, relative_to=relative_to if suggestion else None, report=report,
+        holding=holding,
     )
     if on_error == "fail":
         raise report.images_not_found
@@ -321,5 +382,6 @@ def check_images_found(candidates: list[RowCandidate], report: LoadReport, folde
 
 __all__ = ["RowProblem", "RowCandidate", "check_on_error", "check_fractions", "parse_numbers", "check_counts",
            "parse_score", "join_comment_text", "normalise_split", "guess_row_id", "record_to_dict", "split_counts",
-           "seeded_assignment", "finish_dataset", "row_location", "list_images", "as_paths", "attach_comments",
+           "seeded_assignment", "list_assignment", "random_split_rule", "seeded_rule", "finish_dataset",
+           "row_location", "list_images", "as_paths", "attach_comments",
            "check_images_found"]

@@ -44,8 +44,9 @@ import PIL.Image
 
 from .dataset_spec import DEFAULT_SCORE_SIGMA, DatasetSpec, as_score_range, default_threshold, scores_to_distributions
 from .loader_rows import (RowCandidate, RowProblem, attach_comments, check_counts, check_fractions, check_images_found,
-                          check_on_error, finish_dataset, guess_row_id, join_comment_text, list_images, normalise_split,
-                          parse_numbers, parse_score, record_to_dict, row_location, seeded_assignment, split_counts)
+                          check_on_error, finish_dataset, guess_row_id, join_comment_text, list_assignment,
+                          list_images, normalise_split, parse_numbers, parse_score, random_split_rule, seeded_rule,
+                          record_to_dict, row_location, seeded_assignment, split_counts)
 from .reports import DUPLICATE_ID, MALFORMED_ROW, MISSING_IMAGE, RENORMALISED, WRONG_BINS, LoadReport
 from .text_files import TextEncodingError, read_csv_records, read_id_list, read_utf8_text
 
@@ -108,6 +109,8 @@ def load_generic(
     score_sigma: float | None = None,
     comments=None,
     on_error: str = "skip",
+    test_list: str | os.PathLike | None = None,
+    train_list: str | os.PathLike | None = None,
 ):
     """
     Loads a dataset in the generic format: a folder with ``metadata.csv`` and an optional ``dataset.json``.
@@ -142,6 +145,8 @@ def load_generic(
         comments: optional comments file(s) in any format of `aesformer_training.comments` (keys: the path
             relative to the folder, the id, the file name or stem); added after the ``comments`` column's text.
         on_error: ``"skip"`` drops bad rows and reports them; ``"fail"`` raises `DatasetLoadError` naming them.
+        test_list, train_list: official split lists (one id per line; an id, or an id without its image
+            extension), instead of a ``split`` column or the seeded split: see `load_ava`.
 
     Returns:
         ``(DatasetDict, DatasetSpec)``; ``spec.report`` is the `LoadReport`.
@@ -177,6 +182,9 @@ def load_generic(
     if ignored:
         report.notes.append(f"ignored column(s) of metadata.csv: {ignored}")
     has_split = "split" in header
+    if has_split and (test_list is not None or train_list is not None):
+        raise ValueError(f"{meta_path} has a split column: the split lists (test_list, train_list) would contradict "
+                         "it; remove the column or the lists")
 
     sigma = score_sigma if score_sigma is not None else config.get("score_sigma", DEFAULT_SCORE_SIGMA)
     if form == "score":
@@ -244,11 +252,19 @@ def load_generic(
         distributions = scores_to_distributions([c.score for c in candidates], spec.score_range, num_bins, sigma)
         for cand, dist in zip(candidates, distributions):
             cand.labels = dist
-    if not has_split:
+    if test_list is not None or train_list is not None:
+        assignment = list_assignment(list(first_line), test_list, train_list, validation_fraction, seed, report,
+                                     "metadata.csv")
+        for cand in candidates:
+            cand.split = assignment.get(cand.id)
+    elif not has_split:
         n_val, n_test = split_counts(len(first_line), validation_fraction, test_fraction)
         assignment = seeded_assignment(first_line, n_val, n_test, seed)
+        report.split_rule = random_split_rule(validation_fraction, test_fraction, seed)
         for cand in candidates:
             cand.split = assignment[cand.id]
+    else:
+        report.split_rule = "the split column of metadata.csv"
     return finish_dataset(spec.name, candidates, report, spec, on_error)
 
 
@@ -352,6 +368,7 @@ def _load_vote_table(
     first_count: int,
     exact_columns: bool,
     test_list,
+    train_list,
     comments,
     validation_fraction: float,
     test_fraction: float,
@@ -363,10 +380,14 @@ def _load_vote_table(
     check_on_error(on_error)
     check_fractions(validation_fraction, test_fraction)
     path = os.path.abspath(os.fspath(path))
-    image_dir = os.path.abspath(os.fspath(image_dir))
+    image_dirs = [os.path.abspath(os.fspath(d)) for d in
+                  ([image_dir] if isinstance(image_dir, (str, os.PathLike)) else image_dir)]
+    if not image_dirs:
+        raise ValueError("give at least one image folder")
+    image_dir = image_dirs[0]
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{name} vote file '{path}' does not exist.")
-    present = list_images(image_dir, image_extension)
+    present = _images_across(image_dirs, image_extension)
     report = LoadReport(source=path)
     expected: list[str] = []
 
@@ -403,8 +424,10 @@ def _load_vote_table(
                 file_name = row_id + image_extension
                 expected.append(file_name)
                 if file_name not in present:
+                    where = image_dir if len(image_dirs) == 1 else f"any of {len(image_dirs)} image folders"
                     raise RowProblem(
                         MISSING_IMAGE, f"image file '{os.path.join(image_dir, file_name)}' does not exist"
+                        + ("" if len(image_dirs) == 1 else f" (nor in {where})")
                     )
             except RowProblem as problem:
                 report._drop(row_id, problem.reason, location, problem.message)
@@ -414,7 +437,7 @@ def _load_vote_table(
                 RowCandidate(
                     id=row_id,
                     location=location,
-                    image=os.path.join(image_dir, file_name),
+                    image=os.path.join(present[file_name], file_name),
                     labels=labels,
                     score=float(labels @ bin_values),
                 )
@@ -424,24 +447,31 @@ def _load_vote_table(
     attach_comments(candidates, comments, image_dir, report)
 
     all_ids = list(first_line)
-    if test_list is not None:
-        test_ids = set(read_id_list(os.fspath(test_list)))
-        absent = test_ids - set(first_line)
-        if absent:
-            report.notes.append(
-                f"{len(absent)} id(s) of the test list {os.path.basename(os.fspath(test_list))} are not in "
-                f"{os.path.basename(path)}"
-            )
-        train_ids = [i for i in all_ids if i not in test_ids]
-        n_val, _ = split_counts(len(train_ids), validation_fraction, 0.0)
-        assignment = seeded_assignment(train_ids, n_val, 0, seed)
-        assignment.update({i: "test" for i in all_ids if i in test_ids})
+    if test_list is not None or train_list is not None:
+        assignment = list_assignment(all_ids, test_list, train_list, validation_fraction, seed, report,
+                                     os.path.basename(path))
     else:
         n_val, n_test = split_counts(len(all_ids), validation_fraction, test_fraction)
         assignment = seeded_assignment(all_ids, n_val, n_test, seed)
+        report.split_rule = random_split_rule(validation_fraction, test_fraction, seed)
     for cand in candidates:
-        cand.split = assignment[cand.id]
+        cand.split = assignment.get(cand.id)
     return finish_dataset(name, candidates, report, spec, on_error)
+
+
+def _images_across(image_dirs: list[str], image_extension: str) -> dict[str, str]:
+    """File name -> the folder holding it, over several image folders (not searched recursively); a file name
+    found in two folders is an error naming both."""
+    present: dict[str, str] = {}
+    for folder in image_dirs:
+        for file_name in list_images(folder, image_extension):
+            if file_name in present:
+                raise ValueError(f"image {file_name} is in two image folders: "
+                                 f"{os.path.join(present[file_name], file_name)} and "
+                                 f"{os.path.join(folder, file_name)}; "
+                                 "each id must be in one folder only")
+            present[file_name] = folder
+    return present
 
 
 def load_ava(
@@ -449,6 +479,7 @@ def load_ava(
     image_dir: str | os.PathLike,
     *,
     test_list: str | os.PathLike | None = None,
+    train_list: str | os.PathLike | None = None,
     comments: str | os.PathLike | None = None,
     validation_fraction: float = 0.05,
     test_fraction: float = 0.1,
@@ -463,12 +494,15 @@ def load_ava(
         ava_txt: ``AVA.txt``: whitespace-separated columns index, image id, the counts of votes for 1..10 (columns
             3-12), two semantic tag ids and the challenge id (the columns after the counts are not used; a row
             needs at least 12 columns).
-        image_dir: folder of the images, ``<image_dir>/<id>.jpg`` (not searched recursively). When not one image
-            is there, an `ImagesNotFoundError` (raised with ``on_error="fail"``, else in
+        image_dir: folder of the images, ``<image_dir>/<id>.jpg`` (not searched recursively), or a list of folders
+            (AVA mirrors ship several): each id is looked up in all of them, one found in two is an error. When not
+            one image is there, an `ImagesNotFoundError` (raised with ``on_error="fail"``, else in
             ``report.images_not_found``) says what the folder and the folders one level down hold.
         test_list: the official test list ``generic_test.jpgl`` (one id per line); train is the rest. Without it,
             a SEEDED RANDOM split of all ids is made instead (`test_fraction` of them go to test), as several papers
-            do; say so when you report results.
+            do; say so when you report results (`report.split_rule` states the rule).
+        train_list: the official train list ``generic_ls_train.jpgl``: train is its ids (validation is carved out
+            of them), ids in neither list are left out (counted in ``report.notes``).
         comments: optional comments file(s) (a path or a list of paths), in any format of
             `aesformer_training.comments`: the AVA-Comments CSV ``index,label,comment`` (``index`` = image id,
             ``label`` ignored: AVA.txt is authoritative), a CSV/JSONL keyed by id, file name or path, or a JSON object
@@ -486,7 +520,8 @@ def load_ava(
                        threshold=default_threshold((1.0, 10.0), "ava"))
     return _load_vote_table(
         name="ava", path=ava_txt, image_dir=image_dir, num_bins=10, id_column=1, first_count=2,
-        exact_columns=False, test_list=test_list, comments=comments, validation_fraction=validation_fraction,
+        exact_columns=False, test_list=test_list, train_list=train_list, comments=comments,
+        validation_fraction=validation_fraction,
         test_fraction=test_fraction, seed=seed, image_extension=image_extension, on_error=on_error, spec=spec,
     )
 
@@ -496,6 +531,7 @@ def load_photonet(
     image_dir: str | os.PathLike,
     *,
     test_list: str | os.PathLike | None = None,
+    train_list: str | os.PathLike | None = None,
     comments: str | os.PathLike | None = None,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -524,7 +560,8 @@ def load_photonet(
                        threshold=default_threshold((1.0, 7.0), "photonet"))
     return _load_vote_table(
         name="photonet", path=votes_txt, image_dir=image_dir, num_bins=7, id_column=0, first_count=1,
-        exact_columns=True, test_list=test_list, comments=comments, validation_fraction=validation_fraction,
+        exact_columns=True, test_list=test_list, train_list=train_list, comments=comments,
+        validation_fraction=validation_fraction,
         test_fraction=test_fraction, seed=seed, image_extension=image_extension, on_error=on_error, spec=spec,
     )
 
@@ -631,8 +668,12 @@ def load_jas(
         else:
             n_val, n_test = split_counts(n, split_sizes[1] / total, split_sizes[2] / total)
         assignment = seeded_assignment(first_line, n_val, n_test, seed)
+        report.split_rule = (f"seeded random split: train / validation / test {n - n_val - n_test} / {n_val} / "
+                             f"{n_test} ids; " + seeded_rule(seed))
         for cand in candidates:
             cand.split = assignment[cand.id]
+    else:
+        report.split_rule = "the split column of the score file"
     return finish_dataset("jas", candidates, report, spec, on_error)
 
 

@@ -88,8 +88,10 @@ class ImagesNotFoundError(DatasetLoadError):
 
     def __init__(self, folder: str, n_expected: int, expected_example: str, *, suggestion: str | None = None,
                  n_found: int = 0, found_example: str | None = None, listing: Sequence[str] = (),
-                 relative_to: str | None = None, report: LoadReport | None = None):
+                 relative_to: str | None = None, report: LoadReport | None = None,
+                 holding: Sequence[tuple[str, int]] = ()):
         self.folder, self.n_expected, self.expected_example = folder, n_expected, expected_example
+        self.holding = list(holding)  # every folder looked in that holds expected images: (folder, count)
         self.suggestion, self.n_found, self.found_example = suggestion, n_found, found_example
         self.listing, self.relative_to = list(listing), relative_to
         super().__init__(self.describe(), report)
@@ -115,6 +117,10 @@ class ImagesNotFoundError(DatasetLoadError):
                          f"({os.path.relpath(self.found_example, self.relative_to)})")
             else:
                 text += f" — did you mean {flag or 'the image folder'} {show(self.suggestion)}?"
+                if len(self.holding) > 1:
+                    text += (" The images are in several folders: " + ", ".join(
+                        f"{show(place)} ({n:,})" for place, n in self.holding)
+                        + f"; give {flag or 'the image folder'} once for each")
         elif not os.path.isdir(self.folder):
             text += "; the folder does not exist"
         elif self.listing:
@@ -161,6 +167,7 @@ class LoadReport:
     repaired: list[RowIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     comments: dict[str, Any] | None = None
+    split_rule: str | None = None  # how the rows were put in train/validation/test (for the results' protocol)
     rows_csv: str | None = None  # where the full list of dropped/repaired rows is written (`write_csv`), if known
     images_not_found: ImagesNotFoundError | None = field(default=None, repr=False)
 
@@ -252,6 +259,8 @@ class LoadReport:
             out["examples_per_reason"] = max_examples
         if self.comments is not None:
             out["comments"] = dict(self.comments)
+        if self.split_rule is not None:
+            out["split_rule"] = self.split_rule
         if self.rows_csv is not None:
             out["all_rows_csv"] = self.rows_csv
         if self.images_not_found is not None:

@@ -148,7 +148,7 @@ def build_stage1_model(model=None, vision_model=None, text_model=None, preset=No
 
 
 def pretrain(data, spec, config: TrainConfig, *, model=None, vision_model=None, text_model=None, preset=None,
-             tokenizer=None, image_size: Optional[int] = None) -> StageResult:
+             tokenizer=None, image_size: Optional[int] = None, protocol: Optional[dict] = None) -> StageResult:
     """Stage 1 (with comments): build the model (`build_stage1_model`, its fresh weights from `config.seed`), train
     it on `data` (a DatasetDict of a loader, `spec` its DatasetSpec), finish (see the module doc). The model is
     saved to `config.output_dir/model`."""
@@ -161,7 +161,7 @@ def pretrain(data, spec, config: TrainConfig, *, model=None, vision_model=None, 
     # from a Swin and a BERT) must come from the seed, or two runs with one seed start apart.
     set_seed(config.seed)
     built, processor = build_stage1_model(model, vision_model, text_model, preset, tokenizer, image_size)
-    results = _train(built, processor, data, spec, config)
+    results = _train(built, processor, data, spec, config, protocol=protocol)
     output_dir = Path(config.output_dir)
     stage = StageResult(PRETRAIN, results, output_dir, output_dir / "model", dataset_report=spec.report,
                         main_process=_is_main_process())
@@ -200,7 +200,7 @@ def check_adapt_model(model_dir) -> None:
 
 
 def adapt(data, spec, config: TrainConfig, model_dir, *, overwrite: bool = False,
-          make_default: bool = True) -> StageResult:
+          make_default: bool = True, protocol: Optional[dict] = None) -> StageResult:
     """Stage 2 (images only): train the dataset adapter `config.adapter_name` (default: the dataset's name) on the
     frozen backbone of the stage-1 model folder `model_dir`, save it to `model_dir/adapters/<name>/` and finish
     (see the module doc): with `make_default` the adapter becomes the model's default answer for images without
@@ -216,7 +216,7 @@ def adapt(data, spec, config: TrainConfig, model_dir, *, overwrite: bool = False
     config = dataclasses.replace(config, adapter_name=name)
     # the new adapter starts from the model's own image-only modules, not a folded default
     model, processor, _ = load_model(model_dir, default_adapter=False, fit_max_length=False)
-    results = _train(model, processor, data, spec, config, model_dir=model_dir)
+    results = _train(model, processor, data, spec, config, model_dir=model_dir, protocol=protocol)
     output_dir = Path(config.output_dir)
     stage = StageResult(ADAPT, results, output_dir, Path(model_dir), adapter=name, adapter_dir=adapter_dir,
                         dataset_report=spec.report, main_process=_is_main_process())
@@ -236,12 +236,26 @@ def adapt(data, spec, config: TrainConfig, model_dir, *, overwrite: bool = False
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def _train(model, processor, data, spec, config: TrainConfig, model_dir=None) -> dict:
+def _train(model, processor, data, spec, config: TrainConfig, model_dir=None, protocol=None) -> dict:
+    import json
+
     from .loop import train  # torch and accelerate: only once the inputs are checked
 
     if spec.report is not None:  # results.json names the file that lists every dropped and repaired row
-        spec.report.rows_csv = DATASET_REPORT_CSV if (spec.report.dropped or spec.report.repaired) else None
-    return train(model, processor, data, spec, config, model_dir=model_dir)
+        spec.report.rows_csv = DATASET_REPORT_CSV
+    results = train(model, processor, data, spec, config, model_dir=model_dir)
+    # the protocol of the validation and test numbers: the data as given, the split, and how they were computed
+    # (the weights' dtype, accelerate's mixed precision, the collator's full decode)
+    from accelerate.state import AcceleratorState
+
+    evaluation = {"dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                  "mixed_precision": str(AcceleratorState().mixed_precision), "decode": "full"}
+    results["protocol"] = {**(protocol or {}), "evaluation": evaluation}
+    results_file = Path(config.output_dir) / "results.json"
+    if _is_main_process() and results_file.is_file():
+        results_file.write_text(json.dumps(json.loads(results_file.read_text()) | {"protocol": results["protocol"]},
+                                           indent=2) + "\n")
+    return results
 
 
 def _is_main_process() -> bool:
@@ -251,9 +265,10 @@ def _is_main_process() -> bool:
 
 
 def _write_dataset_report(spec, output_dir: Path) -> Optional[Path]:
-    """Every dropped and repaired row, next to results.json (None when there is none)."""
+    """Every dropped and repaired row, next to results.json, always (only its header when there is none: a file
+    that exists says nothing was dropped); None for a hand-made spec without a report."""
     report = spec.report
-    if report is None or not (report.dropped or report.repaired):
+    if report is None:
         return None
     return Path(report.write_csv(output_dir / DATASET_REPORT_CSV))
 
@@ -268,7 +283,7 @@ def summary(stage: StageResult) -> list[str]:
     """The lines the commands print when a stage is done (main process)."""
     lines = []
     report = stage.dataset_report
-    if report is not None and stage.dataset_report_csv is not None:
+    if report is not None and stage.dataset_report_csv is not None and (report.dropped or report.repaired):
         lines.append(f"dataset report: {report.n_dropped:,} dropped and {report.n_repaired:,} repaired rows listed "
                      f"in {stage.dataset_report_csv}")
     test = _short(stage.results.get("test") or {})
@@ -285,7 +300,8 @@ def summary(stage: StageResult) -> list[str]:
 
 
 def _short(metrics: dict) -> str:
-    return ", ".join(f"{k}={metrics[k]:.4f}" for k in ("srcc", "plcc", "accuracy", "emd_r1") if k in metrics)
+    return ", ".join([f"n={metrics['n']}"] * ("n" in metrics)
+                     + [f"{k}={metrics[k]:.4f}" for k in ("srcc", "plcc", "accuracy", "emd_r1") if k in metrics])
 
 
 __all__ = ["DATASET_REPORT_CSV", "StageInputError", "StageResult", "adapt", "build_stage1_model",
