@@ -132,6 +132,9 @@ def score_images(args, log=print) -> int:
                   or os.path.abspath(item) not in failed_before])
     log(f"[score] {len(records)} images ({skipped} already in {args.output}), adapters {names}, "
         f"batch {args.batch_size}, {args.num_workers} workers, {device}")
+    log("[score] decode: " + ("full" if getattr(args, "full_decode", False) else
+                              "reduced for large JPEGs (draft mode; --full-decode decodes them in full, as `aesformer "
+                              "eval` does)"))
     start, scored = time.perf_counter(), 0
     progress = tqdm(total=len(todo), unit="img", desc="scoring", dynamic_ncols=True, file=sys.stderr,
                     mininterval=0.5)

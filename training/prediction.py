@@ -211,8 +211,8 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
                 })
     for branch in (b for b in BRANCHES if b in branches):
         source = "with_comments" if branch == "with_comments" else "image_only"
-        if branch in results or source in results:  # skipped with a reason
-            results.setdefault(branch, results[source])
+        if "skipped" in results.get(source, {}):  # with its reason
+            results[branch] = results[source]
             continue
         if source not in scored:
             results[branch] = {"skipped": "no rows"}
@@ -290,7 +290,7 @@ def fitting_adapter(model_dir, spec, asked=None):
     current = default if default in scales else BASE_ADAPTER
     if fits(current):
         return None, None
-    same_dataset = [name for name in fitting if scales[name][2] == spec.name]
+    same_dataset = [name for name in fitting if str(scales[name][2]).lower() == spec.name.lower()]
     choice = same_dataset if len(same_dataset) == 1 else fitting
     if len(choice) == 1:
         return choice[0], (f"the model's default image-only answer {describe(current)} is not on the {spec.name} "
