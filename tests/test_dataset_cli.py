@@ -325,8 +325,9 @@ def test_ava_with_dpc_comments_end_to_end(ava, tokenizer_dir, tmp_path, capsys):
                          "--comments", ava / "ava_comments.csv", "--output", metrics_file)
     assert code == 0, err
     metrics = json.loads(metrics_file.read_text())
-    assert set(metrics) == {"with_comments", "image_only"}
+    assert set(metrics) == {"with_comments", "image_only", "image_only_on_with_comments_set", "protocol"}
     assert metrics["with_comments"]["n"] == metrics["image_only"]["n"] == len(TEST_IDS)
+    assert metrics["image_only_on_with_comments_set"]["n"] == len(TEST_IDS)
     scores = tmp_path / "scores.csv"
     code, out, err = run(capsys, "score", image_dir, "--model", model, "--comments", ava / "ava_comments.csv",
                          "--output", scores, "--num-workers", "0", "--adapter", "ava")
