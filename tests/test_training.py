@@ -187,7 +187,7 @@ def test_the_stages_as_python_calls_finish_as_the_commands_do(tmp_path, dataset_
     assert stage1.main_process and stage1.model_dir == tmp_path / "s1" / "model"
     config = json.loads((stage1.model_dir / "config.json").read_text())
     assert config["image_only_trained"] is False and config["default_adapter"] is None
-    assert summary(stage1)[-1].startswith(f"stage 1 done: model in {stage1.model_dir}; test srcc=")
+    assert summary(stage1)[-1].startswith(f"stage 1 done: model in {stage1.model_dir}; test n=3, srcc=")
 
     stage2 = adapt(data, spec, TrainConfig(stage=ADAPT, output_dir=str(tmp_path / "s2"), **settings),
                    stage1.model_dir)
