@@ -229,3 +229,32 @@ def test_eval_picks_the_adapter_on_the_datas_scale(ava, tmp_path, capsys):
     other = tmp_path / "other.json"
     code, _, err = run(capsys, "eval", "--model", model, "--adapter", "photonet", *data_args(ava), "--output", other)
     assert code == 2 and "--adapter NAME" in err and "'ava' (10 bins, 1..10)" in err and not other.exists()
+
+
+def test_training_records_its_protocol(ava, tmp_path, capsys):
+    from _helpers import tokenizer_for
+
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    tokenizer_for(tokenizer).save_pretrained(tokenizer)
+    run1 = tmp_path / "stage1"
+    code, out, err = run(capsys, "pretrain", "--preset", "tiny", "--image-size", "32", "--tokenizer", tokenizer,
+                         *data_args(ava), "--output-dir", run1, "--batch-size", "4", "--epochs", "1", "--max-steps",
+                         "1", "--queue-size", "8")
+    assert code == 0, err
+    assert "; test n=" in out  # n printed with the test metrics
+    results = json.loads((run1 / "results.json").read_text())
+    protocol = results["protocol"]
+    assert protocol["evaluation"]["dtype"] == "float32" and protocol["evaluation"]["decode"] == "full"
+    assert protocol["data"]["train_list"] == str(ava / "generic_ls_train.jpgl")
+    assert "generic_test.jpgl" in protocol["split_rule"] and protocol["seed"] == 42
+    assert protocol["split_sizes"]["test"] == len(TEST_IDS) and protocol["scale"]["threshold"] == 5.0
+    assert (run1 / "dataset_report.csv").is_file()  # always, even with no row dropped
+    assert results["dataset_report"]["split_rule"] == protocol["split_rule"]
+    run2 = tmp_path / "stage2"
+    code, out, err = run(capsys, "adapt", "--model", run1 / "model", *data_args(ava), "--output-dir", run2,
+                         "--batch-size", "4", "--max-steps", "1")
+    assert code == 0, err
+    adapted = json.loads((run1 / "model" / "adapters" / "ava" / "results.json").read_text())
+    assert adapted["protocol"]["data"]["image_dir"] == [str(ava / "images" / "a"), str(ava / "images" / "b")]
+    assert (run2 / "dataset_report.csv").is_file()

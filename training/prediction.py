@@ -180,7 +180,8 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
             continue
         if branch == "image_only" and scale["num_bins"] != spec.num_bins:
             raise ValueError(f"image_only: the model answered with {scale['num_bins']} bins (adapter {name!r}) "
-                             f"for a {spec.num_bins}-bin dataset")
+                             f"for a {spec.num_bins}-bin dataset: evaluate with a dataset adapter on its scale "
+                             "(`aesformer eval --adapter NAME`, or make it the default with `aesformer set-default`)")
         records = [(images[i], comments[i] if branch == "with_comments" else None) for i in subset]
         answers = {}
         for batch in iter_scored_batches(model, processor, records, [name], batch_size, num_workers,
