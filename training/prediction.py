@@ -259,7 +259,7 @@ def _saved_scales(model_dir):
             if "num_score_bins" in meta and "score_range" in meta:
                 scales[name] = (int(meta["num_score_bins"]), [float(v) for v in meta["score_range"]],
                                 meta.get("dataset"))
-    return config.get("default_adapter"), scales
+    return config.get("default_adapter"), scales, bool(config.get("image_only_trained", False))
 
 
 def fitting_adapter(model_dir, spec, asked=None):
@@ -269,7 +269,7 @@ def fitting_adapter(model_dir, spec, asked=None):
     naming ``--adapter NAME`` and ``aesformer set-default`` when none or several fit, or when `asked` does not."""
     from modeling_aesformer.adapter_weights_aesformer import BASE_ADAPTER
 
-    default, scales = _saved_scales(model_dir)
+    default, scales, base_trained = _saved_scales(model_dir)
 
     def fits(name):
         bins, score_range, _ = scales.get(name, (None, None, None))
@@ -280,7 +280,8 @@ def fitting_adapter(model_dir, spec, asked=None):
         return f"{name!r} ({bins} bins, {low:g}..{high:g})"
 
     wanted = f"{spec.num_bins} bins, {spec.score_range[0]:g}..{spec.score_range[1]:g}"
-    fitting = [name for name in scales if fits(name)]
+    # the model's own image-only head is a candidate only when training or conversion produced it
+    fitting = [name for name in scales if fits(name) and (name != BASE_ADAPTER or base_trained)]
     listed = ", ".join(describe(name) for name in fitting) or "none"
     if asked is not None:
         if asked not in scales or fits(asked):
