@@ -250,6 +250,7 @@ def test_training_records_its_protocol(ava, tmp_path, capsys):
     assert "generic_test.jpgl" in protocol["split_rule"] and protocol["seed"] == 42
     assert protocol["split_sizes"]["test"] == len(TEST_IDS) and protocol["scale"]["threshold"] == 5.0
     assert (run1 / "dataset_report.csv").is_file()  # always, even with no row dropped
+    assert results["test"]["threshold"] == 5.0 and 0.5 <= results["test"]["majority_baseline_accuracy"] <= 1
     assert results["dataset_report"]["split_rule"] == protocol["split_rule"]
     run2 = tmp_path / "stage2"
     code, out, err = run(capsys, "adapt", "--model", run1 / "model", *data_args(ava), "--output-dir", run2,

@@ -77,6 +77,12 @@ def metrics_from_predictions(pred, bin_values):
         values = np.asarray(bin_values, dtype=np.float64)
         predicted, true = pred["distribution"][:, :k].double().numpy() @ values, target.double().numpy() @ values
         metrics["accuracy"] = float(np.mean((predicted > thresholds) == (true > thresholds)))
+    # beside the accuracy: the accuracy of always answering the more common class
+    true = target.double().numpy() @ np.asarray(bin_values, dtype=np.float64)
+    high = float(np.mean(true > thresholds))
+    metrics["majority_baseline_accuracy"] = max(high, 1.0 - high)
+    if (thresholds == thresholds[0]).all():
+        metrics["threshold"] = float(thresholds[0])
     return metrics
 
 

@@ -53,8 +53,8 @@ class StageResult:
         adapter: stage 2's adapter name (None for stage 1).
         adapter_dir: stage 2's `model_dir/adapters/<adapter>` (None for stage 1).
         dataset_report: the loader's `LoadReport` (`spec.report`), None for a hand-made spec.
-        dataset_report_csv: where the dropped and repaired rows are listed, None when the loader kept every row as it
-            was (or on a process that is not the main one).
+        dataset_report_csv: where the dropped and repaired rows are listed (written always, only its header when
+            the loader kept every row as it was); None for a hand-made spec or on a process that is not the main one.
         default_adapter: stage 2: the adapter that now answers images without comments (None: not changed).
         previous_default: stage 2: the model's default adapter before (None: the model's own modules).
         main_process: False on the other processes of a distributed run: they trained but finished nothing.
