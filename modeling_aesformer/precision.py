@@ -358,7 +358,7 @@ def choose_path(measured: Dict[str, float], backend: str = "auto", dtype: str = 
         pick = fastest
     else:
         pick = reference
-    why = f"on {cpu_model()} at the model's layer shapes, speed vs torch/fp32: {speeds or 'no other path'}"
+    why = f"speed vs torch/fp32 at the model's layer shapes: {speeds or 'no other path'}"
     if pick == reference and fastest != reference:
         why += f"; nothing {MIN_GAIN:.2f}x faster than {reference}"
     return pick.split("/")[0], pick.split("/")[1], why
@@ -403,7 +403,8 @@ def resolve_precision(dtype: str = "auto", backend: str = "torch", device="cpu",
     measured, cached = measured_paths(config, cpuinfo_path, cache_dir, torch_only=backend == "torch")
     pick_backend, pick_dtype, why = choose_path(measured, backend, dtype)
     where = "cached probe" if cached else "probe"
-    return Precision(pick_backend, pick_dtype, f"{pick_dtype} (auto: {pick_backend}; {where} {why})")
+    return Precision(pick_backend, pick_dtype,
+                     f"{pick_dtype} (auto: {pick_backend}; {where} on {cpu_model(cpuinfo_path)}, {why})")
 
 
 def resolve_dtype(choice: str, device, cpuinfo_path: str = "/proc/cpuinfo", config=None, cache_dir=None):
