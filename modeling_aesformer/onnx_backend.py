@@ -218,6 +218,8 @@ def onnxruntime_session(path, threads: Optional[int] = None):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # threads that spin idle after a run would slow down the torch forward of the batch's rows with comments
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
