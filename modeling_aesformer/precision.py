@@ -115,7 +115,7 @@ def _block_weights(shape: BlockShape, seed: int):
     c, m = shape.channels, shape.mlp
 
     def w(*dims):
-        return (rng.standard_normal(dims) * 0.02).astype(np.float32)
+        return rng.standard_normal(dims, dtype=np.float32) * np.float32(0.02)
 
     return {"ln1_g": np.ones(c, np.float32), "ln1_b": w(c), "qkv_w": w(c, 3 * c), "qkv_b": w(3 * c),
             "proj_w": w(c, c), "proj_b": w(c), "ln2_g": np.ones(c, np.float32), "ln2_b": w(c),
@@ -245,11 +245,13 @@ def candidate_paths(bf16: bool, runtimes: Sequence[str]) -> List[Tuple[str, str]
     return paths
 
 
-def measure_paths(paths: Sequence[Tuple[str, str]], config=None, runs: int = 3) -> Dict[str, float]:
+def measure_paths(paths: Sequence[Tuple[str, str]], config=None, runs: int = 3,
+                  path_budget_s: float = 0.05) -> Dict[str, float]:
     """Seconds per run of the probe blocks (`probe_shapes(config)`) on each (backend, dtype) of `paths`, keyed
-    "backend/dtype": the best of `runs` runs after a warm-up run. The paths are measured one after the other, torch
-    first: the runtimes' thread pools, once started, keep cores busy for a while and would slow down the next path
-    timed (torch's OpenMP threads most)."""
+    "backend/dtype": the best of up to `runs` runs after a warm-up run (fewer once a path has used `path_budget_s`:
+    a slow path is clearly slow after one). The paths are measured one after the other, torch first: the runtimes'
+    thread pools, once started, keep cores busy for a while and would slow down the next path timed (torch's
+    OpenMP threads most)."""
     import gc
 
     import torch
@@ -268,7 +270,7 @@ def measure_paths(paths: Sequence[Tuple[str, str]], config=None, runs: int = 3) 
                 runner = _runtime_probe(backend, dtype, graph, shapes)
             runner()  # warm up: first-call allocations and kernel choice
             times = []
-            for _ in range(runs):
+            while len(times) < max(1, runs) and (not times or sum(times) < path_budget_s):
                 tic = time.perf_counter()
                 runner()
                 times.append(time.perf_counter() - tic)

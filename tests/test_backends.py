@@ -200,7 +200,7 @@ def test_auto_is_measured_once_then_cached_per_machine_and_model_shape(tmp_path,
     calls = []
     real = precision.measure_paths
 
-    def counting(paths, config=None, runs=3):
+    def counting(paths, config=None, runs=3, path_budget_s=0.05):
         calls.append(list(paths))
         return real(paths, config, runs=1)
 
