@@ -12,7 +12,6 @@ agreement of the runtimes with torch do not depend on training). JSON: bench/res
 """
 
 import argparse
-import os
 import sys
 import tempfile
 import time
