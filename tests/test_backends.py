@@ -257,3 +257,19 @@ def test_the_backend_flag_offers_exactly_the_choices_the_library_resolves():
     from modeling_aesformer.precision import BACKEND_CHOICES
 
     assert flag_choices == BACKEND_CHOICES
+
+
+def test_auto_keeps_fp32_on_an_amd_bf16_cpu_where_bf16_measures_no_faster(tmp_path, monkeypatch):
+    """The issue's case: on the demo preset (64 px) bf16 gave nothing on an AMD CPU with AVX512-BF16 (11.3 vs 11.1
+    images/s), yet `--dtype auto` picked bf16 from the vendor string. Measured, it keeps fp32."""
+    from modeling_aesformer import AesformerConfig
+    from modeling_aesformer import precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+                       "flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    monkeypatch.setattr(precision, "measure_paths", lambda paths, config=None, **k: {
+        f"{b}/{d}": {"torch/fp32": 11.3, "torch/bf16": 11.1}[f"{b}/{d}"] ** -1 for b, d in paths})
+    dtype, reason = precision.resolve_dtype("auto", "cpu", cpuinfo_path=str(cpuinfo),
+                                            config=AesformerConfig.from_preset("demo"), cache_dir=tmp_path)
+    assert dtype == torch.float32 and "torch/bf16 0.98x" in reason and "AMD EPYC 9R14" in reason
