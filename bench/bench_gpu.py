@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""GPU benchmark, for a machine with a CUDA device (under 3 minutes on one H100/H200). Exits cleanly with a message
+"""GPU benchmark, for a machine with a CUDA device (about 4 minutes on one H100/H200: one short, prepared run). Exits cleanly with a message
 when there is no CUDA device.
 
 1. Correctness first: Aesformer-T (random weights, seed 0) in strict fp32 (TF32 off) is the reference; fp32 with
    TF32, bf16 autocast and fp16 autocast must agree within the tolerances below, image-only and with 64-token
    comments. A precision that fails is reported and left out of the speed table.
-2. Images/s at batch 64, 128 and 256 for each precision that passed (eager, image-only; with comments at the
-   largest batch), then the opt-in compiled path (`model.compile_for_inference()`) at the largest batch in bf16.
+2. Images/s and peak GPU memory at batch 1, 8, 32, 64, 128 and 256 for each precision that passed, both branches
+   (eager; image-only, and with 64-token comments), then the opt-in compiled path (`model.compile_for_inference()`)
+   at the largest batch in bf16.
+3. End to end: `modeling_aesformer.scoring.score_files` on `--e2e-images` JPEGs (640x480, written first) with
+   `--workers` decoding workers, batch 128, in the fastest precision that passed: images/s from files to rows.
 
 Tolerances (max over the batch, against strict fp32):
    precision   |Δ distribution|   |Δ score|   relative |Δ vision/vl embeds|
@@ -55,16 +58,52 @@ def relative(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
 
 
+def score_end_to_end(model, device, args, precision: str) -> dict:
+    """`score_files` over `args.e2e_images` JPEGs (640x480, smooth noise) with `args.workers` decoding workers,
+    batch 128, the model in `precision`: images/s from files to rows (decoding overlapped with the model)."""
+    import tempfile
+
+    import numpy as np
+    import PIL.Image
+    import torch
+
+    from modeling_aesformer import AesformerImageProcessor
+    from modeling_aesformer.scoring import score_files
+
+    size = model.config.vision_config.image_size
+    with tempfile.TemporaryDirectory(prefix="aesformer-gpu-e2e-") as folder:
+        rng = np.random.default_rng(0)
+        paths = []
+        for i in range(args.e2e_images):
+            small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+            path = os.path.join(folder, f"{i}.jpg")
+            PIL.Image.fromarray(small).resize((640, 480), PIL.Image.BICUBIC).save(path, quality=90)
+            paths.append(path)
+        processor = AesformerImageProcessor(size={"height": size, "width": size})
+        dtype = torch.bfloat16 if precision == "bf16" else (torch.float16 if precision == "fp16" else None)
+        list(score_files(model, processor, paths[:128], batch_size=128, num_workers=args.workers, device=device,
+                         dtype=dtype))  # warm-up: workers, kernels
+        start = time.perf_counter()
+        rows = list(score_files(model, processor, paths, batch_size=128, num_workers=args.workers, device=device))
+        seconds = time.perf_counter() - start
+    failed = sum(1 for row in rows if row.get("error"))
+    return {"images": len(paths), "workers": args.workers, "batch": 128, "precision": precision,
+            "seconds": seconds, "images/s": len(paths) / seconds, "failed": failed}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--preset", default="aesformer-t")
-    parser.add_argument("--batches", default="64,128,256")
+    parser.add_argument("--batches", default="1,8,32,64,128,256")
+    parser.add_argument("--e2e-images", type=int, default=1024, help="JPEGs scored end to end (0: skip)")
+    parser.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+                        help="decoding workers of the end-to-end run")
     parser.add_argument("--check-batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--budget", type=float, default=170.0, help="seconds; later parts are skipped past it")
+    parser.add_argument("--budget", type=float, default=240.0, help="seconds; later parts are skipped past it")
     parser.add_argument("--output", default=None, help="JSON path (default bench/results/gpu.json)")
     args = parser.parse_args(argv)
 
@@ -111,16 +150,18 @@ def main(argv=None) -> int:
         for comments in (False, True):
             data = inputs(args.check_batch, comments=comments)
             set_tf32(False)
-            reference = model(**data)
-            embeds = "vl_image_embeds" if comments else "vision_embeds"
+            heads = model.forward_heads(**data)  # the embeddings are the heads' inputs
+            reference = heads.output
+            embeds = "vl_image" if comments else "vision"
             for precision in precisions:
                 set_tf32(precision == "tf32")
                 with precision_context(precision, device.type):
-                    out = model(**data)
+                    other = model.forward_heads(**data)
+                out = other.output
                 set_tf32(False)
                 dist = float((out.distribution.float() - reference.distribution).abs().max())
                 score = float((out.score.float() - reference.score).abs().max())
-                rel = relative(out[embeds], reference[embeds])
+                rel = relative(other.embeds[embeds], heads.embeds[embeds])
                 tol = TOLERANCES[precision]
                 ok = dist <= tol[0] and score <= tol[1] and rel <= tol[2]
                 checks.append({"precision": precision, "branch": "with comments" if comments else "image-only",
@@ -142,26 +183,23 @@ def main(argv=None) -> int:
             set_tf32(False)
         return common.median(times)
 
+    def peak_gb():
+        return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+
     rows = []
-    for batch in batches:
-        data = inputs(batch)
-        for precision in passed:
-            if over_budget():
-                break
-            seconds = timed(lambda: model(**data), precision)
-            rows.append({"path": "eager", "branch": "image-only", "precision": precision, "batch": batch,
-                         "ms/batch": seconds * 1e3, "images/s": batch / seconds})
-        del data
-    if not over_budget():
-        batch = batches[-1]
-        data = inputs(batch, comments=True)
-        for precision in passed:
-            if over_budget():
-                break
-            seconds = timed(lambda: model(**data), precision)
-            rows.append({"path": "eager", "branch": "with comments", "precision": precision, "batch": batch,
-                         "ms/batch": seconds * 1e3, "images/s": batch / seconds})
-        del data
+    for comments in (False, True):
+        for batch in batches:
+            data = inputs(batch, comments=comments)
+            for precision in passed:
+                if over_budget():
+                    break
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                seconds = timed(lambda: model(**data), precision)
+                rows.append({"path": "eager", "branch": "with comments" if comments else "image-only",
+                             "precision": precision, "batch": batch, "ms/batch": seconds * 1e3,
+                             "images/s": batch / seconds, "peak GiB": peak_gb()})
+            del data
     compile_seconds = None
     if not args.no_compile and not over_budget():
         precision = "bf16" if "bf16" in passed else "fp32"
@@ -182,18 +220,23 @@ def main(argv=None) -> int:
             print(f"compile_for_inference failed: {type(err).__name__}: {str(err)[:500]}", file=sys.stderr)
             rows.append({"path": f"compiled: FAILED ({type(err).__name__})", "branch": "image-only",
                          "precision": precision, "batch": batch})
-    if device.type == "cuda":
-        info["max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    end_to_end = None
+    if args.e2e_images and not over_budget():
+        end_to_end = score_end_to_end(model, device, args, "bf16" if "bf16" in passed else "fp32")
     print()
-    print(common.table(rows, ["path", "branch", "precision", "batch", "ms/batch", "images/s"],
+    print(common.table(rows, ["path", "branch", "precision", "batch", "ms/batch", "images/s", "peak GiB"],
                        title=f"{args.preset} on {info.get('gpu', device)}"))
+    if end_to_end:
+        print()
+        print(common.table([end_to_end], list(end_to_end), title="End to end: JPEG files to result rows"))
     skipped = over_budget()
     if skipped:
         print(f"(stopped early: over the {args.budget:.0f} s budget)")
     print(f"# {time.perf_counter() - started:.0f} s in all")
     path = common.save_results("gpu", {"machine": info, "checks": checks, "passed": passed, "rows": rows,
                                        "tolerances": TOLERANCES, "compile_seconds": compile_seconds,
-                                       "stopped_early": skipped, "preset": args.preset}, args.output)
+                                       "stopped_early": skipped, "preset": args.preset,
+                                       "end_to_end": end_to_end}, args.output)
     print(f"# wrote {path}")
     return 0 if len(passed) == len(precisions) + 1 else 1
 

@@ -1,7 +1,7 @@
 """`aesformer export` and `aesformer push`: the flags and calls around `modeling_aesformer.export`.
 
     aesformer export MODEL_DIR --output HUB_DIR [--card-data card.json] [--results results.json] [--overwrite]
-                     [--space SPACE_DIR --model-repo USER/NAME]
+                     [--space SPACE_DIR --model-repo USER/NAME] [--onnx]
     aesformer push HUB_DIR --repo-id USER/NAME [--private] [--revision BRANCH] [--yes] [--repo-type space]
 """
 
@@ -52,6 +52,10 @@ def add_subparsers(subparsers) -> None:
                         "the model from the Hub repository --model-repo, without this package")
     export.add_argument("--model-repo", default=None, metavar="USER/NAME",
                         help="the Hub model repository the Space loads (where HUB_DIR is pushed); needs --space")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write onnx/model.onnx (the image-only branch with the default adapter: one input "
+                        "pixel_values, dynamic batch) and onnx/model_<adapter>.onnx for each other adapter, for "
+                        "`aesformer score --backend onnxruntime|openvino` and ONNX users (needs onnx, onnxscript)")
     export.set_defaults(func=run_export)
 
     push = subparsers.add_parser(
@@ -86,14 +90,44 @@ def run_export(args) -> int:
             results = json.load(f)
     card_data = _load_json_arg(args.card_data)
     check_export_target(args.model_dir, args.output, args.overwrite)  # before the model loads
+    onnx_tmp = export_onnx_first(args) if args.onnx else None  # before anything is written
     model, processor, _ = load_model(args.model_dir, default_adapter=False, images_only_ok=True,
                                      fit_max_length=False, flag="MODEL_DIR", prefix="[export] warning: ")
     export_model(args.model_dir, args.output, card_data=card_data, results=results, overwrite=args.overwrite,
                  model=model, processor=processor)
+    if onnx_tmp is not None:
+        onnx_dir = Path(args.output) / "onnx"
+        os.replace(onnx_tmp, onnx_dir)
+        print(f"[export] wrote {onnx_dir}: {', '.join(sorted(os.listdir(onnx_dir)))}")
     if args.space is not None:
         write_space(args.space, args.model_repo, PAGE_SOURCE, with_adapters=(Path(args.output) / "adapters").is_dir(),
                     overwrite=args.overwrite)
     return 0
+
+
+def export_onnx_first(args) -> Path:
+    """`--onnx`: the ONNX files, exported before the Hub folder is written (a failure leaves nothing behind) into a
+    temporary sibling of it, from the model loaded as the exported folder is (default adapter folded, every adapter
+    loaded). Returns that temporary folder."""
+    import atexit
+    import importlib.util
+    import shutil
+
+    from modeling_aesformer.loading import load_model
+    from modeling_aesformer.onnx_backend import export_onnx_folder
+    from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters
+
+    if importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnx") is None:
+        raise CommandError("--onnx needs onnx and onnxscript: pip install 'aesformer[onnx]'")
+    model, _, _ = load_model(args.model_dir, ALL_ADAPTERS, images_only_ok=True, fit_max_length=False,
+                             flag="MODEL_DIR", prefix="[export] warning: ")
+    names, _ = resolve_adapters(model, ALL_ADAPTERS)
+    output = Path(args.output)
+    tmp = output.parent / f".{output.name}.onnx-{os.getpid()}"
+    atexit.register(shutil.rmtree, tmp, True)  # gone once moved into HUB_DIR; removed if the export fails
+    print(f"[export] exporting the image-only branch to ONNX ({', '.join(names)})")
+    export_onnx_folder(model, tmp, names)
+    return tmp
 
 
 @command_entry

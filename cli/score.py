@@ -24,6 +24,9 @@
 - `--dtype {auto,fp32,bf16,fp16}`: the precision of the weights (auto = bf16 where the hardware computes it faster
   than fp32, else fp32; the choice and its reason are printed at the start). The heads, distribution and score stay
   fp32.
+- `--backend {torch,onnxruntime,openvino,auto}`: what runs the image-only branch (images without comments): an ONNX
+  runtime uses the model folder's `onnx/` (`aesformer export --onnx`), else exports it once into the user's cache;
+  auto = the fastest path measured on this machine (docs/backends.md). Images with comments always run on torch.
 - Comments that are empty or whitespace-only after cleaning count as no comments (`branch` = image_only).
   `comments_truncated` is true when the processor's word or token limit cut an image's comments, false when they
   were used whole, empty when the image had no comment text.
@@ -45,7 +48,7 @@ import time
 from typing import List, Optional
 
 from .common import command_entry
-from .precision import add_dtype_argument
+from .precision import add_backend_argument, add_dtype_argument
 
 # the score file's columns (`modeling_aesformer.scoring.FIELDS`), listed in --help without importing torch
 FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_bins", "score_range", "distribution",
@@ -63,6 +66,17 @@ def load_scoring_model(model_ref: str, adapters: Optional[List[str]], log=print,
     wanted = [a for a in (adapters or []) if a != BASE_ADAPTER]
     return load_model(model_ref, ALL_ADAPTERS if wanted or not adapters else adapters, dtype=dtype,
                       images_only_ok=True, peft_required=bool(wanted), log=log, prefix="[score] ")
+
+
+def model_config(model_ref: str):
+    """The model's config (its shapes drive the precision probe), or None when it cannot be read here (loading the
+    model then reports why)."""
+    try:
+        from modeling_aesformer import AesformerConfig
+
+        return AesformerConfig.from_pretrained(model_ref)
+    except Exception:  # noqa: BLE001 - load_scoring_model gives the error that names the flag
+        return None
 
 
 # ------------------------------------------------------------------------------------------------------------- run
@@ -90,7 +104,7 @@ def score_images(args, log=print) -> int:
     from modeling_aesformer.scoring import (MAX_LISTED_FAILURES, ScoreFileWriter, ScoringError,
                                             iter_scored_batches, read_score_file, records_to_score)
 
-    from .precision import chosen_dtype
+    from .precision import chosen_precision
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch_size < 1 or args.num_workers < 0:
@@ -111,10 +125,18 @@ def score_images(args, log=print) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ScoringError(f"--device {args.device}: CUDA is not available here (torch {torch.__version__}); "
                            "use --device cpu")
-    dtype = chosen_dtype(args, device, log, prefix="[score] ")
-    model, processor, _ = load_scoring_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg, log,
-                                             dtype)
+    chosen = chosen_precision(args, device, model_config(args.model), log, prefix="[score] ")
+    dtype = chosen.torch_dtype
+    on_runtime = chosen.backend != "torch"  # the ONNX export wants the fp32 weights: the cast comes after it
+    model, processor, model_dir = load_scoring_model(args.model, None if adapter_arg == ALL_ADAPTERS else adapter_arg,
+                                                     log, None if on_runtime else dtype)
     names, _ = resolve_adapters(model, adapter_arg)
+    runtime = None
+    if on_runtime:
+        from modeling_aesformer.onnx_backend import prepare_backend
+
+        runtime = prepare_backend(model, names, chosen.backend, chosen.dtype, model_dir, log, "[score] ")
+        model.to(dtype=dtype)  # the rows with comments
     if args.overwrite and not args.resume and os.path.exists(args.output):
         os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
     labels = [image_only_answer(base_model(model).config, name)[0] for name in names]  # the adapter column
@@ -131,7 +153,8 @@ def score_images(args, log=print) -> int:
     writer.write([{"path": item, "error": reason} for item, reason in problems if not args.resume
                   or os.path.abspath(item) not in failed_before])
     log(f"[score] {len(records)} images ({skipped} already in {args.output}), adapters {names}, "
-        f"batch {args.batch_size}, {args.num_workers} workers, {device}")
+        f"batch {args.batch_size}, {args.num_workers} workers, {device}"
+        + (f", images without comments on {chosen.backend}" if on_runtime else ""))
     log("[score] decode: " + ("full" if getattr(args, "full_decode", False) else
                               "reduced for large JPEGs (draft mode; --full-decode decodes them in full, as `aesformer "
                               "eval` does)"))
@@ -141,7 +164,8 @@ def score_images(args, log=print) -> int:
     try:
         for batch in iter_scored_batches(model, processor, todo, names, args.batch_size, args.num_workers, device,
                                          args.threshold, args.max_image_pixels,
-                                         reduced_decode=not getattr(args, "full_decode", False)):
+                                         reduced_decode=not getattr(args, "full_decode", False),
+                                         backend=runtime):
             rows = []
             for index in sorted(batch):
                 path = todo[index][0]
@@ -222,6 +246,12 @@ def run_sharded(args, log=print) -> int:
     (`aesformer_training.sharded_scoring.run`)."""
     from aesformer_training import sharded_scoring
 
+    from modeling_aesformer.scoring import ScoringError
+
+    if getattr(args, "backend", "torch") not in ("torch", "auto"):
+        raise ScoringError(f"--backend {args.backend} scores image files only, not shards or several processes: "
+                           "use --backend torch")
+
     def load_scorer(device, process_log):
         from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters
 
@@ -272,6 +302,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                         help="high/low threshold (default: the answering head's own)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     add_dtype_argument(parser)
+    add_backend_argument(parser)
     parser.add_argument("--full-decode", action="store_true",
                         help="decode every JPEG at full size (default: a JPEG at least twice the model's input size is "
                         "decoded at 1/2, 1/4 or 1/8 of its size by Pillow's draft mode, never below the input size)")

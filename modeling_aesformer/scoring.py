@@ -215,25 +215,53 @@ def result_rows(results: List[dict], comments_truncated=None) -> List[dict]:
     return [{**result, "comments_truncated": comments_truncated, "error": None} for result in results]
 
 
-def score_collated(model, collated: dict, names: Sequence[str], device=None, threshold=None) -> Dict[object, list]:
-    """One collated batch through the model: `{index: [row, ...]}` in the row format (`result_rows`; an item that
-    could not be decoded gets one row with its `error`)."""
+def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) -> List[Tuple[List[int], dict]]:
+    """[(batch rows, their `summarize_outputs` summary)]: the whole batch through the model, or with an ONNX
+    `backend` (`onnx_backend.prepare_backend`) the rows without comments through it and the others through the
+    model."""
     import torch
 
+    from .pipeline_aesformer import summarize_outputs
+
+    batch = inputs["pixel_values"].shape[0]
+    with_comments = [False] * batch  # as the model decides: comment tokens under the attention mask
+    if "input_ids" in inputs:
+        with_comments = (inputs["attention_mask"].bool().any(-1).tolist() if "attention_mask" in inputs
+                         else [True] * batch)
+    runtime_rows = [i for i in range(batch) if backend is not None and not with_comments[i]]
+    torch_rows = [i for i in range(batch) if i not in set(runtime_rows)]
+    parts = []
+    if runtime_rows:
+        outputs = backend.outputs(inputs["pixel_values"][runtime_rows])
+        parts.append((runtime_rows, summarize_outputs(outputs, names)))
+    if torch_rows:
+        device = device if device is not None else next(model.parameters()).device
+        take = (lambda v: v) if len(torch_rows) == batch else (lambda v: v[torch_rows])
+        inputs = {k: take(v).to(device) for k, v in inputs.items()}  # the model casts the pixels it gets
+        with torch.inference_mode():
+            outputs = model.forward_adapters(**inputs, adapters=list(names))
+        parts.append((torch_rows, {k: v.cpu() for k, v in summarize_outputs(outputs, names).items()}))
+    return parts
+
+
+def score_collated(model, collated: dict, names: Sequence[str], device=None, threshold=None,
+                   backend=None) -> Dict[object, list]:
+    """One collated batch through the model: `{index: [row, ...]}` in the row format (`result_rows`; an item that
+    could not be decoded gets one row with its `error`). `backend`: None (torch), or the image-only branch on an
+    ONNX runtime (`onnx_backend.prepare_backend`) for the rows without comments."""
     from .adapter_weights_aesformer import base_model
-    from .pipeline_aesformer import format_results, summarize_outputs
+    from .pipeline_aesformer import format_results
 
     rows = {}
     if collated["inputs"] is not None:
         config = base_model(model).config  # which head answered, trained or not
-        device = device if device is not None else next(model.parameters()).device
-        inputs = {k: v.to(device) for k, v in collated["inputs"].items()}  # the model casts the pixels it gets
-        with torch.inference_mode():
-            outputs = model.forward_adapters(**inputs, adapters=list(names))
-        summary = {k: v.cpu() for k, v in summarize_outputs(outputs, names).items()}
-        for row, (index, truncated) in enumerate(zip(collated["indices"], collated["comments_truncated"])):
-            results = format_results(summary, row, names, threshold, return_distribution=True, config=config)
-            rows[index] = result_rows(results, truncated)
+        for batch_rows, summary in _answered_parts(model, collated["inputs"], names, device, backend):
+            for part_row, row in enumerate(batch_rows):
+                index, truncated = collated["indices"][row], collated["comments_truncated"][row]
+                results = format_results(summary, part_row, names, threshold, return_distribution=True,
+                                         config=config)
+                rows[index] = result_rows(results, truncated)
+        rows = {index: rows[index] for index in collated["indices"]}  # batch order, whichever part answered
     for index, reason in collated["errors"]:
         rows[index] = [{"error": reason}]
     return rows
@@ -260,10 +288,11 @@ def _records(items: Iterable, comments: Optional[Sequence]) -> List[Tuple[object
 
 def iter_scored_batches(model, processor, records: Sequence[Tuple[object, object]], names: Sequence[str],
                         batch_size: int = 16, num_workers: int = 0, device=None, threshold=None,
-                        max_image_pixels: Optional[int] = None, reduced_decode: bool = True
+                        max_image_pixels: Optional[int] = None, reduced_decode: bool = True, backend=None
                         ) -> Iterator[Dict[int, list]]:
     """The batches of `records` (`[(image, comments or None)]`) scored with the adapters `names`, one
-    `{record index: [row, ...]}` per batch, in order; decoding runs in `num_workers` DataLoader workers."""
+    `{record index: [row, ...]}` per batch, in order; decoding runs in `num_workers` DataLoader workers.
+    `backend`: as `score_collated` takes it."""
     from torch.utils.data import DataLoader
 
     if batch_size < 1 or num_workers < 0:
@@ -274,12 +303,13 @@ def iter_scored_batches(model, processor, records: Sequence[Tuple[object, object
                         collate_fn=functools.partial(collate_encodings, pad_token_id=pad_token_id(processor)),
                         pin_memory=pin, prefetch_factor=4 if num_workers > 0 else None)
     for collated in loader:
-        yield score_collated(model, collated, names, device, threshold)
+        yield score_collated(model, collated, names, device, threshold, backend)
 
 
 def score_files(model, processor, items: Iterable, comments: Optional[Sequence] = None, adapter=None,
                 batch_size: int = 16, num_workers: int = 0, device=None, dtype=None, threshold=None,
-                max_image_pixels: Optional[int] = None, reduced_decode: bool = True) -> Iterator[dict]:
+                max_image_pixels: Optional[int] = None, reduced_decode: bool = True,
+                backend: Optional[str] = None, model_dir=None) -> Iterator[dict]:
     """Score many images; yields result rows (`FIELDS`, plus `index`: the position of the item) in input order.
 
     Args:
@@ -295,12 +325,23 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
         max_image_pixels: refuse images whose header declares more pixels (default: the image processor's).
         reduced_decode: decode JPEG files at least twice the input size at a reduced size (faster; scores move by
             a few hundredths at most).
+        backend: "torch" (default) or an ONNX runtime for the images without comments, "onnxruntime" (fp32) or
+            "openvino" (fp32, or bf16 with `dtype=torch.bfloat16`); see `onnx_backend`. The model's image-only
+            branch is exported to ONNX first (`model_dir`'s own `onnx/` files when it has them, else once into the
+            user's cache); images with comments keep the torch path.
 
     An image that cannot be read gets one row with its reason in `error` (and no numbers); nothing raises for it.
     """
     from .pipeline_aesformer import resolve_adapters
 
     names, _ = resolve_adapters(model, adapter)
+    runtime = None
+    if backend not in (None, "torch"):
+        import torch
+
+        from .onnx_backend import prepare_backend
+
+        runtime = prepare_backend(model, names, backend, "bf16" if dtype == torch.bfloat16 else "fp32", model_dir)
     if dtype is not None:
         model.to(dtype=dtype)
     if device is not None:
@@ -308,7 +349,7 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
     records = _records(items, comments)
     paths = [os.fspath(image) if isinstance(image, (str, os.PathLike)) else None for image, _ in records]
     for scored in iter_scored_batches(model, processor, records, names, batch_size, num_workers, device, threshold,
-                                      max_image_pixels, reduced_decode):
+                                      max_image_pixels, reduced_decode, runtime):
         for index in sorted(scored):
             for row in scored[index]:
                 yield {**{key: None for key in FIELDS}, **row, "path": paths[index], "index": index}

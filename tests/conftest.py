@@ -11,6 +11,8 @@ if "HF_HOME" not in os.environ:
     os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="aesformer-hf-home-")
     atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the precision probe's measurements and on-the-fly ONNX exports go to a throw-away cache, not the user's
+os.environ["AESFORMER_CACHE"] = os.path.join(os.environ["HF_HOME"], "aesformer-cache")
 # `--dtype auto` picks bf16 on some CPUs and fp32 on others: the commands' default is fp32 here, so that their scores
 # equal the (fp32) Python API's on every machine; the precision tests pass --dtype explicitly.
 os.environ["AESFORMER_DTYPE"] = "fp32"

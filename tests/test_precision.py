@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 
 from modeling_aesformer import AesformerConfig, AesformerImageProcessor, AesformerModel
-from modeling_aesformer.precision import cpu_bf16_is_fast, resolve_dtype
+from modeling_aesformer.precision import resolve_dtype
 from modeling_aesformer.toy import draw_scene
 
 from _helpers import camera_jpeg, cpu_bf16_flags, read_rows, score_cli, tiny_model_folder
@@ -35,15 +35,22 @@ def _cpuinfo(path, vendor, flags):
     return str(path)
 
 
-def test_auto_dtype_follows_the_cpu(tmp_path):
+def test_auto_dtype_follows_the_cpu(tmp_path, monkeypatch):
+    """`auto` follows what bf16 is measured to gain on the CPU (the probe, `precision.measured_paths`, stubbed here
+    with what such CPUs measure), not its vendor string; a CPU without bf16 instructions keeps fp32 unmeasured."""
+    from modeling_aesformer import precision
+
     amd = _cpuinfo(tmp_path / "amd", "AuthenticAMD", "avx512_bf16 avx512_vnni")
     amx = _cpuinfo(tmp_path / "amx", "GenuineIntel", "avx512_bf16 amx_bf16 amx_tile")
     intel = _cpuinfo(tmp_path / "intel", "GenuineIntel", "avx512_bf16 avx512_vnni")  # no AMX: bf16 is not faster
     plain = _cpuinfo(tmp_path / "plain", "GenuineIntel", "avx512_vnni")
     assert cpu_bf16_flags(amd) == ("avx512_bf16",) and cpu_bf16_flags(amx) == ("avx512_bf16", "amx_bf16")
     assert cpu_bf16_flags(str(tmp_path / "missing")) == ()
-    for path, expected, words in ((amd, torch.bfloat16, "AMD"), (amx, torch.bfloat16, "AMX"),
-                                  (intel, torch.float32, "no faster"), (plain, torch.float32, "emulated")):
+    bf16_seconds = {amd: 0.5, amx: 0.3, intel: 1.04}  # per fp32 second, as measured on such machines
+    monkeypatch.setattr(precision, "measured_paths", lambda config, path, *a, **k: (
+        {"torch/fp32": 1.0, "torch/bf16": bf16_seconds[path]}, False))
+    for path, expected, words in ((amd, torch.bfloat16, "torch/bf16 2.00x"), (amx, torch.bfloat16, "3.33x"),
+                                  (intel, torch.float32, "torch/bf16 0.96x"), (plain, torch.float32, "emulated")):
         dtype, reason = resolve_dtype("auto", "cpu", cpuinfo_path=path)
         assert dtype == expected and words in reason and reason.startswith(("bf16 (auto", "fp32 (auto"))
     assert resolve_dtype("fp32", "cpu", cpuinfo_path=amx)[0] == torch.float32
@@ -124,7 +131,8 @@ def test_score_reduced_decode_and_bf16_against_full_decode_and_fp32(spread_model
     # --dtype auto says what it chose and why
     assert score_cli(photos, "--model", spread_model_dir, "--output", tmp_path / "auto.csv",
                      "--num-workers", 0, "--dtype", "auto") == 0
-    expected = "bf16 (auto" if cpu_bf16_is_fast()[0] else "fp32 (auto"
+    measured = resolve_dtype("auto", "cpu", config=AesformerConfig.from_pretrained(spread_model_dir))[0]  # cached
+    expected = "bf16 (auto" if measured == torch.bfloat16 else "fp32 (auto"
     assert f"precision: {expected}" in capsys.readouterr().out
 
 

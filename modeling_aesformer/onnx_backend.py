@@ -1,0 +1,297 @@
+"""The image-only branch on ONNX runtimes: its export to ONNX and its answers from ONNX Runtime or OpenVINO.
+
+The exported graph answers like `model(pixel_values, adapter=NAME)` for images without comments: one input,
+`pixel_values` (float32, `[batch, 3, height, width]`, the batch dynamic), and the outputs `score`, `std`,
+`threshold` (`[batch]`), `distribution` and `bin_values` (`[batch, bins]`), as `AesformerOutput` holds them. Rows
+with comments keep the torch path (the with-comments branch is not exported).
+
+Layout (`aesformer export --onnx`, the one ONNX users of the Hub expect): `onnx/model.onnx` answers with the model's
+default adapter (the one `aesformer score` answers with without `--adapter`), `onnx/model_<adapter>.onnx` with each
+other adapter, and `onnx/adapters.json` says which file answers with which adapter. A model
+folder without `onnx/` is exported on the fly by `aesformer score --backend onnxruntime|openvino`, once: the files
+are cached under `user_cache_folder()/onnx/<hash of the weights>/`.
+
+Package code (not shipped to the Hub); onnx, onnxscript, onnxruntime and openvino are imported inside functions
+(optional extras: `pip install aesformer[onnx]`, `aesformer[openvino]`).
+"""
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
+ONNX_DIR = "onnx"
+ONNX_FILE = "model.onnx"
+ANSWERS_FILE = "adapters.json"  # in onnx/: which adapter each file answers with
+INPUT_NAME = "pixel_values"
+OUTPUT_NAMES = ("score", "std", "threshold", "distribution", "bin_values")
+CACHE_ENV = "AESFORMER_CACHE"
+# The extra that installs each runtime, named in the error when it is missing.
+_RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
+
+
+class BackendError(ValueError):
+    """A backend that cannot run here (its runtime is not installed, a precision it does not compute, ...); the
+    message names the flag to change."""
+
+
+def user_cache_folder() -> Path:
+    """Where Aesformer caches what it measured or built for this machine: `$AESFORMER_CACHE`, else
+    `$XDG_CACHE_HOME/aesformer`, else `~/.cache/aesformer`."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "aesformer"
+
+
+def installed_runtimes() -> List[str]:
+    """The ONNX runtimes importable here, of `onnxruntime` and `openvino` (the export also needs onnxscript)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnx") is None:
+        return []
+    return [name for name in ("onnxruntime", "openvino") if importlib.util.find_spec(name) is not None]
+
+
+def check_backend(backend: str, runtime_dtype: str = "fp32") -> None:
+    """`BackendError` unless `backend` can run here in `runtime_dtype` ("fp32" or "bf16")."""
+    if backend not in BACKEND_CHOICES:
+        raise BackendError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
+    if backend == "torch":
+        return
+    if backend not in installed_runtimes():
+        module, extra = _RUNTIME_PACKAGES[backend]
+        raise BackendError(f"--backend {backend} needs {module} and onnxscript: pip install 'aesformer[{extra}]' "
+                           "(or use --backend torch)")
+    if backend == "onnxruntime" and runtime_dtype != "fp32":
+        raise BackendError(f"--backend onnxruntime computes fp32 only (asked for {runtime_dtype}): use --dtype fp32, "
+                           "or --backend openvino / torch for bf16")
+    if runtime_dtype not in ("fp32", "bf16"):
+        raise BackendError(f"--backend {backend} computes fp32 or bf16 (asked for {runtime_dtype}): use --dtype fp32 "
+                           "or bf16")
+
+
+# ---------------------------------------------------------------------------------------------------------- export
+def _answer_module(model, adapter: Optional[str]):
+    """A module whose forward(pixel_values) returns the image-only answer of `adapter` (None = the default one)."""
+    import torch
+
+    class ImageOnlyAnswer(torch.nn.Module):
+        def __init__(self, scorer):
+            super().__init__()
+            self.scorer = scorer
+
+        def forward(self, pixel_values):
+            out = self.scorer.forward_adapters(pixel_values, adapters=[adapter])[adapter]
+            return tuple(getattr(out, name).float() for name in OUTPUT_NAMES)
+
+    return ImageOnlyAnswer(model).eval()
+
+
+def export_image_only(model, path, adapter: Optional[str] = None) -> Path:
+    """Export the image-only answer of `adapter` (None: the model's default) to the ONNX file `path` (one input,
+    `pixel_values`, dynamic batch; written to a temporary name, then renamed). The model is copied first (its
+    attention is switched to the eager implementation for the export) and left as it was."""
+    import logging
+
+    from .adapter_weights_aesformer import base_model
+    from .pipeline_aesformer import default_adapter
+
+    adapter = default_adapter(model) if adapter is None else adapter
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scorer = copy.deepcopy(model).float().eval().cpu()
+    # transformers' SDPA attention in Swin does not survive the ONNX exporter's decomposition (a view of the
+    # attention output with the wrong strides); the eager attention exports and gives the same answers. (The
+    # warning that the Aesformer model itself does not switch implementations is noise: its Swin tower does.)
+    quiet = ("torch.onnx", "onnxscript", "onnx_ir", "transformers.modeling_utils")
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        base_model(scorer).set_attn_implementation("eager")
+        return _export(scorer, path, adapter)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _export(scorer, path: Path, adapter: str) -> Path:
+    import warnings
+
+    import torch
+    from torch.export import Dim
+
+    from .adapter_weights_aesformer import base_model
+
+    size = base_model(scorer).config.vision_config.image_size
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    example = torch.zeros(2, 3, *size)  # batch 2: a batch of 1 would be specialised away
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter narrates every step
+        program = torch.onnx.export(_answer_module(scorer, adapter), (example,), dynamo=True, verbose=False,
+                                    input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                                    dynamic_shapes={"pixel_values": {0: Dim("batch", min=1, max=65536)}})
+    program.save(str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def onnx_file_name(adapter: Optional[str], default: Optional[str]) -> str:
+    """`model.onnx` for the default adapter's answer (or `adapter` None), `model_<adapter>.onnx` for the others."""
+    return ONNX_FILE if adapter is None or adapter == default else f"model_{adapter}.onnx"
+
+
+def export_onnx_folder(model, folder, adapters: Sequence[str] = ()) -> List[Path]:
+    """Write `folder/model.onnx` (the default adapter's answer), `folder/model_<name>.onnx` for each other name of
+    `adapters`, and `folder/adapters.json` (file name -> the adapter it answers with). Returns the paths written."""
+    from .pipeline_aesformer import default_adapter
+
+    folder = Path(folder)
+    default = default_adapter(model)
+    answers = {ONNX_FILE: default}
+    written = [export_image_only(model, folder / ONNX_FILE, default)]
+    for name in adapters:
+        if name != default:
+            answers[onnx_file_name(name, default)] = name
+            written.append(export_image_only(model, folder / onnx_file_name(name, default), name))
+    (folder / ANSWERS_FILE).write_text(json.dumps(answers, indent=1) + "\n", encoding="utf-8")
+    return written + [folder / ANSWERS_FILE]
+
+
+def weights_fingerprint(model, adapter: Optional[str]) -> str:
+    """A hash of everything the exported answer depends on: every parameter and buffer (adapters included), the
+    config, the adapter, the torch and package versions."""
+    import torch
+
+    from .adapter_weights_aesformer import base_model
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{torch.__version__}|{adapter}|{base_model(model).config.to_json_string()}".encode())
+    for name, tensor in list(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def onnx_file_for(model, adapter: str, model_dir=None, log=print, prefix: str = "") -> Path:
+    """The ONNX file answering for `adapter`: the model folder's own (`onnx/`, from `aesformer export --onnx`,
+    found through its `adapters.json`), else one exported now into the cache (once per weights)."""
+    if model_dir is not None:
+        own = Path(model_dir) / ONNX_DIR
+        try:
+            answers = json.loads((own / ANSWERS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            answers = {}
+        for file_name, name in answers.items():
+            if name == adapter and (own / file_name).is_file():
+                return own / file_name
+    cached = user_cache_folder() / ONNX_DIR / weights_fingerprint(model, adapter) / ONNX_FILE
+    if not cached.is_file():
+        import time
+
+        start = time.perf_counter()
+        log(f"{prefix}exporting the image-only branch ({adapter}) to ONNX (once; cached in {cached.parent})")
+        export_image_only(model, cached, adapter)
+        log(f"{prefix}exported in {time.perf_counter() - start:.1f} s")
+    return cached
+
+
+# --------------------------------------------------------------------------------------------------------- runtimes
+def _threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def onnxruntime_session(path, threads: Optional[int] = None):
+    """An ONNX Runtime CPU session with every graph optimisation, on `threads` threads (default: torch's count)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or _threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # threads that spin idle after a run would slow down the torch forward of the batch's rows with comments
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def openvino_model(path, runtime_dtype: str = "fp32", threads: Optional[int] = None):
+    """An OpenVINO model compiled for the CPU, computing in `runtime_dtype` ("fp32" or "bf16"; OpenVINO keeps the
+    precision-sensitive parts, e.g. the softmax, in f32 either way)."""
+    import openvino
+
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if runtime_dtype == "bf16" else "f32",
+              "INFERENCE_NUM_THREADS": threads or _threads(), "PERFORMANCE_HINT": "LATENCY"}
+    return openvino.Core().compile_model(str(path), "CPU", config)
+
+
+class RuntimeAnswer:
+    """One exported image-only answer on a runtime: `__call__(pixel_values numpy float32)` -> `{output name: numpy}`."""
+
+    def __init__(self, path, backend: str, runtime_dtype: str = "fp32"):
+        self.backend = backend
+        if backend == "onnxruntime":
+            self.session = onnxruntime_session(path)
+        elif backend == "openvino":
+            self.compiled = openvino_model(path, runtime_dtype)
+            self.request = self.compiled.create_infer_request()
+        else:
+            raise BackendError(f"no ONNX runtime named {backend!r}")
+
+    def __call__(self, pixel_values) -> Dict[str, object]:
+        import numpy as np
+
+        pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
+        if self.backend == "onnxruntime":
+            values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values})
+            return dict(zip(OUTPUT_NAMES, values))
+        result = self.request.infer({INPUT_NAME: pixel_values})
+        return {name: np.asarray(result[self.compiled.output(name)]) for name in OUTPUT_NAMES}
+
+
+class ImageOnlyRuntime:
+    """The image-only answers of the adapters `names` on an ONNX runtime (`backend`, in `runtime_dtype`), for the
+    scoring module: `outputs(pixel_values)` -> `{name: output}` with the attributes `summarize_outputs` reads."""
+
+    def __init__(self, model, names: Sequence[str], backend: str, runtime_dtype: str = "fp32", model_dir=None,
+                 log=print, prefix: str = ""):
+        check_backend(backend, runtime_dtype)
+        self.backend, self.runtime_dtype = backend, runtime_dtype
+        self.answers = {name: RuntimeAnswer(onnx_file_for(model, name, model_dir, log, prefix), backend,
+                                            runtime_dtype) for name in names}
+
+    def outputs(self, pixel_values) -> Dict[str, object]:
+        import types
+
+        import torch
+
+        pixels = pixel_values.detach().float().cpu().numpy()
+        outputs = {}
+        for name, answer in self.answers.items():
+            values = {key: torch.from_numpy(value) for key, value in answer(pixels).items()}
+            values["used_comments"] = torch.zeros(pixels.shape[0], dtype=torch.uint8)
+            outputs[name] = types.SimpleNamespace(**values)
+        return outputs
+
+
+def prepare_backend(model, names: Sequence[str], backend: Optional[str], runtime_dtype: str = "fp32", model_dir=None,
+                    log=print, prefix: str = "") -> Optional[ImageOnlyRuntime]:
+    """What `scoring.score_collated` takes as `backend`: None for torch, else the image-only answers of `names` on
+    that runtime (exported first when the model folder has no `onnx/`)."""
+    if backend is None or backend == "torch":
+        return None
+    return ImageOnlyRuntime(model, names, backend, runtime_dtype, model_dir, log, prefix)
+
+
+__all__ = ["BACKEND_CHOICES", "BackendError", "ImageOnlyRuntime", "ANSWERS_FILE", "ONNX_DIR", "ONNX_FILE", "OUTPUT_NAMES",
+           "RuntimeAnswer", "check_backend", "export_image_only", "export_onnx_folder", "installed_runtimes",
+           "onnx_file_for", "onnx_file_name", "onnxruntime_session", "openvino_model", "prepare_backend",
+           "user_cache_folder", "weights_fingerprint"]
