@@ -93,3 +93,53 @@ def test_resume_continues_only_its_own_run(toy, tmp_path, capsys):
     code, _, err = run(capsys, *stage2(toy, out / "model", s2, "--resume-from-checkpoint", "latest")[:-6],
                        "--adapter-name", "other", "--output-dir", s2, "--resume-from-checkpoint", "latest")
     assert code == 2 and "adapter 'toy'" in err, err
+
+
+# ------------------------------------------------------------------------------------------------- 2. resume
+def _png(seed):
+    import io
+
+    from modeling_aesformer.toy import draw_scene
+
+    buffer = io.BytesIO()
+    draw_scene(seed, size=(40, 36)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_tar(path, keys, members=None):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as archive:
+        for i, key in enumerate(keys):
+            for name, data in (members or {}).get(key, [(f"{key}.png", _png(i))]):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from _helpers import tiny_model_folder
+
+    return tiny_model_folder(tmp_path_factory.mktemp("model") / "model")
+
+
+def test_a_shard_changed_between_runs_is_scored_again_on_resume(model_dir, tmp_path, capsys):
+    from _helpers import read_rows
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_tar(shards / "shard-000.tar", ["old-a", "old-b"])
+    write_tar(shards / "shard-001.tar", ["kept"])
+    out = tmp_path / "scores.csv"
+    argv = ["score", shards / "shard-*.tar", "--model", model_dir, "--output", out, "--batch-size", "2"]
+    assert run(capsys, *argv)[0] == 0
+    # shard-000.tar replaced by new images (another size and modification time)
+    write_tar(shards / "shard-000.tar", ["new-a", "new-b", "new-c"])
+    code, stdout, err = run(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert "1 finished earlier" in stdout and "shard-000.tar changed since it was scored" in stdout, stdout
+    assert "its 2 earlier rows replaced" in stdout
+    keys = sorted(row["key"] for row in read_rows(out))
+    assert keys == ["kept", "new-a", "new-b", "new-c"]  # before: old-a, old-b and kept ("2 finished earlier")
