@@ -143,3 +143,40 @@ def test_a_shard_changed_between_runs_is_scored_again_on_resume(model_dir, tmp_p
     assert "its 2 earlier rows replaced" in stdout
     keys = sorted(row["key"] for row in read_rows(out))
     assert keys == ["kept", "new-a", "new-b", "new-c"]  # before: old-a, old-b and kept ("2 finished earlier")
+
+
+# ------------------------------------------------------------------------------------------------ 3. Parquet
+def damage_row_group(path, group, column=1):
+    """Overwrite the pages of one column chunk of row group `group` with garbage (the footer stays readable)."""
+    import pyarrow.parquet as pq
+
+    chunk = pq.ParquetFile(path).metadata.row_group(group).column(column)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(Path(path).read_bytes())
+    data[start: start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    Path(path).write_bytes(bytes(data))
+
+
+def test_a_damaged_parquet_row_group_costs_only_its_rows(model_dir, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from _helpers import read_rows
+
+    path = tmp_path / "table.parquet"
+    rows = [{"id": f"k{i:02d}", "image": _png(i)} for i in range(40)]
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=10)
+    damage_row_group(path, 2)  # the image column of rows 20-29
+    out = tmp_path / "scores.csv"
+    code, stdout, err = run(capsys, "score", path, "--model", model_dir, "--output", out, "--batch-size", "8")
+    assert code == 1, err
+    written = read_rows(out)
+    assert len(written) == 40  # before: 1 error row with an empty key, the 30 readable rows gone
+    scored = sorted(r["key"] for r in written if not r["error"])
+    lost = sorted(r["key"] for r in written if r["error"])
+    assert scored == [f"k{i:02d}" for i in range(40) if not 20 <= i < 30]
+    assert lost == [f"k{i:02d}" for i in range(20, 30)]  # named by key: the key column is readable
+    assert all("row group 2" in r["error"] and "10 rows per the footer" in r["error"] for r in written if r["error"])
+    assert "lost Parquet row group 10" in stdout, stdout
+    marker = json.loads(next((tmp_path / "scores.csv.parts").glob("*.done.json")).read_text())
+    assert marker["lost_rows"] == 10 and marker["errors"] == {"lost Parquet row group": 10}

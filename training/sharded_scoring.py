@@ -141,7 +141,7 @@ class PartWriter:
         self.tmp = f"{_part_path(parts, shard_id)}.tmp-{os.getpid()}"
         self.writer = None
         self.buffer: List[dict] = []
-        self.rows = self.images = 0
+        self.rows = self.images = self.lost_rows = 0
         self.errors: Counter = Counter()
         self.failures: List[Tuple[str, str]] = []
         self.started = time.perf_counter()
@@ -172,6 +172,7 @@ class PartWriter:
             os.fsync(f.fileno())
         os.replace(self.tmp, _part_path(self.parts, self.shard_id))
         marker = {"shard": self.source, "rows": self.rows, "images": self.images, "errors": dict(self.errors),
+                  "lost_rows": self.lost_rows,
                   "failures": self.failures[:MAX_LISTED_FAILURES], "rank": self.rank,
                   "seconds": round(time.perf_counter() - self.started, 3), "fingerprint": self.fingerprint}
         _write_atomically(_marker_path(self.parts, self.shard_id), json.dumps(marker).encode("utf-8"))
@@ -267,7 +268,7 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     from tqdm.auto import tqdm
 
     from .score_inputs import load_comments
-    from .shards import ShardStream, error_kind
+    from .shards import LOST_ROW_GROUP, ShardStream, error_kind
 
     lookup = load_comments(args.comments).lookup() if args.comments else None
     dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
@@ -296,7 +297,9 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
                 base = {"key": meta["key"], "shard": meta["shard"], "path": meta["path"]}
                 for row in scored[index]:
                     if row.get("error"):
-                        writer.errors[error_kind(row["error"])] += 1
+                        kind = error_kind(row["error"])
+                        writer.errors[kind] += 1
+                        writer.lost_rows += kind == LOST_ROW_GROUP
                         writer.failures.append((meta["path"] or f"{meta['shard']}:{meta['key']}", row["error"]))
                     rows_by_shard.setdefault(shard_id, []).append({**file_row(row), **base})
             for shard_id, rows in rows_by_shard.items():

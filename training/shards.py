@@ -42,6 +42,7 @@ KEY_COLUMNS = ("key", "id", "__key__")
 IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "img", "image_bytes", "bytes", "path", "image_path",
                  "file_name", "filepath")
 COMMENTS_COLUMN = "comments"
+LOST_ROW_GROUP = "lost Parquet row group"  # the error reason of each row of a row group that cannot be read
 _GLOB_CHARS = "*?["
 
 
@@ -304,40 +305,74 @@ def parquet_layout(path: str, image_column: Optional[str] = None, key_column: Op
 
 
 def iter_parquet_samples(path: str, layout: ParquetLayout, rows_per_read: int = 64) -> Iterator[dict]:
-    """Samples of one Parquet file, read `rows_per_read` rows at a time (never the whole file):
-    `{"key", "image": bytes | None, "path": str | None, "name", "comments", "error"}`."""
+    """Samples of one Parquet file, read row group by row group, `rows_per_read` rows at a time (never the whole
+    file): `{"key", "image": bytes | None, "path": str | None, "name", "comments", "error"}`. A row group that
+    cannot be read costs only its unread rows: each becomes an error sample (its key when the key column of that
+    group is readable), so every row the footer counts is accounted for."""
     import pyarrow.parquet as pq
 
     columns = [layout.image_column] + [c for c in (layout.key_column, layout.comments_column) if c]
     base = os.path.dirname(path)
     row_number = 0
     with pq.ParquetFile(path) as reader:
-        for batch in reader.iter_batches(batch_size=rows_per_read, columns=list(dict.fromkeys(columns))):
-            images = batch.column(layout.image_column).to_pylist()
-            keys = batch.column(layout.key_column).to_pylist() if layout.key_column else None
-            comments = batch.column(layout.comments_column).to_pylist() if layout.comments_column else None
-            for i, value in enumerate(images):
-                key = str(keys[i]) if keys is not None and keys[i] is not None else str(row_number)
-                sample = {"key": key, "image": None, "path": None, "name": key, "comments": None, "error": None}
-                if layout.image_kind == "struct" and isinstance(value, dict):
-                    value = value.get("bytes") or value.get("path")
-                if isinstance(value, (bytes, bytearray)):
-                    sample["image"] = bytes(value)
-                elif isinstance(value, str) and value:
-                    sample["path"] = os.path.normpath(value if os.path.isabs(value) else os.path.join(base, value))
-                    sample["name"] = os.path.basename(value)
-                else:
-                    sample["error"] = f"{path}, row {row_number} (key {key!r}): the image column " \
-                                      f"{layout.image_column!r} is empty"
-                if comments is not None:
-                    text = comments[i]
-                    if isinstance(text, list):
-                        text = [str(c) for c in text if str(c).strip()] or None
-                    elif text is not None and not str(text).strip():
-                        text = None
-                    sample["comments"] = text
-                row_number += 1
-                yield sample
+        for group in range(reader.num_row_groups):
+            group_rows = reader.metadata.row_group(group).num_rows
+            first, read = row_number, 0
+            try:
+                for batch in reader.iter_batches(batch_size=rows_per_read, row_groups=[group],
+                                                 columns=list(dict.fromkeys(columns))):
+                    for sample in _parquet_batch_samples(path, layout, batch, base, row_number):
+                        row_number += 1
+                        read += 1
+                        yield sample
+            except Exception as err:  # noqa: BLE001 - a damaged row group: its unread rows become error rows
+                reason = (f"row group {group} of {path} ({group_rows} rows per the footer, {group_rows - read} "
+                          f"unread) could not be read: {type(err).__name__}: {err}".replace("\n", " ").strip())
+                keys = _readable_keys(reader, group, layout.key_column)
+                for offset in range(read, group_rows):
+                    number = first + offset
+                    key = (keys[offset] if keys is not None else None) if layout.key_column else str(number)
+                    yield {"key": "" if key is None else str(key), "image": None, "path": None, "name": None,
+                           "comments": None, "error": f"{path}, row {number}: lost: {reason}"}
+                row_number = first + group_rows
+
+
+def _readable_keys(reader, group: int, key_column: Optional[str]) -> Optional[list]:
+    """The key column of row group `group`, None when it cannot be read either."""
+    if key_column is None:
+        return None
+    try:
+        return reader.read_row_group(group, columns=[key_column]).column(0).to_pylist()
+    except Exception:  # noqa: BLE001 - the key chunk is damaged too: the rows are named by number
+        return None
+
+
+def _parquet_batch_samples(path: str, layout: ParquetLayout, batch, base: str, row_number: int) -> Iterator[dict]:
+    images = batch.column(layout.image_column).to_pylist()
+    keys = batch.column(layout.key_column).to_pylist() if layout.key_column else None
+    comments = batch.column(layout.comments_column).to_pylist() if layout.comments_column else None
+    for i, value in enumerate(images):
+        key = str(keys[i]) if keys is not None and keys[i] is not None else str(row_number)
+        sample = {"key": key, "image": None, "path": None, "name": key, "comments": None, "error": None}
+        if layout.image_kind == "struct" and isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            sample["image"] = bytes(value)
+        elif isinstance(value, str) and value:
+            sample["path"] = os.path.normpath(value if os.path.isabs(value) else os.path.join(base, value))
+            sample["name"] = os.path.basename(value)
+        else:
+            sample["error"] = f"{path}, row {row_number} (key {key!r}): the image column " \
+                              f"{layout.image_column!r} is empty"
+        if comments is not None:
+            text = comments[i]
+            if isinstance(text, list):
+                text = [str(c) for c in text if str(c).strip()] or None
+            elif text is not None and not str(text).strip():
+                text = None
+            sample["comments"] = text
+        row_number += 1
+        yield sample
 
 
 # ------------------------------------------------------------------------------------------ decoding (DataLoader)
@@ -346,6 +381,8 @@ def error_kind(text: str) -> str:
     message's first clause without names ("no image member", "the image column ... is empty", ...)."""
     import re
 
+    if ": lost: row group " in text:  # a damaged Parquet row group: its rows, whatever the reader raised
+        return LOST_ROW_GROUP
     names = re.findall(r"\b([A-Z][A-Za-z]*(?:Error|Exception|Warning))\b", text)
     if names:
         return names[-1]
@@ -432,6 +469,6 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield {"shard_end": shard.shard_id, "items": count, "readers": workers if by_sample else 1}
 
 
-__all__ = ["SHARD_EXTENSIONS", "Shard", "ShardStream", "error_kind", "is_shard_file", "iter_parquet_samples",
+__all__ = ["LOST_ROW_GROUP", "SHARD_EXTENSIONS", "Shard", "ShardStream", "error_kind", "is_shard_file", "iter_parquet_samples",
            "iter_tar_samples", "shard_files_in_folder", "shard_fingerprint",
            "parquet_layout", "plan_shards"]
