@@ -180,3 +180,30 @@ def test_a_damaged_parquet_row_group_costs_only_its_rows(model_dir, tmp_path, ca
     assert "lost Parquet row group 10" in stdout, stdout
     marker = json.loads(next((tmp_path / "scores.csv.parts").glob("*.done.json")).read_text())
     assert marker["lost_rows"] == 10 and marker["errors"] == {"lost Parquet row group": 10}
+
+
+def test_a_file_changed_between_runs_is_scored_again_on_resume(model_dir, tmp_path, capsys):
+    from _helpers import read_rows
+    from modeling_aesformer.toy import draw_scene
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, name in enumerate(("a.png", "b.png")):
+        draw_scene(i, size=(40, 36)).save(images / name)
+    for out in (tmp_path / "scores.csv", tmp_path / "scores.jsonl"):
+        argv = ["score", images, "--model", model_dir, "--output", out, "--adapter", "base"]
+        assert run(capsys, *argv)[0] == 0
+        before = {Path(r["path"]).name: r["score"] for r in read_rows(out)}
+        draw_scene(7, size=(48, 30)).save(images / "b.png")  # replaced by another photo
+        code, stdout, err = run(capsys, *argv, "--resume")
+        assert code == 0, err
+        assert "1 file(s) changed since they were scored" in stdout and "1 earlier row(s) replaced" in stdout, stdout
+        rows = read_rows(out)
+        assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "b.png"]  # one row each
+        after = {Path(r["path"]).name: r["score"] for r in rows}
+        assert after["a.png"] == before["a.png"] and after["b.png"] != before["b.png"]  # before: the old score
+        fresh = tmp_path / f"fresh-{out.name}"
+        assert run(capsys, "score", images / "b.png", "--model", model_dir, "--output", fresh, "--adapter",
+                   "base")[0] == 0
+        assert after["b.png"] == read_rows(fresh)[0]["score"]
+        draw_scene(0, size=(40, 36)).save(images / "b.png")  # back for the next format (a new mtime)
