@@ -207,3 +207,54 @@ def test_a_file_changed_between_runs_is_scored_again_on_resume(model_dir, tmp_pa
                    "base")[0] == 0
         assert after["b.png"] == read_rows(fresh)[0]["score"]
         draw_scene(0, size=(40, 36)).save(images / "b.png")  # back for the next format (a new mtime)
+
+
+# ------------------------------------------------------------------------------------ 4. and 7. archive members
+def _padded_png(size_bytes):
+    """A valid 20x20 PNG (400 pixels) padded with a text chunk to `size_bytes`: few pixels, many bytes."""
+    import io
+    import zlib
+
+    from modeling_aesformer.toy import draw_scene
+
+    buffer = io.BytesIO()
+    draw_scene(1, size=(20, 20)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    body = b"tEXt" + b"pad\0" + b"x" * max(0, size_bytes - len(data) - 16)
+    chunk = len(body[4:]).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    return data[:33] + chunk + data[33:]  # after the IHDR chunk
+
+
+def test_an_archive_member_above_the_limit_is_refused_unread(model_dir, tmp_path, capsys):
+    from _helpers import read_rows
+
+    shard = tmp_path / "shard.tar.gz"
+    big = _padded_png(20_000)
+    write_tar(shard, ["small", "big"], {"small": [("small.png", _png(3))], "big": [("big.png", big)]})
+    out = tmp_path / "scores.csv"
+    # 3 bytes per pixel of the pixel limit: 5,000 pixels admit members up to 15,000 bytes; the 20x20 PNG of
+    # 20,000 bytes has few pixels (the pixel check alone passes it) but too many bytes
+    code, stdout, err = run(capsys, "score", shard, "--model", model_dir, "--output", out, "--max-image-pixels",
+                            "5000")
+    assert code == 1, err  # before: 0, the member read whole and scored
+    rows = {r["key"]: r for r in read_rows(out)}
+    assert rows["small"]["score"] and not rows["small"]["error"]
+    assert "member big.png holds 20,000 bytes, more than the 15,000" in rows["big"]["error"], rows["big"]
+    assert "member too large 1" in stdout, stdout
+
+
+def test_a_truncated_member_is_reported_as_truncated(model_dir, tmp_path, capsys):
+    from _helpers import read_rows
+
+    shard = tmp_path / "shard.tar"
+    write_tar(shard, ["a", "b"])
+    data = shard.read_bytes()
+    cut = data.index(b"b.png") + 512 + 100  # 100 bytes into b.png's data
+    shard.write_bytes(data[:cut])
+    out = tmp_path / "scores.csv"
+    code, stdout, err = run(capsys, "score", shard, "--model", model_dir, "--output", out)
+    assert code == 1, err
+    rows = {r["key"]: r for r in read_rows(out)}
+    assert not rows["a"]["error"]
+    # before: "no image member for key 'b' ... (members: png)"
+    assert "member b.png is truncated" in rows["b"]["error"] and "no image member" not in rows["b"]["error"]

@@ -44,6 +44,17 @@ IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "img", "image_bytes", "b
 COMMENTS_COLUMN = "comments"
 LOST_ROW_GROUP = "lost Parquet row group"  # the error reason of each row of a row group that cannot be read
 _GLOB_CHARS = "*?["
+# An archive member is read whole into memory: one larger than an image of the pixel limit stored raw (8-bit RGB,
+# 3 bytes a pixel: 537 MB at the default 178,956,970 pixels) is refused by the size in its header, unread.
+MEMBER_BYTES_PER_PIXEL = 3
+
+
+def member_limit(max_image_pixels: Optional[int]) -> int:
+    """The largest archive member read (bytes): `MEMBER_BYTES_PER_PIXEL` x the pixel limit (the processor's
+    default when the limit is off)."""
+    from aesformer_processing.processing_aesformer import DEFAULT_MAX_IMAGE_PIXELS
+
+    return MEMBER_BYTES_PER_PIXEL * int(max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
 
 
 @dataclass
@@ -195,18 +206,26 @@ def _member_comments(key: str, members: dict, comments_from: Optional[str]):
     return comments or None
 
 
-def iter_tar_samples(path: str, comments_from: Optional[str] = None) -> Iterator[dict]:
+def iter_tar_samples(path: str, comments_from: Optional[str] = None,
+                     max_member_bytes: Optional[int] = None) -> Iterator[dict]:
     """Samples of one webdataset tar shard, streamed member by member (mode `r|*`: plain or compressed).
     Each sample is `{"key", "image": bytes or None, "name", "comments", "error"}`; a sample without an image member,
-    or with a comments member that cannot be read, has an `error`. A shard that is cut off or corrupt ends with a
-    sample whose key is empty and whose error says after which member it broke."""
+    or with a comments member that cannot be read, has an `error`; so has one whose member is larger than
+    `max_member_bytes` (default `member_limit(None)`), refused by the size in its header before any of it is read
+    (the stream skips it block by block: memory stays bounded, gzip included), or cut off (truncated). A shard that
+    is cut off or corrupt between members ends with a sample whose key is empty and whose error says after which
+    member it broke."""
     if comments_from is not None and comments_from not in SHARD_COMMENT_MEMBERS:
         raise ScoringError(f"--shard-comments must be one of {SHARD_COMMENT_MEMBERS}, got {comments_from!r}")
     wanted = {comments_from} if comments_from else set()
     openable = _openable_extensions()
+    limit = max_member_bytes or member_limit(None)
 
-    def finish(key, members, names):
+    def finish(key, members, names, refused=None):
         sample = {"key": key, "image": None, "name": None, "comments": None, "error": None}
+        if refused:
+            sample["error"] = f"{path}: {refused}"
+            return sample
         ext = _pick_image_member(members, openable)
         if ext is None:
             sample["error"] = f"no image member for key {key!r} in {path} (members: {', '.join(sorted(names))})"
@@ -218,7 +237,7 @@ def iter_tar_samples(path: str, comments_from: Optional[str] = None) -> Iterator
             sample["error"] = f"{path}: {err}"
         return sample
 
-    key, members, names, count = None, {}, [], 0
+    key, members, names, count, refused, reading = None, {}, [], 0, None, None
     try:
         with tarfile.open(path, mode="r|*") as archive:
             for member in archive:
@@ -227,24 +246,33 @@ def iter_tar_samples(path: str, comments_from: Optional[str] = None) -> Iterator
                 member_key, ext = _split_member_name(member.name)
                 if member_key != key:
                     if key is not None:
-                        yield finish(key, members, names)
-                    key, members, names = member_key, {}, []
+                        yield finish(key, members, names, refused)
+                    key, members, names, refused = member_key, {}, [], None
                 names.append(ext or "(no extension)")
                 # read only what a sample can use: the image, and the comments member when asked for
                 is_image = ext.rsplit(".", 1)[-1] in openable
-                if is_image or ext in wanted:
+                if (is_image or ext in wanted) and member.size > limit:
+                    refused = refused or (f"member {member.name} holds {member.size:,} bytes, more than the "
+                                          f"{limit:,} read from an archive ({MEMBER_BYTES_PER_PIXEL} bytes per pixel "
+                                          "of the pixel limit, --max-image-pixels): not read")
+                elif is_image or ext in wanted:
+                    reading = member
                     handle = archive.extractfile(member)
                     members[ext] = handle.read() if handle is not None else b""
+                    reading = None
                 count += 1
     except (tarfile.TarError, OSError, EOFError) as err:
-        if key is not None:
-            yield finish(key, members, names)
+        if reading is not None:  # cut off inside a member: that member is truncated, not missing
+            yield finish(key, members, names, f"member {reading.name} is truncated (its header says "
+                                              f"{reading.size:,} bytes): {type(err).__name__}: {err}")
+        elif key is not None:
+            yield finish(key, members, names, refused)
         yield {"key": "", "image": None, "name": None, "comments": None,
                "error": f"{path}: the tar shard is corrupt or cut off after {count} member(s): "
                         f"{type(err).__name__}: {err}"}
         return
     if key is not None:
-        yield finish(key, members, names)
+        yield finish(key, members, names, refused)
 
 
 # --------------------------------------------------------------------------------------------------------- parquet
@@ -383,6 +411,10 @@ def error_kind(text: str) -> str:
 
     if ": lost: row group " in text:  # a damaged Parquet row group: its rows, whatever the reader raised
         return LOST_ROW_GROUP
+    if "is truncated (its header says" in text:
+        return "truncated member"
+    if "read from an archive" in text and text.endswith("not read"):
+        return "member too large"
     names = re.findall(r"\b([A-Z][A-Za-z]*(?:Error|Exception|Warning))\b", text)
     if names:
         return names[-1]
@@ -414,7 +446,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _samples(self, shard: Shard) -> Iterator[dict]:
         if shard.kind == "tar":
-            for sample in iter_tar_samples(shard.source, self.comments_from):
+            for sample in iter_tar_samples(shard.source, self.comments_from, member_limit(self.max_image_pixels)):
                 yield {"key": sample["key"], "shard": shard.source, "path": None, "source": sample["image"],
                        "name": sample["name"], "comments": sample["comments"], "error": sample["error"]}
         elif shard.kind == "parquet":
@@ -469,6 +501,6 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield {"shard_end": shard.shard_id, "items": count, "readers": workers if by_sample else 1}
 
 
-__all__ = ["LOST_ROW_GROUP", "SHARD_EXTENSIONS", "Shard", "ShardStream", "error_kind", "is_shard_file", "iter_parquet_samples",
+__all__ = ["LOST_ROW_GROUP", "MEMBER_BYTES_PER_PIXEL", "SHARD_EXTENSIONS", "member_limit", "Shard", "ShardStream", "error_kind", "is_shard_file", "iter_parquet_samples",
            "iter_tar_samples", "shard_files_in_folder", "shard_fingerprint",
            "parquet_layout", "plan_shards"]
