@@ -258,3 +258,32 @@ def test_a_truncated_member_is_reported_as_truncated(model_dir, tmp_path, capsys
     assert not rows["a"]["error"]
     # before: "no image member for key 'b' ... (members: png)"
     assert "member b.png is truncated" in rows["b"]["error"] and "no image member" not in rows["b"]["error"]
+
+
+# ------------------------------------------------------------------------------------------- 5. strict loading
+@pytest.mark.parametrize("field, value, expected", [
+    ("text_config.num_hidden_layers", 1, "weights the model does not use (e.g. text_model.encoder.layer.1."),
+    ("num_fusion_layers", 3, "weights the model needs that they lack (e.g. fusion_layers.2."),
+    ("text_config.intermediate_size", 96, "config field text_config.intermediate_size = 96 (the weights have 128)"),
+])
+def test_a_config_that_disagrees_with_the_weights_is_refused_naming_the_file(model_dir, tmp_path, capsys, field,
+                                                                              value, expected):
+    import shutil
+
+    from modeling_aesformer.toy import draw_scene
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    *parents, name = field.split(".")
+    target = config
+    for parent in parents:
+        target = target[parent]
+    target[name] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    draw_scene(1, size=(40, 36)).save(tmp_path / "a.png")
+    out = tmp_path / "scores.csv"
+    code, _, err = run(capsys, "score", tmp_path / "a.png", "--model", folder, "--output", out)
+    assert code == 2, err  # before: 0 with unused or fresh random weights, or a message naming neither
+    assert "model.safetensors" in err and expected in err, err
+    assert not out.exists()
