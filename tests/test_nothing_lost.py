@@ -287,3 +287,31 @@ def test_a_config_that_disagrees_with_the_weights_is_refused_naming_the_file(mod
     assert code == 2, err  # before: 0 with unused or fresh random weights, or a message naming neither
     assert "model.safetensors" in err and expected in err, err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ 8. the page's files
+def test_the_page_removes_its_temporary_files(model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    from gradio_client import Client, handle_file
+
+    from _helpers import free_port
+    from aesformer_cli import serve as app_module
+    from modeling_aesformer.toy import draw_scene
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    photo = tmp_path / "photo.png"
+    draw_scene(3, size=(48, 40)).save(photo)
+    page, url = app_module.serve(model_dir, port=free_port(), block=False, log=lambda *a: None)
+    try:
+        client = Client(url, verbose=False)
+        for _ in range(3):
+            client.predict(image=handle_file(str(photo)), comments="", adapter="base", api_name="/score")
+        copies = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size]
+        assert [p.name for p in copies] == ["photo.png"]  # the upload was copied into the cache (once: by content)
+    finally:
+        page.close()
+    # before: every upload stayed after shutdown. (gradio's upload parser also leaves an empty tmp* file per
+    # upload in the folder's root, which its cache settings do not track: empty, so not counted here)
+    left = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size]
+    assert not left, left
