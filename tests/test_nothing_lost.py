@@ -315,3 +315,20 @@ def test_the_page_removes_its_temporary_files(model_dir, tmp_path, monkeypatch):
     # upload in the folder's root, which its cache settings do not track: empty, so not counted here)
     left = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size]
     assert not left, left
+
+
+def test_duplicate_keys_across_shards_are_counted_and_reported(model_dir, tmp_path, capsys):
+    from _helpers import read_rows
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_tar(shards / "a.tar", ["k1", "k2", "k3"])
+    write_tar(shards / "b.tar", ["k2", "k3", "k4"])
+    out = tmp_path / "scores.csv"
+    code, stdout, err = run(capsys, "score", shards / "*.tar", "--model", model_dir, "--output", out)
+    assert code == 0, err
+    # before: not a word
+    assert "2 keys appear in more than one shard" in stdout and "'k2' in " in stdout, stdout
+    rows = read_rows(out)
+    assert sorted((r["key"], Path(r["shard"]).name) for r in rows if r["key"] in ("k2", "k3")) == [
+        ("k2", "a.tar"), ("k2", "b.tar"), ("k3", "a.tar"), ("k3", "b.tar")]  # both rows kept

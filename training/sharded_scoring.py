@@ -368,6 +368,18 @@ def merge_parts(output: str) -> dict:
         os.remove(stale)
     tmp = f"{output}.merging-{os.getpid()}"
     rows = 0
+    first_shard: Dict[str, str] = {}  # key -> the shard it came from first: a key in two shards is counted
+    duplicates: Dict[str, List[str]] = {}
+
+    def note_keys(batch, shard_id):
+        for key in batch.column("key").to_pylist():
+            if not key:
+                continue
+            seen = first_shard.setdefault(key, shard_id)
+            if seen != shard_id:
+                duplicates.setdefault(key, [seen])
+                if shard_id not in duplicates[key]:
+                    duplicates[key].append(shard_id)
     lower = output.lower()
     if os.path.dirname(output):
         os.makedirs(os.path.dirname(output), exist_ok=True)
@@ -382,6 +394,7 @@ def merge_parts(output: str) -> dict:
                 for s in shards:
                     with pq.ParquetFile(_part_path(parts, s["id"])) as part:
                         for batch in part.iter_batches(batch_size=4096):
+                            note_keys(batch, s["source"] or s["id"])
                             writer.write_batch(batch)
                             rows += batch.num_rows
         else:
@@ -406,12 +419,14 @@ def merge_parts(output: str) -> dict:
                 for s in shards:
                     with pq.ParquetFile(_part_path(parts, s["id"])) as part:
                         for batch in part.iter_batches(batch_size=4096):
+                            note_keys(batch, s["source"] or s["id"])
                             rows += emit(batch.to_pylist())
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return {"rows": rows, "images": images, "errors": errors, "failures": failures, "shards": len(shards)}
+    return {"rows": rows, "images": images, "errors": errors, "failures": failures, "shards": len(shards),
+            "duplicate_keys": duplicates}
 
 
 def _stat_text(fingerprint: Optional[dict]) -> str:
@@ -425,6 +440,11 @@ def _stat_text(fingerprint: Optional[dict]) -> str:
 def _report_merge(summary: dict, output: str, log=print) -> int:
     log(f"[score] merged {summary['rows']} rows ({summary['images']} images, {summary['shards']} shards) -> "
         f"{output} (parts kept in {parts_folder(output)}: --resume reuses them, delete when done)")
+    duplicates = summary.get("duplicate_keys") or {}
+    if duplicates:
+        listed = "; ".join(f"{key!r} in {', '.join(where)}" for key, where in list(duplicates.items())[:5])
+        log(f"[score] {len(duplicates)} key{'s' if len(duplicates) != 1 else ''} appear in more than one shard (every "
+            f"row kept, told apart by the shard column): {listed}" + (" ..." if len(duplicates) > 5 else ""))
     errors = summary["errors"]
     if not errors:
         return 0
