@@ -332,3 +332,53 @@ def test_duplicate_keys_across_shards_are_counted_and_reported(model_dir, tmp_pa
     rows = read_rows(out)
     assert sorted((r["key"], Path(r["shard"]).name) for r in rows if r["key"] in ("k2", "k3")) == [
         ("k2", "a.tar"), ("k2", "b.tar"), ("k3", "a.tar"), ("k3", "b.tar")]  # both rows kept
+
+
+# ------------------------------------------------------------------------------------------- 6. comment text
+def test_comment_markup_is_cleaned_and_markup_alone_is_no_comment(model_dir, tmp_path, capsys):
+    import csv
+
+    from _helpers import read_rows
+    from modeling_aesformer.toy import draw_scene
+
+    for i, name in enumerate(("a.png", "b.png")):
+        draw_scene(i, size=(40, 36)).save(tmp_path / name)
+
+    def comments_file(name, rows):
+        with open(tmp_path / name, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "label", "comment"])  # the AVA-Comments layout
+            writer.writerows(rows)
+        return tmp_path / name
+
+    scraped = comments_file("scraped.csv", [["a", "0", "Great &quot;moody&quot; light[br]Sharp &amp; clean &#39;ok&#39;"],
+                                            ["b", "0", "[br]<br />\\n"]])
+    plain = comments_file("plain.csv", [["a", "0", "Great \"moody\" light. Sharp & clean 'ok'"]])
+    images = [tmp_path / "a.png", tmp_path / "b.png"]
+    code, stdout, err = run(capsys, "score", *images, "--model", model_dir, "--output", tmp_path / "s.csv",
+                            "--comments", scraped)
+    assert code == 0, err
+    assert "1 of 2 images have comments" in stdout, stdout  # before: 2 of 2 (b's markup counted as comments)
+    rows = {Path(r["path"]).name: r for r in read_rows(tmp_path / "s.csv")}
+    assert rows["b.png"]["branch"] == "image_only"
+    assert run(capsys, "score", images[0], "--model", model_dir, "--output", tmp_path / "p.csv", "--comments",
+               plain)[0] == 0
+    clean = read_rows(tmp_path / "p.csv")[0]
+    # the text encoder read the same words: the markup was cleaned to the plain text
+    assert rows["a.png"]["branch"] == clean["branch"] == "with_comments"
+    assert float(rows["a.png"]["score"]) == pytest.approx(float(clean["score"]), abs=1e-5)
+
+
+def test_a_comments_file_matching_no_image_stops_the_run_even_beside_another(model_dir, tmp_path, capsys):
+    from modeling_aesformer.toy import draw_scene
+
+    draw_scene(1, size=(40, 36)).save(tmp_path / "a.png")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"id": "a", "comments": "lovely light"}) + "\n")
+    stray = tmp_path / "stray.jsonl"
+    stray.write_text(json.dumps({"id": "zzz", "comments": "too dark"}) + "\n")
+    out = tmp_path / "s.csv"
+    code, _, err = run(capsys, "score", tmp_path / "a.png", "--model", model_dir, "--output", out,
+                       "--comments", good, "--comments", stray)
+    assert code == 2, err  # before: 0, with a note
+    assert str(stray) in err and "none of its 1 keys matches" in err and not out.exists(), err
