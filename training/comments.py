@@ -89,7 +89,7 @@ class CommentMatch:
 
 # Markup of scraped comments (AVA-Comments holds "[br]", "<br />" and HTML entities): a line or paragraph break is a
 # sentence break; any other tag is a space.
-_BREAK_MARKUP_RE = re.compile(r"\[\s*br\s*/?\s*\]|<\s*br\s*/?\s*>|<\s*/?\s*p\s*/?\s*>|\\n|\r\n|\n|\r", re.IGNORECASE)
+_BREAK_MARKUP_RE = re.compile(r"\[\s*br\s*/?\s*\]|<\s*br\s*/?\s*>|<\s*/?\s*p\s*/?\s*>", re.IGNORECASE)
 _OTHER_MARKUP_RE = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>|\[\s*/?\s*(?:b|i|u|s|quote|url|img|code)\s*(?:=[^\]]*)?\]",
                               re.IGNORECASE)
 _SENTENCE_END = (".", "!", "?", "…", ":", ";")
@@ -97,17 +97,19 @@ _SENTENCE_END = (".", "!", "?", "…", ":", ";")
 
 def clean_markup(text: str) -> str:
     """A scraped comment as plain text: HTML entities unescaped (``&quot;`` ``&amp;`` ``&#39;``, twice escaped
-    too), ``[br]``, ``<br>``, ``<p>``, a literal ``\\n`` and line breaks turned into sentence breaks, other tags into
-    spaces. The comment-cleaning rule of the processor runs after this."""
+    too), ``[br]``, ``<br>`` and ``<p>`` turned into sentence breaks, other tags into spaces (line breaks and a literal
+    ``\\n`` are left to the loaders and the processor's cleaning rule, which runs after this)."""
     for _ in range(2):  # "&amp;quot;" is a quote escaped twice
         unescaped = html.unescape(text)
         if unescaped == text:
             break
         text = unescaped
+    if "<" not in text and "[" not in text:
+        return text
     sentences = []
     for piece in _BREAK_MARKUP_RE.split(text):
-        piece = " ".join(_OTHER_MARKUP_RE.sub(" ", piece).split())
-        if piece:
+        piece = _OTHER_MARKUP_RE.sub(" ", piece).strip(" \t")
+        if piece.strip():
             sentences.append(piece)
     return " ".join(s if s.endswith(_SENTENCE_END) or i == len(sentences) - 1 else s + "."
                     for i, s in enumerate(sentences))
