@@ -145,6 +145,17 @@ def score_images(args, log=print) -> int:
         log(f"[score] warning: {warning}")
     model.to(device)
 
+    if args.resume:  # a file changed since it was scored loses its rows: scored again
+        from modeling_aesformer.scoring import drop_changed_files
+
+        changed = drop_changed_files(args.output)
+        if changed["changed"]:
+            log(f"[score] {len(changed['changed'])} file(s) changed since they were scored (size or modification "
+                f"time): scored again, their {changed['rows_removed']} earlier row(s) replaced: "
+                + ", ".join(changed["changed"][:MAX_LISTED_FAILURES]))
+        if changed["unchecked"]:
+            log(f"[score] note: {changed['unchecked']} file(s) in {args.output} were scored by an earlier version, "
+                "which recorded no size or modification time: kept unchecked")
     done, failed_before = read_score_file(args.output) if args.resume else ({}, {})
     todo, skipped = records_to_score(records, done, failed_before, labels)
 

@@ -143,6 +143,9 @@ def exposure_warning(host: str, port: Optional[int]) -> Optional[str]:
             "Use --host 127.0.0.1 (the default) unless that is what you want.")
 
 
+PAGE_FILES_CHECK_S, PAGE_FILES_MAX_AGE_S = 300, 900  # the page's temporary files: checked every 5 min, kept 15
+
+
 def serve(model_dir, host: str = "127.0.0.1", port: Optional[int] = None, max_files: Optional[int] = None,
           max_file_size: Optional[str] = None, block: bool = True, log=print):
     """Load the model, build the page and launch it. Returns `(page, url)` (with `block=False`, the server runs in
@@ -160,6 +163,8 @@ def serve(model_dir, host: str = "127.0.0.1", port: Optional[int] = None, max_fi
         log(warning)
     backend = ModelBackend(model_dir, log=log)
     page = app_page.build_page(backend, max_files=max_files, max_file_size=max_file_size)
+    # uploads and result files: deleted PAGE_FILES_MAX_AGE_S after they were made, and all at shutdown (gradio)
+    page.delete_cache = page.delete_cache or (PAGE_FILES_CHECK_S, PAGE_FILES_MAX_AGE_S)
     _, url, _ = page.launch(prevent_thread_lock=True, quiet=True,
                             **app_page.launch_options(host, port, max_file_size))
     log(f"[serve] {backend.name}: {url} (adapters: {', '.join(backend.adapters)}; Ctrl-C stops)")

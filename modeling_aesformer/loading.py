@@ -60,6 +60,77 @@ def describe_load_error(reference: str, error: BaseException, flag: str = "--mod
             f"could not be loaded ({first_line})")
 
 
+def _weight_files(model_dir) -> list:
+    return sorted(name for name in os.listdir(model_dir) if name.endswith(".safetensors"))
+
+
+def check_loading_info(info: dict, reference, model_dir, flag: str = "--model") -> None:
+    """Strict loading: weights in the files that the model does not use, or weights the model needs that the files
+    lack (a config.json whose layer counts disagree with the weights), are a `ModelLoadError` naming the files and
+    examples of the weights (`from_pretrained` itself only reports them and initialises the missing ones)."""
+    unused, lacking = list(info.get("unexpected_keys") or []), list(info.get("missing_keys") or [])
+    mismatched = list(info.get("mismatched_keys") or [])
+    if not (unused or lacking or mismatched):
+        return
+    parts = []
+    for what, keys in (("weights the model does not use", unused), ("weights the model needs that they lack",
+                                                                        lacking)):
+        if keys:
+            parts.append(f"{len(keys)} {what} (e.g. {', '.join(sorted(keys)[:3])})")
+    if mismatched:
+        parts.append(f"{len(mismatched)} weights of another shape (e.g. {mismatched[0]})")
+    raise ModelLoadError(f"{flag} {reference}: the weights in {', '.join(_weight_files(model_dir)) or model_dir} do "
+                         f"not fit its config.json: {'; '.join(parts)}. The config's layer counts or sizes disagree "
+                         "with the saved weights: restore the config.json saved with them")
+
+
+def describe_mismatch(reference, model_dir, flag: str = "--model") -> str:
+    """The message for weights whose shapes disagree with config.json: the weight files, an example weight with both
+    shapes, and the config field(s) holding the model's size that the weights contradict."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        expected = {name: tuple(p.shape) for name, p in AutoModel.from_config(config).state_dict().items()}
+    found = []
+    for name in _weight_files(model_dir):
+        with safe_open(os.path.join(model_dir, name), "pt") as handle:
+            for key in handle.keys():
+                shape = tuple(handle.get_slice(key).get_shape())
+                if key in expected and expected[key] != shape:
+                    found.append((name, key, shape, expected[key]))
+    if not found:
+        return f"{flag} {reference}: the weights do not fit its config.json (shapes differ)"
+    values = {}  # config field -> value, nested configs as "text_config.hidden_size"
+
+    def walk(prefix, data):
+        for key, value in data.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                values[f"{prefix}{key}"] = value
+
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
+        walk("", json.load(handle))
+    fields = {}
+    for _, _, saved, wanted in found:
+        for have, want in zip(saved, wanted):
+            if have != want:
+                for field, value in values.items():
+                    if value == want:
+                        fields.setdefault(field, (value, have))
+    file, key, saved, wanted = found[0]
+    named = "; ".join(f"{field} = {value} (the weights have {have})" for field, (value, have) in
+                      list(fields.items())[:3])
+    return (f"{flag} {reference}: {len(found)} weights in {file} have another shape than its config.json gives "
+            f"(e.g. {key}: {list(saved)} saved, {list(wanted)} from the config)"
+            + (f"; config field {named}" if named else "") + ": restore the config.json saved with the weights")
+
+
 def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: bool = True, dtype=None,
                device=None, flag: str = "--model", images_only_ok: bool = False, fit_max_length: bool = True,
                peft_required: bool = False, log=print, prefix: str = ""):
@@ -117,11 +188,17 @@ def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: 
     dtype_kwargs = {} if dtype is None else {"dtype": dtype}
     try:
         # never a pickled .bin; the default adapter is folded in, unless "base" (the model's own modules) is asked for
-        model = AutoModel.from_pretrained(model_dir, use_safetensors=True,
-                                          load_default_adapter=default_adapter and BASE_ADAPTER not in names,
-                                          **dtype_kwargs).eval()
+        model, info = AutoModel.from_pretrained(model_dir, use_safetensors=True,
+                                                load_default_adapter=default_adapter and BASE_ADAPTER not in names,
+                                                output_loading_info=True, **dtype_kwargs)
     except OSError as err:
         raise ModelLoadError(describe_load_error(reference, err, flag)) from None
+    except RuntimeError as err:
+        if "mismatched" not in str(err):
+            raise
+        raise ModelLoadError(describe_mismatch(reference, model_dir, flag)) from None
+    check_loading_info(info, reference, model_dir, flag)
+    model.eval()
     try:
         processor = AutoProcessor.from_pretrained(model_dir)
     except Exception as err:  # noqa: BLE001 - a folder without tokenizer: images only, where the command allows it
@@ -166,5 +243,5 @@ def load_model(reference: str | os.PathLike, adapters=None, *, default_adapter: 
     return model, processor, model_dir
 
 
-__all__ = ["ModelLoadError", "ModelSourceError", "check_model_source", "describe_load_error", "is_hub_id",
-           "load_model"]
+__all__ = ["ModelLoadError", "ModelSourceError", "check_loading_info", "check_model_source", "describe_load_error",
+           "describe_mismatch", "is_hub_id", "load_model"]

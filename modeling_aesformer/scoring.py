@@ -18,7 +18,8 @@ The steps, each in one place:
    whatever adapters were asked for); an image without, one row per adapter; an image that cannot be read, one row
    with the reason in `error`.
 5. result files (`ScoreFileWriter`, `read_score_file`): CSV or JSONL, appended and flushed per batch, and read back
-   to resume an interrupted run.
+   to resume an interrupted run; each file's size and modification time beside it (`<output>.sources.jsonl`), so
+   a resume scores a changed file again (`drop_changed_files`).
 
 Not a shipped file: it may import the package's own layers (the processing layer) and, inside functions, torch's
 DataLoader and tqdm.
@@ -368,7 +369,10 @@ class ScoreFileWriter:
     """Appends rows to a CSV or JSONL result file and flushes after every batch (one `write` per batch).
 
     Appending to a CSV written by an earlier version (fewer columns) keeps that file's header: the new columns are
-    left out of its rows rather than making the file ragged."""
+    left out of its rows rather than making the file ragged.
+
+    Each file a row names gets its size and modification time in `<path>.sources.jsonl` (written before its rows:
+    every row has its record), which `drop_changed_files` checks on resume."""
 
     def __init__(self, path: str):
         self.path = path
@@ -383,6 +387,8 @@ class ScoreFileWriter:
                 raise ScoringError(f"{path} is not an `aesformer score` CSV (header {header}): cannot append to it")
             self.fields = header
         self.file = open(path, "a", encoding="utf-8", newline="")
+        self.sources = open(sources_path(path), "w" if new else "a", encoding="utf-8")
+        self.recorded = set()
         if new and not self.jsonl:
             self.file.write(",".join(self.fields) + "\r\n")
             self.file.flush()
@@ -390,6 +396,15 @@ class ScoreFileWriter:
     def write(self, rows: List[dict]) -> None:
         if not rows:
             return
+        records = []
+        for row in rows:
+            path = row.get("path")
+            if path and os.path.abspath(path) not in self.recorded:
+                self.recorded.add(os.path.abspath(path))
+                records.append(json.dumps({"path": os.path.abspath(path), "stat": _file_stat(path)}) + "\n")
+        if records:
+            self.sources.write("".join(records))
+            self.sources.flush()
         buffer = io.StringIO()
         if self.jsonl:
             for row in rows:
@@ -410,6 +425,78 @@ class ScoreFileWriter:
 
     def close(self):
         self.file.close()
+        self.sources.close()
+
+
+def sources_path(path: str) -> str:
+    """Where a result file's files are recorded (size, modification time) for `--resume`."""
+    return f"{path}.sources.jsonl"
+
+
+def _file_stat(path: str) -> Optional[List[int]]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def drop_changed_files(path: str) -> dict:
+    """Before a resume: the files of result file `path` whose size or modification time changed since they were
+    scored (per `<path>.sources.jsonl`) lose their rows (the file rewritten under a temporary name, then renamed), so
+    they are scored again. Returns `{"changed": [paths], "rows_removed": n, "unchecked": n}`; `unchecked` counts the
+    files of a result file written before the sources were recorded (kept as they are)."""
+    summary = {"changed": [], "rows_removed": 0, "unchecked": 0}
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return summary
+    read_score_file(path)  # cuts off a half-written last line
+    recorded = {}
+    if os.path.exists(sources_path(path)):
+        with open(sources_path(path), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    item = json.loads(line)
+                except ValueError:  # a line cut off by a kill: its rows were not written yet
+                    continue
+                recorded[item["path"]] = item["stat"]
+    with open(path, encoding="utf-8", newline="") as f:
+        text = f.read()
+    jsonl = path.lower().endswith((".jsonl", ".json"))
+    if jsonl:
+        lines = [line for line in text.splitlines(keepends=True) if line.strip()]
+        keyed = [(json.loads(line).get("path") or "", line) for line in lines]
+        header = ""
+    else:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        header, body = rows[0], rows[1:]
+        column = header.index("path")
+        keyed = []
+        for row in body:
+            buffer = io.StringIO()
+            csv.writer(buffer).writerow(row)
+            keyed.append((row[column] if column < len(row) else "", buffer.getvalue()))
+        buffer = io.StringIO()
+        csv.writer(buffer).writerow(header)
+        header = buffer.getvalue()
+    changed = set()
+    for name in dict.fromkeys(key for key, _ in keyed if key):
+        absolute = os.path.abspath(name)
+        if absolute not in recorded:
+            summary["unchecked"] += 1
+        elif recorded[absolute] != _file_stat(name):
+            changed.add(name)
+    if not changed:
+        return summary
+    kept = [line for key, line in keyed if key not in changed]
+    summary["changed"] = sorted(changed)
+    summary["rows_removed"] = len(keyed) - len(kept)
+    tmp = f"{path}.resume-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(header + "".join(kept))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return summary
 
 
 def read_score_file(path: str) -> Tuple[Dict[str, set], Dict[str, str]]:
@@ -455,5 +542,6 @@ def records_to_score(records: Sequence[Tuple[str, object]], done: Dict[str, set]
 
 
 __all__ = ["FIELDS", "ImageEncodingDataset", "ScoreFileWriter", "ScoringError", "collate_encodings",
+           "drop_changed_files", "sources_path",
            "encode_image", "error_text", "file_row", "iter_scored_batches", "open_jpeg_draft",
            "read_score_file", "records_to_score", "result_rows", "score_collated", "score_files"]

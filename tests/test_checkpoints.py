@@ -81,7 +81,8 @@ def test_training_killed_mid_epoch_resumes_to_bit_identical_weights(training_dat
     assert killed.returncode == -signal.SIGKILL
     checkpoints = cut / "checkpoints"
     # the save in flight never became a checkpoint; the previous ones are intact
-    assert sorted(p.name for p in checkpoints.iterdir()) == [".tmp_step_00000005", "step_00000003", "step_00000004"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [".tmp_step_00000005", "run.json", "step_00000003",
+                                                               "step_00000004"]
     from aesformer_training.checkpoints import TrainerState, resolve_checkpoint
 
     latest = resolve_checkpoint(cut, "latest")
@@ -102,7 +103,7 @@ def test_training_killed_mid_epoch_resumes_to_bit_identical_weights(training_dat
         assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])][:5]
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (full, cut))
     assert ra["test"] == rb["test"] and ra["history"] == rb["history"] and ra["steps"] == rb["steps"] == 6
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_00000005", "step_00000006"]  # temp cleaned
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["run.json", "step_00000005", "step_00000006"]  # temp cleaned
     # bad rows are in the results, by id
     dropped = {issue["id"]: issue["reason"] for issue in ra["dataset_report"]["dropped"]}
     assert dropped == {"no-votes": "zero_votes", "images/lost.png": "missing_image"}

@@ -19,7 +19,7 @@ import typing
 
 from .reports import ON_BAD_ROWS_ADVICE, SPLITS, DatasetLoadError, ImagesNotFoundError
 from .stages import (StageInputError, StageResult, adapt, check_adapt_model, check_adapter_target,
-                     check_stage1_sources, pretrain, summary)
+                     check_stage1_sources, plan_run, pretrain, summary)
 from .train_config import ADAPT, PRETRAIN, TrainConfig
 
 DATA_FORMATS = ("generic", "ava", "photonet", "jas")
@@ -101,6 +101,9 @@ def add_pretrain_arguments(parser):
     _add(source, "--preset", help="a fresh, randomly initialised model from a preset (with --tokenizer)")
     _add(source, "--tokenizer", help="tokenizer folder (required with --preset)")
     _add(source, "--image-size", type=int, help="model input size for --preset")
+    _add(parser, "--overwrite", action="store_true",
+         help="replace the finished run in --output-dir: its model (and the adapters trained on it), results and "
+              "checkpoints (default: an existing run is an error; --resume-from-checkpoint continues it)")
     add_data_arguments(parser)
     add_training_arguments(parser, PRETRAIN)
     return parser
@@ -110,7 +113,8 @@ def add_adapt_arguments(parser):
     """Stage 2's flags: the model folder the adapter goes into, the data, the training."""
     _add(parser, "--model", required=True, help="the stage-1 model folder; the adapter is saved into it")
     _add(parser, "--overwrite", action="store_true",
-         help="replace an adapter of the same name already saved in the model folder")
+         help="replace an adapter of the same name already saved in the model folder, and an earlier run's results "
+              "and checkpoints in --output-dir (--resume-from-checkpoint continues that run instead)")
     _add(parser, "--no-default", action="store_true",
          help="do not make the new adapter the model's default answer for images without comments (default: it "
               "becomes the default; change it later with `aesformer set-default`)")
@@ -135,22 +139,29 @@ def run_pretrain(args) -> StageResult:
     """Stage 1 from its parsed flags. Every input is checked before anything is built or written: a run that cannot
     train writes nothing."""
     check_stage1_sources(args.model, args.vision_model, args.text_model, args.preset, args.tokenizer)
+    plan_run(PRETRAIN, args.output_dir, args.resume_from_checkpoint, args.overwrite)  # finished work: checked first
     data, spec = load_data(args)
     check_splits(args, data, spec, SPLITS, with_comments=True)
     return pretrain(data, spec, config_from_args(args, PRETRAIN), model=args.model, vision_model=args.vision_model,
                     text_model=args.text_model, preset=args.preset, tokenizer=args.tokenizer,
-                    image_size=args.image_size, protocol=data_protocol(args, spec))
+                    image_size=args.image_size, protocol=data_protocol(args, spec), overwrite=args.overwrite)
 
 
 def run_adapt(args) -> StageResult:
     """Stage 2 from its parsed flags. Every input is checked before anything is loaded or written: the model folder
     never gets an untrained adapter."""
     check_adapt_model(args.model)
+
+    def check_target(name, flag="--adapter-name"):  # an adapter of the run being continued may be replaced
+        check_adapter_target(name, args.model, True, flag)  # the name first: the run record holds it
+        plan = plan_run(ADAPT, args.output_dir, args.resume_from_checkpoint, args.overwrite, name, args.model)
+        check_adapter_target(name, args.model, args.overwrite or plan.resume is not None, flag)
+
     if args.adapter_name is not None:
-        check_adapter_target(args.adapter_name, args.model, args.overwrite)
+        check_target(args.adapter_name)
     data, spec = load_data(args)
     if args.adapter_name is None:
-        check_adapter_target(spec.name, args.model, args.overwrite, "--adapter-name (default: the dataset's name)")
+        check_target(spec.name, "--adapter-name (default: the dataset's name)")
     check_splits(args, data, spec, SPLITS)
     return adapt(data, spec, config_from_args(args, ADAPT), args.model, overwrite=args.overwrite,
                  make_default=not args.no_default, protocol=data_protocol(args, spec))

@@ -19,6 +19,9 @@ TRAINER_STATE_FILE = "trainer_state.json"
 # Written by earlier versions through accelerate's `register_for_checkpointing`, which unpickles it with
 # weights_only=False on resume (arbitrary code); read here with weights_only=True only, as a fallback.
 LEGACY_TRAINER_STATE_FILE = "custom_checkpoint_0.pkl"
+# Which run a checkpoint belongs to (output folder, stage, adapter, model folder): written once in `checkpoints/`
+# before training and copied into every `step_*`, so a resume never continues another run's state.
+RUN_RECORD_FILE = "run.json"
 
 
 class TrainerState:
@@ -98,6 +101,43 @@ def resolve_checkpoint(output_dir, resume):
     return str(steps[-1]) if steps else None
 
 
+def run_record(stage, output_dir, adapter=None, model_dir=None) -> dict:
+    """What makes a run one run: its output folder and stage, and for stage 2 its adapter and model folder."""
+    record = {"output_dir": os.path.realpath(output_dir), "stage": stage}
+    if adapter is not None:
+        record.update(adapter=adapter, model_dir=os.path.realpath(model_dir) if model_dir else None)
+    return record
+
+
+def write_run_record(output_dir, record) -> None:
+    """`checkpoints/run.json` of `output_dir` (temporary file, then renamed): copied into each checkpoint saved."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp_{RUN_RECORD_FILE}"
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, root / RUN_RECORD_FILE)
+
+
+def read_run_record(checkpoint):
+    """The run record saved in checkpoint folder `checkpoint`, None for a checkpoint of an earlier version."""
+    path = Path(checkpoint) / RUN_RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"checkpoint {checkpoint}: {RUN_RECORD_FILE} is not readable JSON ({err})") from None
+    if not isinstance(record, dict) or "stage" not in record:
+        raise ValueError(f"checkpoint {checkpoint}: {RUN_RECORD_FILE} is not an Aesformer run record")
+    return record
+
+
+def checkpoint_steps(output_dir) -> list:
+    """The complete checkpoints `checkpoints/step_*` of `output_dir`, oldest first."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    return sorted(root.glob("step_*"), key=lambda p: int(p.name.split("_")[1])) if root.is_dir() else []
+
+
 def check_rng_file(folder, process_index):
     """accelerate loads the RNG states with weights_only=True but only LOGS a failure and goes on, which would end a
     resumed run on other weights without a word: a checkpoint whose RNG file does not load is refused here."""
@@ -166,6 +206,8 @@ def save_checkpoint(accelerator, output_dir, state, keep):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state.save(tmp)
+        if (root / RUN_RECORD_FILE).is_file():  # the checkpoint says which run it continues
+            shutil.copyfile(root / RUN_RECORD_FILE, tmp / RUN_RECORD_FILE)
         replace_folder(tmp, final)  # the same step saved again (epoch end after a --save-steps save) is swapped
         aside = []
         steps = sorted(root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
@@ -221,5 +263,6 @@ def load_best(unwrapped, config, output_dir, model_dir):
     return model.eval()
 
 
-__all__ = ["CHECKPOINTS_DIR", "TRAINER_STATE_FILE", "TrainerState", "check_rng_file", "keep_rng_state", "load_best",
+__all__ = ["CHECKPOINTS_DIR", "RUN_RECORD_FILE", "TRAINER_STATE_FILE", "TrainerState", "check_rng_file",
+           "checkpoint_steps", "read_run_record", "run_record", "write_run_record", "keep_rng_state", "load_best",
            "resolve_checkpoint", "save_best", "save_checkpoint"]

@@ -20,9 +20,11 @@ file stem (= the dataset id); `CommentTable.match` tries these in that order and
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +87,41 @@ class CommentMatch:
         }
 
 
+# Markup of scraped comments (AVA-Comments holds "[br]", "<br />" and HTML entities): a line or paragraph break is a
+# sentence break; any other tag is a space.
+_BREAK_MARKUP_RE = re.compile(r"\[\s*br\s*/?\s*\]|<\s*br\s*/?\s*>|<\s*/?\s*p\s*/?\s*>", re.IGNORECASE)
+_OTHER_MARKUP_RE = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>|\[\s*/?\s*(?:b|i|u|s|quote|url|img|code)\s*(?:=[^\]]*)?\]",
+                              re.IGNORECASE)
+_SENTENCE_END = (".", "!", "?", "…", ":", ";")
+
+
+def clean_markup(text: str) -> str:
+    """A scraped comment as plain text: HTML entities unescaped (``&quot;`` ``&amp;`` ``&#39;``, twice escaped
+    too), ``[br]``, ``<br>`` and ``<p>`` turned into sentence breaks, other tags into spaces (line breaks and a literal
+    ``\\n`` are left to the loaders and the processor's cleaning rule, which runs after this)."""
+    for _ in range(2):  # "&amp;quot;" is a quote escaped twice
+        unescaped = html.unescape(text)
+        if unescaped == text:
+            break
+        text = unescaped
+    if "<" not in text and "[" not in text:
+        return text
+    sentences = []
+    for piece in _BREAK_MARKUP_RE.split(text):
+        piece = _OTHER_MARKUP_RE.sub(" ", piece).strip(" \t")
+        if piece.strip():
+            sentences.append(piece)
+    return " ".join(s if s.endswith(_SENTENCE_END) or i == len(sentences) - 1 else s + "."
+                    for i, s in enumerate(sentences))
+
+
+def _has_text(item: str) -> bool:
+    """Whether a cleaned comment keeps any word under the processor's cleaning rule (what the model reads)."""
+    from aesformer_processing.processing_aesformer import clean_comments
+
+    return bool(clean_comments(item, max_words=None))
+
+
 def _text_items(value: Any, where: str) -> list[str]:
     """A comments value -> list of non-empty strings (a string may hold several comments, one per line)."""
     if value is None:
@@ -98,7 +135,8 @@ def _text_items(value: Any, where: str) -> list[str]:
         items = [str(v) for v in value if v is not None]
     else:
         raise CommentsFileError(f"{where}: comments must be a string or a list of strings, got {type(value).__name__}")
-    return [item for item in items if item.strip()]
+    # a comment that is only markup or characters the cleaning strips is no comment (image-only branch, counted so)
+    return [text for text in (clean_markup(item) for item in items if item.strip()) if _has_text(text)]
 
 
 def _normalise_key(value: Any) -> str:
@@ -283,6 +321,16 @@ class CommentTable:
                 f"the image folder:\n{listed}{more}",
                 [(entry.key, found) for entry, found in ambiguous],
             )
+        files_with_keys = list(dict.fromkeys(entry.file for entry in self.entries))
+        if len(files_with_keys) > 1:  # one file alone that matches nothing is the caller's (it names the flags)
+            unmatched_files = [(file, [e for e in unmatched if e.file == file]) for file in files_with_keys]
+            for file, missed in unmatched_files:
+                total = sum(1 for entry in self.entries if entry.file == file)
+                if len(missed) == total:
+                    examples = ", ".join(repr(entry.key) for entry in missed[:3])
+                    raise CommentsFileError(f"{file}: none of its {total:,} keys matches an image (keys like "
+                                            f"{examples}); keys are image paths, file names or file names without "
+                                            "the extension. Fix the file or leave it out")
         notes = list(self.notes)
         if unmatched:
             examples = ", ".join(repr(entry.key) for entry in unmatched[:5])
@@ -374,6 +422,7 @@ __all__ = [
     "CommentsFileError",
     "KEY_COLUMNS",
     "TEXT_COLUMNS",
+    "clean_markup",
     "pipeline_inputs",
     "read_comments",
 ]

@@ -135,12 +135,13 @@ class PartWriter:
 
     ROWS_PER_GROUP = 4096
 
-    def __init__(self, parts: str, shard_id: str, source: str, rank: int):
+    def __init__(self, parts: str, shard_id: str, source: str, rank: int, fingerprint: Optional[dict] = None):
         self.parts, self.shard_id, self.source, self.rank = parts, shard_id, source, rank
+        self.fingerprint = fingerprint
         self.tmp = f"{_part_path(parts, shard_id)}.tmp-{os.getpid()}"
         self.writer = None
         self.buffer: List[dict] = []
-        self.rows = self.images = 0
+        self.rows = self.images = self.lost_rows = 0
         self.errors: Counter = Counter()
         self.failures: List[Tuple[str, str]] = []
         self.started = time.perf_counter()
@@ -171,8 +172,9 @@ class PartWriter:
             os.fsync(f.fileno())
         os.replace(self.tmp, _part_path(self.parts, self.shard_id))
         marker = {"shard": self.source, "rows": self.rows, "images": self.images, "errors": dict(self.errors),
+                  "lost_rows": self.lost_rows,
                   "failures": self.failures[:MAX_LISTED_FAILURES], "rank": self.rank,
-                  "seconds": round(time.perf_counter() - self.started, 3)}
+                  "seconds": round(time.perf_counter() - self.started, 3), "fingerprint": self.fingerprint}
         _write_atomically(_marker_path(self.parts, self.shard_id), json.dumps(marker).encode("utf-8"))
         return marker
 
@@ -198,7 +200,7 @@ def prepare_run(args, names: List[str]) -> dict:
     """Main process only: list and check the shards, check the output, write the manifest; returns the plan
     `{"todo": [Shard], "layouts": {...}, "done_before": n, "total": n}`. Raises `ScoringError` before anything is
     written when the run cannot succeed."""
-    from .shards import parquet_layout, plan_shards
+    from .shards import parquet_layout, plan_shards, shard_fingerprint
 
     output, parts = args.output, parts_folder(args.output)
     if not output.lower().endswith(OUTPUT_FORMATS):
@@ -242,13 +244,23 @@ def prepare_run(args, names: List[str]) -> dict:
                 "shards": [{"id": s.shard_id, "kind": s.kind, "source": s.source, "files": len(s.files)}
                            for s in shards]}
     _write_atomically(manifest_path, json.dumps(manifest, indent=1).encode("utf-8"))
+    fingerprints = {s.shard_id: shard_fingerprint(s) for s in shards}
+    changed = []  # finished shards whose file changed since: their part and marker go, the shard is scored again
+    for s in shards:
+        marker = shard_marker(parts, s.shard_id)
+        if marker is not None and marker.get("fingerprint") != fingerprints[s.shard_id]:
+            changed.append({"shard": s.describe(), "rows": marker.get("rows", 0),
+                            "was": marker.get("fingerprint"), "now": fingerprints[s.shard_id]})
+            os.remove(_marker_path(parts, s.shard_id))  # the marker first: a part without one is unfinished
+            os.remove(_part_path(parts, s.shard_id))
     todo = [s for s in shards if shard_marker(parts, s.shard_id) is None]
-    return {"todo": todo, "layouts": layouts, "done_before": len(shards) - len(todo), "total": len(shards)}
+    return {"todo": todo, "layouts": layouts, "done_before": len(shards) - len(todo), "total": len(shards),
+            "fingerprints": fingerprints, "changed": changed}
 
 
 # ------------------------------------------------------------------------------------------------------- scoring
 def score_shards(shards, layouts, model, processor, names, device, args, parts: str, rank: int,
-                 show_progress: bool) -> dict:
+                 show_progress: bool, fingerprints: Optional[dict] = None) -> dict:
     """Score this process's shards; returns `{"rank", "images", "seconds", "shards"}`."""
     import functools
 
@@ -256,7 +268,7 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
     from tqdm.auto import tqdm
 
     from .score_inputs import load_comments
-    from .shards import ShardStream, error_kind
+    from .shards import LOST_ROW_GROUP, ShardStream, error_kind
 
     lookup = load_comments(args.comments).lookup() if args.comments else None
     dataset = ShardStream(shards, processor, args.max_image_pixels, args.shard_comments, layouts, lookup)
@@ -278,13 +290,16 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
                 meta = collated["meta"][index]
                 shard_id = meta["shard_id"]
                 if shard_id not in writers:
-                    writers[shard_id] = PartWriter(parts, shard_id, sources[shard_id], rank)
+                    writers[shard_id] = PartWriter(parts, shard_id, sources[shard_id], rank,
+                                                   (fingerprints or {}).get(shard_id))
                 writer = writers[shard_id]
                 writer.images += 1
                 base = {"key": meta["key"], "shard": meta["shard"], "path": meta["path"]}
                 for row in scored[index]:
                     if row.get("error"):
-                        writer.errors[error_kind(row["error"])] += 1
+                        kind = error_kind(row["error"])
+                        writer.errors[kind] += 1
+                        writer.lost_rows += kind == LOST_ROW_GROUP
                         writer.failures.append((meta["path"] or f"{meta['shard']}:{meta['key']}", row["error"]))
                     rows_by_shard.setdefault(shard_id, []).append({**file_row(row), **base})
             for shard_id, rows in rows_by_shard.items():
@@ -296,7 +311,8 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
                 ended[shard_id] = ended.get(shard_id, 0) + 1
                 if ended[shard_id] < end["readers"]:
                     continue
-                writer = writers.pop(shard_id, None) or PartWriter(parts, shard_id, sources[shard_id], rank)
+                writer = writers.pop(shard_id, None) or PartWriter(parts, shard_id, sources[shard_id], rank,
+                                                                    (fingerprints or {}).get(shard_id))
                 writer.finish()
     finally:
         progress.close()
@@ -352,6 +368,18 @@ def merge_parts(output: str) -> dict:
         os.remove(stale)
     tmp = f"{output}.merging-{os.getpid()}"
     rows = 0
+    first_shard: Dict[str, str] = {}  # key -> the shard it came from first: a key in two shards is counted
+    duplicates: Dict[str, List[str]] = {}
+
+    def note_keys(batch, shard_id):
+        for key in batch.column("key").to_pylist():
+            if not key:
+                continue
+            seen = first_shard.setdefault(key, shard_id)
+            if seen != shard_id:
+                duplicates.setdefault(key, [seen])
+                if shard_id not in duplicates[key]:
+                    duplicates[key].append(shard_id)
     lower = output.lower()
     if os.path.dirname(output):
         os.makedirs(os.path.dirname(output), exist_ok=True)
@@ -366,6 +394,7 @@ def merge_parts(output: str) -> dict:
                 for s in shards:
                     with pq.ParquetFile(_part_path(parts, s["id"])) as part:
                         for batch in part.iter_batches(batch_size=4096):
+                            note_keys(batch, s["source"] or s["id"])
                             writer.write_batch(batch)
                             rows += batch.num_rows
         else:
@@ -390,17 +419,32 @@ def merge_parts(output: str) -> dict:
                 for s in shards:
                     with pq.ParquetFile(_part_path(parts, s["id"])) as part:
                         for batch in part.iter_batches(batch_size=4096):
+                            note_keys(batch, s["source"] or s["id"])
                             rows += emit(batch.to_pylist())
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return {"rows": rows, "images": images, "errors": errors, "failures": failures, "shards": len(shards)}
+    return {"rows": rows, "images": images, "errors": errors, "failures": failures, "shards": len(shards),
+            "duplicate_keys": duplicates}
+
+
+def _stat_text(fingerprint: Optional[dict]) -> str:
+    if not fingerprint:
+        return "not recorded"
+    if "size" in fingerprint:
+        return f"{fingerprint['size']} bytes at {fingerprint['mtime_ns']} ns"
+    return f"{fingerprint['files']} files, digest {fingerprint['stat_digest'][:10]}"
 
 
 def _report_merge(summary: dict, output: str, log=print) -> int:
     log(f"[score] merged {summary['rows']} rows ({summary['images']} images, {summary['shards']} shards) -> "
         f"{output} (parts kept in {parts_folder(output)}: --resume reuses them, delete when done)")
+    duplicates = summary.get("duplicate_keys") or {}
+    if duplicates:
+        listed = "; ".join(f"{key!r} in {', '.join(where)}" for key, where in list(duplicates.items())[:5])
+        log(f"[score] {len(duplicates)} key{'s' if len(duplicates) != 1 else ''} appear in more than one shard (every "
+            f"row kept, told apart by the shard column): {listed}" + (" ..." if len(duplicates) > 5 else ""))
     errors = summary["errors"]
     if not errors:
         return 0
@@ -481,8 +525,13 @@ def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
         log(f"[score] {plan['total']} shards ({plan['done_before']} finished earlier), {len(plan['todo'])} to score "
             f"over {world} process(es); adapters {names}, batch {args.batch_size}, {args.num_workers} workers, "
             f"{device}")
+        for item in plan["changed"]:
+            log(f"[score] {item['shard']} changed since it was scored (size, modification time "
+                f"{_stat_text(item['was'])} -> {_stat_text(item['now'])}): scored again, its {item['rows']} earlier "
+                "rows replaced in the output")
     stats = score_shards(mine, plan["layouts"], model, processor, names, device, args, parts_folder(args.output),
-                         rank, show_progress=state is None or state.is_local_main_process)
+                         rank, show_progress=state is None or state.is_local_main_process,
+                         fingerprints=plan["fingerprints"])
     if state is not None:
         from accelerate.utils import gather_object
 

@@ -42,7 +42,19 @@ KEY_COLUMNS = ("key", "id", "__key__")
 IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "img", "image_bytes", "bytes", "path", "image_path",
                  "file_name", "filepath")
 COMMENTS_COLUMN = "comments"
+LOST_ROW_GROUP = "lost Parquet row group"  # the error reason of each row of a row group that cannot be read
 _GLOB_CHARS = "*?["
+# An archive member is read whole into memory: one larger than an image of the pixel limit stored raw (8-bit RGB,
+# 3 bytes a pixel: 537 MB at the default 178,956,970 pixels) is refused by the size in its header, unread.
+MEMBER_BYTES_PER_PIXEL = 3
+
+
+def member_limit(max_image_pixels: Optional[int]) -> int:
+    """The largest archive member read (bytes): `MEMBER_BYTES_PER_PIXEL` x the pixel limit (the processor's
+    default when the limit is off)."""
+    from aesformer_processing.processing_aesformer import DEFAULT_MAX_IMAGE_PIXELS
+
+    return MEMBER_BYTES_PER_PIXEL * int(max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
 
 
 @dataclass
@@ -58,6 +70,25 @@ class Shard:
 
     def describe(self) -> str:
         return self.source if self.source is not None else f"{len(self.files)} files ({self.shard_id})"
+
+
+def _file_stat(path: str) -> Optional[List[int]]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def shard_fingerprint(shard: "Shard") -> dict:
+    """What says a shard is still the one that was scored: the size and modification time (ns) of its tar/Parquet
+    file, or a digest of those of every file of a chunk. Recorded in the shard's completion marker; a shard whose
+    fingerprint differs on `--resume` is scored again."""
+    if shard.source is not None:
+        size_mtime = _file_stat(shard.source)
+        return {"size": size_mtime and size_mtime[0], "mtime_ns": size_mtime and size_mtime[1]}
+    lines = "\n".join(f"{os.path.abspath(path)}\t{_file_stat(path)}" for path, _ in shard.files)
+    return {"files": len(shard.files), "stat_digest": hashlib.sha1(lines.encode("utf-8")).hexdigest()}
 
 
 def is_shard_file(path: str) -> bool:
@@ -175,18 +206,26 @@ def _member_comments(key: str, members: dict, comments_from: Optional[str]):
     return comments or None
 
 
-def iter_tar_samples(path: str, comments_from: Optional[str] = None) -> Iterator[dict]:
+def iter_tar_samples(path: str, comments_from: Optional[str] = None,
+                     max_member_bytes: Optional[int] = None) -> Iterator[dict]:
     """Samples of one webdataset tar shard, streamed member by member (mode `r|*`: plain or compressed).
     Each sample is `{"key", "image": bytes or None, "name", "comments", "error"}`; a sample without an image member,
-    or with a comments member that cannot be read, has an `error`. A shard that is cut off or corrupt ends with a
-    sample whose key is empty and whose error says after which member it broke."""
+    or with a comments member that cannot be read, has an `error`; so has one whose member is larger than
+    `max_member_bytes` (default `member_limit(None)`), refused by the size in its header before any of it is read
+    (the stream skips it block by block: memory stays bounded, gzip included), or cut off (truncated). A shard that
+    is cut off or corrupt between members ends with a sample whose key is empty and whose error says after which
+    member it broke."""
     if comments_from is not None and comments_from not in SHARD_COMMENT_MEMBERS:
         raise ScoringError(f"--shard-comments must be one of {SHARD_COMMENT_MEMBERS}, got {comments_from!r}")
     wanted = {comments_from} if comments_from else set()
     openable = _openable_extensions()
+    limit = max_member_bytes or member_limit(None)
 
-    def finish(key, members, names):
+    def finish(key, members, names, refused=None):
         sample = {"key": key, "image": None, "name": None, "comments": None, "error": None}
+        if refused:
+            sample["error"] = f"{path}: {refused}"
+            return sample
         ext = _pick_image_member(members, openable)
         if ext is None:
             sample["error"] = f"no image member for key {key!r} in {path} (members: {', '.join(sorted(names))})"
@@ -198,7 +237,7 @@ def iter_tar_samples(path: str, comments_from: Optional[str] = None) -> Iterator
             sample["error"] = f"{path}: {err}"
         return sample
 
-    key, members, names, count = None, {}, [], 0
+    key, members, names, count, refused, reading = None, {}, [], 0, None, None
     try:
         with tarfile.open(path, mode="r|*") as archive:
             for member in archive:
@@ -207,24 +246,33 @@ def iter_tar_samples(path: str, comments_from: Optional[str] = None) -> Iterator
                 member_key, ext = _split_member_name(member.name)
                 if member_key != key:
                     if key is not None:
-                        yield finish(key, members, names)
-                    key, members, names = member_key, {}, []
+                        yield finish(key, members, names, refused)
+                    key, members, names, refused = member_key, {}, [], None
                 names.append(ext or "(no extension)")
                 # read only what a sample can use: the image, and the comments member when asked for
                 is_image = ext.rsplit(".", 1)[-1] in openable
-                if is_image or ext in wanted:
+                if (is_image or ext in wanted) and member.size > limit:
+                    refused = refused or (f"member {member.name} holds {member.size:,} bytes, more than the "
+                                          f"{limit:,} read from an archive ({MEMBER_BYTES_PER_PIXEL} bytes per pixel "
+                                          "of the pixel limit, --max-image-pixels): not read")
+                elif is_image or ext in wanted:
+                    reading = member
                     handle = archive.extractfile(member)
                     members[ext] = handle.read() if handle is not None else b""
+                    reading = None
                 count += 1
     except (tarfile.TarError, OSError, EOFError) as err:
-        if key is not None:
-            yield finish(key, members, names)
+        if reading is not None:  # cut off inside a member: that member is truncated, not missing
+            yield finish(key, members, names, f"member {reading.name} is truncated (its header says "
+                                              f"{reading.size:,} bytes): {type(err).__name__}: {err}")
+        elif key is not None:
+            yield finish(key, members, names, refused)
         yield {"key": "", "image": None, "name": None, "comments": None,
                "error": f"{path}: the tar shard is corrupt or cut off after {count} member(s): "
                         f"{type(err).__name__}: {err}"}
         return
     if key is not None:
-        yield finish(key, members, names)
+        yield finish(key, members, names, refused)
 
 
 # --------------------------------------------------------------------------------------------------------- parquet
@@ -285,40 +333,74 @@ def parquet_layout(path: str, image_column: Optional[str] = None, key_column: Op
 
 
 def iter_parquet_samples(path: str, layout: ParquetLayout, rows_per_read: int = 64) -> Iterator[dict]:
-    """Samples of one Parquet file, read `rows_per_read` rows at a time (never the whole file):
-    `{"key", "image": bytes | None, "path": str | None, "name", "comments", "error"}`."""
+    """Samples of one Parquet file, read row group by row group, `rows_per_read` rows at a time (never the whole
+    file): `{"key", "image": bytes | None, "path": str | None, "name", "comments", "error"}`. A row group that
+    cannot be read costs only its unread rows: each becomes an error sample (its key when the key column of that
+    group is readable), so every row the footer counts is accounted for."""
     import pyarrow.parquet as pq
 
     columns = [layout.image_column] + [c for c in (layout.key_column, layout.comments_column) if c]
     base = os.path.dirname(path)
     row_number = 0
     with pq.ParquetFile(path) as reader:
-        for batch in reader.iter_batches(batch_size=rows_per_read, columns=list(dict.fromkeys(columns))):
-            images = batch.column(layout.image_column).to_pylist()
-            keys = batch.column(layout.key_column).to_pylist() if layout.key_column else None
-            comments = batch.column(layout.comments_column).to_pylist() if layout.comments_column else None
-            for i, value in enumerate(images):
-                key = str(keys[i]) if keys is not None and keys[i] is not None else str(row_number)
-                sample = {"key": key, "image": None, "path": None, "name": key, "comments": None, "error": None}
-                if layout.image_kind == "struct" and isinstance(value, dict):
-                    value = value.get("bytes") or value.get("path")
-                if isinstance(value, (bytes, bytearray)):
-                    sample["image"] = bytes(value)
-                elif isinstance(value, str) and value:
-                    sample["path"] = os.path.normpath(value if os.path.isabs(value) else os.path.join(base, value))
-                    sample["name"] = os.path.basename(value)
-                else:
-                    sample["error"] = f"{path}, row {row_number} (key {key!r}): the image column " \
-                                      f"{layout.image_column!r} is empty"
-                if comments is not None:
-                    text = comments[i]
-                    if isinstance(text, list):
-                        text = [str(c) for c in text if str(c).strip()] or None
-                    elif text is not None and not str(text).strip():
-                        text = None
-                    sample["comments"] = text
-                row_number += 1
-                yield sample
+        for group in range(reader.num_row_groups):
+            group_rows = reader.metadata.row_group(group).num_rows
+            first, read = row_number, 0
+            try:
+                for batch in reader.iter_batches(batch_size=rows_per_read, row_groups=[group],
+                                                 columns=list(dict.fromkeys(columns))):
+                    for sample in _parquet_batch_samples(path, layout, batch, base, row_number):
+                        row_number += 1
+                        read += 1
+                        yield sample
+            except Exception as err:  # noqa: BLE001 - a damaged row group: its unread rows become error rows
+                reason = (f"row group {group} of {path} ({group_rows} rows per the footer, {group_rows - read} "
+                          f"unread) could not be read: {type(err).__name__}: {err}".replace("\n", " ").strip())
+                keys = _readable_keys(reader, group, layout.key_column)
+                for offset in range(read, group_rows):
+                    number = first + offset
+                    key = (keys[offset] if keys is not None else None) if layout.key_column else str(number)
+                    yield {"key": "" if key is None else str(key), "image": None, "path": None, "name": None,
+                           "comments": None, "error": f"{path}, row {number}: lost: {reason}"}
+                row_number = first + group_rows
+
+
+def _readable_keys(reader, group: int, key_column: Optional[str]) -> Optional[list]:
+    """The key column of row group `group`, None when it cannot be read either."""
+    if key_column is None:
+        return None
+    try:
+        return reader.read_row_group(group, columns=[key_column]).column(0).to_pylist()
+    except Exception:  # noqa: BLE001 - the key chunk is damaged too: the rows are named by number
+        return None
+
+
+def _parquet_batch_samples(path: str, layout: ParquetLayout, batch, base: str, row_number: int) -> Iterator[dict]:
+    images = batch.column(layout.image_column).to_pylist()
+    keys = batch.column(layout.key_column).to_pylist() if layout.key_column else None
+    comments = batch.column(layout.comments_column).to_pylist() if layout.comments_column else None
+    for i, value in enumerate(images):
+        key = str(keys[i]) if keys is not None and keys[i] is not None else str(row_number)
+        sample = {"key": key, "image": None, "path": None, "name": key, "comments": None, "error": None}
+        if layout.image_kind == "struct" and isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            sample["image"] = bytes(value)
+        elif isinstance(value, str) and value:
+            sample["path"] = os.path.normpath(value if os.path.isabs(value) else os.path.join(base, value))
+            sample["name"] = os.path.basename(value)
+        else:
+            sample["error"] = f"{path}, row {row_number} (key {key!r}): the image column " \
+                              f"{layout.image_column!r} is empty"
+        if comments is not None:
+            text = comments[i]
+            if isinstance(text, list):
+                text = [str(c) for c in text if str(c).strip()] or None
+            elif text is not None and not str(text).strip():
+                text = None
+            sample["comments"] = text
+        row_number += 1
+        yield sample
 
 
 # ------------------------------------------------------------------------------------------ decoding (DataLoader)
@@ -327,6 +409,12 @@ def error_kind(text: str) -> str:
     message's first clause without names ("no image member", "the image column ... is empty", ...)."""
     import re
 
+    if ": lost: row group " in text:  # a damaged Parquet row group: its rows, whatever the reader raised
+        return LOST_ROW_GROUP
+    if "is truncated (its header says" in text:
+        return "truncated member"
+    if "read from an archive" in text and text.endswith("not read"):
+        return "member too large"
     names = re.findall(r"\b([A-Z][A-Za-z]*(?:Error|Exception|Warning))\b", text)
     if names:
         return names[-1]
@@ -358,7 +446,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _samples(self, shard: Shard) -> Iterator[dict]:
         if shard.kind == "tar":
-            for sample in iter_tar_samples(shard.source, self.comments_from):
+            for sample in iter_tar_samples(shard.source, self.comments_from, member_limit(self.max_image_pixels)):
                 yield {"key": sample["key"], "shard": shard.source, "path": None, "source": sample["image"],
                        "name": sample["name"], "comments": sample["comments"], "error": sample["error"]}
         elif shard.kind == "parquet":
@@ -413,6 +501,6 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield {"shard_end": shard.shard_id, "items": count, "readers": workers if by_sample else 1}
 
 
-__all__ = ["SHARD_EXTENSIONS", "Shard", "ShardStream", "error_kind", "is_shard_file", "iter_parquet_samples",
-           "iter_tar_samples", "shard_files_in_folder",
+__all__ = ["LOST_ROW_GROUP", "MEMBER_BYTES_PER_PIXEL", "SHARD_EXTENSIONS", "member_limit", "Shard", "ShardStream", "error_kind", "is_shard_file", "iter_parquet_samples",
+           "iter_tar_samples", "shard_files_in_folder", "shard_fingerprint",
            "parquet_layout", "plan_shards"]

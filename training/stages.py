@@ -24,6 +24,7 @@ command-line flag of the item (``--vision-model``, ``--adapter-name``), as the c
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from .reports import LoadReport
 from .train_config import ADAPT, PRETRAIN, TrainConfig
 
 DATASET_REPORT_CSV = "dataset_report.csv"
+RESULTS_JSON = "results.json"
+logger = logging.getLogger(__name__)
 
 
 class StageInputError(ValueError):
@@ -58,6 +61,8 @@ class StageResult:
         default_adapter: stage 2: the adapter that now answers images without comments (None: not changed).
         previous_default: stage 2: the model's default adapter before (None: the model's own modules).
         main_process: False on the other processes of a distributed run: they trained but finished nothing.
+        replaced: what `--overwrite` replaced (empty: nothing), one description per item.
+        resumed_from: the checkpoint the run continued (None: it started from the beginning).
     """
 
     stage: str
@@ -71,6 +76,121 @@ class StageResult:
     default_adapter: Optional[str] = None
     previous_default: Optional[str] = None
     main_process: bool = True
+    replaced: list = dataclasses.field(default_factory=list)
+    resumed_from: Optional[str] = None
+
+
+# ------------------------------------------------------------------------------------------------------ one run
+@dataclass
+class RunPlan:
+    """What a stage run does with its output folder, decided before anything is trained or written.
+
+    Attributes:
+        record: the run's identity (`checkpoints.run_record`): output folder, stage, adapter, model folder.
+        resume: the checkpoint folder it continues (None: it starts from the beginning).
+        replaced: the finished output `--overwrite` replaces, one description per item.
+        remove: the paths of the earlier run removed before training (its checkpoints and results).
+    """
+
+    record: dict
+    resume: Optional[str] = None
+    replaced: list = dataclasses.field(default_factory=list)
+    remove: list = dataclasses.field(default_factory=list)
+
+
+def _describe_model(model_dir: Path) -> str:
+    from modeling_aesformer.adapters import list_adapters
+
+    adapters = list_adapters(model_dir) if model_dir.is_dir() else []
+    text = f"the model in {model_dir}"
+    if adapters:
+        text += (f" and the {len(adapters)} adapter{'s' if len(adapters) > 1 else ''} trained on it "
+                 f"({', '.join(adapters)})")
+    return text
+
+
+def _mismatch(record: dict, found: dict) -> Optional[str]:
+    """How checkpoint record `found` differs from this run's `record` (None: the same run)."""
+    for key, name in (("stage", "stage"), ("adapter", "adapter"), ("model_dir", "model folder")):
+        if record.get(key) != found.get(key):
+            return f"{name} {found.get(key)!r}, this run's is {record.get(key)!r}"
+    return None
+
+
+def plan_run(stage: str, output_dir, resume: Optional[str] = None, overwrite: bool = False,
+             adapter: Optional[str] = None, model_dir=None) -> RunPlan:
+    """Check what a run of `stage` into `output_dir` would replace, before anything is written: finished output
+    there (stage 1's model, results.json, checkpoints) is an error (`StageInputError` naming the flags) unless
+    `overwrite` (the plan lists what it replaces) or `resume` continues that same run. A checkpoint records its run
+    (output folder, stage, adapter, model folder): `latest` and a named checkpoint of another run are refused."""
+    from .checkpoints import CHECKPOINTS_DIR, checkpoint_steps, read_run_record, run_record
+
+    out = Path(output_dir)
+    plan = RunPlan(run_record(stage, out, adapter, model_dir))
+    model = out / "model"
+    steps = checkpoint_steps(out)
+    existing = []
+    if stage == PRETRAIN and (model / "config.json").is_file():
+        existing.append(_describe_model(model))
+    if (out / RESULTS_JSON).is_file():
+        existing.append(f"the results {out / RESULTS_JSON}")
+    if steps:
+        existing.append(f"{len(steps)} checkpoint{'s' if len(steps) > 1 else ''} in {out / CHECKPOINTS_DIR}")
+    if resume:
+        if resume == "latest":
+            chosen = str(steps[-1]) if steps else None
+        elif not os.path.isdir(resume):
+            raise StageInputError(f"--resume-from-checkpoint {resume}: no such checkpoint folder")
+        else:
+            chosen = resume
+        if chosen is not None:
+            try:
+                found = read_run_record(chosen)
+            except ValueError as err:
+                raise StageInputError(f"--resume-from-checkpoint {resume}: {err}") from None
+            if found is None:  # written before checkpoints recorded their run: it cannot be checked
+                logger.warning("checkpoint %s records no run (an earlier version): continuing it as this run's",
+                               chosen)
+            else:
+                differs = _mismatch(plan.record, found)
+                if differs:
+                    raise StageInputError(
+                        f"--resume-from-checkpoint {resume}: {chosen} belongs to another run ({differs}): it is not "
+                        f"continued; pass --overwrite to start this run over in --output-dir {out} (its checkpoints "
+                        "are removed), or choose another --output-dir")
+            plan.resume = chosen
+            return plan
+    if not existing:
+        return plan
+    if not overwrite:
+        what = "; ".join(existing)
+        continue_hint = "" if resume else ", --resume-from-checkpoint latest to continue that run"
+        raise StageInputError(f"--output-dir {out} holds a finished or earlier run ({what}): pass --overwrite to "
+                              f"replace it{continue_hint}, or choose another --output-dir")
+    plan.replaced = existing
+    plan.remove = [path for path in (out / CHECKPOINTS_DIR, out / RESULTS_JSON, out / DATASET_REPORT_CSV)
+                   if path.exists()]
+    return plan
+
+
+def start_run(plan: RunPlan, config: TrainConfig) -> TrainConfig:
+    """Carry out `plan` on the main process: say what `--overwrite` replaces, remove the earlier run's checkpoints
+    and results (another run's `latest` must never be found beside this one), record this run in
+    `checkpoints/run.json`. Returns `config` resuming exactly the checked checkpoint. Called before the training
+    loop starts accelerate: its process-group start waits for every process, so no other process reads the folder
+    before this one is done (and creating accelerate's state here would miss the launcher's settings)."""
+    from .checkpoints import write_run_record
+
+    if int(os.environ.get("RANK", "0")) == 0:  # accelerate's main process: rank 0 (RANK unset: one process)
+        if plan.replaced:
+            logger.warning("--overwrite: replacing %s", "; ".join(plan.replaced))
+        for path in plan.remove:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        write_run_record(config.output_dir, plan.record)
+    return dataclasses.replace(config, resume_from_checkpoint=plan.resume)
 
 
 # ------------------------------------------------------------------------------------------------------ stage 1
@@ -148,23 +268,27 @@ def build_stage1_model(model=None, vision_model=None, text_model=None, preset=No
 
 
 def pretrain(data, spec, config: TrainConfig, *, model=None, vision_model=None, text_model=None, preset=None,
-             tokenizer=None, image_size: Optional[int] = None, protocol: Optional[dict] = None) -> StageResult:
+             tokenizer=None, image_size: Optional[int] = None, protocol: Optional[dict] = None,
+             overwrite: bool = False) -> StageResult:
     """Stage 1 (with comments): build the model (`build_stage1_model`, its fresh weights from `config.seed`), train
     it on `data` (a DatasetDict of a loader, `spec` its DatasetSpec), finish (see the module doc). The model is
-    saved to `config.output_dir/model`."""
+    saved to `config.output_dir/model`. Finished output there is an error unless `overwrite` or
+    `config.resume_from_checkpoint` continues that run (`plan_run`)."""
     if config.stage != PRETRAIN:
         raise ValueError(f"pretrain() runs stage {PRETRAIN!r}, the config says {config.stage!r}")
     from accelerate.utils import set_seed
 
     check_stage1_sources(model, vision_model, text_model, preset, tokenizer)
+    plan = plan_run(PRETRAIN, config.output_dir, config.resume_from_checkpoint, overwrite)
     # torch seeds each process at random: the fresh weights (all of them with a preset, the heads and fusion layers
     # from a Swin and a BERT) must come from the seed, or two runs with one seed start apart.
     set_seed(config.seed)
     built, processor = build_stage1_model(model, vision_model, text_model, preset, tokenizer, image_size)
+    config = start_run(plan, config)
     results = _train(built, processor, data, spec, config, protocol=protocol)
     output_dir = Path(config.output_dir)
     stage = StageResult(PRETRAIN, results, output_dir, output_dir / "model", dataset_report=spec.report,
-                        main_process=_is_main_process())
+                        main_process=_is_main_process(), replaced=plan.replaced, resumed_from=plan.resume)
     if stage.main_process:
         stage.dataset_report_csv = _write_dataset_report(spec, output_dir)
         _follow_umask(output_dir)  # the model, checkpoints and results: readable as the umask allows
@@ -204,7 +328,9 @@ def adapt(data, spec, config: TrainConfig, model_dir, *, overwrite: bool = False
     """Stage 2 (images only): train the dataset adapter `config.adapter_name` (default: the dataset's name) on the
     frozen backbone of the stage-1 model folder `model_dir`, save it to `model_dir/adapters/<name>/` and finish
     (see the module doc): with `make_default` the adapter becomes the model's default answer for images without
-    comments. An adapter of that name already saved is an error unless `overwrite`."""
+    comments. An adapter of that name already saved is an error unless `overwrite` or
+    `config.resume_from_checkpoint` continues the run that trains it; so is an earlier run's output in
+    `config.output_dir` (`plan_run`)."""
     if config.stage != ADAPT:
         raise ValueError(f"adapt() runs stage {ADAPT!r}, the config says {config.stage!r}")
     from modeling_aesformer.loading import load_model
@@ -212,14 +338,19 @@ def adapt(data, spec, config: TrainConfig, model_dir, *, overwrite: bool = False
     check_adapt_model(model_dir)
     name = config.adapter_name or spec.name
     flag = "--adapter-name" if config.adapter_name else "--adapter-name (default: the dataset's name)"
-    adapter_dir = check_adapter_target(name, model_dir, overwrite, flag)
+    plan = plan_run(ADAPT, config.output_dir, config.resume_from_checkpoint, overwrite, name, model_dir)
+    adapter_dir = check_adapter_target(name, model_dir, overwrite or plan.resume is not None, flag)
+    if overwrite and adapter_dir.exists() and plan.resume is None:
+        plan.replaced.append(f"the adapter {name!r} in {adapter_dir}")
     config = dataclasses.replace(config, adapter_name=name)
     # the new adapter starts from the model's own image-only modules, not a folded default
     model, processor, _ = load_model(model_dir, default_adapter=False, fit_max_length=False)
+    config = start_run(plan, config)
     results = _train(model, processor, data, spec, config, model_dir=model_dir, protocol=protocol)
     output_dir = Path(config.output_dir)
     stage = StageResult(ADAPT, results, output_dir, Path(model_dir), adapter=name, adapter_dir=adapter_dir,
-                        dataset_report=spec.report, main_process=_is_main_process())
+                        dataset_report=spec.report, main_process=_is_main_process(), replaced=plan.replaced,
+                        resumed_from=plan.resume)
     if not stage.main_process:  # the folders, results and config are the main process's to touch
         return stage
     stage.dataset_report_csv = _write_dataset_report(spec, output_dir)
@@ -281,7 +412,9 @@ def _follow_umask(path) -> None:
 
 def summary(stage: StageResult) -> list[str]:
     """The lines the commands print when a stage is done (main process)."""
-    lines = []
+    lines = [f"--overwrite replaced {item}" for item in stage.replaced]
+    if stage.resumed_from:
+        lines.append(f"continued the run of checkpoint {stage.resumed_from}")
     report = stage.dataset_report
     if report is not None and stage.dataset_report_csv is not None and (report.dropped or report.repaired):
         lines.append(f"dataset report: {report.n_dropped:,} dropped and {report.n_repaired:,} repaired rows listed "
@@ -304,5 +437,5 @@ def _short(metrics: dict) -> str:
                      + [f"{k}={metrics[k]:.4f}" for k in ("srcc", "plcc", "accuracy", "emd_r1") if k in metrics])
 
 
-__all__ = ["DATASET_REPORT_CSV", "StageInputError", "StageResult", "adapt", "build_stage1_model",
+__all__ = ["DATASET_REPORT_CSV", "RESULTS_JSON", "RunPlan", "StageInputError", "StageResult", "plan_run", "start_run", "adapt", "build_stage1_model",
            "check_adapt_model", "check_adapter_target", "check_stage1_sources", "mark_stage1", "pretrain", "summary"]
