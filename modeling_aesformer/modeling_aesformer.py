@@ -157,6 +157,20 @@ def _is_tracing(tensor: Optional[torch.Tensor] = None) -> bool:
     return tensor is not None and type(tensor) is not torch.Tensor and type(tensor) is not nn.Parameter
 
 
+@torch.compiler.assume_constant_result
+def _dynamic_shapes_capturable() -> bool:
+    """Whether the compiler tracing this forward captures data-dependent shapes (`nonzero`) in one graph: torch.export
+    and `torch.compile(fullgraph=True)` do; plain `torch.compile` (graph breaks allowed) does not, and an error
+    inside `torch.cond` cannot become a graph break. Read once per trace (a constant for dynamo); True when the
+    tracer cannot be asked (then the `torch.cond` path, as before)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        return bool(InstructionTranslator.current_tx().output.shape_env.allow_dynamic_output_shape_ops)
+    except Exception:  # not under dynamo (non-strict export, fx) or another torch's internals
+        return True
+
+
 def _hooked(module: nn.Module) -> bool:
     """Whether a module (or one below it) carries hooks: accelerate's `_hf_hook` (device_map dispatch, offload,
     which replaces `forward`) or ordinary forward hooks. Such modules must be called, never read directly."""
@@ -1029,9 +1043,12 @@ class AesformerModel(AesformerPreTrainedModel):
                 torch.full(shape, float("nan"), dtype=stage_map.dtype, device=stage_map.device) for shape in shapes
             )
 
-        out = torch.cond(
-            used_comments.any(), run, skip, (used_comments, last_stage_map, input_ids, attention_mask, token_type_ids)
-        )
+        operands = (used_comments, last_stage_map, input_ids, attention_mask, token_type_ids)
+        if torch.compiler.is_compiling() and not _dynamic_shapes_capturable():
+            # plain torch.compile: the same computation, with graph breaks where the row count is read
+            out = run(*operands) if bool(used_comments.any()) else skip(*operands)
+        else:
+            out = torch.cond(used_comments.any(), run, skip, operands)
         return _Branch(
             distribution=out[0], bin_values=self.vl_image_head.bin_values, threshold=self.vl_image_head.threshold,
             num_bins=self.vl_image_head.num_active_bins,

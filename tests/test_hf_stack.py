@@ -141,3 +141,25 @@ def test_load_best_model_at_end_restores_the_best_checkpoint(toy, tmp_path, load
     assert differing_tensors(state(last), state(best))  # the two checkpoints differ ...
     assert differing_tensors(state(best), state(model)) == []  # ... and the model ends with the best one
     assert load_warnings() == []
+
+
+def test_plain_torch_compile_runs_mixed_batches_with_the_eager_answers():
+    """`torch.compile(model, backend="eager")`, graph breaks allowed (no fullgraph=True): a batch that mixes images
+    with and without comments used to fail inside `torch.cond` (a data-dependent `nonzero`). The default backend
+    (inductor) traces the same graphs; it is not run here (minutes of C++ compilation)."""
+    from _helpers import tiny_model as shipped_tiny_model
+
+    model = shipped_tiny_model().eval()
+    compiled = torch.compile(model, backend="eager")
+    g = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(3, 3, 32, 32, generator=g)
+    input_ids = torch.randint(5, 500, (3, 7), generator=g)
+    for rows_without_comments in ((1,), (0, 1, 2), ()):
+        attention_mask = torch.ones(3, 7, dtype=torch.long)
+        attention_mask[list(rows_without_comments)] = 0
+        inputs = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
+        with torch.no_grad():
+            expected, out = model(**inputs), compiled(**inputs)
+        assert out.used_comments.tolist() == expected.used_comments.tolist()
+        for name in ("score", "distribution", "std"):
+            torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=1e-5, atol=1e-5)
