@@ -163,3 +163,58 @@ def test_plain_torch_compile_runs_mixed_batches_with_the_eager_answers():
         assert out.used_comments.tolist() == expected.used_comments.tolist()
         for name in ("score", "distribution", "std"):
             torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=1e-5, atol=1e-5)
+
+
+def test_trainer_predict_rows_line_up_with_the_dataset_when_an_image_does_not_decode(toy, tmp_path, caplog):
+    from aesformer_training.collator import AestheticCollator
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    rows = toy.train.select(range(8)).map(lambda row, i: {"image": str(broken) if i == 3 else row["image"]},
+                                          with_indices=True)
+    collator = AestheticCollator(toy.processor, model_inputs_only=True)
+    bad_id = rows[3]["id"]
+    # Trainer passes every key to the model: only its inputs come back; one undecodable image is refused by id
+    assert set(collator(list(rows.select([0, 1])))) == {"pixel_values", "input_ids", "attention_mask",
+                                                         "token_type_ids", "labels"}
+    for batch in ([rows[3]], [rows[2], rows[3]]):  # all rows bad (never None), or one of several
+        with pytest.raises(ValueError, match=rf"id={bad_id!r}.*broken\.jpg.*dataset\.filter\(collator\.decodes\)"):
+            collator(batch)
+    # the guide's filter step: the bad row is logged and dropped, then predictions line up with the filtered rows
+    with caplog.at_level(logging.WARNING):
+        kept = rows.filter(collator.decodes)
+    assert kept["id"] == [r for r in rows["id"] if r != bad_id] and collator.skipped[0][0] == bad_id
+    assert f"id={bad_id!r}" in caplog.text
+    model = tiny_model().eval()
+    run = Trainer(model=model, data_collator=collator, args=arguments(tmp_path / "predict", per_device_eval_batch_size=3))
+    scores = run.predict(kept).predictions[1]
+    assert scores.shape == (7,)
+    for position in range(7):
+        with torch.no_grad():
+            own = model(**{k: v for k, v in collator([kept[position]]).items() if k != "labels"}).score
+        assert abs(float(own[0]) - float(scores[position])) < 1e-5, position
+
+
+def test_the_guides_lora_recipe_reaches_swin_bert_and_the_fusion_layers(toy, tmp_path):
+    import ast
+    import re
+    from pathlib import Path
+
+    from peft import LoraConfig, get_peft_model
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "trainer.md").read_text()
+    found = re.search(r"target_modules=(\[[^\]]*\])", guide)
+    assert found, "docs/trainer.md shows no target_modules"
+    target_modules = ast.literal_eval(found.group(1))
+    model = get_peft_model(tiny_model(), LoraConfig(r=4, target_modules=target_modules,
+                                                    modules_to_save=["vl_image_head", "vl_text_head", "vision_head"]))
+    lora = [name for name, _ in model.named_parameters() if "lora_A" in name]
+    for part in ("vision_model", "text_model", "fusion_layers"):
+        assert any(f".{part}." in name for name in lora), (part, target_modules)
+    assert any(".vision_model." in name and ".attention.q_proj." in name for name in lora)
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_B" in name}
+    trainer(toy, tmp_path / "lora", model, max_steps=1, save_strategy="no").train()
+    changed = {name for name, p in model.named_parameters() if name in before and not torch.equal(p, before[name])}
+    for part in ("vision_model", "text_model", "fusion_layers"):  # the vision encoder's LoRA layers train
+        assert any(f".{part}." in name for name in changed), part
+    assert type(model.merge_and_unload()) is AesformerModel
