@@ -10,8 +10,8 @@ is renamed to the target only when complete:
   transformers, numpy, Pillow and each other);
 - `adapters/<name>/` copied from the model folder;
 - `requirements.txt` (the supported range for users of the folder, see `HUB_REQUIREMENTS`);
-- `README.md`: the model card, rendered from the Jinja template `templates/model_card.md` (the packaged copy of the
-  repository's `model_card.md`) through `huggingface_hub.ModelCard`.
+- `README.md`: the model card, rendered from the Jinja template `templates/model_card.md` (the one copy; the
+  repository's `model_card.md` points to it) through `huggingface_hub.ModelCard`.
 
 Converted third-party weights (made by `aesformer convert-original`) are recognised by the `conversion` entry of
 config.json, or by the README stub the converter writes; the card then says that the original code and weights
@@ -208,11 +208,12 @@ def find_training_results(model_dir: Path) -> List[dict]:
     return found
 
 
-def _training_data_kind(names: List[str]) -> str:
-    lowered = [n.lower() for n in names]
-    if any("synthetic" in n for n in lowered):
+def _training_data_kind(names: List[str], hub_datasets: List[str]) -> str:
+    """"synthetic" when any name says so (the card then warns that the scores mean nothing); "ava" (the AVA
+    text: DPChallenge voters, copyright) only when the user's Hub dataset ids name AVA, never from an adapter's name."""
+    if any("synthetic" in n.lower() for n in names):
         return "synthetic"
-    if any(n == "ava" or n.startswith("ava") for n in lowered):
+    if any(n.lower().rpartition("/")[2].startswith("ava") for n in hub_datasets):
         return "ava"
     return "other"
 
@@ -261,17 +262,18 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
 
     tags = list(dict.fromkeys(DEFAULT_TAGS + list(card_data.pop("tags", []) or [])
                               + ([CONVERTED_TAG] if conversion else [])))
+    # `datasets` (Hub dataset ids), `license` and `base_model` come only from the user (`--card-data`): an adapter's
+    # or a results file's dataset name is a label of the run, not a Hub id, and nothing states a licence by default.
     datasets = card_data.pop("datasets", None)
-    if datasets is None:
-        names = [e["dataset"] for e in parsed] + [a["dataset"] for a in adapters]
-        datasets = list(dict.fromkeys(n for n in names if n)) or None
+    record_names = list(dict.fromkeys(n for n in [e["dataset"] for e in parsed] + [a["dataset"] for a in adapters]
+                                      if n))
     if conversion:
         license_fields = {"license": "other", "license_name": "no-license-stated",
                           "license_link": conversion["source"]}
         for key in ("license", "license_name", "license_link"):
             card_data.pop(key, None)
     else:
-        license_fields = {"license": card_data.pop("license", "apache-2.0")}
+        license_fields = {"license": card_data.pop("license", None)}
         for key in ("license_name", "license_link"):
             if key in card_data:
                 license_fields[key] = card_data.pop(key)
@@ -280,7 +282,7 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
         extra["converted_from"] = conversion["source"]
     data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="image-classification",
+        pipeline_tag=card_data.pop("pipeline_tag", None),  # no Hub task is a score; custom: `image-aesthetics`
         tags=tags,
         datasets=datasets,
         model_name=model_name,
@@ -323,9 +325,9 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
         adapters=adapters,
         results=results_view,
         converted=conversion,
-        training_data=_training_data_kind([e["dataset"] for e in parsed] + [a["dataset"] for a in adapters]
-                                          + list(datasets or [])),
-        dataset_names=", ".join(datasets or []) or "the training data",
+        training_data=_training_data_kind(record_names + list(datasets or []), list(datasets or [])),
+        dataset_names=", ".join(datasets or record_names) or "the training data",
+        license=license_fields.get("license"),
         comment_limit=_comment_limit(model, processor),
         default_adapter=getattr(config, "default_adapter", None),
         requirements_line=", ".join(f"`{r}`" for r in HUB_REQUIREMENTS[:2]),
