@@ -437,6 +437,24 @@ def is_converted_folder(hub_dir: Union[str, Path]) -> Optional[dict]:
     return None
 
 
+def _connection_errors() -> tuple:
+    """The exceptions of a Hub that cannot be reached (no network, wrong endpoint, offline mode)."""
+    errors = [ConnectionError, TimeoutError]
+    try:
+        import httpx
+
+        errors.append(httpx.TransportError)
+    except ImportError:
+        pass
+    try:
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
+        errors.append(OfflineModeIsEnabled)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def push_folder(hub_dir: Union[str, Path], repo_id: str, private: bool = False, revision: Optional[str] = None,
                 yes: bool = False, token=None, commit_message: Optional[str] = None, log=print,
                 repo_type: str = "model"):
@@ -461,13 +479,21 @@ def push_folder(hub_dir: Union[str, Path], repo_id: str, private: bool = False, 
                 raise ExportError("refusing to upload converted third-party weights without --yes")
     api = HfApi(token=token)
     space_kwargs = {"space_sdk": "gradio"} if repo_type == "space" else {}
-    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **space_kwargs)
-    repo_id = getattr(repo, "repo_id", None) or repo_id
-    if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
-    what = "Space" if repo_type == "space" else "model"
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(hub_dir), repo_type=repo_type, revision=revision,
-                             commit_message=commit_message or f"Upload Aesformer {what} (aesformer push)")
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **space_kwargs)
+        repo_id = getattr(repo, "repo_id", None) or repo_id
+        if private and not getattr(api.repo_info(repo_id, repo_type=repo_type), "private", True):
+            # create_repo leaves an existing repository's visibility as it is
+            log(f"[push] WARNING: --private not applied: {repo_id} already exists and is public (change its "
+                "visibility in its settings on the Hub)")
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
+        what = "Space" if repo_type == "space" else "model"
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(hub_dir), repo_type=repo_type, revision=revision,
+                                 commit_message=commit_message or f"Upload Aesformer {what} (aesformer push)")
+    except _connection_errors() as err:
+        raise ExportError(f"cannot reach the Hugging Face Hub at {api.endpoint} ({type(err).__name__}: {err}); "
+                          "check the network, HF_ENDPOINT and HF_HUB_OFFLINE") from err
     log(f"[push] committed {len(list_files(hub_dir))} files: {info.commit_url}")
     return info
 

@@ -12,6 +12,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
@@ -309,6 +310,7 @@ def test_push_is_one_create_repo_and_one_commit(exported, monkeypatch, capsys):
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     monkeypatch.setattr(HfApi, "create_branch", lambda self, *a, **k: calls.append(("create_branch", a, k)))
+    monkeypatch.setattr(HfApi, "repo_info", lambda self, repo_id, **k: SimpleNamespace(private=True))
     assert cli("push", hub, "--repo-id", "someone/aesformer-tiny", "--private") == 0
     assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
     assert calls[0][1] == "someone/aesformer-tiny" and calls[0][2]["private"] is True

@@ -218,3 +218,42 @@ def test_the_guides_lora_recipe_reaches_swin_bert_and_the_fusion_layers(toy, tmp
     for part in ("vision_model", "text_model", "fusion_layers"):  # the vision encoder's LoRA layers train
         assert any(f".{part}." in name for name in changed), part
     assert type(model.merge_and_unload()) is AesformerModel
+
+
+def test_push_token_commit_message_private_and_unreachable_hub(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    import httpx
+    from huggingface_hub import HfApi
+
+    from aesformer_cli import export as export_command
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "config.json").write_text("{}")
+    (hub / "model.safetensors").write_bytes(b"weights")
+    calls = {}
+
+    def push(*argv):
+        parser = argparse.ArgumentParser(prog="aesformer")
+        export_command.add_subparsers(parser.add_subparsers(dest="command", required=True))
+        return export_command.run(parser.parse_args(["push", str(hub), "--repo-id", "someone/model", *argv]))
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **k: calls.update(token=self.token, create=k))
+    monkeypatch.setattr(HfApi, "repo_info", lambda self, repo_id, **k: SimpleNamespace(private=False))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **k: calls.update(upload=k) or SimpleNamespace(
+        commit_url="https://huggingface.co/someone/model/commit/1"))
+    assert push("--token", "hf_secret", "--commit-message", "first weights", "--private") == 0
+    assert calls["token"] == "hf_secret" and calls["upload"]["commit_message"] == "first weights"
+    assert calls["create"]["private"] is True
+    assert "--private not applied: someone/model already exists and is public" in capsys.readouterr().out
+
+    def unreachable(self, repo_id, **kwargs):
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(HfApi, "create_repo", unreachable)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org")
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "https://hub.example.org")
+    assert push() == 2  # a reported error, as the other push errors
+    err = capsys.readouterr().err
+    assert "cannot reach the Hugging Face Hub at https://hub.example.org" in err and "Connection refused" in err
