@@ -257,3 +257,32 @@ def test_push_token_commit_message_private_and_unreachable_hub(tmp_path, monkeyp
     assert push() == 2  # a reported error, as the other push errors
     err = capsys.readouterr().err
     assert "cannot reach the Hugging Face Hub at https://hub.example.org" in err and "Connection refused" in err
+
+
+def test_transformers_native_adapter_api_answers_as_load_adapters(tmp_path):
+    """`model.load_adapter` / `set_adapter` of transformers itself (no PeftModel) on a dataset adapter folder.
+    transformers >= 5.24 asks for peft >= 0.22 there; the package's `load_adapters` works with either."""
+    import peft
+    import transformers
+    from packaging.version import Version
+
+    from modeling_aesformer.adapters import load_adapters
+
+    from _helpers import tiny_model_folder
+
+    if Version(transformers.__version__) >= Version("5.24") and Version(peft.__version__) < Version("0.22"):
+        pytest.skip(f"transformers {transformers.__version__}'s adapter API needs peft >= 0.22 "
+                    f"(installed: {peft.__version__}); load_adapters is tested elsewhere")
+    folder = tiny_model_folder(tmp_path / "model", adapters_scale=0.05)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    reference = load_adapters(AesformerModel.from_pretrained(folder, load_default_adapter=False), folder).eval()
+    native = AesformerModel.from_pretrained(folder, load_default_adapter=False).eval()
+    with torch.no_grad():
+        base = native(images).distribution
+    native.load_adapter(str(folder / "adapters" / "ava"), adapter_name="ava")
+    native.set_adapter("ava")
+    reference.set_adapter("ava")
+    with torch.no_grad():
+        expected, answer = reference(images).distribution, native(images).distribution
+    assert not torch.allclose(expected, base)  # the adapter changes the answer
+    torch.testing.assert_close(answer, expected, atol=1e-6, rtol=1e-5)
