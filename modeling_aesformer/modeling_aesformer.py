@@ -740,7 +740,8 @@ class AesformerModel(AesformerPreTrainedModel):
         # every parameter gets a gradient (DDP with `find_unused_parameters=False`, as Trainer sets it with gradient
         # checkpointing). SwinModel's own forward (hooked/offloaded path) then returns un-normed last states.
         self.vision_model.layernorm = nn.Identity()
-        self.vision_model.register_load_state_dict_pre_hook(_accept_either_swin_layout)
+        if hasattr(self.vision_model, "register_load_state_dict_pre_hook"):  # torch >= 2.5
+            self.vision_model.register_load_state_dict_pre_hook(_accept_either_swin_layout)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         self.vision_projection = (
             nn.Linear(config.vision_width, config.hidden_size) if config.needs_vision_projection else None
