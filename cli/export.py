@@ -3,6 +3,7 @@
     aesformer export MODEL_DIR --output HUB_DIR [--card-data card.json] [--results results.json] [--overwrite]
                      [--space SPACE_DIR --model-repo USER/NAME] [--onnx]
     aesformer push HUB_DIR --repo-id USER/NAME [--private] [--revision BRANCH] [--yes] [--repo-type space]
+                   [--token TOKEN] [--commit-message TEXT]
 """
 
 import json
@@ -65,11 +66,15 @@ def add_subparsers(subparsers) -> None:
     )
     push.add_argument("hub_dir", metavar="HUB_DIR", help="a folder written by `aesformer export`")
     push.add_argument("--repo-id", required=True, help="USER/NAME or ORG/NAME")
-    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--private", action="store_true",
+                      help="create the repository as private (an existing public one is reported, not changed)")
     push.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
     push.add_argument("--yes", action="store_true", help="confirm uploading converted third-party weights")
     push.add_argument("--repo-type", choices=("model", "space"), default="model",
                       help="model (default: a folder from `export --output`) or space (`export --space`)")
+    push.add_argument("--token", default=None,
+                      help="Hugging Face token (default: HF_TOKEN or the one saved by `hf auth login`)")
+    push.add_argument("--commit-message", default=None, help="the commit's message")
     push.set_defaults(func=run_push)
 
 
@@ -136,7 +141,7 @@ def run_push(args) -> int:
     from modeling_aesformer.export import push_folder
 
     push_folder(args.hub_dir, args.repo_id, private=args.private, revision=args.revision, yes=args.yes,
-                repo_type=args.repo_type)
+                repo_type=args.repo_type, token=args.token, commit_message=args.commit_message)
     return 0
 
 

@@ -10,8 +10,8 @@ is renamed to the target only when complete:
   transformers, numpy, Pillow and each other);
 - `adapters/<name>/` copied from the model folder;
 - `requirements.txt` (the supported range for users of the folder, see `HUB_REQUIREMENTS`);
-- `README.md`: the model card, rendered from the Jinja template `templates/model_card.md` (the packaged copy of the
-  repository's `model_card.md`) through `huggingface_hub.ModelCard`.
+- `README.md`: the model card, rendered from the Jinja template `templates/model_card.md` (the one copy; the
+  repository's `model_card.md` points to it) through `huggingface_hub.ModelCard`.
 
 Converted third-party weights (made by `aesformer convert-original`) are recognised by the `conversion` entry of
 config.json, or by the README stub the converter writes; the card then says that the original code and weights
@@ -208,11 +208,12 @@ def find_training_results(model_dir: Path) -> List[dict]:
     return found
 
 
-def _training_data_kind(names: List[str]) -> str:
-    lowered = [n.lower() for n in names]
-    if any("synthetic" in n for n in lowered):
+def _training_data_kind(names: List[str], hub_datasets: List[str]) -> str:
+    """"synthetic" when any name says so (the card then warns that the scores mean nothing); "ava" (the AVA
+    text: DPChallenge voters, copyright) only when the user's Hub dataset ids name AVA, never from an adapter's name."""
+    if any("synthetic" in n.lower() for n in names):
         return "synthetic"
-    if any(n == "ava" or n.startswith("ava") for n in lowered):
+    if any(n.lower().rpartition("/")[2].startswith("ava") for n in hub_datasets):
         return "ava"
     return "other"
 
@@ -261,17 +262,18 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
 
     tags = list(dict.fromkeys(DEFAULT_TAGS + list(card_data.pop("tags", []) or [])
                               + ([CONVERTED_TAG] if conversion else [])))
+    # `datasets` (Hub dataset ids), `license` and `base_model` come only from the user (`--card-data`): an adapter's
+    # or a results file's dataset name is a label of the run, not a Hub id, and nothing states a licence by default.
     datasets = card_data.pop("datasets", None)
-    if datasets is None:
-        names = [e["dataset"] for e in parsed] + [a["dataset"] for a in adapters]
-        datasets = list(dict.fromkeys(n for n in names if n)) or None
+    record_names = list(dict.fromkeys(n for n in [e["dataset"] for e in parsed] + [a["dataset"] for a in adapters]
+                                      if n))
     if conversion:
         license_fields = {"license": "other", "license_name": "no-license-stated",
                           "license_link": conversion["source"]}
         for key in ("license", "license_name", "license_link"):
             card_data.pop(key, None)
     else:
-        license_fields = {"license": card_data.pop("license", "apache-2.0")}
+        license_fields = {"license": card_data.pop("license", None)}
         for key in ("license_name", "license_link"):
             if key in card_data:
                 license_fields[key] = card_data.pop(key)
@@ -280,7 +282,7 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
         extra["converted_from"] = conversion["source"]
     data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="image-classification",
+        pipeline_tag=card_data.pop("pipeline_tag", None),  # no Hub task is a score; custom: `image-aesthetics`
         tags=tags,
         datasets=datasets,
         model_name=model_name,
@@ -323,9 +325,9 @@ def build_model_card(model, model_dir: Path, card_data: Optional[dict] = None, r
         adapters=adapters,
         results=results_view,
         converted=conversion,
-        training_data=_training_data_kind([e["dataset"] for e in parsed] + [a["dataset"] for a in adapters]
-                                          + list(datasets or [])),
-        dataset_names=", ".join(datasets or []) or "the training data",
+        training_data=_training_data_kind(record_names + list(datasets or []), list(datasets or [])),
+        dataset_names=", ".join(datasets or record_names) or "the training data",
+        license=license_fields.get("license"),
         comment_limit=_comment_limit(model, processor),
         default_adapter=getattr(config, "default_adapter", None),
         requirements_line=", ".join(f"`{r}`" for r in HUB_REQUIREMENTS[:2]),
@@ -435,6 +437,24 @@ def is_converted_folder(hub_dir: Union[str, Path]) -> Optional[dict]:
     return None
 
 
+def _connection_errors() -> tuple:
+    """The exceptions of a Hub that cannot be reached (no network, wrong endpoint, offline mode)."""
+    errors = [ConnectionError, TimeoutError]
+    try:
+        import httpx
+
+        errors.append(httpx.TransportError)
+    except ImportError:
+        pass
+    try:
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
+        errors.append(OfflineModeIsEnabled)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def push_folder(hub_dir: Union[str, Path], repo_id: str, private: bool = False, revision: Optional[str] = None,
                 yes: bool = False, token=None, commit_message: Optional[str] = None, log=print,
                 repo_type: str = "model"):
@@ -459,13 +479,21 @@ def push_folder(hub_dir: Union[str, Path], repo_id: str, private: bool = False, 
                 raise ExportError("refusing to upload converted third-party weights without --yes")
     api = HfApi(token=token)
     space_kwargs = {"space_sdk": "gradio"} if repo_type == "space" else {}
-    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **space_kwargs)
-    repo_id = getattr(repo, "repo_id", None) or repo_id
-    if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
-    what = "Space" if repo_type == "space" else "model"
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(hub_dir), repo_type=repo_type, revision=revision,
-                             commit_message=commit_message or f"Upload Aesformer {what} (aesformer push)")
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **space_kwargs)
+        repo_id = getattr(repo, "repo_id", None) or repo_id
+        if private and not getattr(api.repo_info(repo_id, repo_type=repo_type), "private", True):
+            # create_repo leaves an existing repository's visibility as it is
+            log(f"[push] WARNING: --private not applied: {repo_id} already exists and is public (change its "
+                "visibility in its settings on the Hub)")
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
+        what = "Space" if repo_type == "space" else "model"
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(hub_dir), repo_type=repo_type, revision=revision,
+                                 commit_message=commit_message or f"Upload Aesformer {what} (aesformer push)")
+    except _connection_errors() as err:
+        raise ExportError(f"cannot reach the Hugging Face Hub at {api.endpoint} ({type(err).__name__}: {err}); "
+                          "check the network, HF_ENDPOINT and HF_HUB_OFFLINE") from err
     log(f"[push] committed {len(list_files(hub_dir))} files: {info.commit_url}")
     return info
 

@@ -157,6 +157,20 @@ def _is_tracing(tensor: Optional[torch.Tensor] = None) -> bool:
     return tensor is not None and type(tensor) is not torch.Tensor and type(tensor) is not nn.Parameter
 
 
+@torch.compiler.assume_constant_result
+def _dynamic_shapes_capturable() -> bool:
+    """Whether the compiler tracing this forward captures data-dependent shapes (`nonzero`) in one graph: torch.export
+    and `torch.compile(fullgraph=True)` do; plain `torch.compile` (graph breaks allowed) does not, and an error
+    inside `torch.cond` cannot become a graph break. Read once per trace (a constant for dynamo); True when the
+    tracer cannot be asked (then the `torch.cond` path, as before)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        return bool(InstructionTranslator.current_tx().output.shape_env.allow_dynamic_output_shape_ops)
+    except Exception:  # not under dynamo (non-strict export, fx) or another torch's internals
+        return True
+
+
 def _hooked(module: nn.Module) -> bool:
     """Whether a module (or one below it) carries hooks: accelerate's `_hf_hook` (device_map dispatch, offload,
     which replaces `forward`) or ordinary forward hooks. Such modules must be called, never read directly."""
@@ -179,6 +193,46 @@ def _swin_layout_known(swin: SwinModel) -> bool:
         )
     except (AttributeError, IndexError, TypeError):
         return False
+
+
+# Swin's parameter names, old (transformers 4.x, and what `save_pretrained` writes on 5.x: its conversion mapping is
+# undone on save) and new (transformers 5.x modules). Trainer's checkpoint loaders (resume, `load_best_model_at_end`)
+# call plain `load_state_dict`, which knows no conversion: `_accept_either_swin_layout` renames on the way in.
+_SWIN_KEY_RENAMES = (
+    ("attention.self.query.", "attention.q_proj."),
+    ("attention.self.key.", "attention.k_proj."),
+    ("attention.self.value.", "attention.v_proj."),
+    ("attention.self.relative_position_bias_table", "attention.relative_position_bias.relative_position_bias_table"),
+    ("attention.self.relative_position_index", "attention.relative_position_bias.relative_position_index"),
+    ("attention.output.dense.", "attention.o_proj."),
+    ("intermediate.dense.", "mlp.fc1."),
+    ("output.dense.", "mlp.fc2."),
+)
+
+
+def _accept_either_swin_layout(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                               error_msgs):
+    """`load_state_dict` pre-hook of the Swin encoder: a key in the other layout's naming (old or new, see
+    `_SWIN_KEY_RENAMES`) is renamed to this module's own name; Swin's final LayerNorm, which Aesformer drops, is
+    ignored, and so are the computed `relative_position_index` buffers (a persistent buffer on transformers 4.x, none
+    on 5.x): one the checkpoint lacks keeps its computed value. Works under any wrapper (PEFT, DDP, Trainer), since
+    torch calls it with this module's prefix."""
+    own = module.state_dict(keep_vars=True)
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        local = key[len(prefix):]
+        if local in own:
+            continue
+        renamed = next((local.replace(source, target, 1) for old, new in _SWIN_KEY_RENAMES
+                        for source, target in ((old, new), (new, old))
+                        if source in local and local.replace(source, target, 1) in own), None)
+        if renamed is not None and prefix + renamed not in state_dict:
+            state_dict[prefix + renamed] = state_dict.pop(key)
+        elif local.endswith("relative_position_index") or (
+                local in ("layernorm.weight", "layernorm.bias") and isinstance(module.layernorm, nn.Identity)):
+            del state_dict[key]
+    for local, tensor in own.items():
+        if local.endswith("relative_position_index") and prefix + local not in state_dict:
+            state_dict[prefix + local] = tensor.detach()
 
 
 def _swin_stage_tokens(swin: SwinModel, pixel_values: torch.Tensor) -> List[Tuple[torch.Tensor, int, int]]:
@@ -636,6 +690,9 @@ class AesformerPreTrainedModel(PreTrainedModel):
     # Swin's final LayerNorm is not part of the model (Aesformer reads un-normed stage outputs); folders saved
     # before it was removed still hold it.
     _keys_to_ignore_on_load_unexpected = [r"vision_model\.layernorm\.(weight|bias)"]
+    # Swin's `relative_position_index` is computed from the window size: a persistent buffer on transformers 4.x,
+    # which a folder saved on 5.x does not hold; never "not initialized".
+    _keys_to_ignore_on_load_missing = [r"relative_position_index"]
     # `from_pretrained(..., dtype=torch.bfloat16 / float16)` keeps the score heads (0.6 M parameters, < 0.1 % of the
     # FLOPs) and their scale buffers in fp32: logits, distribution, score and EMD then never round to 8 bits.
     # (Whole module names: transformers 4.x accepts nothing else. The integer `num_active_bins` may come back as
@@ -683,6 +740,8 @@ class AesformerModel(AesformerPreTrainedModel):
         # every parameter gets a gradient (DDP with `find_unused_parameters=False`, as Trainer sets it with gradient
         # checkpointing). SwinModel's own forward (hooked/offloaded path) then returns un-normed last states.
         self.vision_model.layernorm = nn.Identity()
+        if hasattr(self.vision_model, "register_load_state_dict_pre_hook"):  # torch >= 2.5
+            self.vision_model.register_load_state_dict_pre_hook(_accept_either_swin_layout)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         self.vision_projection = (
             nn.Linear(config.vision_width, config.hidden_size) if config.needs_vision_projection else None
@@ -985,9 +1044,12 @@ class AesformerModel(AesformerPreTrainedModel):
                 torch.full(shape, float("nan"), dtype=stage_map.dtype, device=stage_map.device) for shape in shapes
             )
 
-        out = torch.cond(
-            used_comments.any(), run, skip, (used_comments, last_stage_map, input_ids, attention_mask, token_type_ids)
-        )
+        operands = (used_comments, last_stage_map, input_ids, attention_mask, token_type_ids)
+        if torch.compiler.is_compiling() and not _dynamic_shapes_capturable():
+            # plain torch.compile: the same computation, with graph breaks where the row count is read
+            out = run(*operands) if bool(used_comments.any()) else skip(*operands)
+        else:
+            out = torch.cond(used_comments.any(), run, skip, operands)
         return _Branch(
             distribution=out[0], bin_values=self.vl_image_head.bin_values, threshold=self.vl_image_head.threshold,
             num_bins=self.vl_image_head.num_active_bins,

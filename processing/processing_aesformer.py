@@ -868,7 +868,18 @@ class AesformerProcessor(ProcessorMixin):
         # The base class passes only explicit `__init__` arguments on; `max_length` is a keyword one.
         processor_dict = dict(processor_dict)
         max_length = kwargs.pop("max_length", processor_dict.pop("max_length", None))
-        result = super().from_args_and_dict(args, processor_dict, **kwargs)
+        return cls._restore_max_length(super().from_args_and_dict(args, processor_dict, **kwargs), max_length)
+
+    @classmethod
+    def from_dict(cls, processor_dict: dict[str, Any], **kwargs):
+        # transformers >= 5.24 builds processors here (`from_pretrained` no longer goes through
+        # `from_args_and_dict`); the same explicit-arguments-only filter applies.
+        processor_dict = dict(processor_dict)
+        max_length = kwargs.pop("max_length", processor_dict.pop("max_length", None))
+        return cls._restore_max_length(super().from_dict(processor_dict, **kwargs), max_length)
+
+    @staticmethod
+    def _restore_max_length(result, max_length):
         if max_length is not None:
             processor = result[0] if isinstance(result, tuple) else result
             if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:

@@ -144,18 +144,10 @@ def trainer_processor(vocab_path):
 
 
 def trainer_collator(processor, **kwargs):
-    """`AestheticCollator` for `transformers.Trainer`: only the model's inputs (as the README shows)."""
+    """`AestheticCollator` for `transformers.Trainer`: only the model's inputs (as docs/trainer.md shows)."""
     from aesformer_training.collator import AestheticCollator
 
-    collate = AestheticCollator(processor, **kwargs)
-
-    def collator(rows):
-        batch = collate(rows)
-        batch.pop("ids")
-        batch.pop("skipped")
-        return batch
-
-    return collator
+    return AestheticCollator(processor, model_inputs_only=True, **kwargs)
 
 
 BLOCKED_PACKAGES = ("modeling_aesformer", "aesformer_processing", "aesformer_training")

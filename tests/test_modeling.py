@@ -311,7 +311,8 @@ def test_remote_code_round_trip_in_a_clean_process(tmp_path, tiny_tokenizer):
     inputs = processor(images=[img.numpy() for img in images], comments=comments, return_tensors="pt")
     local = model(**inputs)
     assert torch.equal(remote["input_ids"], inputs["input_ids"])
-    torch.testing.assert_close(remote["distribution"], local.distribution, atol=0, rtol=0)
+    # two processes (OMP threads, kernel choice): equal up to float rounding, not bit for bit
+    torch.testing.assert_close(remote["distribution"], local.distribution, atol=1e-6, rtol=1e-5)
     assert local.used_comments.tolist() == [True, False, True]
 
 

@@ -1,5 +1,6 @@
 """`AestheticCollator`: dataset rows (image path, labels, comments) -> a training or evaluation batch for the model;
-an image that cannot be decoded is logged and skipped, never an exception."""
+an image that cannot be decoded is logged and skipped (the package's own loops), or, for `transformers.Trainer`
+(``model_inputs_only=True``), refused with its id: filter such rows out first with `AestheticCollator.decodes`."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ class AestheticCollator:
     each worker has its own copy of the collator, so count skips from the batches' ``skipped`` lists, not from
     ``collator.skipped``.
 
+    For `transformers.Trainer` pass ``model_inputs_only=True``: the batch then holds only the model's inputs and
+    ``labels`` (Trainer passes every key to the model), and an image that fails to decode raises a ``ValueError``
+    naming its id and path instead of being skipped (a skipped row would shift every later row of
+    `Trainer.predict`'s output against the dataset; ``None`` is never returned). Drop such rows before training or
+    predicting with ``dataset.filter(collator.decodes)``: the rows then line up with the filtered dataset.
+
     Augmentation randomness: `transform` is called as ``transform(image, index, epoch)``. ``index`` is the row's
     ``index`` field when the rows have one (e.g. added with ``dataset.map(lambda r, i: {"index": i},
     with_indices=True)``), else `stable_index(id, seed)`; ``epoch`` is `epoch` (update it with `set_epoch` before
@@ -54,6 +61,7 @@ class AestheticCollator:
         epoch: the current epoch.
         seed: mixed into the sample index of rows without an ``index`` field.
         include_comments: ``False`` drops all comments (stage 2 trains the image-only branch).
+        model_inputs_only: ``True`` for `transformers.Trainer` (see above).
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class AestheticCollator:
         epoch: int = 0,
         seed: int = 42,
         include_comments: bool = True,
+        model_inputs_only: bool = False,
     ):
         self.processor = processor
         self.image_processor = getattr(processor, "image_processor", processor)
@@ -75,12 +84,28 @@ class AestheticCollator:
         self.epoch = int(epoch)
         self.seed = int(seed)
         self.include_comments = bool(include_comments)
+        self.model_inputs_only = bool(model_inputs_only)
         self.skipped: list[tuple[str, str]] = []
         self._checked_size = False
 
     def set_epoch(self, epoch: int) -> None:
         """Sets the epoch passed to the transform."""
         self.epoch = int(epoch)
+
+    def decodes(self, row: Mapping[str, Any]) -> bool:
+        """Whether the row's image decodes (for ``dataset.filter(collator.decodes)`` before Trainer); a row that does
+        not is logged with its id, path and reason, and added to `skipped`."""
+        try:
+            self._decode(row["image"])
+        except Exception as err:  # unreadable, truncated, not an image, decompression bomb, ...
+            self._log_skip(row, f"{type(err).__name__}: {err}")
+            return False
+        return True
+
+    def _log_skip(self, row, reason: str) -> None:
+        self.skipped.append((str(row["id"]), reason))
+        logger.warning("skipping image id=%r path=%r: %s (%d skipped so far)",
+                       str(row["id"]), row["image"], reason, len(self.skipped))
 
     def _decode(self, path: str) -> PIL.Image.Image:
         array = self.image_processor(
@@ -112,12 +137,14 @@ class AestheticCollator:
                 image = self._decode(row["image"])
             except Exception as err:  # unreadable, truncated, not an image, decompression bomb, ...
                 reason = f"{type(err).__name__}: {err}"
+                if self.model_inputs_only:
+                    raise ValueError(
+                        f"image id={sample_id!r} path={row['image']!r} cannot be decoded ({reason}); under Trainer a "
+                        "skipped row would misalign the predictions with the dataset: drop such rows first with "
+                        "dataset.filter(collator.decodes)"
+                    ) from err
                 skipped.append((sample_id, reason))
-                self.skipped.append((sample_id, reason))
-                logger.warning(
-                    "skipping image id=%r path=%r: %s (%d skipped so far)",
-                    sample_id, row["image"], reason, len(self.skipped),
-                )
+                self._log_skip(row, reason)
                 continue
             if self.transform is not None:
                 index = row.get("index")
@@ -138,6 +165,8 @@ class AestheticCollator:
             encoded = self.image_processor(images, return_tensors="pt")
         batch = dict(encoded.items())
         batch["labels"] = torch.tensor([list(row["labels"]) for row in kept], dtype=torch.float32)
+        if self.model_inputs_only:
+            return batch
         batch["ids"] = [str(row["id"]) for row in kept]
         batch["skipped"] = skipped
         return batch
