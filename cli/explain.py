@@ -57,7 +57,9 @@ def run(args) -> int:
             from modeling_aesformer.adapter_weights_aesformer import BASE_ADAPTER
             from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
-            warning = untrained_answer_message(model, [args.adapter or BASE_ADAPTER])
+            # an adapter named with --adapter was asked for: only the default answer is warned about
+            warning = None if args.adapter else untrained_answer_message(model, [BASE_ADAPTER],
+                                                                         how_to_name="--adapter NAME")
             if warning:
                 print(f"warning: {warning}", file=sys.stderr)
         explanation = explain(model, processor, args.image, comments=args.comments, adapter=args.adapter,

@@ -84,7 +84,8 @@ def eval_main(argv=None):
                                      default_adapter=args.adapter is None, dtype=chosen_dtype(args, "cpu"))
     from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
-    warning = untrained_answer_message(model, [args.adapter or BASE_ADAPTER])
+    # an adapter named with --adapter was asked for: only the default answer is warned about
+    warning = None if args.adapter else untrained_answer_message(model, [BASE_ADAPTER], how_to_name="--adapter NAME")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     results = evaluate_branches(model, processor, data[args.split], spec, adapter=args.adapter,

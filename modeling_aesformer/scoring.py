@@ -36,7 +36,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from aesformer_processing.processing_aesformer import pad_encodings
 
 FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_bins", "score_range", "distribution",
-          "comments_truncated", "error"]
+          "comments_truncated", "error", "threshold", "warnings"]
 DISTRIBUTION_DIGITS = 6  # what a result file keeps of each probability
 MAX_LISTED_FAILURES = 50  # failures named in a report (the result file holds them all)
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -140,6 +140,7 @@ def encode_image(processor, image, comments=None, max_image_pixels: Optional[int
                 if reduce_to is not None:
                     image = open_jpeg_draft(image, reduce_to, max_image_pixels) or image
             kwargs = {} if max_image_pixels is None else {"max_image_pixels": max_image_pixels}
+            note = _small_image_note(processor, image, max_image_pixels)
             truncated = None
             if with_text:
                 encoded = processor(images=[image], comments=[comments], return_tensors="pt", **kwargs)
@@ -150,13 +151,30 @@ def encode_image(processor, image, comments=None, max_image_pixels: Optional[int
                 if comments:
                     raise ValueError("the model folder has no tokenizer: comments cannot be used")
                 encoded = processor(images=[image], return_tensors="pt", **kwargs)
-        item = {"pixel_values": encoded["pixel_values"][0], "comments_truncated": truncated}
+        item = {"pixel_values": encoded["pixel_values"][0], "comments_truncated": truncated, "warnings": note}
         for key in TEXT_KEYS:
             if key in encoded:
                 item[key] = encoded[key][0]
         return item
     finally:
         PIL.Image.MAX_IMAGE_PIXELS = previous_limit  # workers=0 runs here, in the caller's process
+
+
+def _small_image_note(processor, image, max_image_pixels) -> Optional[str]:
+    """The pipeline's small-image note (`small_image_warning`) for an image, from its header; None when the
+    header cannot be read (the processor then reports the file)."""
+    import PIL.Image
+
+    from .pipeline_aesformer import small_image_warning
+
+    input_size = getattr(getattr(processor, "image_processor", processor), "size", None)
+    if isinstance(image, PIL.Image.Image):
+        return small_image_warning(*image.size, input_size)
+    try:
+        with PIL.Image.open(image) as opened:
+            return small_image_warning(*opened.size, input_size)
+    except Exception:  # noqa: BLE001 - the processor's own read names the problem
+        return None
 
 
 class ImageEncodingDataset:
@@ -201,18 +219,21 @@ def collate_encodings(items: Sequence[dict], pad_token_id: int = 0) -> dict:
         "inputs": pad_encodings(ok, pad_token_id) if ok else None,
         "indices": [it["index"] for it in ok],
         "comments_truncated": [it.get("comments_truncated") for it in ok],
+        "warnings": [it.get("warnings") for it in ok],
         "errors": [(it["index"], it["error"]) for it in items if "error" in it],
         "meta": {it["index"]: it["meta"] for it in items if "meta" in it},
         "markers": markers,
     }
 
 
-def result_rows(results: List[dict], comments_truncated=None) -> List[dict]:
+def result_rows(results: List[dict], comments_truncated=None, note: Optional[str] = None) -> List[dict]:
     """The rows of one scored image from its `format_results` dicts: one per adapter, or one for an image answered
-    by the with-comments heads (they answer whatever adapters were asked for)."""
+    by the with-comments heads (they answer whatever adapters were asked for). `note`: the image's warning text
+    (the `warnings` column), or None."""
     if results and results[0]["branch"] == "with_comments":
         results = results[:1]
-    return [{**result, "comments_truncated": comments_truncated, "error": None} for result in results]
+    return [{**result, "comments_truncated": comments_truncated, "error": None, "warnings": note}
+            for result in results]
 
 
 def score_collated(model, collated: dict, names: Sequence[str], device=None, threshold=None) -> Dict[object, list]:
@@ -231,9 +252,10 @@ def score_collated(model, collated: dict, names: Sequence[str], device=None, thr
         with torch.inference_mode():
             outputs = model.forward_adapters(**inputs, adapters=list(names))
         summary = {k: v.cpu() for k, v in summarize_outputs(outputs, names).items()}
+        notes = collated.get("warnings") or [None] * len(collated["indices"])
         for row, (index, truncated) in enumerate(zip(collated["indices"], collated["comments_truncated"])):
             results = format_results(summary, row, names, threshold, return_distribution=True, config=config)
-            rows[index] = result_rows(results, truncated)
+            rows[index] = result_rows(results, truncated, notes[row])
     for index, reason in collated["errors"]:
         rows[index] = [{"error": reason}]
     return rows

@@ -39,7 +39,7 @@ from modeling_aesformer.scoring import (MAX_LISTED_FAILURES, ScoringError, colla
                                         pad_token_id, score_collated)
 
 OUTPUT_FIELDS = ["key", "shard", "path", "adapter", "score", "std", "label", "branch", "trained", "num_bins",
-                 "score_range", "distribution", "comments_truncated", "error"]
+                 "score_range", "distribution", "comments_truncated", "error", "threshold", "warnings"]
 OUTPUT_FORMATS = (".parquet", ".csv", ".jsonl", ".json")
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -125,6 +125,7 @@ def _output_schema():
         ("score", pa.float64()), ("std", pa.float64()), ("label", pa.string()), ("branch", pa.string()),
         ("trained", pa.bool_()), ("num_bins", pa.int64()), ("score_range", pa.list_(pa.float64())),
         ("distribution", pa.list_(pa.float64())), ("comments_truncated", pa.bool_()), ("error", pa.string()),
+        ("threshold", pa.float64()), ("warnings", pa.string()),
     ])
 
 
@@ -457,7 +458,7 @@ def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
     downloading = state is not None and not os.path.isdir(args.model)
     with state.main_process_first() if downloading else contextlib.nullcontext():
         model, processor, names = load_scorer(device, log if main else quiet)
-    warning = untrained_answer_message(model, names)
+    warning = None if args.adapter else untrained_answer_message(model, names, how_to_name="--adapter NAME")
     if warning and main:
         log(f"[score] warning: {warning}")
     model.to(device)
