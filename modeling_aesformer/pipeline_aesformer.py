@@ -289,6 +289,17 @@ def load_aesthetics_image(image: Any, timeout: Optional[float] = None):
     return image
 
 
+def _image_size(image: Any) -> Optional[List[int]]:
+    """[width, height] of a path (from its header; the processor has just read it), a PIL image or an HWC array."""
+    if isinstance(image, str):
+        with PIL.Image.open(image) as opened:
+            return list(opened.size)
+    if isinstance(image, PIL.Image.Image):
+        return list(image.size)
+    shape = getattr(image, "shape", None)
+    return [int(shape[1]), int(shape[0])] if shape is not None and len(shape) >= 2 else None
+
+
 def _split_input(item: Any) -> Tuple[Any, Any]:
     """(image, comments) of one pipeline input: an image, or a dict with "image" and optional "comments"."""
     if isinstance(item, dict):
@@ -597,7 +608,9 @@ class AesformerAestheticsPipeline(Pipeline):
             model_inputs = self.image_processor(images=[image], return_tensors="pt")
         model_inputs = dict(model_inputs)
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype or torch.float32)
-        model_inputs["image_size"] = torch.tensor([list(image.size)])  # [1, 2] (width, height): for `warnings`
+        size = _image_size(image)
+        if size is not None:
+            model_inputs["image_size"] = torch.tensor([size])  # [1, 2] (width, height): for `warnings`
         return model_inputs
 
     def _forward(self, model_inputs, adapter=None, return_attention=False):
