@@ -228,11 +228,11 @@ def collate_encodings(items: Sequence[dict], pad_token_id: int = 0) -> dict:
 
 def result_rows(results: List[dict], comments_truncated=None, note: Optional[str] = None) -> List[dict]:
     """The rows of one scored image from its `format_results` dicts: one per adapter, or one for an image answered
-    by the with-comments heads (they answer whatever adapters were asked for). `note`: the image's warning text
-    (the `warnings` column), or None."""
+    by the with-comments heads (they answer whatever adapters were asked for). `note`: the image's warning text,
+    or None (the `warnings` column: a list of notes, as the pipeline's)."""
     if results and results[0]["branch"] == "with_comments":
         results = results[:1]
-    return [{**result, "comments_truncated": comments_truncated, "error": None, "warnings": note}
+    return [{**result, "comments_truncated": comments_truncated, "error": None, "warnings": [note] if note else []}
             for result in results]
 
 
@@ -379,7 +379,7 @@ class ScoreFileWriter:
             writer = csv.DictWriter(buffer, fieldnames=self.fields)
             for row in rows:
                 flat = file_row(row)
-                for key in ("distribution", "score_range"):
+                for key in ("distribution", "score_range", "warnings"):
                     if isinstance(flat.get(key), list):
                         flat[key] = json.dumps(flat[key])
                 for key in ("comments_truncated", "trained"):

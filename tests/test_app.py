@@ -146,14 +146,17 @@ def test_too_many_files_or_unknown_choices_stop_before_any_scoring(images):
 
 
 def test_comment_rows_follow_the_uploads_and_keep_typed_text():
-    rows = app_page.comments_rows(["/tmp/x/a.png", "/tmp/y/b.jpg"], [["a.png", "nice light"], ["gone.png", "x"]])
+    rows = app_page.comments_rows(["/tmp/x/a.png", "/tmp/y/b.jpg"], [["a.png", "nice light"]])
     assert rows == [["a.png", "nice light"], ["b.jpg", ""]]
     assert app_page.comments_for_uploads(["/tmp/x/a.png", "/tmp/y/b.jpg"], rows) == ["nice light", None]
     assert app_page.comments_rows(None) == []
-    # a new upload in front: the typed comments stay with their files
-    rows = app_page.comments_rows(["/tmp/z/c.png", "/tmp/x/a.png", "/tmp/y/b.jpg"],
-                                  [["a.png", "one"], ["b.jpg", "two"]])
-    assert rows == [["c.png", ""], ["a.png", "one"], ["b.jpg", "two"]]
+    # a new upload in front: the typed comments stay with their uploads (by upload, never by file name)
+    rows = app_page.comments_rows(["/tmp/z/a.png", "/tmp/x/a.png", "/tmp/y/b.jpg"],
+                                  [["a.png", "one"], ["b.jpg", "two"]], ["/tmp/x/a.png", "/tmp/y/b.jpg"])
+    assert rows == [["a.png", ""], ["a.png", "one"], ["b.jpg", "two"]]
+    # an upload removed: the others keep theirs
+    assert app_page.comments_rows(["/tmp/y/b.jpg"], rows, ["/tmp/z/a.png", "/tmp/x/a.png", "/tmp/y/b.jpg"]) == [
+        ["b.jpg", "two"]]
 
 
 def test_two_uploads_with_the_same_name_keep_their_own_comments(backend, reference, tmp_path):

@@ -155,7 +155,7 @@ def test_score_files_state_the_threshold_and_the_small_image_note(model_dir, pho
     printed = capsys.readouterr()
     [row] = list(csv.DictReader(open(out, newline="")))
     assert list(row)[-2:] == ["threshold", "warnings"]  # appended: older columns keep their places
-    assert float(row["threshold"]) == 5.0 and "16x16" in row["warnings"]
+    assert float(row["threshold"]) == 5.0 and "16x16" in json.loads(row["warnings"])[0]
     assert "scored 1 image in" in printed.err + printed.out
     assert "1 image smaller than the model's input side" in printed.err + printed.out
     assert "1 worker" not in printed.err + printed.out  # --num-workers 0
@@ -163,7 +163,7 @@ def test_score_files_state_the_threshold_and_the_small_image_note(model_dir, pho
     assert main(["score", str(photos / "large.png"), "--model", str(model_dir), "--output", str(jsonl),
                  "--adapter", "ava", "--num-workers", "0"]) == 0
     record = json.loads(jsonl.read_text().splitlines()[0])
-    assert record["threshold"] == 5.0 and not record["warnings"]
+    assert record["threshold"] == 5.0 and record["warnings"] == []
 
 
 def test_adapter_all_does_not_warn_about_what_was_asked_for(model_dir, photos, tmp_path, capsys):

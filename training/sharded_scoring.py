@@ -125,7 +125,7 @@ def _output_schema():
         ("score", pa.float64()), ("std", pa.float64()), ("label", pa.string()), ("branch", pa.string()),
         ("trained", pa.bool_()), ("num_bins", pa.int64()), ("score_range", pa.list_(pa.float64())),
         ("distribution", pa.list_(pa.float64())), ("comments_truncated", pa.bool_()), ("error", pa.string()),
-        ("threshold", pa.float64()), ("warnings", pa.string()),
+        ("threshold", pa.float64()), ("warnings", pa.list_(pa.string())),
     ])
 
 
@@ -311,7 +311,7 @@ def _flat_row(row: dict) -> dict:
     flat = {}
     for key in OUTPUT_FIELDS:
         value = row.get(key)
-        if key in ("distribution", "score_range") and value is not None:
+        if key in ("distribution", "score_range", "warnings") and value is not None:
             value = json.dumps(value)
         elif isinstance(value, bool):
             value = "true" if value else "false"
