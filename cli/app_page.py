@@ -326,15 +326,23 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
         status = f"{len(results) - len(failed)} of {len(results)} image(s) scored" + (
             f"; {len(failed)} could not be read (see the error column)" if failed else "")
         csv_path = write_csv(results, work_dir)  # gradio serves a copy: the next batch may overwrite it
-        summary, bars, picture = detail_at(results, 0) if ranked(results) else detail(results, None)
+        summary, bars, picture = with_chart(detail_at(results, 0) if ranked(results) else detail(results, None))
         return (status, results_table(results), csv_path, gradio_gallery(results), summary, bars, picture,
                 results)
+
+    def chart_of(frame):
+        # the whole component, not only its data: a bare data update drops the axis titles
+        return gr.BarPlot(frame, x="score bin", y="probability", y_lim=[0, None], sort=BIN_ORDER, **CHART_AXES)
+
+    def with_chart(view):
+        text, frame, overlay = view
+        return text, chart_of(frame), overlay
 
     def gradio_gallery(results):
         return gr.update(value=gallery_items(results), selected_index=0 if ranked(results) else None)
 
     def on_pick(results, event: gr.SelectData):
-        return detail_at(results, event.index)
+        return with_chart(detail_at(results, event.index))
 
     def on_adapter(adapter):
         return scale_text(backend, adapter)
