@@ -238,7 +238,8 @@ def summary_text(result: Optional[dict]) -> str:
     text = (f"**{result['file']}**: score **{result['score']:.{SCORE_DIGITS}f}** "
             f"± {result['std']:.{SCORE_DIGITS}f} (std), label **{result['label']}**"
             + (f" (threshold {result['threshold']:g})" if result.get("threshold") is not None else "")
-            + f", {branch} branch, adapter `{result['adapter']}`, {result.get('precision', '')}")
+            + f", {branch} branch" + (f", adapter `{result['adapter']}`" if result.get("adapter") else "")
+            + f", {result.get('precision', '')}")
     if result.get("trained") is not None:
         text += ", trained head" if result["trained"] else ", **untrained head: the score means nothing**"
     for note in result.get("warnings") or []:
@@ -374,7 +375,8 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
             with gr.Column(scale=2):
                 status = gr.Markdown("", elem_id="status")
                 gallery = gr.Gallery(label="Ranked by score (click a photo for its details)", elem_id="gallery",
-                                     columns=6, height=260, allow_preview=False, object_fit="cover",
+                                     columns=3, fit_columns=False, height=240, allow_preview=False,
+                                     object_fit="contain",
                                      interactive=False)
                 summary = gr.Markdown(summary_text(None), elem_id="summary")
                 with gr.Row():
