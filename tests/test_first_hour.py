@@ -188,3 +188,45 @@ def test_score_help_lists_every_output_format(capsys):
         main(["score", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert ".csv, .jsonl or .parquet" in text
+
+
+# ------------------------------------------------------------------------------------------------ explain figures
+@pytest.mark.parametrize("comments", [None, "lovely light on the harbour, the horizon sits a little low " * 3])
+def test_explain_figure_clips_no_text(model_dir, photos, tmp_path, monkeypatch, comments):
+    """Every text of the `aesformer explain` figure (titles, axis labels, ticks, colour bar, comment words) lies
+    inside the figure, for both branches and a long adapter name."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+    from transformers import AutoModel, AutoProcessor
+
+    from modeling_aesformer.adapters import load_adapters
+    from modeling_aesformer.explanation import explain, plot_explanation
+
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (drawn.append(self), save(self, *a, **k))[1])
+    model = load_adapters(AutoModel.from_pretrained(model_dir), model_dir).eval()
+    explanation = explain(model, AutoProcessor.from_pretrained(model_dir), Image.open(photos / "large.png"),
+                          comments=comments, adapter="photonet")
+    explanation.adapter = "photonet-2026-a-long-adapter-name"
+    plot_explanation(explanation, tmp_path / "why.png")
+    [figure] = drawn
+    renderer = figure.canvas.get_renderer()
+    box = figure.bbox
+
+    def inside(extent, what):
+        assert (extent.x0 >= box.x0 - 0.5 and extent.x1 <= box.x1 + 0.5 and extent.y0 >= box.y0 - 0.5
+                and extent.y1 <= box.y1 + 0.5), (what, extent, box)
+
+    # each text drawn by itself: titles, the comment's words, figure texts
+    texts = list(figure.texts)
+    for ax in figure.axes:
+        texts += [ax.title, ax._left_title, ax._right_title] + list(ax.texts)  # noqa: SLF001 - the 3 title slots
+        if ax.axison:  # tick labels and axis labels, as drawn (an axis switched off draws none)
+            texts += [ax.xaxis.label, ax.yaxis.label]
+            inside(ax.get_tightbbox(renderer), f"the axes of {ax.get_label() or ax}")
+    texts = [t for t in texts if t.get_visible() and t.get_text().strip()]
+    assert len(texts) >= 4
+    for text in texts:
+        inside(text.get_window_extent(renderer), text.get_text())
