@@ -127,6 +127,16 @@ def _public_error(error: BaseException, path: str) -> str:
     return str(error).replace(path, file_name(path))
 
 
+def _row_error(error: BaseException, path: str) -> str:
+    """The error of one upload's row: the text a score file holds for the same failure (the backend's message,
+    without the file's name, which the row already shows); an unexpected error type is named."""
+    text = _public_error(error, path)
+    name = file_name(path)
+    if text.startswith(f"{name}: "):
+        text = text[len(name) + 2:]
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+
+
 def analyse_batch(backend, files: Any, table: Any = None, adapter: Optional[str] = None,
                   precision: Optional[str] = None, max_files: int = MAX_FILES,
                   progress: Optional[Callable] = None) -> List[dict]:
@@ -149,13 +159,17 @@ def analyse_batch(backend, files: Any, table: Any = None, adapter: Optional[str]
         try:
             result = dict(backend.analyse(path, text, adapter, precision))
         except (ValueError, TypeError, OSError) as error:
-            result = {"adapter": adapter, "error": f"{type(error).__name__}: {_public_error(error, path)}"}
+            result = {"adapter": adapter, "error": _row_error(error, path)}
         result.update(file=name, path=path, comments=text or "", precision=precision)
         result.setdefault("error", "")
         results.append(result)
     if progress is not None:
         progress(1.0, desc="done")
     return results
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _rounded(value: Any) -> Any:
@@ -324,7 +338,7 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
         failed = [r for r in results if r["error"]]
         for r in failed:
             log(f"[page] {r['file']}: {r['error']}")
-        status = f"{len(results) - len(failed)} of {len(results)} image(s) scored" + (
+        status = f"{len(results) - len(failed)} of {_count(len(results), 'image')} scored" + (
             f"; {len(failed)} could not be read (see the error column)" if failed else "")
         csv_path = write_csv(results, work_dir)  # gradio serves a copy: the next batch may overwrite it
         summary, bars, picture = with_chart(detail_at(results, 0) if ranked(results) else detail(results, None))

@@ -167,7 +167,7 @@ def score_images(args, log=print) -> int:
     requested = {os.path.abspath(path) for path, _ in records}
     all_failures = failures + [(p, r) for p, r in failed_before.items() if p in requested]
     if all_failures:
-        log(f"[score] {len(all_failures)} input(s) could not be scored"
+        log(f"[score] {count(len(all_failures), 'input')} could not be scored"
             + (f" ({len(all_failures) - len(failures)} in an earlier run)" if len(all_failures) > len(failures)
                else "") + ":")
         for path, reason in all_failures[:MAX_LISTED_FAILURES]:

@@ -346,7 +346,7 @@ def test_page_in_headless_chromium(served, reference, images, tmp_path):
         time.sleep(0.5)  # the table's change reaches the server
         driver.find_element(By.ID, "score-button").click()
         wait.until(lambda d: "could not be read" in d.find_element(By.ID, "status").text)
-        assert "2 of 3 image(s) scored; 1 could not be read" in driver.find_element(By.ID, "status").text
+        assert "2 of 3 images scored; 1 could not be read" in driver.find_element(By.ID, "status").text
 
         # the gallery: the two photos, best first, each with its score and label
         captions = wait.until(lambda d: [c.text for c in d.find_elements(By.CSS_SELECTOR, "#gallery .caption-label")]

@@ -307,6 +307,11 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
 
 
 # ---------------------------------------------------------------------------------------------------------- merge
+def _count(n: int, noun: str, plural: str = "") -> str:
+    """`1 shard`, `2 shards`, `0 shards`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
 def _flat_row(row: dict) -> dict:
     flat = {}
     for key in OUTPUT_FIELDS:
@@ -400,7 +405,8 @@ def merge_parts(output: str) -> dict:
 
 
 def _report_merge(summary: dict, output: str, log=print) -> int:
-    log(f"[score] merged {summary['rows']} rows ({summary['images']} images, {summary['shards']} shards) -> "
+    log(f"[score] merged {_count(summary['rows'], 'row')} ({_count(summary['images'], 'image')}, "
+        f"{_count(summary['shards'], 'shard')}) -> "
         f"{output} (parts kept in {parts_folder(output)}: --resume reuses them, delete when done)")
     errors = summary["errors"]
     if not errors:
@@ -479,9 +485,9 @@ def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
         return 2
     mine = plan["todo"][rank::world]
     if main:
-        log(f"[score] {plan['total']} shards ({plan['done_before']} finished earlier), {len(plan['todo'])} to score "
-            f"over {world} process(es); adapters {names}, batch {args.batch_size}, {args.num_workers} workers, "
-            f"{device}")
+        log(f"[score] {_count(plan['total'], 'shard')} ({plan['done_before']} finished earlier), "
+            f"{len(plan['todo'])} to score over {_count(world, 'process', 'processes')}; adapters {names}, "
+            f"batch {args.batch_size}, {_count(args.num_workers, 'worker')}, {device}")
     stats = score_shards(mine, plan["layouts"], model, processor, names, device, args, parts_folder(args.output),
                          rank, show_progress=state is None or state.is_local_main_process)
     if state is not None:
@@ -494,11 +500,12 @@ def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
         return 0
     for s in sorted(all_stats, key=lambda s: s["rank"]):
         rate = s["images"] / s["seconds"] if s["seconds"] > 0 else float("nan")
-        log(f"[score] process {s['rank']}: {s['images']} images from {s['shards']} shards in {s['seconds']:.1f} s "
+        log(f"[score] process {s['rank']}: {_count(s['images'], 'image')} from {_count(s['shards'], 'shard')} "
+            f"in {s['seconds']:.1f} s "
             f"= {rate:.1f} images/s")
     total = sum(s["images"] for s in all_stats)
     wall = max(s["seconds"] for s in all_stats)
-    log(f"[score] all {len(all_stats)} process(es): {total} images in {wall:.1f} s = "
+    log(f"[score] {_count(len(all_stats), 'process', 'processes')}: {_count(total, 'image')} in {wall:.1f} s = "
         f"{(total / wall if wall > 0 else float('nan')):.1f} images/s")
     summary = merge_parts(args.output)  # refuses (naming them) when any shard is unfinished
     log(f"[score] shards done: {summary['shards']}/{plan['total']} ({len(plan['todo'])} this run, "
