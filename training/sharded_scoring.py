@@ -464,7 +464,8 @@ def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
     downloading = state is not None and not os.path.isdir(args.model)
     with state.main_process_first() if downloading else contextlib.nullcontext():
         model, processor, names = load_scorer(device, log if main else quiet)
-    warning = None if args.adapter else untrained_answer_message(model, names, how_to_name="--adapter NAME")
+    asked = getattr(args, "adapter", None)  # adapters named with --adapter were asked for: no warning about them
+    warning = None if asked else untrained_answer_message(model, names, how_to_name="--adapter NAME")
     if warning and main:
         log(f"[score] warning: {warning}")
     model.to(device)
