@@ -68,7 +68,8 @@ def run(args) -> int:
     except TypeError as error:  # e.g. comments that are not text: an input problem, one line
         raise CommandError(str(error)) from error
     e = explanation
-    print(f"{args.image}: score {e.score:.3f} ± {e.std:.3f} ({e.label}: threshold {e.threshold:g}), {e.branch.replace('_', ' ')} branch"
+    print(f"{args.image}: score {e.score:.3f} ± {e.std:.3f} ({e.label}: threshold {e.threshold:g}), "
+          f"{e.branch.replace('_', ' ')} branch"
           + (f", adapter {e.adapter}" if e.adapter else "") + (" (UNTRAINED head)" if e.trained is False else ""))
     if e.words:
         top = sorted(e.words, key=lambda item: -item[1])[:5]

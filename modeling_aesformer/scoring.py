@@ -14,9 +14,9 @@ The steps, each in one place:
 3. one batch step (`score_collated`): the model call (`AesformerModel.forward_adapters`), then the pipeline's own post-processing
    (`summarize_outputs`, `format_results`) into rows.
 4. one row format (`FIELDS`): path, adapter, score, std, label, branch, trained, num_bins, score_range,
-   distribution, comments_truncated, error. An image with comments gets one row (the with-comments heads answer,
-   whatever adapters were asked for); an image without, one row per adapter; an image that cannot be read, one row
-   with the reason in `error`.
+   distribution, comments_truncated, error, threshold, warnings. An image with comments gets one row (the
+   with-comments heads answer, whatever adapters were asked for); an image without, one row per adapter; an image
+   that cannot be read, one row with the reason in `error`.
 5. result files (`ScoreFileWriter`, `read_score_file`): CSV or JSONL, appended and flushed per batch, and read back
    to resume an interrupted run.
 

@@ -230,3 +230,40 @@ def test_explain_figure_clips_no_text(model_dir, photos, tmp_path, monkeypatch, 
     assert len(texts) >= 4
     for text in texts:
         inside(text.get_window_extent(renderer), text.get_text())
+
+
+# ------------------------------------------------------------------------------------------------------ the page
+def test_the_page_names_the_model_by_its_card_else_by_its_path(tmp_path):
+    from aesformer_cli.serve import model_name
+
+    folder = tmp_path / "stage1" / "model"
+    folder.mkdir(parents=True)
+    assert model_name(folder) == str(folder)  # not "model", the base name of every stage-1 folder
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\nmodel-index:\n- name: my-aesformer\n  results: []\n"
+                                      "---\n\n# A title\n")
+    assert model_name(folder) == "my-aesformer"
+    (folder / "README.md").write_text("# Aesformer for my shoots\n\nText.\n")
+    assert model_name(folder) == "Aesformer for my shoots"
+
+
+def test_a_user_error_on_the_page_is_logged_in_one_line(model_dir, photos, tmp_path, capfd):
+    pytest.importorskip("gradio", reason='the page needs gradio: pip install "aesformer[app]"')
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from aesformer_cli.serve import serve
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    logged = []
+    page, url = serve(model_dir, port=free_port(), block=False, log=logged.append)
+    try:
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError, match="broken.png"):
+            client.predict(image=handle_file(str(broken)), comments="", adapter="", api_name="/score")
+    finally:
+        page.close()
+    errors = [line for line in logged if "broken.png" in line]
+    assert len(errors) == 1 and "\n" not in errors[0] and "cannot" in errors[0]
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.out + printed.err
