@@ -4,7 +4,7 @@ This file is the page only. It imports the standard library, and gradio / pandas
 `aesformer` package: `aesformer export --space` copies it as is next to the Space's `app.py`, which runs without
 the package. The model work is done by a *backend* object, given to [`build_page`]:
 
-- `backend.name` (str): what the page says it serves;
+- `backend.name` (str): what the page says it serves (the model card's name, or the folder's path);
 - `backend.adapters` (list of str): "base" first, then the dataset adapters the model carries;
 - `backend.default_adapter` (str, optional): the adapter that answers when none is chosen, the model's default
   (the first of `adapters` when the backend has no such attribute);
@@ -12,7 +12,10 @@ the package. The model work is done by a *backend* object, given to [`build_page
 - `backend.score(image, comments, adapter, precision)`: the dict of `pipeline("image-aesthetics")` for one image
   file (comments: a string or None); raises `ValueError` naming the file when it cannot be scored;
 - `backend.analyse(image, comments, adapter, precision)`: the same dict (the same numbers) plus `overlay` (a PIL
-  image: the photo under its attention heat map) and, when known, `bin_values` (the score of each bin).
+  image: the photo under its attention heat map) and, when known, `bin_values` (the score of each bin);
+- `backend.scale(adapter)` (optional): `{"score_range", "threshold", "trained"}` of the head that answers images
+  without comments with that adapter, and the same for images with comments under `adapter=None`; stated on the
+  page before anything is uploaded.
 
 The page serves the one model its backend holds: there is no folder picker, and it never reads a path typed in.
 """
@@ -27,11 +30,15 @@ from typing import Any, Callable, List, Optional, Sequence
 # file over MAX_FILE_SIZE at upload.
 MAX_FILES = 64
 MAX_FILE_SIZE = "20mb"
-TABLE_COLUMNS = ["file", "score", "std", "label", "branch", "adapter", "error"]
-CSV_COLUMNS = ["file", "adapter", "score", "std", "label", "branch", "distribution", "comments", "error"]
+TABLE_COLUMNS = ["rank", "file", "score", "std", "label", "threshold", "branch", "adapter", "trained", "error"]
+CSV_COLUMNS = ["file", "adapter", "score", "std", "label", "branch", "distribution", "comments", "error", "trained",
+               "threshold", "warnings"]
 SCORE_DIGITS = 4  # what the page shows; the CSV and the API keep full precision
 API_NAME = "score"
 COMMENTS_HEADERS = ["file", "comments"]
+# The comments table's header cells take no clicks: a double-click would rename a column.
+PAGE_CSS = "#comments .header-cell, #comments thead th { pointer-events: none; }"
+CHART_AXES = {"x_title": "score bin", "y_title": "probability"}  # stated, so that they stay once bars are drawn
 # The bar chart's x order (it would otherwise sort the bin labels as text: 1, 10, 2, ...): every label
 # `distribution_frame` writes for bins on a 0..100 scale in steps of 0.5.
 BIN_ORDER = [f"{i / 2:g}" for i in range(201)]
@@ -79,43 +86,35 @@ def _table_rows(table: Any) -> List[List[Any]]:
     return [list(row) for row in table]
 
 
-def _typed_comments(names: Sequence[str], table: Any) -> List[str]:
-    """The comments typed for each upload (by position: two uploads may share a file name). Row `i` of the table
-    belongs to upload `i` when it names the same file; otherwise (the uploads changed since the table was made) the
-    first unused row of the same name, in order; else none ("")."""
-    rows = []
-    for row in _table_rows(table):
-        if len(row) >= 2 and row[0]:
-            text = row[1]
-            rows.append((str(row[0]), "" if text is None or (isinstance(text, float) and math.isnan(text))
-                         else str(text)))
-        else:
-            rows.append(None)
-    used, typed = set(), []
-    for i, name in enumerate(names):
-        pick = i if i < len(rows) and rows[i] is not None and rows[i][0] == name else next(
-            (j for j, row in enumerate(rows) if row is not None and row[0] == name and j not in used
-             and not (j < len(names) and names[j] == name)), None)
-        if pick is None or pick in used:
-            typed.append("")
-        else:
-            used.add(pick)
-            typed.append(rows[pick][1])
-    return typed
+def _cell_text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def comments_rows(files: Any, table: Any = None) -> List[List[str]]:
-    """Rows `[file, comments]` of the comments table, one per uploaded file in upload order, keeping the comments
-    already typed for each upload."""
-    names = [file_name(p) for p in _paths(files)]
-    return [[name, text] for name, text in zip(names, _typed_comments(names, table))]
+def _typed_comments(count: int, table: Any) -> List[str]:
+    """The comments column of the table, row `i` for upload `i` (by position, never by file name: two uploads may
+    share one), padded with "" to `count` rows."""
+    texts = [_cell_text(row[1]) if len(row) >= 2 else "" for row in _table_rows(table)]
+    return (texts + [""] * count)[:count]
+
+
+def comments_rows(files: Any, table: Any = None, table_uploads: Optional[Sequence[Any]] = None) -> List[List[str]]:
+    """Rows `[file, comments]` of the comments table, one per upload in upload order. `table_uploads`: the uploads
+    the table's rows were made for (the page keeps them); each upload then keeps the comments typed in its own row,
+    wherever it moved, as gradio gives every upload its own path. Without it, row `i` belongs to upload `i`."""
+    paths = _paths(files)
+    if table_uploads is None:
+        texts = _typed_comments(len(paths), table)
+    else:
+        before = _paths(table_uploads)
+        typed = dict(zip(before, _typed_comments(len(before), table)))
+        texts = [typed.get(path, "") for path in paths]
+    return [[file_name(path), text] for path, text in zip(paths, texts)]
 
 
 def comments_for_uploads(files: Any, table: Any = None) -> List[Optional[str]]:
-    """The comments of each uploaded file, in upload order, from the comments table (blank = no comments: the
-    image-only branch)."""
-    names = [file_name(p) for p in _paths(files)]
-    return [text.strip() or None for text in _typed_comments(names, table)]
+    """The comments of each upload, in upload order, from the comments table made for these uploads (row `i`:
+    upload `i`; blank = no comments: the image-only branch)."""
+    return [text.strip() or None for text in _typed_comments(len(_paths(files)), table)]
 
 
 def default_adapter(backend) -> str:
@@ -126,6 +125,16 @@ def default_adapter(backend) -> str:
 def _public_error(error: BaseException, path: str) -> str:
     """The error text with the server's cache path replaced by the uploaded name."""
     return str(error).replace(path, file_name(path))
+
+
+def _row_error(error: BaseException, path: str) -> str:
+    """The error of one upload's row: the text a score file holds for the same failure (the backend's message,
+    without the file's name, which the row already shows); an unexpected error type is named."""
+    text = _public_error(error, path)
+    name = file_name(path)
+    if text.startswith(f"{name}: "):
+        text = text[len(name) + 2:]
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
 
 
 def analyse_batch(backend, files: Any, table: Any = None, adapter: Optional[str] = None,
@@ -150,8 +159,8 @@ def analyse_batch(backend, files: Any, table: Any = None, adapter: Optional[str]
         try:
             result = dict(backend.analyse(path, text, adapter, precision))
         except (ValueError, TypeError, OSError) as error:
-            result = {"adapter": adapter, "error": f"{type(error).__name__}: {_public_error(error, path)}"}
-        result.update(file=name, comments=text or "", precision=precision)
+            result = {"adapter": adapter, "error": _row_error(error, path)}
+        result.update(file=name, path=path, comments=text or "", precision=precision)
         result.setdefault("error", "")
         results.append(result)
     if progress is not None:
@@ -159,18 +168,60 @@ def analyse_batch(backend, files: Any, table: Any = None, adapter: Optional[str]
     return results
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _rounded(value: Any) -> Any:
     return round(float(value), SCORE_DIGITS) if isinstance(value, (int, float)) else None
 
 
+def ranked(results: Sequence[dict]) -> List[dict]:
+    """The scored results, best first (ties keep upload order); files that could not be scored are left out."""
+    scored = [r for r in results or [] if not r.get("error") and r.get("score") is not None]
+    return sorted(scored, key=lambda r: -float(r["score"]))
+
+
+def _trained_text(value: Any) -> str:
+    return "" if value is None else ("yes" if value else "NO: the score means nothing")
+
+
 def results_table(results: Sequence[dict]):
-    """The sortable table: one row per file (failed files: the error, no numbers)."""
+    """The sortable table: one row per upload, in upload order, with its rank by score (failed files: the error,
+    no numbers). `trained` says whether training produced the head that answered (empty with comments)."""
     import pandas as pd
 
-    rows = [{"file": r["file"], "score": _rounded(r.get("score")), "std": _rounded(r.get("std")),
-             "label": r.get("label", ""), "branch": r.get("branch", ""), "adapter": r.get("adapter", ""),
-             "error": r.get("error", "")} for r in results]
+    rank = {id(r): i + 1 for i, r in enumerate(ranked(results))}
+    rows = [{"rank": rank.get(id(r)), "file": r["file"], "score": _rounded(r.get("score")),
+             "std": _rounded(r.get("std")), "label": r.get("label", ""), "threshold": _rounded(r.get("threshold")),
+             "branch": r.get("branch", ""), "adapter": r.get("adapter", ""),
+             "trained": _trained_text(r.get("trained")), "error": r.get("error", "")} for r in results]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def gallery_items(results: Sequence[dict]) -> List[tuple]:
+    """The gallery: `(image file, caption)` per scored upload, best first; the caption holds rank, file, score
+    and label."""
+    return [(r["path"], f"{i + 1}. {r['file']}: {r['score']:.{SCORE_DIGITS}f} ({r['label']})")
+            for i, r in enumerate(ranked(results)) if r.get("path")]
+
+
+def scale_text(backend, adapter: Optional[str] = None) -> str:
+    """The scale and the high/low threshold of the answers, in Markdown (before anything is uploaded)."""
+    scale = getattr(backend, "scale", None)
+    if scale is None:
+        return ""
+    adapter = adapter or default_adapter(backend)
+
+    def one(info):
+        low, high = info["score_range"]
+        return f"scores from {low:g} to {high:g}, **high** when above **{info['threshold']:g}**"
+
+    image_only, with_comments = scale(adapter), scale(None)
+    text = f"Images without comments: adapter `{adapter}`, {one(image_only)}"
+    if image_only.get("trained") is False:
+        text += " (this head was never trained: its scores mean nothing; pick a trained adapter)"
+    return text + f". Images with comments: {one(with_comments)}."
 
 
 def write_csv(results: Sequence[dict], folder: str) -> str:
@@ -185,6 +236,8 @@ def write_csv(results: Sequence[dict], folder: str) -> str:
         for r in results:
             row = {k: r.get(k, "") for k in CSV_COLUMNS}
             row["distribution"] = json.dumps(r["distribution"]) if r.get("distribution") is not None else ""
+            row["warnings"] = json.dumps(r.get("warnings") or [])
+            row["trained"] = "" if r.get("trained") is None else str(bool(r["trained"])).lower()
             writer.writerow(row)
     return path
 
@@ -196,9 +249,16 @@ def summary_text(result: Optional[dict]) -> str:
     if result.get("error"):
         return f"**{result['file']}**: could not be scored: {result['error']}"
     branch = {"with_comments": "with comments", "image_only": "image only"}.get(result["branch"], result["branch"])
-    return (f"**{result['file']}**: score **{result['score']:.{SCORE_DIGITS}f}** "
-            f"± {result['std']:.{SCORE_DIGITS}f} (std), label **{result['label']}**, {branch} branch, "
-            f"adapter `{result['adapter']}`, {result.get('precision', '')}")
+    text = (f"**{result['file']}**: score **{result['score']:.{SCORE_DIGITS}f}** "
+            f"± {result['std']:.{SCORE_DIGITS}f} (std), label **{result['label']}**"
+            + (f" (threshold {result['threshold']:g})" if result.get("threshold") is not None else "")
+            + f", {branch} branch" + (f", adapter `{result['adapter']}`" if result.get("adapter") else "")
+            + f", {result.get('precision', '')}")
+    if result.get("trained") is not None:
+        text += ", trained head" if result["trained"] else ", **untrained head: the score means nothing**"
+    for note in result.get("warnings") or []:
+        text += f"  \nNote: {note}"
+    return text
 
 
 def distribution_frame(result: Optional[dict]):
@@ -220,6 +280,13 @@ def distribution_frame(result: Optional[dict]):
 def detail(results: Sequence[dict], name: Optional[str]):
     """(summary, distribution table, overlay) of the result for file `name` (the first one if not found)."""
     chosen = next((r for r in results or [] if r["file"] == name), (results or [None])[0])
+    return summary_text(chosen), distribution_frame(chosen), (chosen or {}).get("overlay")
+
+
+def detail_at(results: Sequence[dict], rank: int):
+    """(summary, distribution table, overlay) of the gallery's item `rank` (0 = the best score)."""
+    best = ranked(results)
+    chosen = best[rank] if 0 <= rank < len(best) else None
     return summary_text(chosen), distribution_frame(chosen), (chosen or {}).get("overlay")
 
 
@@ -247,50 +314,72 @@ def theme():
                              font_mono=["ui-monospace", "monospace"])
 
 
-def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FILE_SIZE, title: str = "Aesformer"):
-    """The `gr.Blocks` page for `backend` (not launched: see [`launch_options`])."""
+def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FILE_SIZE, title: str = "Aesformer",
+               log: Callable[[str], Any] = print):
+    """The `gr.Blocks` page for `backend` (not launched: see [`launch_options`]). A user's error (a broken file,
+    an unknown adapter) is shown on the page and logged through `log` in one line, without a traceback."""
     import gradio as gr
 
     work_dir = tempfile.mkdtemp(prefix="aesformer-page-")
 
-    def on_upload(files, table):
-        return comments_rows(files, table)
+    def user_error(error: BaseException):
+        log(f"[page] {error}")
+        return gr.Error(str(error), print_exception=False)
+
+    def on_upload(files, table, table_uploads):
+        return comments_rows(files, table, table_uploads), _paths(files)
 
     def on_score(files, table, adapter, precision, progress=gr.Progress()):
         try:
             results = analyse_batch(backend, files, table, adapter, precision, max_files=max_files,
                                     progress=progress)
         except ValueError as error:
-            raise gr.Error(str(error)) from None
-        failed = sum(1 for r in results if r["error"])
-        status = f"{len(results) - failed} of {len(results)} image(s) scored" + (
-            f"; {failed} could not be read (see the error column)" if failed else "")
+            raise user_error(error) from None
+        failed = [r for r in results if r["error"]]
+        for r in failed:
+            log(f"[page] {r['file']}: {r['error']}")
+        status = f"{len(results) - len(failed)} of {_count(len(results), 'image')} scored" + (
+            f"; {len(failed)} could not be read (see the error column)" if failed else "")
         csv_path = write_csv(results, work_dir)  # gradio serves a copy: the next batch may overwrite it
-        first = next((r for r in results if not r["error"]), results[0])
-        summary, bars, picture = detail(results, first["file"])
-        names = [r["file"] for r in results]
-        return (status, results_table(results), csv_path, gr.update(choices=names, value=first["file"]),
-                summary, bars, picture, results)
+        summary, bars, picture = with_chart(detail_at(results, 0) if ranked(results) else detail(results, None))
+        return (status, results_table(results), csv_path, gradio_gallery(results), summary, bars, picture,
+                results)
 
-    def on_pick(name, results):
-        return detail(results, name)
+    def chart_of(frame):
+        # the whole component, not only its data: a bare data update drops the axis titles
+        return gr.BarPlot(frame, x="score bin", y="probability", y_lim=[0, None], sort=BIN_ORDER, **CHART_AXES)
+
+    def with_chart(view):
+        text, frame, overlay = view
+        return text, chart_of(frame), overlay
+
+    def gradio_gallery(results):
+        return gr.update(value=gallery_items(results), selected_index=0 if ranked(results) else None)
+
+    def on_pick(results, event: gr.SelectData):
+        return with_chart(detail_at(results, event.index))
+
+    def on_adapter(adapter):
+        return scale_text(backend, adapter)
 
     def on_api(image, comments, adapter):
         try:
             return score_one(backend, image, comments, adapter)
         except ValueError as error:
-            raise gr.Error(str(error)) from None
+            raise user_error(error) from None
 
     with gr.Blocks(title=f"{title}: {backend.name}", analytics_enabled=False) as page:
         gr.Markdown(f"# {title}: image aesthetics\nModel: `{backend.name}`. Upload one or many photos (at most "
                     f"{max_files} files of up to {max_file_size.upper()} each); optional comments per photo send it "
                     "through the with-comments branch.")
+        scale = gr.Markdown(scale_text(backend), elem_id="scale")
         results_state = gr.State([])
+        uploads_state = gr.State([])  # the uploads the comments table's rows belong to
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(file_count="multiple", label="Images", elem_id="images")
                 table = gr.Dataframe(headers=COMMENTS_HEADERS, datatype=["str", "str"], interactive=True,
-                                     static_columns=[0], label="Comments (optional, one row per image)",
+                                     static_columns=[0], label="Comments (optional, one row per upload)",
                                      elem_id="comments", column_count=2)
                 adapter = gr.Dropdown(choices=list(backend.adapters), value=default_adapter(backend),
                                       label="Adapter", elem_id="adapter")
@@ -299,17 +388,20 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
                 button = gr.Button("Score", variant="primary", elem_id="score-button")
             with gr.Column(scale=2):
                 status = gr.Markdown("", elem_id="status")
-                scores = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, label="Scores (click a header to "
-                                      "sort)", elem_id="results")
-                download = gr.File(label="CSV", elem_id="csv", interactive=False)
-                pick = gr.Dropdown(choices=[], label="Image", elem_id="pick", interactive=True)
+                gallery = gr.Gallery(label="Ranked by score (click a photo for its details)", elem_id="gallery",
+                                     columns=3, fit_columns=False, height=240, allow_preview=False,
+                                     object_fit="contain",
+                                     interactive=False)
                 summary = gr.Markdown(summary_text(None), elem_id="summary")
                 with gr.Row():
                     chart = gr.BarPlot(distribution_frame(None), x="score bin", y="probability", y_lim=[0, None],
-                                       sort=BIN_ORDER,
+                                       sort=BIN_ORDER, **CHART_AXES,
                                        label="Predicted distribution", elem_id="distribution")
                     picture = gr.Image(label="Attention overlay", elem_id="overlay", type="pil",
                                        interactive=False)
+                scores = gr.Dataframe(value=results_table([]), headers=TABLE_COLUMNS, interactive=False,
+                                      label="Scores (click a header to sort)", elem_id="results")
+                download = gr.File(label="CSV", elem_id="csv", interactive=False)
         # The programmatic endpoint: `Client(url).predict(image=handle_file(path), comments="", adapter="base",
         # api_name="/score")` (adapter "": the default adapter). Its inputs are not part of the page.
         with gr.Column(visible=False):
@@ -319,11 +411,12 @@ def build_page(backend, max_files: int = MAX_FILES, max_file_size: str = MAX_FIL
             api_result = gr.JSON(label="result")
             api_button = gr.Button("score")
 
-        files.change(on_upload, [files, table], table, api_visibility="private")
+        files.change(on_upload, [files, table, uploads_state], [table, uploads_state], api_visibility="private")
+        adapter.change(on_adapter, adapter, scale, api_visibility="private")
         button.click(on_score, [files, table, adapter, precision],
-                     [status, scores, download, pick, summary, chart, picture, results_state],
+                     [status, scores, download, gallery, summary, chart, picture, results_state],
                      api_visibility="private")
-        pick.input(on_pick, [pick, results_state], [summary, chart, picture], api_visibility="private")
+        gallery.select(on_pick, results_state, [summary, chart, picture], api_visibility="private")
         api_button.click(on_api, [api_image, api_comments, api_adapter], api_result, api_name=API_NAME)
     page.queue(default_concurrency_limit=1)
     return page
@@ -333,12 +426,12 @@ def launch_options(host: str = "127.0.0.1", port: Optional[int] = None, max_file
     """Keyword arguments of `page.launch(...)`: the address, the upload cap, no SSR (no Node server), system
     fonts, no share link."""
     return {"server_name": host, "server_port": port, "max_file_size": max_file_size, "ssr_mode": False,
-            "share": False, "theme": theme(), "show_error": True}
+            "share": False, "theme": theme(), "css": PAGE_CSS, "show_error": True}
 
 
 __all__ = [
     "API_NAME", "MAX_FILES", "MAX_FILE_SIZE", "TABLE_COLUMNS", "analyse_batch", "build_page", "check_batch",
-    "comments_for_uploads", "comments_rows", "default_adapter", "detail", "distribution_frame", "file_name",
-    "launch_options",
-    "results_table", "score_one", "summary_text", "write_csv",
+    "comments_for_uploads", "comments_rows", "default_adapter", "detail", "detail_at", "distribution_frame",
+    "file_name", "gallery_items", "launch_options", "ranked",
+    "results_table", "scale_text", "score_one", "summary_text", "write_csv",
 ]

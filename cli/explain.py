@@ -57,7 +57,9 @@ def run(args) -> int:
             from modeling_aesformer.adapter_weights_aesformer import BASE_ADAPTER
             from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
-            warning = untrained_answer_message(model, [args.adapter or BASE_ADAPTER])
+            # an adapter named with --adapter was asked for: only the default answer is warned about
+            warning = None if args.adapter else untrained_answer_message(model, [BASE_ADAPTER],
+                                                                         how_to_name="--adapter NAME")
             if warning:
                 print(f"warning: {warning}", file=sys.stderr)
         explanation = explain(model, processor, args.image, comments=args.comments, adapter=args.adapter,
@@ -66,7 +68,8 @@ def run(args) -> int:
     except TypeError as error:  # e.g. comments that are not text: an input problem, one line
         raise CommandError(str(error)) from error
     e = explanation
-    print(f"{args.image}: score {e.score:.3f} ± {e.std:.3f} ({e.label}), {e.branch.replace('_', ' ')} branch"
+    print(f"{args.image}: score {e.score:.3f} ± {e.std:.3f} ({e.label}: threshold {e.threshold:g}), "
+          f"{e.branch.replace('_', ' ')} branch"
           + (f", adapter {e.adapter}" if e.adapter else "") + (" (UNTRAINED head)" if e.trained is False else ""))
     if e.words:
         top = sorted(e.words, key=lambda item: -item[1])[:5]

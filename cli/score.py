@@ -52,7 +52,7 @@ from .precision import add_backend_argument, add_dtype_argument
 
 # the score file's columns (`modeling_aesformer.scoring.FIELDS`), listed in --help without importing torch
 FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_bins", "score_range", "distribution",
-          "comments_truncated", "error"]
+          "comments_truncated", "error", "threshold", "warnings"]
 
 
 # -------------------------------------------------------------------------------------------------------- the model
@@ -140,7 +140,8 @@ def score_images(args, log=print) -> int:
     if args.overwrite and not args.resume and os.path.exists(args.output):
         os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
     labels = [image_only_answer(base_model(model).config, name)[0] for name in names]  # the adapter column
-    warning = untrained_answer_message(model, names)
+    # only the default answer is warned about: adapters named with --adapter (or "all") were asked for
+    warning = untrained_answer_message(model, names, how_to_name="--adapter NAME") if adapter_arg is None else None
     if warning:
         log(f"[score] warning: {warning}")
     model.to(device)
@@ -163,13 +164,13 @@ def score_images(args, log=print) -> int:
     failures = list(problems)
     writer.write([{"path": item, "error": reason} for item, reason in problems if not args.resume
                   or os.path.abspath(item) not in failed_before])
-    log(f"[score] {len(records)} images ({skipped} already in {args.output}), adapters {names}, "
-        f"batch {args.batch_size}, {args.num_workers} workers, {device}"
+    log(f"[score] {count(len(records), 'image')} ({skipped} already in {args.output}), adapters {names}, "
+        f"batch {args.batch_size}, {count(args.num_workers, 'worker')}, {device}"
         + (f", images without comments on {chosen.backend}" if on_runtime else ""))
     log("[score] decode: " + ("full" if getattr(args, "full_decode", False) else
                               "reduced for large JPEGs (draft mode; --full-decode decodes them in full, as `aesformer "
                               "eval` does)"))
-    start, scored = time.perf_counter(), 0
+    start, scored, small = time.perf_counter(), 0, 0
     progress = tqdm(total=len(todo), unit="img", desc="scoring", dynamic_ncols=True, file=sys.stderr,
                     mininterval=0.5)
     try:
@@ -188,6 +189,7 @@ def score_images(args, log=print) -> int:
                         continue  # written by an earlier, interrupted run
                     rows.append({**row, "path": path})
                 scored += not batch[index][0].get("error")
+                small += bool(batch[index][0].get("warnings"))
             writer.write(rows)
             progress.update(len(batch))
             progress.set_postfix(failed=len(failures), refresh=False)
@@ -196,11 +198,14 @@ def score_images(args, log=print) -> int:
         writer.close()
     elapsed = time.perf_counter() - start
     rate = len(todo) / elapsed if elapsed > 0 else float("nan")
-    log(f"[score] scored {scored} images in {elapsed:.1f} s ({rate:.1f} images/s) -> {args.output}")
+    log(f"[score] scored {count(scored, 'image')} in {elapsed:.1f} s ({rate:.1f} images/s) -> {args.output}")
+    if small:
+        log(f"[score] {count(small, 'image')} smaller than the model's input side, upscaled: the warnings column "
+            "says which")
     requested = {os.path.abspath(path) for path, _ in records}
     all_failures = failures + [(p, r) for p, r in failed_before.items() if p in requested]
     if all_failures:
-        log(f"[score] {len(all_failures)} input(s) could not be scored"
+        log(f"[score] {count(len(all_failures), 'input')} could not be scored"
             + (f" ({len(all_failures) - len(failures)} in an earlier run)" if len(all_failures) > len(failures)
                else "") + ":")
         for path, reason in all_failures[:MAX_LISTED_FAILURES]:
@@ -278,6 +283,11 @@ def run_sharded(args, log=print) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------- the CLI
+def count(n: int, noun: str) -> str:
+    """`1 image`, `2 images`, `0 images`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
@@ -285,7 +295,7 @@ def _default_workers() -> int:
 def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Register `score` on an argparse subparsers object."""
     parser = subparsers.add_parser(
-        "score", help="score images (files, folders, globs, list files) into a CSV/JSONL file",
+        "score", help="score images (files, folders, globs, list files, shards) into a CSV, JSONL or Parquet file",
         description="Score images with an Aesformer model. Decoding runs in DataLoader workers; results are "
         "appended to the output after every batch, so an interrupted run continues with --resume. Unreadable files "
         "get a row with the reason in the error column and never stop the run. Columns: " + ", ".join(FIELDS) + ".",
@@ -303,7 +313,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--num-workers", type=int, default=_default_workers(),
                         help="decoding worker processes (default: %(default)s)")
-    parser.add_argument("--output", default="scores.csv", help="scores.csv or scores.jsonl (default scores.csv)")
+    parser.add_argument("--output", default="scores.csv",
+                        help="the result file: .csv, .jsonl or .parquet (default scores.csv)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run: skip what is written")
     parser.add_argument("--overwrite", action="store_true", help="start the output file over")
     parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",

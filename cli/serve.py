@@ -55,7 +55,7 @@ class ModelBackend:
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{self.model_dir} is not a model folder (no config.json): pass --model DIR")
-        self.name = self.model_dir.resolve().name
+        self.name = model_name(self.model_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
         if self.device.startswith("cuda"):
@@ -80,6 +80,7 @@ class ModelBackend:
         from modeling_aesformer.pipeline_aesformer import resolve_adapters
 
         self.default_adapter = resolve_adapters(model, None)[0][0]  # what answers when no adapter is named
+        self._scales = {}
 
     def _loaded_for(self, precision: str):
         if precision not in self._dtypes:
@@ -107,6 +108,22 @@ class ModelBackend:
             raise ValueError(f"{image}: {row['error']}")
         return {k: v for k, v in row.items() if k not in ("path", "index", "error", "comments_truncated")}
 
+    def scale(self, adapter: Optional[str]) -> dict:
+        """`{"score_range", "threshold", "trained"}` of the head that answers an image without comments with
+        `adapter` (`None`: an image with comments), as the scoring module reports it for a plain grey image."""
+        if adapter not in self._scales:
+            import PIL.Image
+
+            from modeling_aesformer.scoring import score_files
+
+            with self._lock:
+                model, processor, _ = self._loaded_for(self.precisions[0])
+                grey = PIL.Image.new("RGB", (64, 64), (128, 128, 128))
+                [row] = score_files(model, processor, [(grey, None if adapter else "a photo")],
+                                    adapter=adapter or self.default_adapter, device=self.device)
+            self._scales[adapter] = {k: row[k] for k in ("score_range", "threshold", "trained")}
+        return self._scales[adapter]
+
     def analyse(self, image, comments=None, adapter=None, precision="float32") -> dict:
         """The pipeline's dict plus `overlay` (photo under its attention heat map) and `bin_values`."""
         import PIL.Image
@@ -127,6 +144,21 @@ class ModelBackend:
         result["overlay"] = found.overlay
         result["bin_values"] = [float(v) for v in found.bin_values]
         return result
+
+
+def model_name(model_dir: Path) -> str:
+    """What the page calls the model: the name in its model card (`model-index`, else the card's title), else the
+    folder's path as given (every stage-1 folder's base name is `model`)."""
+    card = model_dir / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
+            stripped = line.strip()
+            if stripped.startswith("- name:") and "model-index:" in text.split(line)[0]:
+                return stripped[len("- name:"):].strip().strip("'\"")
+            if stripped.startswith("# "):
+                return stripped[2:].strip()
+    return str(model_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------- serve
@@ -162,7 +194,7 @@ def serve(model_dir, host: str = "127.0.0.1", port: Optional[int] = None, max_fi
     if warning:
         log(warning)
     backend = ModelBackend(model_dir, log=log)
-    page = app_page.build_page(backend, max_files=max_files, max_file_size=max_file_size)
+    page = app_page.build_page(backend, max_files=max_files, max_file_size=max_file_size, log=log)
     # uploads and result files: deleted PAGE_FILES_MAX_AGE_S after they were made, and all at shutdown (gradio)
     page.delete_cache = page.delete_cache or (PAGE_FILES_CHECK_S, PAGE_FILES_MAX_AGE_S)
     _, url, _ = page.launch(prevent_thread_lock=True, quiet=True,
@@ -207,4 +239,4 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["ModelBackend", "add_subparser", "exposure_warning", "run", "serve"]
+__all__ = ["ModelBackend", "add_subparser", "exposure_warning", "model_name", "run", "serve"]

@@ -107,7 +107,9 @@ def eval_main(argv=None):
                                      default_adapter=adapter is None, dtype=dtype)
     from modeling_aesformer.pipeline_aesformer import untrained_answer_message
 
-    warning = untrained_answer_message(model, [adapter or BASE_ADAPTER])
+    # an adapter named with --adapter was asked for: only the default (or the one picked to fit the data) is warned about
+    warning = None if args.adapter else untrained_answer_message(model, [adapter or BASE_ADAPTER],
+                                                                 how_to_name="--adapter NAME")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     predictions, warnings, skipped = [], [], []

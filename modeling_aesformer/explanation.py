@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -32,6 +33,7 @@ import PIL.ImageOps
 WITH_COMMENTS = "with_comments"
 IMAGE_ONLY = "image_only"
 _MAX_TEXT_LINES = 8
+_TITLE_CHARS = 58  # characters a line of a panel title (a 5-inch panel at 9-10 pt)
 MATPLOTLIB_HINT = 'plotting needs matplotlib: pip install "aesformer[demo]" (or: pip install matplotlib)'
 
 # Colormap anchors (position, R, G, B): dark blue -> blue -> cyan -> yellow -> red -> dark red (a "jet"-like map).
@@ -409,7 +411,8 @@ def plot_explanation(explanation: Explanation, path: Union[str, os.PathLike], dp
         flatness = "∞"
     else:
         flatness = f"{e.contrast:.3f}" if e.contrast < 10 else f"{e.contrast:.3g}"
-    ax_photo.set_title(f"{what}\nmost / least attended cell: {flatness}×", fontsize=9)
+    # wrapped to the panel's width: a title wider than its axes would run off the figure's edge
+    ax_photo.set_title(textwrap.fill(what, _TITLE_CHARS) + f"\nmost / least attended cell: {flatness}×", fontsize=9)
     cmap = ListedColormap(heat_colors(np.linspace(0, 1, 256)) / 255.0)
     colorbar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), ax=ax_photo, fraction=0.04, pad=0.02)
     if e.normalize == "uniform":
@@ -430,11 +433,11 @@ def plot_explanation(explanation: Explanation, path: Union[str, os.PathLike], dp
     ax_bars.set_xticks(values)
     ax_bars.set_xticklabels([f"{v:g}" for v in values], fontsize=8)
     ax_bars.tick_params(axis="y", labelsize=8)
-    ax_bars.set_xlabel("score bin (dashed: mean score, dotted: threshold; orange bins count as high)", fontsize=8)
+    ax_bars.set_xlabel("score bin\n(dashed: mean score, dotted: threshold; orange bins count as high)", fontsize=8)
     ax_bars.set_ylabel("probability", fontsize=8)
     ax_bars.set_ylim(0, max(float(np.max(e.distribution)) * 1.15, 1e-6))
-    ax_bars.set_title(f"score {e.score:.2f} ± {e.std:.2f} (std) — {e.label} (threshold {e.threshold:g})",
-                      fontsize=10)
+    ax_bars.set_title(textwrap.fill(f"score {e.score:.2f} ± {e.std:.2f} (std) — {e.label} (threshold "
+                                    f"{e.threshold:g})", _TITLE_CHARS), fontsize=10)
 
     ax_text = None
     if has_words:

@@ -10,8 +10,8 @@ With the package installed, `import modeling_aesformer` registers the task:
     >>> from transformers import AutoModel, pipeline
     >>> scorer = pipeline("image-aesthetics", model=AutoModel.from_pretrained("path/to/model"))
     >>> scorer("photo.jpg")
-    {'score': 5.62, 'std': 1.41, 'label': 'high', 'distribution': [...], 'branch': 'image_only', 'adapter': 'ava',
-     'trained': True, 'num_bins': 10, 'score_range': [1.0, 10.0]}
+    {'score': 5.62, 'std': 1.41, 'label': 'high', 'threshold': 5.0, 'distribution': [...], 'branch': 'image_only',
+     'adapter': 'ava', 'trained': True, 'num_bins': 10, 'score_range': [1.0, 10.0], 'warnings': []}
 
 Without the package (e.g. a Hub folder), trust the folder's code:
 
@@ -169,6 +169,7 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
             "score": score,
             "std": float(summary["std"][row, a]),
             "label": "high" if score > limit else "low",
+            "threshold": limit,  # the label's rule, stated with every answer
         }
         if return_distribution:
             k = int(summary["num_bins"][row, a])
@@ -188,6 +189,19 @@ def format_results(summary: Dict[str, Any], row: int, names: Sequence[str], thre
     return results
 
 
+def small_image_warning(width: int, height: int, input_size: Optional[Dict[str, int]]) -> Optional[str]:
+    """The note for an image whose shorter side is below the model's input side (it is upscaled to fit, so its
+    score rests on less detail than the model was trained to see); None otherwise or when the input size is not
+    fixed."""
+    if not input_size or "height" not in input_size or "width" not in input_size:
+        return None
+    side = min(int(input_size["height"]), int(input_size["width"]))
+    if min(width, height) >= side:
+        return None
+    return (f"small image: {width}x{height} pixels, below the model's {side}-pixel input side; upscaled, so the "
+            "score rests on little detail")
+
+
 def available_adapters(model) -> List[str]:
     """Dataset adapters loaded into the model and saved in its folder's `adapters/` (for messages)."""
     names = list(known_adapters(model))
@@ -197,9 +211,10 @@ def available_adapters(model) -> List[str]:
     return names
 
 
-def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
+def untrained_answer_message(model, names: Sequence[str], how_to_name: str = "adapter=...") -> Optional[str]:
     """A warning, once per model object, when one of the image-only answers `names` comes from a head that no
-    training or conversion produced; None otherwise (or when already said for this model)."""
+    training or conversion produced; None otherwise (or when already said for this model). `how_to_name`: how the
+    reader names an adapter (`adapter=...` in Python, `--adapter NAME` on the command line)."""
     base = base_model(model)
     untrained = [n for n in names if not image_only_answer(base.config, n)[1]]
     if not untrained or getattr(base, "_aesformer_untrained_warned", False):
@@ -211,7 +226,7 @@ def untrained_answer_message(model, names: Sequence[str]) -> Optional[str]:
         f"images without comments are answered by the image-only head {untrained[0]!r}, which no training or "
         "conversion produced (a model built from a config, or after stage 1, which trains only the with-comments "
         "heads): its scores carry no meaning. "
-        + (f"Dataset adapters available: {available} (name one with adapter=..., or make one the default with "
+        + (f"Dataset adapters available: {available} (name one with {how_to_name}, or make one the default with "
            f"`aesformer set-default {source} NAME`). " if available else "This model has no dataset adapter. ")
         + f"Train one with stage 2: `aesformer adapt --model {source} --data DATASET --output-dir RUN_DIR`."
     )
@@ -272,6 +287,17 @@ def load_aesthetics_image(image: Any, timeout: Optional[float] = None):
             raise ValueError(f"image {image!r} is neither an existing file nor an http(s) URL")
         return image
     return image
+
+
+def _image_size(image: Any) -> Optional[List[int]]:
+    """[width, height] of a path (from its header; the processor has just read it), a PIL image or an HWC array."""
+    if isinstance(image, str):
+        with PIL.Image.open(image) as opened:
+            return list(opened.size)
+    if isinstance(image, PIL.Image.Image):
+        return list(image.size)
+    shape = getattr(image, "shape", None)
+    return [int(shape[1]), int(shape[0])] if shape is not None and len(shape) >= 2 else None
 
 
 def _split_input(item: Any) -> Tuple[Any, Any]:
@@ -375,7 +401,10 @@ class AesformerAestheticsPipeline(Pipeline):
       or "base" = the model's own; None with comments, where the with-comments heads answer);
     - `trained` (image only): False when no training or conversion produced the head that answered (e.g. "base"
       after stage 1; a warning, once per model, names the adapters to use instead); None with comments;
-    - `num_bins` and `score_range` (`[first bin, last bin]`): the scale of the head that answered.
+    - `threshold` (float): the threshold `label` was decided by (the answering head's own unless `threshold=`);
+    - `num_bins` and `score_range` (`[first bin, last bin]`): the scale of the head that answered;
+    - `warnings` (list of str): notes about the answer, e.g. an image smaller than the model's input side (it is
+      upscaled); empty when there are none.
 
     Without `adapter=`, images without comments are answered by the model's default adapter (config
     `default_adapter`: `from_pretrained` folds it into the model, or it is the active PEFT adapter).
@@ -579,14 +608,21 @@ class AesformerAestheticsPipeline(Pipeline):
             model_inputs = self.image_processor(images=[image], return_tensors="pt")
         model_inputs = dict(model_inputs)
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype or torch.float32)
+        size = _image_size(image)
+        if size is not None:
+            model_inputs["image_size"] = torch.tensor([size])  # [1, 2] (width, height): for `warnings`
         return model_inputs
 
     def _forward(self, model_inputs, adapter=None, return_attention=False):
         names, _ = resolve_adapters(self.model, adapter)
+        model_inputs = dict(model_inputs)
+        image_size = model_inputs.pop("image_size", None)
         # The eager attention path (with weights) runs only when maps are asked for. Threads sharing this pipeline
         # need no lock here: the model serialises its own adapter switching (per model instance).
         outputs = self.model.forward_adapters(**model_inputs, adapters=list(names), output_attentions=return_attention)
         summary = summarize_outputs(outputs, names)
+        if image_size is not None:
+            summary["image_size"] = image_size
         if return_attention:
             summary.update(attention_summary(self.model, outputs, names, model_inputs))
         return summary
@@ -597,6 +633,14 @@ class AesformerAestheticsPipeline(Pipeline):
         config = base_model(self.model).config
         results = format_results(model_outputs, 0, names, threshold, return_distribution, config=config,
                                  return_bin_values=return_bin_values)
+        notes = []
+        image_processor = getattr(self.processor, "image_processor", None) or self.image_processor
+        if "image_size" in model_outputs and image_processor is not None:
+            width, height = (int(v) for v in model_outputs["image_size"][0])
+            note = small_image_warning(width, height, getattr(image_processor, "size", None))
+            notes = [note] if note else []
+        for result in results:
+            result["warnings"] = list(notes)
         if not bool(model_outputs["used_comments"][0]):
             message = untrained_answer_message(self.model, names)
             if message:

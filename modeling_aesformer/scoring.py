@@ -14,9 +14,9 @@ The steps, each in one place:
 3. one batch step (`score_collated`): the model call (`AesformerModel.forward_adapters`), then the pipeline's own post-processing
    (`summarize_outputs`, `format_results`) into rows.
 4. one row format (`FIELDS`): path, adapter, score, std, label, branch, trained, num_bins, score_range,
-   distribution, comments_truncated, error. An image with comments gets one row (the with-comments heads answer,
-   whatever adapters were asked for); an image without, one row per adapter; an image that cannot be read, one row
-   with the reason in `error`.
+   distribution, comments_truncated, error, threshold, warnings. An image with comments gets one row (the
+   with-comments heads answer, whatever adapters were asked for); an image without, one row per adapter; an image
+   that cannot be read, one row with the reason in `error`.
 5. result files (`ScoreFileWriter`, `read_score_file`): CSV or JSONL, appended and flushed per batch, and read back
    to resume an interrupted run; each file's size and modification time beside it (`<output>.sources.jsonl`), so
    a resume scores a changed file again (`drop_changed_files`).
@@ -37,7 +37,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from aesformer_processing.processing_aesformer import pad_encodings
 
 FIELDS = ["path", "adapter", "score", "std", "label", "branch", "trained", "num_bins", "score_range", "distribution",
-          "comments_truncated", "error"]
+          "comments_truncated", "error", "threshold", "warnings"]
 DISTRIBUTION_DIGITS = 6  # what a result file keeps of each probability
 MAX_LISTED_FAILURES = 50  # failures named in a report (the result file holds them all)
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -141,6 +141,7 @@ def encode_image(processor, image, comments=None, max_image_pixels: Optional[int
                 if reduce_to is not None:
                     image = open_jpeg_draft(image, reduce_to, max_image_pixels) or image
             kwargs = {} if max_image_pixels is None else {"max_image_pixels": max_image_pixels}
+            note = _small_image_note(processor, image, max_image_pixels)
             truncated = None
             if with_text:
                 encoded = processor(images=[image], comments=[comments], return_tensors="pt", **kwargs)
@@ -151,13 +152,30 @@ def encode_image(processor, image, comments=None, max_image_pixels: Optional[int
                 if comments:
                     raise ValueError("the model folder has no tokenizer: comments cannot be used")
                 encoded = processor(images=[image], return_tensors="pt", **kwargs)
-        item = {"pixel_values": encoded["pixel_values"][0], "comments_truncated": truncated}
+        item = {"pixel_values": encoded["pixel_values"][0], "comments_truncated": truncated, "warnings": note}
         for key in TEXT_KEYS:
             if key in encoded:
                 item[key] = encoded[key][0]
         return item
     finally:
         PIL.Image.MAX_IMAGE_PIXELS = previous_limit  # workers=0 runs here, in the caller's process
+
+
+def _small_image_note(processor, image, max_image_pixels) -> Optional[str]:
+    """The pipeline's small-image note (`small_image_warning`) for an image, from its header; None when the
+    header cannot be read (the processor then reports the file)."""
+    import PIL.Image
+
+    from .pipeline_aesformer import small_image_warning
+
+    input_size = getattr(getattr(processor, "image_processor", processor), "size", None)
+    if isinstance(image, PIL.Image.Image):
+        return small_image_warning(*image.size, input_size)
+    try:
+        with PIL.Image.open(image) as opened:
+            return small_image_warning(*opened.size, input_size)
+    except Exception:  # noqa: BLE001 - the processor's own read names the problem
+        return None
 
 
 class ImageEncodingDataset:
@@ -202,18 +220,21 @@ def collate_encodings(items: Sequence[dict], pad_token_id: int = 0) -> dict:
         "inputs": pad_encodings(ok, pad_token_id) if ok else None,
         "indices": [it["index"] for it in ok],
         "comments_truncated": [it.get("comments_truncated") for it in ok],
+        "warnings": [it.get("warnings") for it in ok],
         "errors": [(it["index"], it["error"]) for it in items if "error" in it],
         "meta": {it["index"]: it["meta"] for it in items if "meta" in it},
         "markers": markers,
     }
 
 
-def result_rows(results: List[dict], comments_truncated=None) -> List[dict]:
+def result_rows(results: List[dict], comments_truncated=None, note: Optional[str] = None) -> List[dict]:
     """The rows of one scored image from its `format_results` dicts: one per adapter, or one for an image answered
-    by the with-comments heads (they answer whatever adapters were asked for)."""
+    by the with-comments heads (they answer whatever adapters were asked for). `note`: the image's warning text,
+    or None (the `warnings` column: a list of notes, as the pipeline's)."""
     if results and results[0]["branch"] == "with_comments":
         results = results[:1]
-    return [{**result, "comments_truncated": comments_truncated, "error": None} for result in results]
+    return [{**result, "comments_truncated": comments_truncated, "error": None, "warnings": [note] if note else []}
+            for result in results]
 
 
 def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) -> List[Tuple[List[int], dict]]:
@@ -256,12 +277,13 @@ def score_collated(model, collated: dict, names: Sequence[str], device=None, thr
     rows = {}
     if collated["inputs"] is not None:
         config = base_model(model).config  # which head answered, trained or not
+        notes = collated.get("warnings") or [None] * len(collated["indices"])
         for batch_rows, summary in _answered_parts(model, collated["inputs"], names, device, backend):
             for part_row, row in enumerate(batch_rows):
                 index, truncated = collated["indices"][row], collated["comments_truncated"][row]
                 results = format_results(summary, part_row, names, threshold, return_distribution=True,
                                          config=config)
-                rows[index] = result_rows(results, truncated)
+                rows[index] = result_rows(results, truncated, notes[row])
         rows = {index: rows[index] for index in collated["indices"]}  # batch order, whichever part answered
     for index, reason in collated["errors"]:
         rows[index] = [{"error": reason}]
@@ -413,7 +435,7 @@ class ScoreFileWriter:
             writer = csv.DictWriter(buffer, fieldnames=self.fields)
             for row in rows:
                 flat = file_row(row)
-                for key in ("distribution", "score_range"):
+                for key in ("distribution", "score_range", "warnings"):
                     if isinstance(flat.get(key), list):
                         flat[key] = json.dumps(flat[key])
                 for key in ("comments_truncated", "trained"):

@@ -42,7 +42,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return tiny_model_folder(tmp_path_factory.mktemp("app") / "model", adapters_scale=0.05)
+    folder = tiny_model_folder(tmp_path_factory.mktemp("app") / "model", adapters_scale=0.05)
+    # a model card, as `aesformer export` writes one: the page names the model by it
+    (folder / "README.md").write_text("---\nmodel-index:\n- name: aesformer-tiny\n  results: []\n---\n\n# Card\n")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +149,17 @@ def test_too_many_files_or_unknown_choices_stop_before_any_scoring(images):
 
 
 def test_comment_rows_follow_the_uploads_and_keep_typed_text():
-    rows = app_page.comments_rows(["/tmp/x/a.png", "/tmp/y/b.jpg"], [["a.png", "nice light"], ["gone.png", "x"]])
+    rows = app_page.comments_rows(["/tmp/x/a.png", "/tmp/y/b.jpg"], [["a.png", "nice light"]])
     assert rows == [["a.png", "nice light"], ["b.jpg", ""]]
     assert app_page.comments_for_uploads(["/tmp/x/a.png", "/tmp/y/b.jpg"], rows) == ["nice light", None]
     assert app_page.comments_rows(None) == []
-    # a new upload in front: the typed comments stay with their files
-    rows = app_page.comments_rows(["/tmp/z/c.png", "/tmp/x/a.png", "/tmp/y/b.jpg"],
-                                  [["a.png", "one"], ["b.jpg", "two"]])
-    assert rows == [["c.png", ""], ["a.png", "one"], ["b.jpg", "two"]]
+    # a new upload in front: the typed comments stay with their uploads (by upload, never by file name)
+    rows = app_page.comments_rows(["/tmp/z/a.png", "/tmp/x/a.png", "/tmp/y/b.jpg"],
+                                  [["a.png", "one"], ["b.jpg", "two"]], ["/tmp/x/a.png", "/tmp/y/b.jpg"])
+    assert rows == [["a.png", ""], ["a.png", "one"], ["b.jpg", "two"]]
+    # an upload removed: the others keep theirs
+    assert app_page.comments_rows(["/tmp/y/b.jpg"], rows, ["/tmp/z/a.png", "/tmp/x/a.png", "/tmp/y/b.jpg"]) == [
+        ["b.jpg", "two"]]
 
 
 def test_two_uploads_with_the_same_name_keep_their_own_comments(backend, reference, tmp_path):
@@ -302,35 +308,71 @@ def _chromium_driver(profile: Path):
 
 @pytest.mark.slow
 def test_page_in_headless_chromium(served, reference, images, tmp_path):
+    """Before any upload the page states the scale, the threshold and the table's columns; a comment typed in the
+    comments table sends its photo through the with-comments branch; the gallery ranks the photos by score and the
+    selected one shows its distribution (axis titles kept) and overlay; the comments header cannot be renamed."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    good, _, broken = images
-    want = reference(str(good))  # the adapter the page offers first: the model's default, as the pipeline's
+    good, second, broken = images
+    comment = "lovely light, sharp subject"
+    want_good = reference({"image": str(good), "comments": comment})
+    want_second = reference(str(second))  # no comment: the model's default adapter, as the pipeline's
     driver = _chromium_driver(tmp_path / "chromium-profile")
     try:
         wait = WebDriverWait(driver, 120)
         driver.get(served)
+        scale = " ".join(wait.until(lambda d: d.find_element(By.ID, "scale").text or None).split())
+        assert f"adapter {want_second['adapter']}" in scale and f"above {want_second['threshold']:g}" in scale
+        assert "Model: aesformer-tiny ." in " ".join(driver.find_element(By.TAG_NAME, "body").text.split())
+        results_header = driver.find_element(By.ID, "results").text
+        assert "trained" in results_header and "threshold" in results_header
         upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#images input[type=file]"))
-        upload.send_keys(f"{good}\n{broken}")
-        # The comments table lists both uploads once gradio has them.
+        upload.send_keys(f"{good}\n{second}\n{broken}")
+        # The comments table lists the three uploads once gradio has them.
         wait.until(lambda d: "broken.png" in d.find_element(By.ID, "comments").text)
+        # a double-click on the comments header does not open it for editing
+        header = driver.find_element(By.CSS_SELECTOR, '#comments [data-testid="header-1"]')
+        ActionChains(driver).double_click(header).send_keys("renamed", Keys.ENTER).perform()
+        assert "renamed" not in driver.find_element(By.ID, "comments").text
+        # type a comment for the first upload
+        cell = driver.find_element(By.CSS_SELECTOR, '#comments [data-testid="cell-0-1"]')
+        ActionChains(driver).double_click(cell).perform()
+        editor = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#comments textarea, #comments input'))
+        editor[0].send_keys(comment, Keys.ENTER)
+        wait.until(lambda d: comment in d.find_element(By.ID, "comments").text)
+        time.sleep(0.5)  # the table's change reaches the server
         driver.find_element(By.ID, "score-button").click()
-        summary = wait.until(lambda d: re.search(r"score (\d+\.\d+) ± (\d+\.\d+)",
-                                                 d.find_element(By.ID, "summary").text))
-        assert summary.group(1) == f"{want['score']:.4f}" and summary.group(2) == f"{want['std']:.4f}"
-        summary_text = driver.find_element(By.ID, "summary").text
-        assert "harbour.png" in summary_text and f"label {want['label']}" in summary_text
-        assert re.search(rf"adapter\s+{want['adapter']}\s", summary_text) and want["adapter"] != "base"
-        table = wait.until(lambda d: d.find_element(By.ID, "results").text if "broken.png" in d.find_element(
-            By.ID, "results").text else None)
-        assert "harbour.png" in table and f"{want['score']:.4f}" in table
-        assert re.search(r"broken\.png.*(cannot|ValueError)", table, flags=re.S), table
-        assert "1 of 2 image(s) scored; 1 could not be read" in driver.find_element(By.ID, "status").text
+        wait.until(lambda d: "could not be read" in d.find_element(By.ID, "status").text)
+        assert "2 of 3 images scored; 1 could not be read" in driver.find_element(By.ID, "status").text
+
+        # the gallery: the two photos, best first, each with its score and label
+        captions = wait.until(lambda d: [c.text for c in d.find_elements(By.CSS_SELECTOR, "#gallery .caption-label")]
+                              or None)
+        best, other = sorted([("harbour.png", want_good), ("meadow.jpg", want_second)], key=lambda x: -x[1]["score"])
+        assert captions == [f"1. {best[0]}: {best[1]['score']:.4f} ({best[1]['label']})",
+                            f"2. {other[0]}: {other[1]['score']:.4f} ({other[1]['label']})"]
+        summary = " ".join(driver.find_element(By.ID, "summary").text.split())
+        assert best[0] in summary and f"{best[1]['score']:.4f}" in summary  # the best is selected first
+        # select the other one: its own summary, distribution and overlay
+        driver.find_elements(By.CSS_SELECTOR, "#gallery button.thumbnail-item, #gallery .thumbnail-item")[1].click()
+        wait.until(lambda d: other[0] in d.find_element(By.ID, "summary").text)
+        summary = " ".join(driver.find_element(By.ID, "summary").text.split())
+        assert f"{other[1]['score']:.4f}" in summary and f"label {other[1]['label']}" in summary
+        good_row = want_good if other[0] == "harbour.png" else want_second
+        assert ("with comments branch" in summary) == (good_row is want_good)
         overlay = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overlay img"))
         assert overlay and overlay[0].get_attribute("src")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#distribution canvas, #distribution svg"))
         time.sleep(1.0)  # the chart's draw animation
+        chart = driver.find_element(By.ID, "distribution").text
+        assert "score bin" in chart and "probability" in chart  # the axis titles stay once bars are drawn
+        table = driver.find_element(By.ID, "results").text
+        for want in (want_good, want_second):  # the table drops trailing zeros
+            assert f"\n{round(want['score'], 4):g}\n" in table, table
+        assert re.search(r"broken\.png.*(cannot|ValueError)", table, flags=re.S), table
         loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         foreign = [u for u in loaded if not u.startswith((served.rstrip("/"), "data:", "blob:"))]
         assert loaded and not foreign, foreign  # the page loads nothing from other sites (no fonts, no CDN)

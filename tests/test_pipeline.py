@@ -20,7 +20,8 @@ from modeling_aesformer.toy import draw_scene
 from _helpers import run_threads, tiny_model_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEYS = ["score", "std", "label", "distribution", "branch", "adapter", "trained", "num_bins", "score_range"]
+KEYS = ["score", "std", "label", "threshold", "distribution", "branch", "adapter", "trained", "num_bins", "score_range",
+        "warnings"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -281,7 +282,7 @@ def test_the_scale_comes_with_each_answer(adapter_setup):
     results = scorer(inputs, adapter="photonet", batch_size=2, return_bin_values=True)
     assert [list(r) for r in plain] == [KEYS, KEYS]  # the default dict is unchanged
     for result, bins in zip(results, (10, 7)):
-        assert list(result) == KEYS[:4] + ["bin_values"] + KEYS[4:]
+        assert list(result) == KEYS[:5] + ["bin_values"] + KEYS[5:]
         assert result["bin_values"] == [float(v) for v in range(1, bins + 1)] and result["num_bins"] == bins
         assert result["score_range"] == [1.0, float(bins)]
         values, p = np.array(result["bin_values"]), np.array(result["distribution"])

@@ -59,7 +59,7 @@ def test_folder_with_a_broken_file(model_dir, photos, tmp_path, capsys):
     broken = by_path[str(root / "trip" / "broken.jpg")]
     assert broken["error"] and "cannot identify image file" in broken["error"] and broken["score"] == ""
     report = capsys.readouterr().out
-    assert "1 input(s) could not be scored" in report and "broken.jpg" in report and "images/s" in report
+    assert "1 input could not be scored" in report and "broken.jpg" in report and "images/s" in report
 
     # the scores are the pipeline's
     scorer = pipeline("image-aesthetics", model=AutoModel.from_pretrained(model_dir))
@@ -158,7 +158,7 @@ def test_inputs_that_name_nothing_and_the_pixel_limit(model_dir, photos, tmp_pat
     assert "DecompressionBomb" in rows[str(paths[0])]["error"]  # 48x40 = 1920 pixels > 1000
     assert "no such file" in rows[str(tmp_path / "missing.jpg")]["error"]
     assert "no file matches" in rows[str(tmp_path / "*.nothing")]["error"]
-    assert "3 input(s) could not be scored" in capsys.readouterr().out
+    assert "3 inputs could not be scored" in capsys.readouterr().out
 
 
 def test_adapter_all_writes_one_row_per_adapter(model_dir, photos, tmp_path):
@@ -260,7 +260,7 @@ def test_score_a_folder_of_hostile_files(model_dir, hostile_dir, tmp_path, capsy
             assert row["score"] == "" and reason in row["error"], row
     assert "pixels" in rows["bomb.png"]["error"]
     report = capsys.readouterr().out
-    assert f"{sum(r is not None for r in HOSTILE.values())} input(s) could not be scored" in report
+    assert f"{sum(r is not None for r in HOSTILE.values())} inputs could not be scored" in report
     assert PIL.Image.MAX_IMAGE_PIXELS == PIL_DEFAULT_MAX_IMAGE_PIXELS  # restored after the run
 
     # the limit is configurable, and a limit above Pillow's own works (Pillow's global is raised for the call only)

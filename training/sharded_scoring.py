@@ -39,7 +39,7 @@ from modeling_aesformer.scoring import (MAX_LISTED_FAILURES, ScoringError, colla
                                         pad_token_id, score_collated)
 
 OUTPUT_FIELDS = ["key", "shard", "path", "adapter", "score", "std", "label", "branch", "trained", "num_bins",
-                 "score_range", "distribution", "comments_truncated", "error"]
+                 "score_range", "distribution", "comments_truncated", "error", "threshold", "warnings"]
 OUTPUT_FORMATS = (".parquet", ".csv", ".jsonl", ".json")
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -125,6 +125,7 @@ def _output_schema():
         ("score", pa.float64()), ("std", pa.float64()), ("label", pa.string()), ("branch", pa.string()),
         ("trained", pa.bool_()), ("num_bins", pa.int64()), ("score_range", pa.list_(pa.float64())),
         ("distribution", pa.list_(pa.float64())), ("comments_truncated", pa.bool_()), ("error", pa.string()),
+        ("threshold", pa.float64()), ("warnings", pa.list_(pa.string())),
     ])
 
 
@@ -322,11 +323,16 @@ def score_shards(shards, layouts, model, processor, names, device, args, parts: 
 
 
 # ---------------------------------------------------------------------------------------------------------- merge
+def _count(n: int, noun: str, plural: str = "") -> str:
+    """`1 shard`, `2 shards`, `0 shards`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
 def _flat_row(row: dict) -> dict:
     flat = {}
     for key in OUTPUT_FIELDS:
         value = row.get(key)
-        if key in ("distribution", "score_range") and value is not None:
+        if key in ("distribution", "score_range", "warnings") and value is not None:
             value = json.dumps(value)
         elif isinstance(value, bool):
             value = "true" if value else "false"
@@ -438,7 +444,8 @@ def _stat_text(fingerprint: Optional[dict]) -> str:
 
 
 def _report_merge(summary: dict, output: str, log=print) -> int:
-    log(f"[score] merged {summary['rows']} rows ({summary['images']} images, {summary['shards']} shards) -> "
+    log(f"[score] merged {_count(summary['rows'], 'row')} ({_count(summary['images'], 'image')}, "
+        f"{_count(summary['shards'], 'shard')}) -> "
         f"{output} (parts kept in {parts_folder(output)}: --resume reuses them, delete when done)")
     duplicates = summary.get("duplicate_keys") or {}
     if duplicates:
@@ -501,7 +508,8 @@ def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
     downloading = state is not None and not os.path.isdir(args.model)
     with state.main_process_first() if downloading else contextlib.nullcontext():
         model, processor, names = load_scorer(device, log if main else quiet)
-    warning = untrained_answer_message(model, names)
+    asked = getattr(args, "adapter", None)  # adapters named with --adapter were asked for: no warning about them
+    warning = None if asked else untrained_answer_message(model, names, how_to_name="--adapter NAME")
     if warning and main:
         log(f"[score] warning: {warning}")
     model.to(device)
@@ -522,9 +530,9 @@ def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
         return 2
     mine = plan["todo"][rank::world]
     if main:
-        log(f"[score] {plan['total']} shards ({plan['done_before']} finished earlier), {len(plan['todo'])} to score "
-            f"over {world} process(es); adapters {names}, batch {args.batch_size}, {args.num_workers} workers, "
-            f"{device}")
+        log(f"[score] {_count(plan['total'], 'shard')} ({plan['done_before']} finished earlier), "
+            f"{len(plan['todo'])} to score over {_count(world, 'process', 'processes')}; adapters {names}, "
+            f"batch {args.batch_size}, {_count(args.num_workers, 'worker')}, {device}")
         for item in plan["changed"]:
             log(f"[score] {item['shard']} changed since it was scored (size, modification time "
                 f"{_stat_text(item['was'])} -> {_stat_text(item['now'])}): scored again, its {item['rows']} earlier "
@@ -542,11 +550,12 @@ def run(args, load_scorer: Optional[Callable] = None, log=print) -> int:
         return 0
     for s in sorted(all_stats, key=lambda s: s["rank"]):
         rate = s["images"] / s["seconds"] if s["seconds"] > 0 else float("nan")
-        log(f"[score] process {s['rank']}: {s['images']} images from {s['shards']} shards in {s['seconds']:.1f} s "
+        log(f"[score] process {s['rank']}: {_count(s['images'], 'image')} from {_count(s['shards'], 'shard')} "
+            f"in {s['seconds']:.1f} s "
             f"= {rate:.1f} images/s")
     total = sum(s["images"] for s in all_stats)
     wall = max(s["seconds"] for s in all_stats)
-    log(f"[score] all {len(all_stats)} process(es): {total} images in {wall:.1f} s = "
+    log(f"[score] {_count(len(all_stats), 'process', 'processes')}: {_count(total, 'image')} in {wall:.1f} s = "
         f"{(total / wall if wall > 0 else float('nan')):.1f} images/s")
     summary = merge_parts(args.output)  # refuses (naming them) when any shard is unfinished
     log(f"[score] shards done: {summary['shards']}/{plan['total']} ({len(plan['todo'])} this run, "
