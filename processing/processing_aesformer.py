@@ -17,6 +17,7 @@ It provides:
   attention-mask row, which is how the model routes that sample to its image-only branch.
 """
 
+import html
 import json
 import logging
 import os
@@ -49,6 +50,13 @@ _STRIPPED_CHARACTERS_RE = re.compile(r"[\[\]()'\"*#:~]")
 # ASCII control characters that are not whitespace (\t \n \v \f \r are whitespace and are collapsed instead).
 _CONTROL_CHARACTERS_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _LITERAL_NEWLINE = "\\n"  # the two characters backslash and "n", as stored in the AVA-Comments CSV files
+# Markup of scraped comments (AVA-Comments holds "[br]", "<br />" and HTML entities): a line or paragraph break ends
+# a sentence; any other tag is a space. Without this, "&#39;" reaches the tokenizer as "& 39;" and "[br]" as "br".
+_BREAK_MARKUP_RE = re.compile(r"\[\s*br\s*/?\s*\]|<\s*br\s*/?\s*>|<\s*/?\s*p\s*/?\s*>", re.IGNORECASE)
+_OTHER_MARKUP_RE = re.compile(
+    r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>|\[\s*/?\s*(?:b|i|u|s|quote|url|img|code)\s*(?:=[^\]]*)?\]", re.IGNORECASE
+)
+_SENTENCE_ENDS = (".", "!", "?", "\u2026", ":", ";")
 # Unicode "other" characters (control Cc, format Cf such as zero-width spaces, direction marks and the emoji joiner,
 # surrogates Cs, private use Co, unassigned Cn) and U+FFFD: BERT's tokenizer drops them all, so they are removed here
 # too; a comment made only of them is then NO comment (image-only branch) rather than an empty text.
@@ -111,11 +119,39 @@ def _join_comments(comments: Any) -> str:
     raise TypeError(f"comments must be a str, a list/tuple of str or None, got {type(comments).__name__}.")
 
 
+def strip_markup(text: str) -> str:
+    """A scraped comment as plain text: HTML entities unescaped (``&quot;`` ``&amp;`` ``&#39;``, escaped twice too),
+    ``[br]``, ``<br>`` and ``<p>`` turned into sentence breaks, other tags into spaces. The first step of
+    `clean_comments`; text without markup is returned unchanged."""
+    for _ in range(2):  # "&amp;quot;" is a quote escaped twice
+        unescaped = html.unescape(text)
+        if unescaped == text:
+            break
+        text = unescaped
+    if "<" not in text and "[" not in text:
+        return text
+    sentences = []
+    for piece in _BREAK_MARKUP_RE.split(text):
+        piece = _OTHER_MARKUP_RE.sub(" ", piece).strip()
+        if piece:
+            sentences.append(piece)
+    return " ".join(
+        sentence if sentence.endswith(_SENTENCE_ENDS) or index == len(sentences) - 1 else sentence + "."
+        for index, sentence in enumerate(sentences)
+    )
+
+
+def has_comment_text(comments: Any) -> bool:
+    """Whether `comments` (what `clean_comments` takes) keep any word after cleaning: the test of which branch answers
+    an image (with comments or image only), so every count of "images with comments" uses it too."""
+    return bool(_clean_comments_with_count(comments, None)[0])
+
+
 def _clean_comments_with_count(comments: Any, max_words: int | None) -> tuple[str, int]:
     """Cleans comments and returns `(cleaned_text, number_of_words_before_the_word_limit)`."""
     if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
         raise ValueError(f"max_words must be a positive int or None, got {max_words!r}.")
-    text = _join_comments(comments)
+    text = strip_markup(_join_comments(comments))
     if not text.isascii():
         # Compatibility characters become their plain form first (full-width "＊" U+FF0A is "*", "ｆｉｎｅ" is "fine",
         # the "ﬁ" ligature is "fi"), so the rules below treat them as the ASCII characters they stand for.
@@ -135,7 +171,8 @@ def clean_comments(comments: str | Sequence[str] | None, max_words: int | None =
     """
     Cleans the user comments of one image the way Aesformer was trained.
 
-    The steps are, in order: join a list of comments with a single space; normalise Unicode compatibility characters
+    The steps are, in order: join a list of comments with a single space; turn scraped markup into text
+    (`strip_markup`: HTML entities unescaped, ``[br]``/``<br>``/``<p>`` as sentence breaks, other tags dropped); normalise Unicode compatibility characters
     (NFKC: full-width punctuation and letters, ligatures, ... become their plain forms); replace every literal ``"\\n"`` (the two
     characters backslash and ``n``, as stored in the AVA-Comments files) with a space; remove control characters that
     are not whitespace (ASCII ones, and the Unicode categories Cc/Cf/Cs/Co/Cn plus U+FFFD: zero-width spaces,
@@ -1151,5 +1188,7 @@ __all__ = [
     "AesformerProcessor",
     "AesformerProcessorKwargs",
     "clean_comments",
+    "has_comment_text",
     "pad_encodings",
+    "strip_markup",
 ]

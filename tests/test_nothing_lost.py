@@ -382,3 +382,37 @@ def test_a_comments_file_matching_no_image_stops_the_run_even_beside_another(mod
                        "--comments", good, "--comments", stray)
     assert code == 2, err  # before: 0, with a note
     assert str(stray) in err and "none of its 1 keys matches" in err and not out.exists(), err
+
+
+def test_comment_markup_is_one_rule_for_the_pipeline_and_eval(model_dir, tmp_path, capsys):
+    """The markup rule lives in the processor's cleaning, so the pipeline (and the page, which calls it) and `eval`
+    on a metadata.csv dataset treat markup as `--comments` files do: the same words, and markup alone is no
+    comment (before: the pipeline sent "[br]" to the with-comments branch as the word "br", and eval counted such
+    rows as having comments)."""
+    from transformers import pipeline
+
+    from modeling_aesformer.toy import draw_scene
+
+    scorer = pipeline("image-aesthetics", model=str(model_dir))
+    image = draw_scene(1, size=(40, 36))
+    scraped = scorer({"image": image, "comments": "Great &quot;moody&quot; light[br]Sharp &amp; clean"})
+    plain = scorer({"image": image, "comments": 'Great "moody" light. Sharp & clean'})
+    assert scraped["branch"] == plain["branch"] == "with_comments"
+    assert scraped["score"] == pytest.approx(plain["score"], abs=1e-5)
+    assert scorer({"image": image, "comments": "[br]<br />&nbsp;"})["branch"] == "image_only"
+
+    rows = toy_training_rows()
+    markup_only = [i for i, row in enumerate(rows) if row["split"] == "test" and row["comments"]][0]
+    rows[markup_only]["comments"] = ["[br]", "<p></p>"]
+    write_generic(tmp_path / "data", rows, DatasetSpec("toy", 10, (1, 10), 5.0))
+    code, _, err = run(capsys, "eval", "--model", model_dir, "--data", tmp_path / "data", "--output",
+                       tmp_path / "eval" / "results.json")
+    assert code == 0, err
+    import csv
+
+    with open(tmp_path / "eval" / "results.predictions.csv", newline="", encoding="utf-8") as f:
+        predictions = list(csv.DictReader(f))
+    name = f"{markup_only:03d}"
+    mine = [row for row in predictions if name in row["id"] or name in row.get("path", "")]
+    assert mine and all(row["has_comments"] in ("False", "false", "0") for row in mine), mine
+    assert not [row for row in mine if row["branch"] == "with_comments"], mine

@@ -304,7 +304,9 @@ def check_splits(args, data, spec, needed, with_comments=False):
     usable = dict(sizes)
     report = spec.report
     if with_comments:
-        usable = {split: sum(1 for c in data[split]["comments"] if str(c or "").strip()) for split in SPLITS}
+        from aesformer_processing.processing_aesformer import has_comment_text
+
+        usable = {split: sum(1 for c in data[split]["comments"] if has_comment_text(c)) for split in SPLITS}
         if sum(sizes.values()) and not sum(usable.values()):
             raise StageInputError(_no_comments_message(args, report, sum(sizes.values()), data))
     kept = ", ".join(f"{split} {sizes[split]:,}" for split in SPLITS)

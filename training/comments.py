@@ -20,11 +20,9 @@ file stem (= the dataset id); `CommentTable.match` tries these in that order and
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,41 +85,6 @@ class CommentMatch:
         }
 
 
-# Markup of scraped comments (AVA-Comments holds "[br]", "<br />" and HTML entities): a line or paragraph break is a
-# sentence break; any other tag is a space.
-_BREAK_MARKUP_RE = re.compile(r"\[\s*br\s*/?\s*\]|<\s*br\s*/?\s*>|<\s*/?\s*p\s*/?\s*>", re.IGNORECASE)
-_OTHER_MARKUP_RE = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>|\[\s*/?\s*(?:b|i|u|s|quote|url|img|code)\s*(?:=[^\]]*)?\]",
-                              re.IGNORECASE)
-_SENTENCE_END = (".", "!", "?", "…", ":", ";")
-
-
-def clean_markup(text: str) -> str:
-    """A scraped comment as plain text: HTML entities unescaped (``&quot;`` ``&amp;`` ``&#39;``, twice escaped
-    too), ``[br]``, ``<br>`` and ``<p>`` turned into sentence breaks, other tags into spaces (line breaks and a literal
-    ``\\n`` are left to the loaders and the processor's cleaning rule, which runs after this)."""
-    for _ in range(2):  # "&amp;quot;" is a quote escaped twice
-        unescaped = html.unescape(text)
-        if unescaped == text:
-            break
-        text = unescaped
-    if "<" not in text and "[" not in text:
-        return text
-    sentences = []
-    for piece in _BREAK_MARKUP_RE.split(text):
-        piece = _OTHER_MARKUP_RE.sub(" ", piece).strip(" \t")
-        if piece.strip():
-            sentences.append(piece)
-    return " ".join(s if s.endswith(_SENTENCE_END) or i == len(sentences) - 1 else s + "."
-                    for i, s in enumerate(sentences))
-
-
-def _has_text(item: str) -> bool:
-    """Whether a cleaned comment keeps any word under the processor's cleaning rule (what the model reads)."""
-    from aesformer_processing.processing_aesformer import clean_comments
-
-    return bool(clean_comments(item, max_words=None))
-
-
 def _text_items(value: Any, where: str) -> list[str]:
     """A comments value -> list of non-empty strings (a string may hold several comments, one per line)."""
     if value is None:
@@ -135,8 +98,11 @@ def _text_items(value: Any, where: str) -> list[str]:
         items = [str(v) for v in value if v is not None]
     else:
         raise CommentsFileError(f"{where}: comments must be a string or a list of strings, got {type(value).__name__}")
-    # a comment that is only markup or characters the cleaning strips is no comment (image-only branch, counted so)
-    return [text for text in (clean_markup(item) for item in items if item.strip()) if _has_text(text)]
+    # a comment that is only markup or characters the cleaning strips is no comment (image-only branch, counted so);
+    # the text itself is cleaned by the processor, the one home of the rule
+    from aesformer_processing.processing_aesformer import has_comment_text
+
+    return [item for item in items if has_comment_text(item)]
 
 
 def _normalise_key(value: Any) -> str:
@@ -422,7 +388,6 @@ __all__ = [
     "CommentsFileError",
     "KEY_COLUMNS",
     "TEXT_COLUMNS",
-    "clean_markup",
     "pipeline_inputs",
     "read_comments",
 ]

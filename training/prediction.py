@@ -6,6 +6,8 @@ tests with the first two."""
 
 import torch
 
+from aesformer_processing.processing_aesformer import has_comment_text
+
 
 class IndexedRows(torch.utils.data.Dataset):
     """Rows of a `datasets.Dataset` with their index (the augmentation seed derives from it)."""
@@ -22,7 +24,7 @@ class IndexedRows(torch.utils.data.Dataset):
 
 def rows_with_comments(rows):
     """The rows of a dataset split that have comments."""
-    return rows.select([i for i, c in enumerate(rows["comments"]) if str(c or "").strip()])
+    return rows.select([i for i, c in enumerate(rows["comments"]) if has_comment_text(c)])
 
 
 @torch.no_grad()
@@ -168,7 +170,7 @@ def evaluate_branches(model, processor, rows, spec, adapter=None, batch_size=32,
     if unknown:
         raise ValueError(f"unknown branches {sorted(unknown)}; known: {', '.join(BRANCHES)}")
     results, bin_values = {}, spec.bin_values.tolist()
-    has_comments = [bool(str(c or "").strip()) for c in rows["comments"]]
+    has_comments = [has_comment_text(c) for c in rows["comments"]]
     ids, images, comments, labels = rows["id"], rows["image"], rows["comments"], rows["labels"]
     true_scores = [float(np.asarray(label, dtype=np.float64) @ spec.bin_values / np.sum(label)) for label in labels]
     runs = {"with_comments": "with_comments" in branches,
