@@ -253,7 +253,7 @@ def summary_text(result: Optional[dict]) -> str:
             f"± {result['std']:.{SCORE_DIGITS}f} (std), label **{result['label']}**"
             + (f" (threshold {result['threshold']:g})" if result.get("threshold") is not None else "")
             + f", {branch} branch" + (f", adapter `{result['adapter']}`" if result.get("adapter") else "")
-            + f", {result.get('precision', '')}")
+            + f", {result.get('precision', '')} weights, full decode")  # what produced the numbers (as eval)
     if result.get("trained") is not None:
         text += ", trained head" if result["trained"] else ", **untrained head: the score means nothing**"
     for note in result.get("warnings") or []:

@@ -114,6 +114,12 @@ def image_size(name, images):
         return opened.size
 
 
+def test_the_verdict_states_the_precision_and_decode_behind_its_numbers(backend, images):
+    good = images[0]
+    result = app_page.analyse_batch(backend, [str(good)], None, "base", "float32")[0]
+    assert "float32 weights, full decode" in app_page.summary_text(result)
+
+
 def test_csv_download_holds_every_row_at_full_precision(backend, images, tmp_path):
     import csv
     import json
