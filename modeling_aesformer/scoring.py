@@ -423,7 +423,7 @@ class ScoreFileWriter:
             path = row.get("path")
             if path and os.path.abspath(path) not in self.recorded:
                 self.recorded.add(os.path.abspath(path))
-                records.append(json.dumps({"path": os.path.abspath(path), "stat": _file_stat(path)}) + "\n")
+                records.append(json.dumps({"path": os.path.abspath(path), "stat": file_stat(path)}) + "\n")
         if records:
             self.sources.write("".join(records))
             self.sources.flush()
@@ -455,7 +455,9 @@ def sources_path(path: str) -> str:
     return f"{path}.sources.jsonl"
 
 
-def _file_stat(path: str) -> Optional[List[int]]:
+def file_stat(path: str) -> Optional[List[int]]:
+    """[size, modification time in ns] of a file (None when it cannot be read): what `--resume` compares to decide
+    that an input is still the one that was scored."""
     try:
         stat = os.stat(path)
     except OSError:
@@ -505,7 +507,7 @@ def drop_changed_files(path: str) -> dict:
         absolute = os.path.abspath(name)
         if absolute not in recorded:
             summary["unchecked"] += 1
-        elif recorded[absolute] != _file_stat(name):
+        elif recorded[absolute] != file_stat(name):
             changed.add(name)
     if not changed:
         return summary
@@ -564,6 +566,6 @@ def records_to_score(records: Sequence[Tuple[str, object]], done: Dict[str, set]
 
 
 __all__ = ["FIELDS", "ImageEncodingDataset", "ScoreFileWriter", "ScoringError", "collate_encodings",
-           "drop_changed_files", "sources_path",
-           "encode_image", "error_text", "file_row", "iter_scored_batches", "open_jpeg_draft",
-           "read_score_file", "records_to_score", "result_rows", "score_collated", "score_files"]
+           "drop_changed_files", "encode_image", "error_text", "file_row", "file_stat", "iter_scored_batches",
+           "open_jpeg_draft", "read_score_file", "records_to_score", "result_rows", "score_collated", "score_files",
+           "sources_path"]

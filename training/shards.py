@@ -29,7 +29,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from modeling_aesformer.scoring import ScoringError, encode_image, error_text, image_extensions, pixel_limit
+from modeling_aesformer.scoring import (ScoringError, encode_image, error_text, file_stat, image_extensions,
+                                       pixel_limit)
 
 from .score_inputs import collect_inputs
 
@@ -72,22 +73,14 @@ class Shard:
         return self.source if self.source is not None else f"{len(self.files)} files ({self.shard_id})"
 
 
-def _file_stat(path: str) -> Optional[List[int]]:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
 def shard_fingerprint(shard: "Shard") -> dict:
     """What says a shard is still the one that was scored: the size and modification time (ns) of its tar/Parquet
     file, or a digest of those of every file of a chunk. Recorded in the shard's completion marker; a shard whose
     fingerprint differs on `--resume` is scored again."""
     if shard.source is not None:
-        size_mtime = _file_stat(shard.source)
+        size_mtime = file_stat(shard.source)
         return {"size": size_mtime and size_mtime[0], "mtime_ns": size_mtime and size_mtime[1]}
-    lines = "\n".join(f"{os.path.abspath(path)}\t{_file_stat(path)}" for path, _ in shard.files)
+    lines = "\n".join(f"{os.path.abspath(path)}\t{file_stat(path)}" for path, _ in shard.files)
     return {"files": len(shard.files), "stat_digest": hashlib.sha1(lines.encode("utf-8")).hexdigest()}
 
 
