@@ -624,12 +624,14 @@ class AesformerScoreHead(nn.Module):
 
     def __init__(self, hidden_size: int, head_hidden_size: int, num_bins: int):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, head_hidden_size)
+        # fp32 whatever the default dtype at construction (a model built under a bf16/fp16 default keeps its heads in
+        # fp32, as `_keep_in_fp32_modules_strict` promises for loads)
+        self.dense = nn.Linear(hidden_size, head_hidden_size, dtype=torch.float32)
         self.activation = nn.ReLU()
-        self.out_proj = nn.Linear(head_hidden_size, num_bins)
+        self.out_proj = nn.Linear(head_hidden_size, num_bins, dtype=torch.float32)
         self.register_buffer("bin_values", torch.arange(1, num_bins + 1, dtype=torch.float32))
         self.register_buffer("num_active_bins", torch.tensor(num_bins, dtype=torch.long))
-        self.register_buffer("threshold", torch.tensor(5.0))
+        self.register_buffer("threshold", torch.tensor(5.0, dtype=torch.float32))
 
     @torch.no_grad()
     def set_scale(self, num_bins: int, score_range: Sequence[float], threshold: float) -> None:
