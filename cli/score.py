@@ -21,9 +21,10 @@
 - JPEGs at least twice the model's input size on both sides are decoded at 1/2, 1/4 or 1/8 of their size (Pillow's
   JPEG draft mode: the DCT scaling averages 8x8 blocks, still at least the input size), then resized as usual: a
   12-megapixel photo decodes ~4x faster and its score moves by a few hundredths at most. `--full-decode` turns it off.
-- `--dtype {auto,fp32,bf16,fp16}`: the precision of the weights (auto = bf16 where the hardware computes it faster
-  than fp32, else fp32; the choice and its reason are printed at the start). The heads, distribution and score stay
-  fp32.
+- `--dtype {auto,fp32,bf16,fp16,int8}`: the precision of the weights (auto = bf16 where the hardware computes it
+  faster than fp32, else fp32; the choice and its reason are printed at the start). The heads, distribution and score
+  stay fp32. int8 (with `--backend onnxruntime`): the image-only branch quantized dynamically, its first batch checked
+  against fp32 (the run stops if a score moves by more than 0.05).
 - `--backend {torch,onnxruntime,openvino,auto}`: what runs the image-only branch (images without comments): an ONNX
   runtime uses the model folder's `onnx/` (`aesformer export --onnx`), else exports it once into the user's cache;
   auto = the fastest path measured on this machine (docs/backends.md). Images with comments always run on torch.
@@ -267,6 +268,9 @@ def run_sharded(args, log=print) -> int:
     if getattr(args, "backend", "torch") not in ("torch", "auto"):
         raise ScoringError(f"--backend {args.backend} scores image files only, not shards or several processes: "
                            "use --backend torch")
+    if getattr(args, "dtype", None) == "int8":
+        raise ScoringError("--dtype int8 scores image files only (on ONNX Runtime), not shards or several "
+                           "processes: use --dtype auto, fp32 or bf16")
 
     def load_scorer(device, process_log):
         from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters
@@ -323,7 +327,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=None,
                         help="high/low threshold (default: the answering head's own)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    add_dtype_argument(parser)
+    add_dtype_argument(parser, int8=True)
     add_backend_argument(parser)
     parser.add_argument("--full-decode", action="store_true",
                         help="decode every JPEG at full size (default: a JPEG at least twice the model's input size is "

@@ -5,6 +5,11 @@ The exported graph answers like `model(pixel_values, adapter=NAME)` for images w
 `threshold` (`[batch]`), `distribution` and `bin_values` (`[batch, bins]`), as `AesformerOutput` holds them. Rows
 with comments keep the torch path (the with-comments branch is not exported).
 
+int8 (`--dtype int8`, ONNX Runtime only): the fp32 file quantized dynamically (`quantize_dynamic`: int8 weights,
+activations quantized per call), made on first use and cached by the fp32 file's content. The first batch is also
+answered in fp32 and the run stops, before anything is written, when int8 moves a score by more than
+`INT8_MAX_SCORE_DIFFERENCE` (what the demo's trained model was measured to stay within; another model may not).
+
 Layout (`aesformer export --onnx`, the one ONNX users of the Hub expect): `onnx/model.onnx` answers with the model's
 default adapter (the one `aesformer score` answers with without `--adapter`), `onnx/model_<adapter>.onnx` with each
 other adapter, and `onnx/adapters.json` says which file answers with which adapter. A model
@@ -29,6 +34,8 @@ ANSWERS_FILE = "adapters.json"  # in onnx/: which adapter each file answers with
 INPUT_NAME = "pixel_values"
 OUTPUT_NAMES = ("score", "std", "threshold", "distribution", "bin_values")
 CACHE_ENV = "AESFORMER_CACHE"
+INT8_FILE = "model_int8.onnx"
+INT8_MAX_SCORE_DIFFERENCE = 0.05  # the agreement bar int8 ships with (docs/precision.md); checked on the first batch
 # The extra that installs each runtime, named in the error when it is missing.
 _RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
 
@@ -57,18 +64,32 @@ def installed_runtimes() -> List[str]:
 
 
 def check_backend(backend: str, runtime_dtype: str = "fp32") -> None:
-    """`BackendError` unless `backend` can run here in `runtime_dtype` ("fp32" or "bf16")."""
+    """`BackendError` unless `backend` can run here in `runtime_dtype` ("fp32", "bf16", or "int8": ONNX Runtime
+    only)."""
     if backend not in BACKEND_CHOICES:
         raise BackendError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
     if backend == "torch":
+        if runtime_dtype == "int8":
+            raise BackendError("--dtype int8 runs the images without comments on ONNX Runtime: add --backend "
+                               "onnxruntime (pip install 'aesformer[onnx]')")
         return
     if backend not in installed_runtimes():
         module, extra = _RUNTIME_PACKAGES[backend]
         raise BackendError(f"--backend {backend} needs {module} and onnxscript: pip install 'aesformer[{extra}]' "
                            "(or use --backend torch)")
-    if backend == "onnxruntime" and runtime_dtype != "fp32":
-        raise BackendError(f"--backend onnxruntime computes fp32 only (asked for {runtime_dtype}): use --dtype fp32, "
-                           "or --backend openvino / torch for bf16")
+    if backend == "onnxruntime" and runtime_dtype not in ("fp32", "int8"):
+        raise BackendError(f"--backend onnxruntime computes fp32 or int8 (asked for {runtime_dtype}): use --dtype "
+                           "fp32 or int8, or --backend openvino / torch for bf16")
+    if backend == "openvino" and runtime_dtype == "int8":
+        raise BackendError("--dtype int8 runs on ONNX Runtime: use --backend onnxruntime (or --dtype fp32 / bf16 "
+                           "with openvino)")
+    if backend == "onnxruntime" and runtime_dtype == "int8":
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime.quantization") is None:
+            raise BackendError("--dtype int8 needs onnxruntime's quantization module: pip install "
+                               "'aesformer[onnx]' (or use --dtype fp32)")
+        return
     if runtime_dtype not in ("fp32", "bf16"):
         raise BackendError(f"--backend {backend} computes fp32 or bf16 (asked for {runtime_dtype}): use --dtype fp32 "
                            "or bf16")
@@ -202,6 +223,43 @@ def onnx_file_for(model, adapter: str, model_dir=None, log=print, prefix: str = 
     return cached
 
 
+def file_digest(path) -> str:
+    """A hash of a file's bytes (what its int8 quantization depends on, with the onnxruntime version)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def int8_file_for(fp32_path, log=print, prefix: str = "") -> Path:
+    """The dynamic int8 quantization of the ONNX file `fp32_path` (ONNX Runtime's `quantize_dynamic`: int8
+    weights, activations quantized per call), made once and cached by the fp32 file's content."""
+    import onnxruntime
+
+    key = hashlib.blake2b(f"{file_digest(fp32_path)}|{onnxruntime.__version__}".encode(), digest_size=16).hexdigest()
+    cached = user_cache_folder() / ONNX_DIR / "int8" / key / INT8_FILE
+    if not cached.is_file():
+        import logging
+        import time
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        start = time.perf_counter()
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.onnx")
+        level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs a hint per graph to the root logger
+        try:
+            quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().setLevel(level)
+        os.replace(tmp, cached)
+        log(f"{prefix}quantized {Path(fp32_path).name} to int8 in {time.perf_counter() - start:.1f} s (once; cached "
+            f"in {cached.parent})")
+    return cached
+
+
 # --------------------------------------------------------------------------------------------------------- runtimes
 def _threads() -> int:
     import torch
@@ -234,7 +292,8 @@ def openvino_model(path, runtime_dtype: str = "fp32", threads: Optional[int] = N
 
 
 class RuntimeAnswer:
-    """One exported image-only answer on a runtime: `__call__(pixel_values numpy float32)` -> `{output name: numpy}`."""
+    """One exported image-only answer on a runtime: `__call__(pixel_values numpy float32)` -> `{output name: numpy}`.
+    `runtime_dtype` "int8" takes the quantized file (`int8_file_for`) as `path`."""
 
     def __init__(self, path, backend: str, runtime_dtype: str = "fp32"):
         self.backend = backend
@@ -259,14 +318,37 @@ class RuntimeAnswer:
 
 class ImageOnlyRuntime:
     """The image-only answers of the adapters `names` on an ONNX runtime (`backend`, in `runtime_dtype`), for the
-    scoring module: `outputs(pixel_values)` -> `{name: output}` with the attributes `summarize_outputs` reads."""
+    scoring module: `outputs(pixel_values)` -> `{name: output}` with the attributes `summarize_outputs` reads.
+
+    In int8 the first batch is answered in fp32 too: `BackendError` when a score moves by more than
+    `INT8_MAX_SCORE_DIFFERENCE` (raised before the scoring module yields any row), else one line through `log`."""
 
     def __init__(self, model, names: Sequence[str], backend: str, runtime_dtype: str = "fp32", model_dir=None,
                  log=print, prefix: str = ""):
         check_backend(backend, runtime_dtype)
         self.backend, self.runtime_dtype = backend, runtime_dtype
-        self.answers = {name: RuntimeAnswer(onnx_file_for(model, name, model_dir, log, prefix), backend,
-                                            runtime_dtype) for name in names}
+        self.log, self.prefix = log, prefix
+        files = {name: onnx_file_for(model, name, model_dir, log, prefix) for name in names}
+        self.references = {}  # int8: the fp32 answers the first batch is checked against, dropped after it
+        if runtime_dtype == "int8":
+            self.references = {name: RuntimeAnswer(path, backend) for name, path in files.items()}
+            files = {name: int8_file_for(path, log, prefix) for name, path in files.items()}
+        self.answers = {name: RuntimeAnswer(path, backend, runtime_dtype) for name, path in files.items()}
+
+    def _check_int8(self, name: str, pixels, answered) -> None:
+        import numpy as np
+
+        reference = self.references[name](pixels)["score"]
+        worst = int(np.argmax(np.abs(answered["score"] - reference)))
+        difference = float(abs(answered["score"][worst] - reference[worst]))
+        where = f"adapter {name}, the first {len(reference)} image(s) without comments"
+        if not difference <= INT8_MAX_SCORE_DIFFERENCE:  # NaN included
+            raise BackendError(
+                f"--dtype int8 moves this model's scores too far from fp32 ({where}): up to {difference:.3f} "
+                f"(fp32 {reference[worst]:.3f}, int8 {answered['score'][worst]:.3f}; the limit is "
+                f"{INT8_MAX_SCORE_DIFFERENCE}). Use --dtype fp32 with this model")
+        self.log(f"{self.prefix}int8 check ({where}): scores within {difference:.4f} of fp32 (limit "
+                 f"{INT8_MAX_SCORE_DIFFERENCE})")
 
     def outputs(self, pixel_values) -> Dict[str, object]:
         import types
@@ -276,7 +358,11 @@ class ImageOnlyRuntime:
         pixels = pixel_values.detach().float().cpu().numpy()
         outputs = {}
         for name, answer in self.answers.items():
-            values = {key: torch.from_numpy(value) for key, value in answer(pixels).items()}
+            answered = answer(pixels)
+            if name in self.references:
+                self._check_int8(name, pixels, answered)
+                del self.references[name]
+            values = {key: torch.from_numpy(value) for key, value in answered.items()}
             values["used_comments"] = torch.zeros(pixels.shape[0], dtype=torch.uint8)
             outputs[name] = types.SimpleNamespace(**values)
         return outputs
@@ -291,7 +377,7 @@ def prepare_backend(model, names: Sequence[str], backend: Optional[str], runtime
     return ImageOnlyRuntime(model, names, backend, runtime_dtype, model_dir, log, prefix)
 
 
-__all__ = ["BACKEND_CHOICES", "BackendError", "ImageOnlyRuntime", "ANSWERS_FILE", "ONNX_DIR", "ONNX_FILE", "OUTPUT_NAMES",
-           "RuntimeAnswer", "check_backend", "export_image_only", "export_onnx_folder", "installed_runtimes",
-           "onnx_file_for", "onnx_file_name", "onnxruntime_session", "openvino_model", "prepare_backend",
-           "user_cache_folder", "weights_fingerprint"]
+__all__ = ["BACKEND_CHOICES", "BackendError", "ImageOnlyRuntime", "ANSWERS_FILE", "INT8_MAX_SCORE_DIFFERENCE",
+           "ONNX_DIR", "ONNX_FILE", "OUTPUT_NAMES", "RuntimeAnswer", "check_backend", "export_image_only",
+           "export_onnx_folder", "file_digest", "installed_runtimes", "int8_file_for", "onnx_file_for", "onnx_file_name",
+           "onnxruntime_session", "openvino_model", "prepare_backend", "user_cache_folder", "weights_fingerprint"]

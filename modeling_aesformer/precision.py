@@ -29,6 +29,9 @@ from .onnx_backend import BACKEND_CHOICES as RUNTIME_BACKENDS
 from .onnx_backend import installed_runtimes, user_cache_folder
 
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
+# `aesformer score` also takes int8: the image-only branch quantized on ONNX Runtime (onnx_backend.int8_file_for);
+# never chosen by `auto` (it changes the answers, within a bar checked on each run's first batch).
+SCORING_DTYPE_CHOICES = DTYPE_CHOICES + ("int8",)
 BACKEND_CHOICES = ("auto",) + RUNTIME_BACKENDS
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_GAIN = 1.10  # how much faster than torch fp32 another path must measure to be chosen
@@ -332,16 +335,18 @@ def measured_paths(config=None, cpuinfo_path: str = "/proc/cpuinfo", cache_dir=N
 
 @dataclass(frozen=True)
 class Precision:
-    """What to score with: `backend` (torch, onnxruntime, openvino), `dtype` ("fp32", "bf16", "fp16") and why."""
+    """What to score with: `backend` (torch, onnxruntime, openvino), `dtype` ("fp32", "bf16", "fp16", "int8") and
+    why."""
     backend: str
     dtype: str
     reason: str
 
     @property
     def torch_dtype(self):
+        """The torch model's dtype (int8 quantizes the runtime's image-only file only: the torch rows stay fp32)."""
         import torch
 
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}[self.dtype]
 
 
 def choose_path(measured: Dict[str, float], backend: str = "auto", dtype: str = "auto") -> Tuple[str, str, str]:
@@ -377,12 +382,19 @@ def resolve_precision(dtype: str = "auto", backend: str = "torch", device="cpu",
 
     device = torch.device(device)
     dtype, backend = (dtype or "auto").lower(), (backend or "torch").lower()
-    if dtype not in DTYPE_CHOICES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    if dtype not in SCORING_DTYPE_CHOICES:
+        raise ValueError(f"--dtype must be one of {', '.join(SCORING_DTYPE_CHOICES)}, got {dtype!r}")
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
     if dtype == "fp16" and device.type == "cpu":
         raise ValueError("--dtype fp16 needs a GPU (CPUs emulate fp16); use --dtype bf16 or fp32 on a CPU")
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise BackendError(f"--dtype int8 runs on the CPU (ONNX Runtime): use --device cpu, or --dtype bf16 / "
+                               f"fp16 on {device.type}")
+        check_backend("onnxruntime" if backend == "auto" else backend, "int8")
+        return Precision("onnxruntime", "int8", "int8 (asked for) on onnxruntime: the image-only branch quantized "
+                         "dynamically; images with comments on torch fp32")
     if device.type != "cpu":
         if backend not in ("auto", "torch"):
             raise BackendError(f"--backend {backend} runs on the CPU: use --device cpu, or --backend torch on "
@@ -417,6 +429,7 @@ def resolve_dtype(choice: str, device, cpuinfo_path: str = "/proc/cpuinfo", conf
     return chosen.torch_dtype, chosen.reason
 
 
-__all__ = ["BACKEND_CHOICES", "DTYPE_CHOICES", "MIN_GAIN", "Precision", "candidate_paths", "choose_path",
+__all__ = ["BACKEND_CHOICES", "DTYPE_CHOICES", "MIN_GAIN", "Precision", "SCORING_DTYPE_CHOICES", "candidate_paths",
+           "choose_path",
            "cpu_computes_bf16", "cpu_model", "measure_paths", "measured_paths", "probe_key", "probe_shapes",
            "resolve_dtype", "resolve_precision"]

@@ -343,13 +343,14 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
         adapter: None (the model's default adapter), a name, a list of names, or "all".
         batch_size, num_workers: images per forward pass; DataLoader worker processes that decode.
         device: where the model runs (default: where it is); dtype: a torch dtype the model is converted to first
-            (in place, as `model.to` does), or None to keep it.
+            (in place, as `model.to` does), or None to keep it; or "int8" with `backend="onnxruntime"` (the
+            image-only branch quantized, `onnx_backend.int8_file_for`; the model itself stays as it is).
         threshold: the high/low threshold (default: the answering head's own).
         max_image_pixels: refuse images whose header declares more pixels (default: the image processor's).
         reduced_decode: decode JPEG files at least twice the input size at a reduced size (faster; scores move by
             a few hundredths at most).
         backend: "torch" (default) or an ONNX runtime for the images without comments, "onnxruntime" (fp32) or
-            "openvino" (fp32, or bf16 with `dtype=torch.bfloat16`); see `onnx_backend`. The model's image-only
+            "openvino" (fp32, or bf16 with `dtype=torch.bfloat16`), int8 with `dtype="int8"`; see `onnx_backend`. The model's image-only
             branch is exported to ONNX first (`model_dir`'s own `onnx/` files when it has them, else once into the
             user's cache); images with comments keep the torch path.
 
@@ -364,8 +365,13 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
 
         from .onnx_backend import prepare_backend
 
-        runtime = prepare_backend(model, names, backend, "bf16" if dtype == torch.bfloat16 else "fp32", model_dir)
-    if dtype is not None:
+        runtime_dtype = "int8" if dtype == "int8" else "bf16" if dtype == torch.bfloat16 else "fp32"
+        runtime = prepare_backend(model, names, backend, runtime_dtype, model_dir)
+    elif dtype == "int8":
+        from .onnx_backend import check_backend
+
+        check_backend("torch", "int8")  # the error that names the backend to use
+    if dtype is not None and dtype != "int8":
         model.to(dtype=dtype)
     if device is not None:
         model.to(device)

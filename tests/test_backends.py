@@ -119,7 +119,7 @@ def test_score_backend_refuses_what_it_cannot_run(hub_dir, photos, tmp_path, cap
     folder, _ = photos
     assert score_cli(folder, "--model", hub_dir, "--output", tmp_path / "a.csv", "--backend", "onnxruntime",
                      "--dtype", "bf16", "--num-workers", 0) == 2
-    assert "--backend onnxruntime computes fp32 only" in capsys.readouterr().err
+    assert "--backend onnxruntime computes fp32 or int8 (asked for bf16)" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists()
     from modeling_aesformer import onnx_backend
 
