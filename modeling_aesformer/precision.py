@@ -119,7 +119,12 @@ def _block_weights(shape: BlockShape, seed: int):
     c, m = shape.channels, shape.mlp
 
     def w(*dims):
-        return rng.standard_normal(dims, dtype=np.float32) * np.float32(0.02)
+        # random rank-1 matrices: the kernels' speed does not depend on the values, and an outer product costs a
+        # memory pass where drawing every value would be most of the probe's time (tens of MB at Aesformer-T)
+        if len(dims) == 1:
+            return rng.standard_normal(dims[0], dtype=np.float32) * np.float32(0.02)
+        return np.outer(rng.standard_normal(dims[0], dtype=np.float32) * np.float32(0.15),
+                        rng.standard_normal(dims[1], dtype=np.float32) * np.float32(0.15))
 
     return {"ln1_g": np.ones(c, np.float32), "ln1_b": w(c), "qkv_w": w(c, 3 * c), "qkv_b": w(3 * c),
             "proj_w": w(c, c), "proj_b": w(c), "ln2_g": np.ones(c, np.float32), "ln2_b": w(c),
