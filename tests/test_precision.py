@@ -58,7 +58,9 @@ def test_auto_dtype_follows_the_cpu(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         resolve_dtype("fp16", "cpu")
     with pytest.raises(ValueError, match="--dtype must be one of"):
-        resolve_dtype("int8", "cpu")
+        resolve_dtype("int4", "cpu")
+    with pytest.raises(ValueError, match="--dtype int8 runs the images without comments on ONNX Runtime"):
+        resolve_dtype("int8", "cpu")  # the torch backend has no int8 path
 
 
 def test_the_dtype_flag_offers_exactly_the_choices_the_library_resolves():
@@ -66,6 +68,10 @@ def test_the_dtype_flag_offers_exactly_the_choices_the_library_resolves():
     from modeling_aesformer.precision import DTYPE_CHOICES
 
     assert flag_choices == DTYPE_CHOICES
+    from aesformer_cli.precision import SCORING_DTYPE_CHOICES as score_choices
+    from modeling_aesformer.precision import SCORING_DTYPE_CHOICES
+
+    assert score_choices == SCORING_DTYPE_CHOICES
 
 
 def test_bf16_weights_keep_the_heads_and_the_score_in_fp32(spread_model_dir):
