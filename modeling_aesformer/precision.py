@@ -113,32 +113,42 @@ def probe_shapes(config=None) -> List[BlockShape]:
 
 
 def _block_weights(shape: BlockShape, seed: int):
+    """The block's parameters: vectors as arrays, each matrix as the two factors `(a, b)` of the random rank-1
+    matrix `outer(a, b)` (`[in, out]`). Kernel speed does not depend on the values, and an outer product costs one
+    memory pass where drawing every value was most of the probe's time (tens of MB at Aesformer-T); each path
+    builds its matrices in its own layout from the factors."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     c, m = shape.channels, shape.mlp
 
-    def w(*dims):
-        # random rank-1 matrices: the kernels' speed does not depend on the values, and an outer product costs a
-        # memory pass where drawing every value would be most of the probe's time (tens of MB at Aesformer-T)
-        if len(dims) == 1:
-            return rng.standard_normal(dims[0], dtype=np.float32) * np.float32(0.02)
-        return np.outer(rng.standard_normal(dims[0], dtype=np.float32) * np.float32(0.15),
-                        rng.standard_normal(dims[1], dtype=np.float32) * np.float32(0.15))
+    def vector(n):
+        return rng.standard_normal(n, dtype=np.float32) * np.float32(0.02)
 
-    return {"ln1_g": np.ones(c, np.float32), "ln1_b": w(c), "qkv_w": w(c, 3 * c), "qkv_b": w(3 * c),
-            "proj_w": w(c, c), "proj_b": w(c), "ln2_g": np.ones(c, np.float32), "ln2_b": w(c),
-            "fc1_w": w(c, m), "fc1_b": w(m), "fc2_w": w(m, c), "fc2_b": w(c)}
+    def matrix(rows, cols):
+        return (rng.standard_normal(rows, dtype=np.float32) * np.float32(0.15),
+                rng.standard_normal(cols, dtype=np.float32) * np.float32(0.15))
+
+    return {"ln1_g": np.ones(c, np.float32), "ln1_b": vector(c), "qkv_w": matrix(c, 3 * c), "qkv_b": vector(3 * c),
+            "proj_w": matrix(c, c), "proj_b": vector(c), "ln2_g": np.ones(c, np.float32), "ln2_b": vector(c),
+            "fc1_w": matrix(c, m), "fc1_b": vector(m), "fc2_w": matrix(m, c), "fc2_b": vector(c)}
 
 
 def _torch_probe(shapes: Sequence[BlockShape], weights, dtype):
-    """A callable running every probe block once in torch (`dtype`), as the model's eager modules compute them."""
+    """A callable running every probe block once in torch (`dtype`), as the model's eager modules compute them
+    (`nn.Linear`'s contiguous `[out, in]` weights)."""
     import torch
     import torch.nn.functional as F
 
+    def tensor(value):
+        if isinstance(value, tuple):  # the factors of an [in, out] matrix: nn.Linear holds its transpose
+            a, b = value
+            return torch.outer(torch.from_numpy(b).to(dtype), torch.from_numpy(a).to(dtype))
+        return torch.from_numpy(value).to(dtype)
+
     blocks = []
     for shape, ws in zip(shapes, weights):
-        t = {k: torch.from_numpy(v).to(dtype) for k, v in ws.items()}
+        t = {k: tensor(v) for k, v in ws.items()}
         x = torch.randn(shape.windows, shape.tokens, shape.channels, generator=torch.Generator().manual_seed(0))
         blocks.append((shape, t, x.to(dtype)))
 
@@ -147,28 +157,41 @@ def _torch_probe(shapes: Sequence[BlockShape], weights, dtype):
             for shape, t, x in blocks:
                 n, length, c, heads = shape.windows, shape.tokens, shape.channels, shape.heads
                 h = F.layer_norm(x, (c,), t["ln1_g"], t["ln1_b"])
-                qkv = F.linear(h, t["qkv_w"].T, t["qkv_b"]).view(n, length, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+                qkv = F.linear(h, t["qkv_w"], t["qkv_b"]).view(n, length, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
                 o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(n, length, c)
-                x = x + F.linear(o, t["proj_w"].T, t["proj_b"])
+                x = x + F.linear(o, t["proj_w"], t["proj_b"])
                 h = F.layer_norm(x, (c,), t["ln2_g"], t["ln2_b"])
-                x = x + F.linear(F.gelu(F.linear(h, t["fc1_w"].T, t["fc1_b"])), t["fc2_w"].T, t["fc2_b"])
+                x = x + F.linear(F.gelu(F.linear(h, t["fc1_w"], t["fc1_b"])), t["fc2_w"], t["fc2_b"])
 
-    # the transposed weights are views: make them the contiguous [out, in] matrices nn.Linear holds
-    for _, t, _ in blocks:
-        for key in ("qkv_w", "proj_w", "fc1_w", "fc2_w"):
-            t[key] = t[key].T.contiguous().T
     return run
 
 
-def _onnx_probe(shapes: Sequence[BlockShape], weights) -> bytes:
-    """The same blocks as one ONNX graph (inputs x0..xN, outputs y0..yN), serialized."""
+PROBE_WEIGHTS = "probe.weights"
+
+
+def _onnx_probe(shapes: Sequence[BlockShape], weights, folder) -> str:
+    """The same blocks as one ONNX graph (inputs x0..xN, outputs y0..yN) in `folder`: `probe.onnx`, its matrices
+    as external data in `probe.weights` (written straight from the arrays: building and serializing tens of MB of
+    initializers in protobuf cost more than both runtimes' compiling them). Returns the graph's path."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inputs, outputs, inits = [], [], [], []
+    data = open(os.path.join(folder, PROBE_WEIGHTS), "wb")
 
     def const(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        value = np.outer(*value) if isinstance(value, tuple) else np.ascontiguousarray(value)
+        if value.ndim < 2:
+            inits.append(numpy_helper.from_array(value, name))
+            return name
+        data.write(b"\0" * (-data.tell() % 4096))  # page-aligned, as a runtime that maps the file may want
+        offset = data.tell()
+        value.tofile(data)
+        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=value.shape,
+                             data_location=TensorProto.EXTERNAL)
+        for key, entry in (("location", PROBE_WEIGHTS), ("offset", offset), ("length", value.nbytes)):
+            tensor.external_data.add(key=key, value=str(entry))
+        inits.append(tensor)
         return name
 
     for i, (shape, ws) in enumerate(zip(shapes, weights)):
@@ -203,13 +226,19 @@ def _onnx_probe(shapes: Sequence[BlockShape], weights) -> bytes:
         f = node("Add", [node("MatMul", [f, p + "fc2_w"]), p + "fc2_b"])
         nodes.append(helper.make_node("Add", [x, f], [f"y{i}"]))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [n, length, c]))
+    data.close()
     graph = helper.make_graph(nodes, "aesformer_probe", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     model.ir_version = 10
-    return model.SerializeToString()
+    path = os.path.join(folder, "probe.onnx")
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    return path
 
 
-def _runtime_probe(backend: str, runtime_dtype: str, graph: bytes, shapes: Sequence[BlockShape]):
+def _runtime_probe(backend: str, runtime_dtype: str, graph: str, shapes: Sequence[BlockShape], read: dict):
+    """A callable running the probe graph once on `backend` in `runtime_dtype`. `read`: what an earlier call of the
+    same measurement already read (OpenVINO's graph is read once, compiled once per precision)."""
     import numpy as np
 
     feeds = {f"x{i}": np.random.default_rng(i).standard_normal((s.windows, s.tokens, s.channels)).astype(np.float32)
@@ -226,19 +255,17 @@ def _runtime_probe(backend: str, runtime_dtype: str, graph: bytes, shapes: Seque
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         return lambda: session.run(None, feeds)
-    import tempfile
-
     import openvino
 
     from .onnx_backend import _threads
 
-    with tempfile.TemporaryDirectory(prefix="aesformer-probe-") as folder:
-        path = os.path.join(folder, "probe.onnx")
-        with open(path, "wb") as f:
-            f.write(graph)
-        compiled = openvino.Core().compile_model(path, "CPU", {
-            "INFERENCE_PRECISION_HINT": "bf16" if runtime_dtype == "bf16" else "f32",
-            "INFERENCE_NUM_THREADS": _threads(), "PERFORMANCE_HINT": "LATENCY"})
+    if "openvino" not in read:
+        core = openvino.Core()
+        read["openvino"] = (core, core.read_model(graph))
+    core, model = read["openvino"]
+    compiled = core.compile_model(model, "CPU", {
+        "INFERENCE_PRECISION_HINT": "bf16" if runtime_dtype == "bf16" else "f32",
+        "INFERENCE_NUM_THREADS": _threads(), "PERFORMANCE_HINT": "LATENCY"})
     request = compiled.create_infer_request()
     return lambda: request.infer(feeds)
 
@@ -261,21 +288,24 @@ def measure_paths(paths: Sequence[Tuple[str, str]], config=None, runs: int = 3,
     thread pools, once started, keep cores busy for a while and would slow down the next path timed (torch's
     OpenMP threads most)."""
     import gc
+    import tempfile
 
     import torch
 
     shapes = probe_shapes(config)
     weights = [_block_weights(shape, seed) for seed, shape in enumerate(shapes)]
-    graph = _onnx_probe(shapes, weights) if any(b != "torch" for b, _ in paths) else None
     order = sorted(paths, key=lambda path: ("torch", "onnxruntime", "openvino").index(path[0]))
     best = {}
+    folder = tempfile.TemporaryDirectory(prefix="aesformer-probe-")  # the runtimes' graph, until they have read it
+    graph = _onnx_probe(shapes, weights, folder.name) if any(b != "torch" for b, _ in paths) else None
+    read = {}
     gc.disable()
     try:
         for backend, dtype in order:
             if backend == "torch":
                 runner = _torch_probe(shapes, weights, torch.bfloat16 if dtype == "bf16" else torch.float32)
             else:
-                runner = _runtime_probe(backend, dtype, graph, shapes)
+                runner = _runtime_probe(backend, dtype, graph, shapes, read)
             runner()  # warm up: first-call allocations and kernel choice
             times = []
             while len(times) < max(1, runs) and (not times or sum(times) < path_budget_s):
@@ -286,6 +316,8 @@ def measure_paths(paths: Sequence[Tuple[str, str]], config=None, runs: int = 3,
             del runner
     finally:
         gc.enable()
+        read.clear()
+        folder.cleanup()
     return {f"{b}/{d}": best[f"{b}/{d}"] for b, d in paths}
 
 
