@@ -239,8 +239,8 @@ def result_rows(results: List[dict], comments_truncated=None, note: Optional[str
 
 def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) -> List[Tuple[List[int], dict]]:
     """[(batch rows, their `summarize_outputs` summary)]: the whole batch through the model, or with an ONNX
-    `backend` (`onnx_backend.prepare_backend`) the rows without comments through it and the others through the
-    model."""
+    `backend` (`onnx_backend.prepare_backend`) the rows without comments through its image-only files, the rows with
+    comments through its with-comments file when it has one (`runs_comments`), else through the model."""
     import torch
 
     from .pipeline_aesformer import summarize_outputs
@@ -251,11 +251,16 @@ def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) 
         with_comments = (inputs["attention_mask"].bool().any(-1).tolist() if "attention_mask" in inputs
                          else [True] * batch)
     runtime_rows = [i for i in range(batch) if backend is not None and not with_comments[i]]
-    torch_rows = [i for i in range(batch) if i not in set(runtime_rows)]
+    comment_rows = [i for i in range(batch) if with_comments[i] and getattr(backend, "runs_comments", False)]
+    torch_rows = [i for i in range(batch) if i not in set(runtime_rows + comment_rows)]
     parts = []
     if runtime_rows:
         outputs = backend.outputs(inputs["pixel_values"][runtime_rows])
         parts.append((runtime_rows, summarize_outputs(outputs, names)))
+    if comment_rows:
+        text = [inputs[key][comment_rows] if key in inputs else None for key in TEXT_KEYS]
+        outputs = backend.comment_outputs(inputs["pixel_values"][comment_rows], *text)
+        parts.append((comment_rows, summarize_outputs(outputs, names)))
     if torch_rows:
         device = device if device is not None else next(model.parameters()).device
         take = (lambda v: v) if len(torch_rows) == batch else (lambda v: v[torch_rows])
@@ -269,8 +274,8 @@ def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) 
 def score_collated(model, collated: dict, names: Sequence[str], device=None, threshold=None,
                    backend=None) -> Dict[object, list]:
     """One collated batch through the model: `{index: [row, ...]}` in the row format (`result_rows`; an item that
-    could not be decoded gets one row with its `error`). `backend`: None (torch), or the image-only branch on an
-    ONNX runtime (`onnx_backend.prepare_backend`) for the rows without comments."""
+    could not be decoded gets one row with its `error`). `backend`: None (torch), or an ONNX runtime
+    (`onnx_backend.prepare_backend`) for the rows without comments, and those with comments where it runs them."""
     from .adapter_weights_aesformer import base_model
     from .pipeline_aesformer import format_results
 
@@ -348,28 +353,29 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
         max_image_pixels: refuse images whose header declares more pixels (default: the image processor's).
         reduced_decode: decode JPEG files at least twice the input size at a reduced size (faster; scores move by
             a few hundredths at most).
-        backend: "torch" (default) or an ONNX runtime for the images without comments, "onnxruntime" (fp32) or
-            "openvino" (fp32, or bf16 with `dtype=torch.bfloat16`); see `onnx_backend`. The model's image-only
-            branch is exported to ONNX first (`model_dir`'s own `onnx/` files when it has them, else once into the
-            user's cache); images with comments keep the torch path.
+        backend: "torch" (default) or an ONNX runtime for every image, "onnxruntime" (fp32) or "openvino" (fp32,
+            or bf16 with `dtype=torch.bfloat16`); see `onnx_backend`. The model's branches are exported to ONNX
+            first (`model_dir`'s own `onnx/` files when it has them, else once into the user's cache; the
+            with-comments branch only when some item has comments).
 
     An image that cannot be read gets one row with its reason in `error` (and no numbers); nothing raises for it.
     """
     from .pipeline_aesformer import resolve_adapters
 
     names, _ = resolve_adapters(model, adapter)
+    records = _records(items, comments)
     runtime = None
     if backend not in (None, "torch"):
         import torch
 
         from .onnx_backend import prepare_backend
 
-        runtime = prepare_backend(model, names, backend, "bf16" if dtype == torch.bfloat16 else "fp32", model_dir)
+        runtime = prepare_backend(model, names, backend, "bf16" if dtype == torch.bfloat16 else "fp32", model_dir,
+                                  with_comments=any(bool(text) for _, text in records))
     if dtype is not None:
         model.to(dtype=dtype)
     if device is not None:
         model.to(device)
-    records = _records(items, comments)
     paths = [os.fspath(image) if isinstance(image, (str, os.PathLike)) else None for image, _ in records]
     for scored in iter_scored_batches(model, processor, records, names, batch_size, num_workers, device, threshold,
                                       max_image_pixels, reduced_decode, runtime):
