@@ -281,7 +281,7 @@ def test_scoring_module_runs_comment_rows_on_the_runtime_and_caches_their_export
 
 
 def test_a_folder_exported_before_the_with_comments_file_still_scores(hub_dir, photos, tmp_path, monkeypatch,
-                                                                      capsys):
+                                                                      capsys, comment_rows_on_runtime):
     """An `onnx/` folder of the earlier layout (adapters.json maps file names to adapter names only): its
     image-only files are used, the with-comments branch is exported into the cache."""
     import shutil
@@ -300,6 +300,7 @@ def test_a_folder_exported_before_the_with_comments_file_still_scores(hub_dir, p
     out = capsys.readouterr().out
     assert "exporting the with-comments branch" in out and "exporting the image-only branch" not in out
     assert len(list((tmp_path / "cache" / "onnx").glob("*/model_with_comments.onnx"))) == 1
+    assert comment_rows_on_runtime == [2]  # one batch of the 6 photos, 2 with comments
     _assert_rows_agree(_scores(tmp_path / "torch.csv"), _scores(tmp_path / "ort.csv"), TOLERANCE)
 
 
