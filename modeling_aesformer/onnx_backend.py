@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
-ANSWERS_FILE = "adapters.json"  # in onnx/: which adapter each file answers with
+ANSWERS_FILE = "adapters.json"  # in onnx/: which adapter each file answers with (or WITH_COMMENTS_ANSWER)
 INPUT_NAME = "pixel_values"
 WITH_COMMENTS_FILE = "model_with_comments.onnx"
 WITH_COMMENTS_ANSWER = {"branch": "with_comments"}  # its adapters.json entry: not a string, so never an adapter name
@@ -442,5 +442,5 @@ __all__ = ["BACKEND_CHOICES", "BackendError", "ImageOnlyRuntime", "ANSWERS_FILE"
            "RuntimeAnswer", "check_backend", "export_image_only", "export_onnx_folder", "installed_runtimes",
            "onnx_file_for", "onnx_file_name", "onnxruntime_session", "openvino_model", "prepare_backend",
            "user_cache_folder", "weights_fingerprint",
-           "COMMENT_INPUT_NAMES", "RuntimeBackend", "WITH_COMMENTS_ANSWER", "WITH_COMMENTS_FILE", "export_with_comments",
-           "with_comments_file_for"]
+           "COMMENT_INPUT_NAMES", "RuntimeBackend", "WITH_COMMENTS_ANSWER", "WITH_COMMENTS_FILE",
+           "export_with_comments", "with_comments_file_for"]
