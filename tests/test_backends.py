@@ -280,6 +280,31 @@ def test_scoring_module_runs_comment_rows_on_the_runtime_and_caches_their_export
             np.testing.assert_allclose(a["distribution"], b["distribution"], rtol=0, atol=TOLERANCE)
 
 
+def test_image_only_runtime_keeps_comment_rows_on_torch(hub_dir, comment_rows_on_runtime):
+    """`ImageOnlyRuntime` (the name callers used before) still runs only the rows without comments; the others go
+    to torch, in the same batch, in input order."""
+    from modeling_aesformer import AesformerModel, AesformerProcessor
+    from modeling_aesformer.adapters import load_adapters
+    from modeling_aesformer.onnx_backend import ImageOnlyRuntime
+    from modeling_aesformer.scoring import collate_encodings, encode_image, score_collated
+    from modeling_aesformer.toy import draw_scene
+
+    model = load_adapters(AesformerModel.from_pretrained(hub_dir).eval(), hub_dir)
+    processor = AesformerProcessor.from_pretrained(hub_dir)
+    items = [{"index": i, **encode_image(processor, draw_scene(i, size=(40, 36)), text)}
+             for i, text in enumerate([None, "lovely light", None, ["great colours", "sharp"]])]
+    collated = collate_encodings(items, processor.tokenizer.pad_token_id)
+    runtime = ImageOnlyRuntime(model, ["ava"], "onnxruntime", model_dir=hub_dir)
+    assert not runtime.runs_comments
+    reference = score_collated(model, collated, ["ava"])
+    mixed = score_collated(model, collated, ["ava"], backend=runtime)
+    assert comment_rows_on_runtime == [] and list(mixed) == list(reference) == [0, 1, 2, 3]
+    for index, rows in reference.items():
+        (row,), (got,) = rows, mixed[index]
+        assert row["branch"] == got["branch"] == ("with_comments" if index % 2 else "image_only")
+        assert abs(row["score"] - got["score"]) <= TOLERANCE
+
+
 def test_a_folder_exported_before_the_with_comments_file_still_scores(hub_dir, photos, tmp_path, monkeypatch,
                                                                       capsys, comment_rows_on_runtime):
     """An `onnx/` folder of the earlier layout (adapters.json maps file names to adapter names only): its
