@@ -102,7 +102,8 @@ def score_images(args, log=print) -> int:
     from modeling_aesformer.adapter_weights_aesformer import base_model, image_only_answer
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from modeling_aesformer.scoring import (MAX_LISTED_FAILURES, ScoreFileWriter, ScoringError,
-                                            iter_scored_batches, read_score_file, records_to_score)
+                                            iter_scored_batches, may_have_comments, read_score_file,
+                                            records_to_score)
 
     from .precision import chosen_precision
 
@@ -136,8 +137,8 @@ def score_images(args, log=print) -> int:
         from modeling_aesformer.onnx_backend import prepare_backend
 
         runtime = prepare_backend(model, names, chosen.backend, chosen.dtype, model_dir, log, "[score] ",
-                                  with_comments=any(bool(comments) for _, comments in records))
-        model.to(dtype=dtype)  # the rows with comments
+                                  with_comments=may_have_comments(processor, records))
+        model.to(dtype=dtype)  # the rows the runtime does not run
     if args.overwrite and not args.resume and os.path.exists(args.output):
         os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
     labels = [image_only_answer(base_model(model).config, name)[0] for name in names]  # the adapter column

@@ -314,6 +314,12 @@ def _records(items: Iterable, comments: Optional[Sequence]) -> List[Tuple[object
     return records
 
 
+def may_have_comments(processor, records: Sequence[Tuple[object, object]]) -> bool:
+    """Whether some of `records` (`[(image, comments or None)]`) can reach the with-comments branch: the processor
+    has a tokenizer and some comments are given (an ONNX backend then prepares that branch's file too)."""
+    return getattr(processor, "tokenizer", None) is not None and any(bool(text) for _, text in records)
+
+
 def iter_scored_batches(model, processor, records: Sequence[Tuple[object, object]], names: Sequence[str],
                         batch_size: int = 16, num_workers: int = 0, device=None, threshold=None,
                         max_image_pixels: Optional[int] = None, reduced_decode: bool = True, backend=None
@@ -371,7 +377,7 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
         from .onnx_backend import prepare_backend
 
         runtime = prepare_backend(model, names, backend, "bf16" if dtype == torch.bfloat16 else "fp32", model_dir,
-                                  with_comments=any(bool(text) for _, text in records))
+                                  with_comments=may_have_comments(processor, records))
     if dtype is not None:
         model.to(dtype=dtype)
     if device is not None:
@@ -573,5 +579,5 @@ def records_to_score(records: Sequence[Tuple[str, object]], done: Dict[str, set]
 
 __all__ = ["FIELDS", "ImageEncodingDataset", "ScoreFileWriter", "ScoringError", "collate_encodings",
            "drop_changed_files", "encode_image", "error_text", "file_row", "file_stat", "iter_scored_batches",
-           "open_jpeg_draft", "read_score_file", "records_to_score", "result_rows", "score_collated", "score_files",
-           "sources_path"]
+           "may_have_comments", "open_jpeg_draft", "read_score_file", "records_to_score", "result_rows",
+           "score_collated", "score_files", "sources_path"]
