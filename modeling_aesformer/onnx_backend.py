@@ -388,6 +388,19 @@ class RuntimeBackend:
     def runs_comments(self) -> bool:
         return self.comment_answer is not None
 
+    def close(self) -> None:
+        """Release the runtimes' models, the last made first. OpenVINO's compiled model installs its own alternate
+        signal stack on the thread that compiled it and puts back the one it found when released: released in any
+        other order, the thread is left with a freed signal stack, and the next Python signal handler (e.g. torch
+        DataLoader's SIGCHLD when a worker exits) crashes the process."""
+        made = [*self.answers.values(), self.comment_answer]
+        self.answers, self.comment_answer = {}, None
+        while made:
+            made.pop()
+
+    def __del__(self):
+        self.close()
+
     def outputs(self, pixel_values) -> Dict[str, object]:
         import types
 

@@ -250,13 +250,13 @@ def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) 
     if "input_ids" in inputs:
         with_comments = (inputs["attention_mask"].bool().any(-1).tolist() if "attention_mask" in inputs
                          else [True] * batch)
-    runtime_rows = [i for i in range(batch) if backend is not None and not with_comments[i]]
+    image_only_rows = [i for i in range(batch) if backend is not None and not with_comments[i]]
     comment_rows = [i for i in range(batch) if with_comments[i] and getattr(backend, "runs_comments", False)]
-    torch_rows = [i for i in range(batch) if i not in set(runtime_rows + comment_rows)]
+    torch_rows = [i for i in range(batch) if i not in set(image_only_rows + comment_rows)]
     parts = []
-    if runtime_rows:
-        outputs = backend.outputs(inputs["pixel_values"][runtime_rows])
-        parts.append((runtime_rows, summarize_outputs(outputs, names)))
+    if image_only_rows:
+        outputs = backend.outputs(inputs["pixel_values"][image_only_rows])
+        parts.append((image_only_rows, summarize_outputs(outputs, names)))
     if comment_rows:
         text = [inputs[key][comment_rows] if key in inputs else None for key in TEXT_KEYS]
         outputs = backend.comment_outputs(inputs["pixel_values"][comment_rows], *text)

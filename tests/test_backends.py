@@ -218,6 +218,43 @@ def test_score_backend_openvino_f32_matches_torch_and_bf16_is_within_bf16_roundi
         assert reduced[key]["branch"] == row["branch"]
 
 
+OPENVINO_THEN_A_CHILD = """
+import subprocess
+import sys
+
+from modeling_aesformer import AesformerModel, AesformerProcessor
+from modeling_aesformer.adapters import load_adapters
+from modeling_aesformer.scoring import score_files
+from modeling_aesformer.toy import draw_scene
+
+hub = sys.argv[1]
+model = load_adapters(AesformerModel.from_pretrained(hub).eval(), hub)
+processor = AesformerProcessor.from_pretrained(hub)
+images = [draw_scene(i, size=(40, 36)) for i in range(4)]
+# a DataLoader worker: torch installs its SIGCHLD handler (a Python handler, run on the alternate signal stack)
+rows = list(score_files(model, processor, images, ["lovely light", None, "sharp", None], adapter="all",
+                        batch_size=2, num_workers=1, backend="openvino", model_dir=hub))
+assert len(rows) == 8, rows
+subprocess.run([sys.executable, "-c", "pass"], check=True)  # its exit signals this process once more
+print("still alive")
+"""
+
+
+def test_openvino_runtimes_are_released_without_leaving_a_freed_signal_stack(hub_dir):
+    """OpenVINO's compiled models swap the compiling thread's alternate signal stack and put back the previous one
+    when released: released out of order (several adapters and the with-comments file), the process crashed
+    (SIGSEGV) at its next Python signal handler, here torch's SIGCHLD handler when a child process exits."""
+    import subprocess
+    import sys
+
+    from _helpers import SUBPROCESS_ENV
+
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'aesformer[openvino]')")
+    done = subprocess.run([sys.executable, "-c", OPENVINO_THEN_A_CHILD, str(hub_dir)], env=SUBPROCESS_ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "still alive" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
 def test_scoring_module_exports_on_the_fly_once_into_the_cache(tmp_path, monkeypatch):
     """A model folder without onnx/: the Python scoring module exports the image-only branch into the user's cache
     ($AESFORMER_CACHE here) the first time, and finds it there the next time."""
