@@ -393,7 +393,8 @@ class RuntimeBackend:
         signal stack on the thread that compiled it and puts back the one it found when released: released in any
         other order, the thread is left with a freed signal stack, and the next Python signal handler (e.g. torch
         DataLoader's SIGCHLD when a worker exits) crashes the process."""
-        made = [*self.answers.values(), self.comment_answer]
+        # (getattr: `__init__` may have stopped before making them, e.g. on a runtime that is not installed)
+        made = [*getattr(self, "answers", {}).values(), getattr(self, "comment_answer", None)]
         self.answers, self.comment_answer = {}, None
         while made:
             made.pop()
