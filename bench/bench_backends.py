@@ -1,5 +1,5 @@
-"""Efficiency of each CPU path of Aesformer-T: eager torch fp32 / bf16 on both branches, and the image-only branch on
-the ONNX runtimes (`modeling_aesformer.onnx_backend`: ONNX Runtime fp32, OpenVINO f32 / bf16), timed side by side
+"""Efficiency of each CPU path of Aesformer-T: eager torch fp32 / bf16 and both branches on the ONNX runtimes
+(`modeling_aesformer.onnx_backend`: ONNX Runtime fp32, OpenVINO f32 / bf16), timed side by side
 (round-robin) in one run, each as images/s, as a ratio to eager fp32, and as achieved GFLOP/s over this machine's
 own GEMM rate of its precision (a 2048^3 matmul, fp32 and bf16, measured in the same run) — so that runs on
 different hosts compare. Also what `--dtype auto --backend auto` picks here (the probe, not cached) and what it cost.
@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported; default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch and runtime threads (default: torch's)")
-    parser.add_argument("--no-comments", action="store_true", help="skip the with-comments branch")
+    parser.add_argument("--no-comments", action="store_true",
+                        help="skip the with-comments branch (eager and its ONNX file)")
     parser.add_argument("--output", default=None, help="JSON path (default bench/results/backends.json)")
     common.add_common_arguments(parser)
     args = parser.parse_args(argv)
@@ -66,6 +67,10 @@ def main(argv=None) -> int:
         exported = onnx_backend.export_image_only(model, folder / "model.onnx", "base")
         export_s = time.perf_counter() - start
         print(f"exported the image-only branch in {export_s:.0f} s", flush=True)
+        if not args.no_comments:
+            start = time.perf_counter()
+            exported_comments = onnx_backend.export_with_comments(model, folder / onnx_backend.WITH_COMMENTS_FILE)
+            print(f"exported the with-comments branch in {time.perf_counter() - start:.0f} s", flush=True)
 
     # the probe first, before any runtime's threads exist (not cached: a fresh measurement)
     start = time.perf_counter()
@@ -92,22 +97,30 @@ def main(argv=None) -> int:
         paths["eager fp32, with comments"] = ("with comments", "fp32")
         candidates["eager bf16, with comments"] = eager(bf16_model, input_ids=ids)
         paths["eager bf16, with comments"] = ("with comments", "bf16")
-    answers = {}
+    answers = {}  # path name -> a call returning its outputs, on the same inputs as eager
     array = pixels.numpy()
+    text = {"input_ids": ids.numpy(), "attention_mask": np.ones_like(ids.numpy()),
+            "token_type_ids": np.zeros_like(ids.numpy())}
     for backend, dtype in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")):
         if backend in runtimes:
             answer = onnx_backend.RuntimeAnswer(exported, backend, dtype)
             name = f"{backend} {dtype}, image only"
-            candidates[name] = (lambda a=answer: a(array))
+            candidates[name] = answers[name] = (lambda a=answer: a(array))
             paths[name] = ("image only", dtype)
-            answers[name] = answer
+            if not args.no_comments:
+                answer = onnx_backend.RuntimeAnswer(exported_comments, backend, dtype)
+                name = f"{backend} {dtype}, with comments"
+                candidates[name] = answers[name] = (lambda a=answer: a(array, **text))
+                paths[name] = ("with comments", dtype)
     times = common.interleaved(candidates, repeats=args.repeats, warmup=1)
     foreign_cores = common.report_foreign(foreign)
 
     gemm = {"fp32": mm_flops / common.median(times["GEMM fp32"]) / 1e9,
             "bf16": mm_flops / common.median(times["GEMM bf16"]) / 1e9}
     with torch.inference_mode():
-        reference = model(pixels).score.numpy()
+        reference = {"image only": model(pixels).score.numpy()}
+        if not args.no_comments:
+            reference["with comments"] = model(pixels, input_ids=ids).score.numpy()
     rows = []
     eager_fp32 = {branch: args.batch / common.median(times[f"eager fp32, {branch}"])
                   for branch in ("image only", "with comments") if f"eager fp32, {branch}" in times}
@@ -118,7 +131,7 @@ def main(argv=None) -> int:
                "GFLOP/s": achieved, f"of GEMM": achieved / gemm[dtype], "GEMM rate": f"{dtype} {gemm[dtype]:.0f}",
                "spread": common.spread(times[name])}
         if name in answers:
-            row["max |score - torch fp32|"] = float(np.abs(answers[name](array)["score"] - reference).max())
+            row["max |score - torch fp32|"] = float(np.abs(answers[name]()["score"] - reference[branch]).max())
         rows.append(row)
     columns = ["path", "img/s", "x eager fp32", "GFLOP/s", "of GEMM", "GEMM rate", "spread",
                "max |score - torch fp32|"]
@@ -135,6 +148,12 @@ def main(argv=None) -> int:
     if "openvino bf16, image only" in by_name:
         goals.append(common.goal_row("OpenVINO bf16, fraction of the bf16 GEMM rate",
                                      by_name["openvino bf16, image only"]["of GEMM"], 0.75, ""))
+    # the with-comments branch on a runtime: used by `score --backend` for the rows with comments; faster at all?
+    for runtime, dtype in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")):
+        if f"{runtime} {dtype}, with comments" in by_name and f"eager {dtype}, with comments" in by_name:
+            goals.append(common.goal_row(f"{runtime} {dtype} vs eager {dtype}, with comments",
+                                         by_name[f"{runtime} {dtype}, with comments"]["img/s"]
+                                         / by_name[f"eager {dtype}, with comments"]["img/s"], 1.0, "x"))
     for branch in ("image only", "with comments"):
         if f"eager bf16, {branch}" in by_name:
             goals.append(common.goal_row(f"eager bf16 ({branch}), fraction of the bf16 GEMM rate",

@@ -55,7 +55,9 @@ def add_subparsers(subparsers) -> None:
                         help="the Hub model repository the Space loads (where HUB_DIR is pushed); needs --space")
     export.add_argument("--onnx", action="store_true",
                         help="also write onnx/model.onnx (the image-only branch with the default adapter: one input "
-                        "pixel_values, dynamic batch) and onnx/model_<adapter>.onnx for each other adapter, for "
+                        "pixel_values, dynamic batch), onnx/model_<adapter>.onnx for each other adapter and "
+                        "onnx/model_with_comments.onnx (the with-comments branch: pixel_values, input_ids, "
+                        "attention_mask, token_type_ids; dynamic batch and comment length), for "
                         "`aesformer score --backend onnxruntime|openvino` and ONNX users (needs onnx, onnxscript)")
     export.set_defaults(func=run_export)
 
@@ -130,7 +132,7 @@ def export_onnx_first(args) -> Path:
     output = Path(args.output)
     tmp = output.parent / f".{output.name}.onnx-{os.getpid()}"
     atexit.register(shutil.rmtree, tmp, True)  # gone once moved into HUB_DIR; removed if the export fails
-    print(f"[export] exporting the image-only branch to ONNX ({', '.join(names)})")
+    print(f"[export] exporting the image-only branch ({', '.join(names)}) and the with-comments branch to ONNX")
     export_onnx_folder(model, tmp, names)
     return tmp
 

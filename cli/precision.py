@@ -36,11 +36,11 @@ def add_backend_argument(parser: argparse.ArgumentParser, default: str = "torch"
     default = os.environ.get(BACKEND_ENV) or default
     parser.add_argument(
         "--backend", choices=BACKEND_CHOICES, default=default,
-        help=f"what runs the image-only branch (images without comments; default: {default}, or ${BACKEND_ENV}): "
+        help=f"what runs the model, images with and without comments (default: {default}, or ${BACKEND_ENV}): "
         "torch; onnxruntime (fp32; pip install 'aesformer[onnx]'); openvino (fp32 or bf16 as --dtype says; pip "
         "install 'aesformer[openvino]'); auto = the fastest measured on this machine (the probe of --dtype auto), "
         "torch unless another is measured faster. The ONNX runtimes use the model folder's onnx/ (aesformer export "
-        "--onnx), else export it once into the cache. Images with comments always run on torch.",
+        "--onnx), else export it once into the cache.",
     )
 
 

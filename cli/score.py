@@ -24,10 +24,10 @@
 - `--dtype {auto,fp32,bf16,fp16,int8}`: the precision of the weights (auto = bf16 where the hardware computes it
   faster than fp32, else fp32; the choice and its reason are printed at the start). The heads, distribution and score
   stay fp32. int8 (with `--backend onnxruntime`): the image-only branch quantized dynamically, its first batch checked
-  against fp32 (the run stops if a score moves by more than 0.05).
-- `--backend {torch,onnxruntime,openvino,auto}`: what runs the image-only branch (images without comments): an ONNX
-  runtime uses the model folder's `onnx/` (`aesformer export --onnx`), else exports it once into the user's cache;
-  auto = the fastest path measured on this machine (docs/backends.md). Images with comments always run on torch.
+  against fp32 (the run stops if a score moves by more than 0.05); images with comments in fp32.
+- `--backend {torch,onnxruntime,openvino,auto}`: what runs the model, both branches: an ONNX runtime uses the model
+  folder's `onnx/` (`aesformer export --onnx`), else exports it once into the user's cache (the with-comments branch
+  only when some image has comments); auto = the fastest path measured on this machine (docs/backends.md).
 - Comments that are empty or whitespace-only after cleaning count as no comments (`branch` = image_only).
   `comments_truncated` is true when the processor's word or token limit cut an image's comments, false when they
   were used whole, empty when the image had no comment text.
@@ -103,7 +103,8 @@ def score_images(args, log=print) -> int:
     from modeling_aesformer.adapter_weights_aesformer import base_model, image_only_answer
     from modeling_aesformer.pipeline_aesformer import ALL_ADAPTERS, resolve_adapters, untrained_answer_message
     from modeling_aesformer.scoring import (MAX_LISTED_FAILURES, ScoreFileWriter, ScoringError,
-                                            iter_scored_batches, read_score_file, records_to_score)
+                                            iter_scored_batches, may_have_comments, read_score_file,
+                                            records_to_score)
 
     from .precision import chosen_precision
 
@@ -136,8 +137,9 @@ def score_images(args, log=print) -> int:
     if on_runtime:
         from modeling_aesformer.onnx_backend import prepare_backend
 
-        runtime = prepare_backend(model, names, chosen.backend, chosen.dtype, model_dir, log, "[score] ")
-        model.to(dtype=dtype)  # the rows with comments
+        runtime = prepare_backend(model, names, chosen.backend, chosen.dtype, model_dir, log, "[score] ",
+                                  with_comments=may_have_comments(processor, records))
+        model.to(dtype=dtype)  # the rows the runtime does not run
     if args.overwrite and not args.resume and os.path.exists(args.output):
         os.remove(args.output)  # only now: a run stopped by a bad input or model leaves the old file alone
     labels = [image_only_answer(base_model(model).config, name)[0] for name in names]  # the adapter column
@@ -167,7 +169,8 @@ def score_images(args, log=print) -> int:
                   or os.path.abspath(item) not in failed_before])
     log(f"[score] {count(len(records), 'image')} ({skipped} already in {args.output}), adapters {names}, "
         f"batch {args.batch_size}, {count(args.num_workers, 'worker')}, {device}"
-        + (f", images without comments on {chosen.backend}" if on_runtime else ""))
+        + (f", {'every image' if runtime.runs_comments else 'images without comments'} on {chosen.backend}"
+           if on_runtime else ""))
     log("[score] decode: " + ("full" if getattr(args, "full_decode", False) else
                               "reduced for large JPEGs (draft mode; --full-decode decodes them in full, as `aesformer "
                               "eval` does)"))

@@ -1,9 +1,11 @@
-"""The image-only branch on ONNX runtimes: its export to ONNX and its answers from ONNX Runtime or OpenVINO.
+"""Both branches on ONNX runtimes: their export to ONNX and their answers from ONNX Runtime or OpenVINO.
 
-The exported graph answers like `model(pixel_values, adapter=NAME)` for images without comments: one input,
+The image-only graph answers like `model(pixel_values, adapter=NAME)` for images without comments: one input,
 `pixel_values` (float32, `[batch, 3, height, width]`, the batch dynamic), and the outputs `score`, `std`,
-`threshold` (`[batch]`), `distribution` and `bin_values` (`[batch, bins]`), as `AesformerOutput` holds them. Rows
-with comments keep the torch path (the with-comments branch is not exported).
+`threshold` (`[batch]`), `distribution` and `bin_values` (`[batch, bins]`), as `AesformerOutput` holds them. The
+with-comments graph answers like `model(pixel_values, input_ids, attention_mask, token_type_ids)` for images that all
+have comments (the processor's four outputs; int64 text, batch and comment length dynamic), with the same outputs;
+its heads answer whatever the adapter, so one file serves every adapter.
 
 int8 (`--dtype int8`, ONNX Runtime only): the fp32 file quantized dynamically (`quantize_dynamic`: int8 weights,
 activations quantized per call), made on first use and cached by the fp32 file's content. The first batch is also
@@ -12,9 +14,11 @@ answered in fp32 and the run stops, before anything is written, when int8 moves 
 
 Layout (`aesformer export --onnx`, the one ONNX users of the Hub expect): `onnx/model.onnx` answers with the model's
 default adapter (the one `aesformer score` answers with without `--adapter`), `onnx/model_<adapter>.onnx` with each
-other adapter, and `onnx/adapters.json` says which file answers with which adapter. A model
-folder without `onnx/` is exported on the fly by `aesformer score --backend onnxruntime|openvino`, once: the files
-are cached under `user_cache_folder()/onnx/<hash of the weights>/`.
+other adapter, `onnx/model_with_comments.onnx` for images with comments, and `onnx/adapters.json` says what each
+file answers: an adapter's name (a string) for an image-only file, `{"branch": "with_comments"}` (an object, which no
+adapter name can equal) for the with-comments file. A model folder without `onnx/` (or exported before the
+with-comments file existed) is exported on the fly by `aesformer score --backend onnxruntime|openvino`, once: the
+files are cached under `user_cache_folder()/onnx/<hash of the weights>/`.
 
 Package code (not shipped to the Hub); onnx, onnxscript, onnxruntime and openvino are imported inside functions
 (optional extras: `pip install aesformer[onnx]`, `aesformer[openvino]`).
@@ -30,8 +34,11 @@ from typing import Dict, List, Optional, Sequence
 BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
-ANSWERS_FILE = "adapters.json"  # in onnx/: which adapter each file answers with
+ANSWERS_FILE = "adapters.json"  # in onnx/: which adapter each file answers with (or WITH_COMMENTS_ANSWER)
 INPUT_NAME = "pixel_values"
+WITH_COMMENTS_FILE = "model_with_comments.onnx"
+WITH_COMMENTS_ANSWER = {"branch": "with_comments"}  # its adapters.json entry: not a string, so never an adapter name
+COMMENT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("score", "std", "threshold", "distribution", "bin_values")
 CACHE_ENV = "AESFORMER_CACHE"
 INT8_FILE = "model_int8.onnx"
@@ -116,12 +123,19 @@ def export_image_only(model, path, adapter: Optional[str] = None) -> Path:
     """Export the image-only answer of `adapter` (None: the model's default) to the ONNX file `path` (one input,
     `pixel_values`, dynamic batch; written to a temporary name, then renamed). The model is copied first (its
     attention is switched to the eager implementation for the export) and left as it was."""
-    import logging
-
-    from .adapter_weights_aesformer import base_model
     from .pipeline_aesformer import default_adapter
 
     adapter = default_adapter(model) if adapter is None else adapter
+    return _export_eager_copy(model, path, lambda scorer, path: _export(scorer, path, adapter))
+
+
+def _export_eager_copy(model, path, export) -> Path:
+    """`export(scorer, path)` on an fp32 CPU copy of `model` switched to the eager attention, the exporter's
+    loggers quietened; `path`'s folder made first."""
+    import logging
+
+    from .adapter_weights_aesformer import base_model
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scorer = copy.deepcopy(model).float().eval().cpu()
@@ -134,7 +148,7 @@ def export_image_only(model, path, adapter: Optional[str] = None) -> Path:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         base_model(scorer).set_attn_implementation("eager")
-        return _export(scorer, path, adapter)
+        return export(scorer, path)
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
@@ -162,14 +176,81 @@ def _export(scorer, path: Path, adapter: str) -> Path:
     return path
 
 
+def _with_comments_module(model):
+    """A module whose forward(pixel_values, input_ids, attention_mask, token_type_ids) returns the with-comments
+    answer of every row (each row must have comment tokens): the Swin encoder and the with-comments branch only,
+    not the model's per-row routing (which would trace the image-only branch too, on zero rows)."""
+    import torch
+
+    from .adapter_weights_aesformer import base_model
+
+    class WithCommentsAnswer(torch.nn.Module):
+        def __init__(self, scorer):
+            super().__init__()
+            self.scorer = scorer
+
+        def forward(self, pixel_values, input_ids, attention_mask, token_type_ids):
+            inner = base_model(self.scorer)
+            batch = pixel_values.shape[0]
+            stages, _ = inner._vision_tokens(pixel_values)
+            branch = inner._with_comments(inner._stage_maps(stages)[-1], input_ids, attention_mask, token_type_ids)
+            rows = torch.arange(batch, device=pixel_values.device)
+            used = torch.ones(batch, dtype=torch.bool, device=pixel_values.device)
+            out, _ = inner._assemble(batch, used, rows, branch, None, None, None)
+            return tuple(getattr(out, name).float() for name in OUTPUT_NAMES)
+
+    return WithCommentsAnswer(model).eval()
+
+
+def export_with_comments(model, path) -> Path:
+    """Export the with-comments answer to the ONNX file `path`: inputs `pixel_values` and the processor's int64
+    `input_ids`, `attention_mask`, `token_type_ids` (`[batch, comment length]`), batch and length dynamic; the
+    outputs of the image-only file. Every row given to it must have comments. The model is left as it was."""
+    return _export_eager_copy(model, path, _export_with_comments)
+
+
+def _export_with_comments(scorer, path: Path) -> Path:
+    import warnings
+
+    import torch
+    from torch.export import Dim
+
+    from .adapter_weights_aesformer import base_model
+
+    config = base_model(scorer).config
+    size = config.vision_config.image_size
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    # batch 2 and 7 tokens, one row padded: a size of 1 would be specialised away, and the mask must vary
+    ids = torch.full((2, 7), 5, dtype=torch.long)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, 5:] = 0
+    batch = Dim("batch", min=1, max=65536)
+    length = Dim("length", min=1, max=config.text_config.max_position_embeddings)
+    text = {0: batch, 1: length}
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter narrates every step
+        program = torch.onnx.export(
+            _with_comments_module(scorer), (torch.zeros(2, 3, *size), ids, mask, torch.zeros_like(ids)), dynamo=True,
+            verbose=False, input_names=[INPUT_NAME, *COMMENT_INPUT_NAMES], output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={INPUT_NAME: {0: batch}, **{name: text for name in COMMENT_INPUT_NAMES}})
+    program.save(str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
 def onnx_file_name(adapter: Optional[str], default: Optional[str]) -> str:
-    """`model.onnx` for the default adapter's answer (or `adapter` None), `model_<adapter>.onnx` for the others."""
-    return ONNX_FILE if adapter is None or adapter == default else f"model_{adapter}.onnx"
+    """`model.onnx` for the default adapter's answer (or `adapter` None), `model_<adapter>.onnx` for the others
+    (an adapter named `with_comments`: `model_with_comments.adapter.onnx`, as no adapter name holds a dot)."""
+    if adapter is None or adapter == default:
+        return ONNX_FILE
+    return f"model_{adapter}.adapter.onnx" if f"model_{adapter}.onnx" == WITH_COMMENTS_FILE else f"model_{adapter}.onnx"
 
 
 def export_onnx_folder(model, folder, adapters: Sequence[str] = ()) -> List[Path]:
     """Write `folder/model.onnx` (the default adapter's answer), `folder/model_<name>.onnx` for each other name of
-    `adapters`, and `folder/adapters.json` (file name -> the adapter it answers with). Returns the paths written."""
+    `adapters`, `folder/model_with_comments.onnx` (the with-comments answer) and `folder/adapters.json` (file name ->
+    the adapter it answers with, or `WITH_COMMENTS_ANSWER`). Returns the paths written."""
     from .pipeline_aesformer import default_adapter
 
     folder = Path(folder)
@@ -180,6 +261,8 @@ def export_onnx_folder(model, folder, adapters: Sequence[str] = ()) -> List[Path
         if name != default:
             answers[onnx_file_name(name, default)] = name
             written.append(export_image_only(model, folder / onnx_file_name(name, default), name))
+    answers[WITH_COMMENTS_FILE] = WITH_COMMENTS_ANSWER
+    written.append(export_with_comments(model, folder / WITH_COMMENTS_FILE))
     (folder / ANSWERS_FILE).write_text(json.dumps(answers, indent=1) + "\n", encoding="utf-8")
     return written + [folder / ANSWERS_FILE]
 
@@ -260,6 +343,30 @@ def int8_file_for(fp32_path, log=print, prefix: str = "") -> Path:
     return cached
 
 
+def with_comments_file_for(model, model_dir=None, log=print, prefix: str = "") -> Path:
+    """The ONNX file of the with-comments answer: the model folder's own (`onnx/`, the `adapters.json` entry equal
+    to `WITH_COMMENTS_ANSWER`), else one exported now into the cache (once per weights)."""
+    if model_dir is not None:
+        own = Path(model_dir) / ONNX_DIR
+        try:
+            answers = json.loads((own / ANSWERS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            answers = {}
+        for file_name, answer in answers.items():
+            if answer == WITH_COMMENTS_ANSWER and (own / file_name).is_file():
+                return own / file_name
+    # the cache folder of the weights' hash without an adapter; its own file name (never an image-only file's)
+    cached = user_cache_folder() / ONNX_DIR / weights_fingerprint(model, None) / WITH_COMMENTS_FILE
+    if not cached.is_file():
+        import time
+
+        start = time.perf_counter()
+        log(f"{prefix}exporting the with-comments branch to ONNX (once; cached in {cached.parent})")
+        export_with_comments(model, cached)
+        log(f"{prefix}exported in {time.perf_counter() - start:.1f} s")
+    return cached
+
+
 # --------------------------------------------------------------------------------------------------------- runtimes
 def _threads() -> int:
     import torch
@@ -292,8 +399,9 @@ def openvino_model(path, runtime_dtype: str = "fp32", threads: Optional[int] = N
 
 
 class RuntimeAnswer:
-    """One exported image-only answer on a runtime: `__call__(pixel_values numpy float32)` -> `{output name: numpy}`.
-    `runtime_dtype` "int8" takes the quantized file (`int8_file_for`) as `path`."""
+    """One exported answer on a runtime: `__call__(pixel_values numpy float32)` -> `{output name: numpy}`; the
+    with-comments file takes `input_ids`, `attention_mask`, `token_type_ids` (numpy, as int64) too. `runtime_dtype`
+    "int8" takes the quantized file (`int8_file_for`) as `path`."""
 
     def __init__(self, path, backend: str, runtime_dtype: str = "fp32"):
         self.backend = backend
@@ -305,26 +413,31 @@ class RuntimeAnswer:
         else:
             raise BackendError(f"no ONNX runtime named {backend!r}")
 
-    def __call__(self, pixel_values) -> Dict[str, object]:
+    def __call__(self, pixel_values, **comment_inputs) -> Dict[str, object]:
         import numpy as np
 
-        pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
+        feed = {INPUT_NAME: np.ascontiguousarray(pixel_values, dtype=np.float32)}
+        feed.update({name: np.ascontiguousarray(value, dtype=np.int64) for name, value in comment_inputs.items()})
         if self.backend == "onnxruntime":
-            values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values})
+            values = self.session.run(list(OUTPUT_NAMES), feed)
             return dict(zip(OUTPUT_NAMES, values))
-        result = self.request.infer({INPUT_NAME: pixel_values})
+        result = self.request.infer(feed)
         return {name: np.asarray(result[self.compiled.output(name)]) for name in OUTPUT_NAMES}
 
 
-class ImageOnlyRuntime:
-    """The image-only answers of the adapters `names` on an ONNX runtime (`backend`, in `runtime_dtype`), for the
-    scoring module: `outputs(pixel_values)` -> `{name: output}` with the attributes `summarize_outputs` reads.
+class RuntimeBackend:
+    """The image-only answers of the adapters `names` on an ONNX runtime (`backend`, in `runtime_dtype`), and with
+    `with_comments` the with-comments answer too, for the scoring module: `outputs(pixel_values)` and
+    `comment_outputs(pixel_values, input_ids, attention_mask, token_type_ids)` -> `{name: output}` with the
+    attributes `summarize_outputs` reads. Without `with_comments`, `runs_comments` is False: rows with comments are
+    the caller's (torch's).
 
     In int8 the first batch is answered in fp32 too: `BackendError` when a score moves by more than
-    `INT8_MAX_SCORE_DIFFERENCE` (raised before the scoring module yields any row), else one line through `log`."""
+    `INT8_MAX_SCORE_DIFFERENCE` (raised before the scoring module yields any row), else one line through `log`. The
+    with-comments answer stays fp32 in int8 (the agreement bar is the image-only branch's)."""
 
     def __init__(self, model, names: Sequence[str], backend: str, runtime_dtype: str = "fp32", model_dir=None,
-                 log=print, prefix: str = ""):
+                 log=print, prefix: str = "", with_comments: bool = False):
         check_backend(backend, runtime_dtype)
         self.backend, self.runtime_dtype = backend, runtime_dtype
         self.log, self.prefix = log, prefix
@@ -334,11 +447,15 @@ class ImageOnlyRuntime:
             self.references = {name: RuntimeAnswer(path, backend) for name, path in files.items()}
             files = {name: int8_file_for(path, log, prefix) for name, path in files.items()}
         self.answers = {name: RuntimeAnswer(path, backend, runtime_dtype) for name, path in files.items()}
+        self.comment_answer = None
+        if with_comments:
+            self.comment_answer = RuntimeAnswer(with_comments_file_for(model, model_dir, log, prefix), backend,
+                                                "fp32" if runtime_dtype == "int8" else runtime_dtype)
 
     def _check_int8(self, name: str, pixels, answered) -> None:
         import numpy as np
 
-        reference = self.references[name](pixels)["score"]
+        reference = self.references.pop(name)(pixels)["score"]  # once: the fp32 session is released after it
         worst = int(np.argmax(np.abs(answered["score"] - reference)))
         difference = float(abs(answered["score"][worst] - reference[worst]))
         where = f"adapter {name}, the first {len(reference)} image(s) without comments"
@@ -349,6 +466,25 @@ class ImageOnlyRuntime:
                 f"{INT8_MAX_SCORE_DIFFERENCE}). Use --dtype fp32 with this model")
         self.log(f"{self.prefix}int8 check ({where}): scores within {difference:.4f} of fp32 (limit "
                  f"{INT8_MAX_SCORE_DIFFERENCE})")
+
+    @property
+    def runs_comments(self) -> bool:
+        return self.comment_answer is not None
+
+    def close(self) -> None:
+        """Release the runtimes' models, the last made first. OpenVINO's compiled model installs its own alternate
+        signal stack on the thread that compiled it and puts back the one it found when released: released in any
+        other order, the thread is left with a freed signal stack, and the next Python signal handler (e.g. torch
+        DataLoader's SIGCHLD when a worker exits) crashes the process."""
+        # (getattr: `__init__` may have stopped before making them, e.g. on a runtime that is not installed)
+        made = [*getattr(self, "references", {}).values(), *getattr(self, "answers", {}).values(),
+                getattr(self, "comment_answer", None)]
+        self.references, self.answers, self.comment_answer = {}, {}, None
+        while made:
+            made.pop()
+
+    def __del__(self):
+        self.close()
 
     def outputs(self, pixel_values) -> Dict[str, object]:
         import types
@@ -361,23 +497,51 @@ class ImageOnlyRuntime:
             answered = answer(pixels)
             if name in self.references:
                 self._check_int8(name, pixels, answered)
-                del self.references[name]
             values = {key: torch.from_numpy(value) for key, value in answered.items()}
             values["used_comments"] = torch.zeros(pixels.shape[0], dtype=torch.uint8)
             outputs[name] = types.SimpleNamespace(**values)
         return outputs
 
+    def comment_outputs(self, pixel_values, input_ids, attention_mask, token_type_ids=None) -> Dict[str, object]:
+        """The with-comments answer of rows that all have comment tokens, as `{name: output}` for every adapter
+        name (the with-comments heads answer whatever the adapter)."""
+        import types
+
+        import numpy as np
+        import torch
+
+        if self.comment_answer is None:
+            raise BackendError("this runtime was prepared without the with-comments branch (with_comments=False)")
+        mask = (np.ones(tuple(input_ids.shape), dtype=np.int64) if attention_mask is None
+                else attention_mask.detach().cpu().numpy())
+        # columns no row uses are dropped: the processor pads to the longest comment of the whole batch
+        length = int(np.flatnonzero(mask.any(axis=0)).max()) + 1
+        ids = input_ids.detach().cpu().numpy()[:, :length]
+        types_ = np.zeros_like(ids) if token_type_ids is None else token_type_ids.detach().cpu().numpy()[:, :length]
+        answer = self.comment_answer(pixel_values.detach().float().cpu().numpy(), input_ids=ids,
+                                     attention_mask=mask[:, :length], token_type_ids=types_)
+        values = {key: torch.from_numpy(value) for key, value in answer.items()}
+        values["used_comments"] = torch.ones(ids.shape[0], dtype=torch.uint8)
+        output = types.SimpleNamespace(**values)
+        return {name: output for name in self.answers}
+
+
+ImageOnlyRuntime = RuntimeBackend  # its name before the with-comments branch could run on a runtime too
+
 
 def prepare_backend(model, names: Sequence[str], backend: Optional[str], runtime_dtype: str = "fp32", model_dir=None,
-                    log=print, prefix: str = "") -> Optional[ImageOnlyRuntime]:
+                    log=print, prefix: str = "", with_comments: bool = True) -> Optional[RuntimeBackend]:
     """What `scoring.score_collated` takes as `backend`: None for torch, else the image-only answers of `names` on
-    that runtime (exported first when the model folder has no `onnx/`)."""
+    that runtime and, with `with_comments`, the with-comments answer (exported first when the model folder has no
+    `onnx/` file for it). Pass `with_comments=False` when no input has comments: nothing to export for them."""
     if backend is None or backend == "torch":
         return None
-    return ImageOnlyRuntime(model, names, backend, runtime_dtype, model_dir, log, prefix)
+    return RuntimeBackend(model, names, backend, runtime_dtype, model_dir, log, prefix, with_comments)
 
 
 __all__ = ["BACKEND_CHOICES", "BackendError", "ImageOnlyRuntime", "ANSWERS_FILE", "INT8_MAX_SCORE_DIFFERENCE",
            "ONNX_DIR", "ONNX_FILE", "OUTPUT_NAMES", "RuntimeAnswer", "check_backend", "export_image_only",
            "export_onnx_folder", "file_digest", "installed_runtimes", "int8_file_for", "onnx_file_for", "onnx_file_name",
-           "onnxruntime_session", "openvino_model", "prepare_backend", "user_cache_folder", "weights_fingerprint"]
+           "onnxruntime_session", "openvino_model", "prepare_backend", "user_cache_folder", "weights_fingerprint",
+           "COMMENT_INPUT_NAMES", "RuntimeBackend", "WITH_COMMENTS_ANSWER", "WITH_COMMENTS_FILE",
+           "export_with_comments", "with_comments_file_for"]

@@ -431,7 +431,7 @@ def resolve_precision(dtype: str = "auto", backend: str = "torch", device="cpu",
                                f"fp16 on {device.type}")
         check_backend("onnxruntime" if backend == "auto" else backend, "int8")
         return Precision("onnxruntime", "int8", "int8 (asked for) on onnxruntime: the image-only branch quantized "
-                         "dynamically; images with comments on torch fp32")
+                         "dynamically; images with comments in fp32")
     if device.type != "cpu":
         if backend not in ("auto", "torch"):
             raise BackendError(f"--backend {backend} runs on the CPU: use --device cpu, or --backend torch on "

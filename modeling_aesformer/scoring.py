@@ -239,8 +239,8 @@ def result_rows(results: List[dict], comments_truncated=None, note: Optional[str
 
 def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) -> List[Tuple[List[int], dict]]:
     """[(batch rows, their `summarize_outputs` summary)]: the whole batch through the model, or with an ONNX
-    `backend` (`onnx_backend.prepare_backend`) the rows without comments through it and the others through the
-    model."""
+    `backend` (`onnx_backend.prepare_backend`) the rows without comments through its image-only files, the rows with
+    comments through its with-comments file when it has one (`runs_comments`), else through the model."""
     import torch
 
     from .pipeline_aesformer import summarize_outputs
@@ -250,12 +250,17 @@ def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) 
     if "input_ids" in inputs:
         with_comments = (inputs["attention_mask"].bool().any(-1).tolist() if "attention_mask" in inputs
                          else [True] * batch)
-    runtime_rows = [i for i in range(batch) if backend is not None and not with_comments[i]]
-    torch_rows = [i for i in range(batch) if i not in set(runtime_rows)]
+    image_only_rows = [i for i in range(batch) if backend is not None and not with_comments[i]]
+    comment_rows = [i for i in range(batch) if with_comments[i] and getattr(backend, "runs_comments", False)]
+    torch_rows = [i for i in range(batch) if i not in set(image_only_rows + comment_rows)]
     parts = []
-    if runtime_rows:
-        outputs = backend.outputs(inputs["pixel_values"][runtime_rows])
-        parts.append((runtime_rows, summarize_outputs(outputs, names)))
+    if image_only_rows:
+        outputs = backend.outputs(inputs["pixel_values"][image_only_rows])
+        parts.append((image_only_rows, summarize_outputs(outputs, names)))
+    if comment_rows:
+        text = [inputs[key][comment_rows] if key in inputs else None for key in TEXT_KEYS]
+        outputs = backend.comment_outputs(inputs["pixel_values"][comment_rows], *text)
+        parts.append((comment_rows, summarize_outputs(outputs, names)))
     if torch_rows:
         device = device if device is not None else next(model.parameters()).device
         take = (lambda v: v) if len(torch_rows) == batch else (lambda v: v[torch_rows])
@@ -269,8 +274,8 @@ def _answered_parts(model, inputs: dict, names: Sequence[str], device, backend) 
 def score_collated(model, collated: dict, names: Sequence[str], device=None, threshold=None,
                    backend=None) -> Dict[object, list]:
     """One collated batch through the model: `{index: [row, ...]}` in the row format (`result_rows`; an item that
-    could not be decoded gets one row with its `error`). `backend`: None (torch), or the image-only branch on an
-    ONNX runtime (`onnx_backend.prepare_backend`) for the rows without comments."""
+    could not be decoded gets one row with its `error`). `backend`: None (torch), or an ONNX runtime
+    (`onnx_backend.prepare_backend`) for the rows without comments, and those with comments where it runs them."""
     from .adapter_weights_aesformer import base_model
     from .pipeline_aesformer import format_results
 
@@ -307,6 +312,12 @@ def _records(items: Iterable, comments: Optional[Sequence]) -> List[Tuple[object
                                "(None for an image without comments)")
         records = [(image, text if given is None else given) for (image, given), text in zip(records, comments)]
     return records
+
+
+def may_have_comments(processor, records: Sequence[Tuple[object, object]]) -> bool:
+    """Whether some of `records` (`[(image, comments or None)]`) can reach the with-comments branch: the processor
+    has a tokenizer and some comments are given (an ONNX backend then prepares that branch's file too)."""
+    return getattr(processor, "tokenizer", None) is not None and any(bool(text) for _, text in records)
 
 
 def iter_scored_batches(model, processor, records: Sequence[Tuple[object, object]], names: Sequence[str],
@@ -349,16 +360,18 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
         max_image_pixels: refuse images whose header declares more pixels (default: the image processor's).
         reduced_decode: decode JPEG files at least twice the input size at a reduced size (faster; scores move by
             a few hundredths at most).
-        backend: "torch" (default) or an ONNX runtime for the images without comments, "onnxruntime" (fp32) or
-            "openvino" (fp32, or bf16 with `dtype=torch.bfloat16`), int8 with `dtype="int8"`; see `onnx_backend`. The model's image-only
-            branch is exported to ONNX first (`model_dir`'s own `onnx/` files when it has them, else once into the
-            user's cache); images with comments keep the torch path.
+        backend: "torch" (default) or an ONNX runtime for every image, "onnxruntime" (fp32, or int8 with
+            `dtype="int8"`: the image-only branch quantized, images with comments in fp32) or "openvino" (fp32, or
+            bf16 with `dtype=torch.bfloat16`); see `onnx_backend`. The model's branches are exported to ONNX first
+            (`model_dir`'s own `onnx/` files when it has them, else once into the user's cache; the with-comments
+            branch only when some item has comments).
 
     An image that cannot be read gets one row with its reason in `error` (and no numbers); nothing raises for it.
     """
     from .pipeline_aesformer import resolve_adapters
 
     names, _ = resolve_adapters(model, adapter)
+    records = _records(items, comments)
     runtime = None
     if backend not in (None, "torch"):
         import torch
@@ -366,7 +379,8 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
         from .onnx_backend import prepare_backend
 
         runtime_dtype = "int8" if dtype == "int8" else "bf16" if dtype == torch.bfloat16 else "fp32"
-        runtime = prepare_backend(model, names, backend, runtime_dtype, model_dir)
+        runtime = prepare_backend(model, names, backend, runtime_dtype, model_dir,
+                                  with_comments=may_have_comments(processor, records))
     elif dtype == "int8":
         from .onnx_backend import check_backend
 
@@ -375,7 +389,6 @@ def score_files(model, processor, items: Iterable, comments: Optional[Sequence] 
         model.to(dtype=dtype)
     if device is not None:
         model.to(device)
-    records = _records(items, comments)
     paths = [os.fspath(image) if isinstance(image, (str, os.PathLike)) else None for image, _ in records]
     for scored in iter_scored_batches(model, processor, records, names, batch_size, num_workers, device, threshold,
                                       max_image_pixels, reduced_decode, runtime):
@@ -573,5 +586,5 @@ def records_to_score(records: Sequence[Tuple[str, object]], done: Dict[str, set]
 
 __all__ = ["FIELDS", "ImageEncodingDataset", "ScoreFileWriter", "ScoringError", "collate_encodings",
            "drop_changed_files", "encode_image", "error_text", "file_row", "file_stat", "iter_scored_batches",
-           "open_jpeg_draft", "read_score_file", "records_to_score", "result_rows", "score_collated", "score_files",
-           "sources_path"]
+           "may_have_comments", "open_jpeg_draft", "read_score_file", "records_to_score", "result_rows",
+           "score_collated", "score_files", "sources_path"]

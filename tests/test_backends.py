@@ -1,6 +1,6 @@
-"""ONNX backends of the image-only branch (`modeling_aesformer.onnx_backend`): `aesformer export --onnx`, `aesformer
-score --backend onnxruntime|openvino` and the scoring module's `backend`, against torch fp32; the measured choice
-of `--dtype auto` / `--backend auto` (`modeling_aesformer.precision`) and its cache. Tiny preset throughout."""
+"""ONNX backends of both branches (`modeling_aesformer.onnx_backend`): `aesformer export --onnx`, `aesformer score
+--backend onnxruntime|openvino` and the scoring module's `backend`, against torch fp32; the measured choice of
+`--dtype auto` / `--backend auto` (`modeling_aesformer.precision`) and its cache. Tiny preset throughout."""
 
 import json
 from pathlib import Path
@@ -49,6 +49,23 @@ def _scores(path):
     return {(Path(row["path"]).name, row["adapter"]): row for row in read_rows(path)}
 
 
+@pytest.fixture
+def comment_rows_on_runtime(monkeypatch):
+    """The number of rows of each batch part the runtime's with-comments file answered (a spy on
+    `RuntimeBackend.comment_outputs`, which still answers)."""
+    from modeling_aesformer import onnx_backend
+
+    seen = []
+    real = onnx_backend.RuntimeBackend.comment_outputs
+
+    def spy(self, pixel_values, *text):
+        seen.append(pixel_values.shape[0])
+        return real(self, pixel_values, *text)
+
+    monkeypatch.setattr(onnx_backend.RuntimeBackend, "comment_outputs", spy)
+    return seen
+
+
 def _assert_rows_agree(reference, other, tolerance):
     assert reference.keys() == other.keys() and reference
     for key, row in reference.items():
@@ -67,8 +84,10 @@ def test_export_onnx_writes_the_hub_layout_one_input_and_a_dynamic_batch(hub_dir
     from modeling_aesformer.adapters import load_adapters
 
     answers = json.loads((hub_dir / "onnx" / "adapters.json").read_text())
+    assert answers.pop("model_with_comments.onnx") == {"branch": "with_comments"}  # tested below
     assert sorted(answers.values()) == ["ava", "base", "photonet"] and "model.onnx" in answers
-    assert sorted(p.name for p in (hub_dir / "onnx").iterdir()) == sorted([*answers, "adapters.json"])
+    assert sorted(p.name for p in (hub_dir / "onnx").iterdir()) == sorted(
+        [*answers, "model_with_comments.onnx", "adapters.json"])
     assert all(name == "model.onnx" or name == f"model_{adapter}.onnx" for name, adapter in answers.items())
     assert not list(hub_dir.parent.glob(".hub.onnx-*"))  # the temporary folder is gone
     model = load_adapters(AesformerModel.from_pretrained(hub_dir).eval(), hub_dir)
@@ -89,6 +108,50 @@ def test_export_onnx_writes_the_hub_layout_one_input_and_a_dynamic_batch(hub_dir
             np.testing.assert_allclose(threshold, expected.threshold.numpy(), rtol=0, atol=TOLERANCE)
 
 
+def test_export_onnx_writes_one_with_comments_file_with_dynamic_batch_and_comment_length(hub_dir):
+    """`onnx/model_with_comments.onnx`: the processor's four inputs, batch and comment length dynamic; it answers as
+    the model does for images with comments, whatever adapter is active (one file for all)."""
+    from modeling_aesformer import AesformerModel
+    from modeling_aesformer.adapters import load_adapters
+
+    session = onnxruntime.InferenceSession(str(hub_dir / "onnx" / "model_with_comments.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    inputs = {item.name: item for item in session.get_inputs()}
+    assert list(inputs) == ["pixel_values", "input_ids", "attention_mask", "token_type_ids"]
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        batch, length = inputs[name].shape
+        assert not isinstance(batch, int) and not isinstance(length, int), (name, inputs[name].shape)
+        assert inputs[name].type == "tensor(int64)"
+    assert [item.name for item in session.get_outputs()] == ["score", "std", "threshold", "distribution",
+                                                             "bin_values"]
+    model = load_adapters(AesformerModel.from_pretrained(hub_dir).eval(), hub_dir)
+    for batch, length, adapter in ((1, 3, "base"), (3, 11, "ava"), (2, 5, "photonet")):
+        g = torch.Generator().manual_seed(10 * batch + length)
+        pixels = torch.randn(batch, 3, 32, 32, generator=g)
+        ids = torch.randint(5, 500, (batch, length), generator=g)
+        mask = torch.ones(batch, length, dtype=torch.long)
+        mask[0, max(1, length - 2):] = 0  # a shorter comment padded on the right
+        with torch.inference_mode():
+            expected = model.forward_adapters(pixels, ids, mask, adapters=[adapter])[adapter]
+        assert expected.used_comments.all()
+        score, std, threshold, distribution, bin_values = session.run(None, {
+            "pixel_values": pixels.numpy(), "input_ids": ids.numpy(), "attention_mask": mask.numpy(),
+            "token_type_ids": np.zeros_like(ids.numpy())})
+        np.testing.assert_allclose(score, expected.score.numpy(), rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(std, expected.std.numpy(), rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(distribution, expected.distribution.numpy(), rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(threshold, expected.threshold.numpy(), rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(bin_values, expected.bin_values.numpy(), rtol=0, atol=TOLERANCE)
+
+
+def test_an_adapter_named_with_comments_gets_a_file_name_of_its_own():
+    from modeling_aesformer.onnx_backend import WITH_COMMENTS_FILE, onnx_file_name
+
+    assert onnx_file_name("with_comments", "base") != WITH_COMMENTS_FILE
+    assert onnx_file_name("with_comments", "base").endswith(".onnx")
+    assert onnx_file_name("ava", "base") == "model_ava.onnx" and onnx_file_name("base", "base") == "model.onnx"
+
+
 def test_export_onnx_without_the_exporter_stops_before_writing(tmp_path, monkeypatch, capsys):
     import importlib.util
 
@@ -101,14 +164,19 @@ def test_export_onnx_without_the_exporter_stops_before_writing(tmp_path, monkeyp
 
 
 # ------------------------------------------------------------------------------------------------ score --backend
-def test_score_backend_onnxruntime_answers_as_torch_fp32_and_comments_keep_torch(hub_dir, photos, tmp_path, capsys):
+def test_score_backend_onnxruntime_answers_as_torch_fp32_on_both_branches(hub_dir, photos, tmp_path, capsys,
+                                                                          comment_rows_on_runtime):
+    """Mixed batches (batch 4 of 6 photos: one image with comments in each batch, the two comments of different
+    lengths): every row on onnxruntime, the same answers as torch fp32."""
     folder, comments = photos
     common = [folder, "--model", hub_dir, "--comments", comments, "--adapter", "all", "--num-workers", 0,
               "--batch-size", 4, "--dtype", "fp32"]
     assert score_cli(*common, "--output", tmp_path / "torch.csv") == 0
+    assert comment_rows_on_runtime == []
     assert score_cli(*common, "--output", tmp_path / "ort.csv", "--backend", "onnxruntime") == 0
     out = capsys.readouterr().out
-    assert "images without comments on onnxruntime" in out and "exporting" not in out  # the folder's own onnx/
+    assert "every image on onnxruntime" in out and "exporting" not in out  # the folder's own onnx/
+    assert comment_rows_on_runtime == [1, 1]
     reference, runtime = _scores(tmp_path / "torch.csv"), _scores(tmp_path / "ort.csv")
     assert sum(row["branch"] == "with_comments" for row in reference.values()) == 2
     assert {row["adapter"] for row in reference.values()} == {"base", "ava", "photonet", ""}
@@ -131,14 +199,16 @@ def test_score_backend_refuses_what_it_cannot_run(hub_dir, photos, tmp_path, cap
 
 
 def test_score_backend_openvino_f32_matches_torch_and_bf16_is_within_bf16_rounding(hub_dir, photos, tmp_path,
-                                                                                  capsys):
+                                                                                  capsys, comment_rows_on_runtime):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'aesformer[openvino]')")
     folder, comments = photos
     common = [folder, "--model", hub_dir, "--comments", comments, "--adapter", "ava", "--num-workers", 0]
     assert score_cli(*common, "--output", tmp_path / "torch.csv", "--dtype", "fp32") == 0
     assert score_cli(*common, "--output", tmp_path / "f32.csv", "--backend", "openvino", "--dtype", "fp32") == 0
     assert score_cli(*common, "--output", tmp_path / "bf16.csv", "--backend", "openvino", "--dtype", "bf16") == 0
-    assert "precision: bf16 (asked for) on openvino" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "precision: bf16 (asked for) on openvino" in out and "every image on openvino" in out
+    assert comment_rows_on_runtime == [2, 2]  # one batch of 6 with both images with comments, per run
     reference = _scores(tmp_path / "torch.csv")
     _assert_rows_agree(reference, _scores(tmp_path / "f32.csv"), TOLERANCE)
     reduced = _scores(tmp_path / "bf16.csv")
@@ -146,6 +216,43 @@ def test_score_backend_openvino_f32_matches_torch_and_bf16_is_within_bf16_roundi
     for key, row in reference.items():
         assert abs(float(reduced[key]["score"]) - float(row["score"])) <= 0.05
         assert reduced[key]["branch"] == row["branch"]
+
+
+OPENVINO_THEN_A_CHILD = """
+import subprocess
+import sys
+
+from modeling_aesformer import AesformerModel, AesformerProcessor
+from modeling_aesformer.adapters import load_adapters
+from modeling_aesformer.scoring import score_files
+from modeling_aesformer.toy import draw_scene
+
+hub = sys.argv[1]
+model = load_adapters(AesformerModel.from_pretrained(hub).eval(), hub)
+processor = AesformerProcessor.from_pretrained(hub)
+images = [draw_scene(i, size=(40, 36)) for i in range(4)]
+# a DataLoader worker: torch installs its SIGCHLD handler (a Python handler, run on the alternate signal stack)
+rows = list(score_files(model, processor, images, ["lovely light", None, "sharp", None], adapter="all",
+                        batch_size=2, num_workers=1, backend="openvino", model_dir=hub))
+assert len(rows) == 8, rows
+subprocess.run([sys.executable, "-c", "pass"], check=True)  # its exit signals this process once more
+print("still alive")
+"""
+
+
+def test_openvino_runtimes_are_released_without_leaving_a_freed_signal_stack(hub_dir):
+    """OpenVINO's compiled models swap the compiling thread's alternate signal stack and put back the previous one
+    when released: released out of order (several adapters and the with-comments file), the process crashed
+    (SIGSEGV) at its next Python signal handler, here torch's SIGCHLD handler when a child process exits."""
+    import subprocess
+    import sys
+
+    from _helpers import SUBPROCESS_ENV
+
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'aesformer[openvino]')")
+    done = subprocess.run([sys.executable, "-c", OPENVINO_THEN_A_CHILD, str(hub_dir)], env=SUBPROCESS_ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "still alive" in done.stdout, (done.returncode, done.stderr[-2000:])
 
 
 def test_scoring_module_exports_on_the_fly_once_into_the_cache(tmp_path, monkeypatch):
@@ -172,6 +279,91 @@ def test_scoring_module_exports_on_the_fly_once_into_the_cache(tmp_path, monkeyp
             assert a["adapter"] == b["adapter"] and a["label"] == b["label"] and a["branch"] == b["branch"]
             assert abs(a["score"] - b["score"]) <= TOLERANCE
             np.testing.assert_allclose(a["distribution"], b["distribution"], rtol=0, atol=TOLERANCE)
+
+
+def test_scoring_module_runs_comment_rows_on_the_runtime_and_caches_their_export(tmp_path, monkeypatch, capsys,
+                                                                                comment_rows_on_runtime):
+    """A model folder without onnx/ and items with comments of different lengths: a batch of only rows with
+    comments, a mixed one, one without comments; the with-comments branch is exported once into the cache (beside
+    the image-only file) and answers as torch fp32."""
+    from modeling_aesformer import AesformerModel, AesformerProcessor
+    from modeling_aesformer.onnx_backend import WITH_COMMENTS_FILE
+    from modeling_aesformer.scoring import score_files
+    from modeling_aesformer.toy import draw_scene
+
+    monkeypatch.setenv("AESFORMER_CACHE", str(tmp_path / "cache"))
+    folder = tiny_model_folder(tmp_path / "model", seed=4)
+    model = AesformerModel.from_pretrained(folder).eval()
+    processor = AesformerProcessor.from_pretrained(folder)
+    images = [draw_scene(i, size=(40, 36)) for i in range(7)]
+    comments = ["lovely light and a sharp subject in the corner", "dull", ["great colours", "sharp"], None,
+                "soft", None, None]  # batches of 3: all with comments / mixed / none
+    reference = list(score_files(model, processor, images, comments, batch_size=3))
+    capsys.readouterr()
+    runtime = list(score_files(model, processor, images, comments, batch_size=3, backend="onnxruntime"))
+    assert comment_rows_on_runtime == [3, 1]
+    (cached,) = (tmp_path / "cache" / "onnx").glob(f"*/{WITH_COMMENTS_FILE}")
+    assert "exporting the with-comments branch" in capsys.readouterr().out
+    stamp = cached.stat().st_mtime_ns
+    again = list(score_files(model, processor, images, comments, batch_size=3, backend="onnxruntime"))
+    assert cached.stat().st_mtime_ns == stamp and len(comment_rows_on_runtime) == 4
+    assert [r["branch"] for r in reference] == ["with_comments"] * 3 + ["image_only", "with_comments"] + \
+        ["image_only"] * 2
+    for rows in (runtime, again):
+        assert [r["index"] for r in rows] == [r["index"] for r in reference]
+        for a, b in zip(reference, rows):
+            assert (a["adapter"], a["label"], a["branch"]) == (b["adapter"], b["label"], b["branch"])
+            assert abs(a["score"] - b["score"]) <= TOLERANCE and abs(a["std"] - b["std"]) <= TOLERANCE
+            np.testing.assert_allclose(a["distribution"], b["distribution"], rtol=0, atol=TOLERANCE)
+
+
+def test_image_only_runtime_keeps_comment_rows_on_torch(hub_dir, comment_rows_on_runtime):
+    """`ImageOnlyRuntime` (the name callers used before) still runs only the rows without comments; the others go
+    to torch, in the same batch, in input order."""
+    from modeling_aesformer import AesformerModel, AesformerProcessor
+    from modeling_aesformer.adapters import load_adapters
+    from modeling_aesformer.onnx_backend import ImageOnlyRuntime
+    from modeling_aesformer.scoring import collate_encodings, encode_image, score_collated
+    from modeling_aesformer.toy import draw_scene
+
+    model = load_adapters(AesformerModel.from_pretrained(hub_dir).eval(), hub_dir)
+    processor = AesformerProcessor.from_pretrained(hub_dir)
+    items = [{"index": i, **encode_image(processor, draw_scene(i, size=(40, 36)), text)}
+             for i, text in enumerate([None, "lovely light", None, ["great colours", "sharp"]])]
+    collated = collate_encodings(items, processor.tokenizer.pad_token_id)
+    runtime = ImageOnlyRuntime(model, ["ava"], "onnxruntime", model_dir=hub_dir)
+    assert not runtime.runs_comments
+    reference = score_collated(model, collated, ["ava"])
+    mixed = score_collated(model, collated, ["ava"], backend=runtime)
+    assert comment_rows_on_runtime == [] and list(mixed) == list(reference) == [0, 1, 2, 3]
+    for index, rows in reference.items():
+        (row,), (got,) = rows, mixed[index]
+        assert row["branch"] == got["branch"] == ("with_comments" if index % 2 else "image_only")
+        assert abs(row["score"] - got["score"]) <= TOLERANCE
+
+
+def test_a_folder_exported_before_the_with_comments_file_still_scores(hub_dir, photos, tmp_path, monkeypatch,
+                                                                      capsys, comment_rows_on_runtime):
+    """An `onnx/` folder of the earlier layout (adapters.json maps file names to adapter names only): its
+    image-only files are used, the with-comments branch is exported into the cache."""
+    import shutil
+
+    monkeypatch.setenv("AESFORMER_CACHE", str(tmp_path / "cache"))
+    old = tmp_path / "old-hub"
+    shutil.copytree(hub_dir, old)
+    (old / "onnx" / "model_with_comments.onnx").unlink()
+    answers = json.loads((old / "onnx" / "adapters.json").read_text())
+    del answers["model_with_comments.onnx"]
+    (old / "onnx" / "adapters.json").write_text(json.dumps(answers))
+    folder, comments = photos
+    common = [folder, "--model", old, "--comments", comments, "--num-workers", 0, "--dtype", "fp32"]
+    assert score_cli(*common, "--output", tmp_path / "torch.csv") == 0
+    assert score_cli(*common, "--output", tmp_path / "ort.csv", "--backend", "onnxruntime") == 0
+    out = capsys.readouterr().out
+    assert "exporting the with-comments branch" in out and "exporting the image-only branch" not in out
+    assert len(list((tmp_path / "cache" / "onnx").glob("*/model_with_comments.onnx"))) == 1
+    assert comment_rows_on_runtime == [2]  # one batch of the 6 photos, 2 with comments
+    _assert_rows_agree(_scores(tmp_path / "torch.csv"), _scores(tmp_path / "ort.csv"), TOLERANCE)
 
 
 # ------------------------------------------------------------------------------------------- auto, by measurement

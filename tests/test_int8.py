@@ -51,8 +51,8 @@ def test_score_int8_answers_near_fp32_checks_its_first_batch_and_quantizes_once(
         got = quantized[name]
         assert got["branch"] == row["branch"] and got["error"] == row["error"] == ""
         moved.append(abs(float(got["score"]) - float(row["score"])))
-        if row["branch"] == "with_comments":  # torch fp32 answers them: unchanged
-            assert moved[-1] <= 1e-5
+        if row["branch"] == "with_comments":  # fp32 answers them (the with-comments file): unchanged
+            assert moved[-1] <= 1e-4
     assert max(moved) <= 0.05
     assert max(moved) > 1e-6  # it did run quantized: int8 rounding moves the image-only scores a little
 
