@@ -112,6 +112,15 @@ def main(argv=None) -> int:
                 name = f"{backend} {dtype}, with comments"
                 candidates[name] = answers[name] = (lambda a=answer: a(array, **text))
                 paths[name] = ("with comments", dtype)
+    if "onnxruntime" in runtimes:  # int8: the quantized image-only file `--dtype int8` runs (random weights here)
+        import os
+
+        os.environ["AESFORMER_CACHE"] = str(folder / "cache")  # quantized beside the export, removed with it
+        answer = onnx_backend.RuntimeAnswer(onnx_backend.int8_file_for(exported, log=lambda *a: None), "onnxruntime",
+                                            "int8")
+        name = "onnxruntime int8, image only"
+        candidates[name] = answers[name] = (lambda a=answer: a(array))
+        paths[name] = ("image only", "int8")
     times = common.interleaved(candidates, repeats=args.repeats, warmup=1)
     foreign_cores = common.report_foreign(foreign)
 
@@ -127,8 +136,10 @@ def main(argv=None) -> int:
     for name, (branch, dtype) in paths.items():
         rate = args.batch / common.median(times[name])
         achieved = rate * flops[branch] / 1e9
-        row = {"path": name, "img/s": rate, "x eager fp32": rate / eager_fp32[branch],
-               "GFLOP/s": achieved, f"of GEMM": achieved / gemm[dtype], "GEMM rate": f"{dtype} {gemm[dtype]:.0f}",
+        row = {"path": name, "img/s": rate, "x eager fp32": rate / eager_fp32[branch], "GFLOP/s": achieved,
+               # no int8 GEMM rate is measured: int8 has no efficiency figure, only its speed
+               "of GEMM": achieved / gemm[dtype] if dtype in gemm else None,
+               "GEMM rate": f"{dtype} {gemm[dtype]:.0f}" if dtype in gemm else "",
                "spread": common.spread(times[name])}
         if name in answers:
             row["max |score - torch fp32|"] = float(np.abs(answers[name]()["score"] - reference[branch]).max())
@@ -148,6 +159,9 @@ def main(argv=None) -> int:
     if "openvino bf16, image only" in by_name:
         goals.append(common.goal_row("OpenVINO bf16, fraction of the bf16 GEMM rate",
                                      by_name["openvino bf16, image only"]["of GEMM"], 0.75, ""))
+    if "onnxruntime int8, image only" in by_name:
+        goals.append(common.goal_row("ONNX Runtime int8 vs eager fp32, image only",
+                                     by_name["onnxruntime int8, image only"]["x eager fp32"], 1.8, "x"))
     # the with-comments branch on a runtime: used by `score --backend` for the rows with comments; faster at all?
     for runtime, dtype in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")):
         if f"{runtime} {dtype}, with comments" in by_name and f"eager {dtype}, with comments" in by_name:
