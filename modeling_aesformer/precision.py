@@ -4,8 +4,8 @@
 `auto` is decided by measurement, not by vendor strings: whether bf16 beats fp32, and whether an ONNX runtime beats
 torch, depends on the host (an AMD Zen 4 runs bf16 dot products at twice the fp32 rate; an Intel VM that hides AMX
 runs them no faster; a model at 64 px gains nothing from bf16 where one at 224 px gains 2x) and on the model's
-shapes. So on first use a short probe (`measure_paths`: under a second with torch alone or a small model, a few
-seconds for Aesformer-T with the runtimes, most of it their graph compilation; once) times one transformer block of
+shapes. So on first use a short probe (`measure_paths`: under a second with torch alone or a small model, 1-1.5 s
+for Aesformer-T with both runtimes, most of it their graph compilation; once) times one transformer block of
 each Swin stage and one fusion layer at the model's own shapes (channels, heads, window, fusion tokens; one image,
 at most 98 tokens per block) on every candidate path: torch fp32, torch bf16, and the fp32 / bf16 paths of the
 ONNX runtimes installed (`onnx_backend.installed_runtimes`). The fastest path wins, but only when it is measured at
