@@ -10,8 +10,8 @@ from pathlib import Path
 
 # light imports (the standard library only): `aesformer pretrain --help` answers before torch loads
 from aesformer_training.arguments import (ADAPT_DESCRIPTION, PRETRAIN_DESCRIPTION, add_adapt_arguments,
-                                          add_data_arguments, add_pretrain_arguments, check_splits, load_data,
-                                          run_adapt, run_pretrain)
+                                          add_data_arguments, add_pretrain_arguments, check_splits,
+                                          end_process_group, load_data, run_adapt, run_pretrain)
 from aesformer_training.stages import summary
 
 from .common import DEBUG_FLAG, DEBUG_HELP, ArgumentParser, CommandError
@@ -23,7 +23,10 @@ def _stage_main(prog, description, add_arguments, run, argv):
     parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = run(args)
+    try:
+        result = run(args)
+    finally:
+        end_process_group()
     if result.main_process:  # the other processes of a distributed run trained, but finished nothing
         print("\n".join(summary(result)))
     return 0

@@ -167,6 +167,17 @@ def run_adapt(args) -> StageResult:
                  make_default=not args.no_default, protocol=data_protocol(args, spec))
 
 
+def end_process_group() -> None:
+    """End the torch.distributed process group a launched run made (`accelerate launch`), before the interpreter
+    exits: left to the exit, its threads are torn down in no set order (a two-process CI run once aborted at exit
+    with "terminate called without an active exception"). For the commands only: a Python caller's own group is
+    the caller's."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def launch(stage: str, argv=None) -> int:
     """The launch scripts' command (`accelerate launch training/<stage>.py ...`): parse, run the stage, print what
     `aesformer <stage>` prints (main process). An input problem is one line ``<script>: error: ...`` on stderr and
@@ -187,6 +198,8 @@ def launch(stage: str, argv=None) -> int:
         message = f"{error.details}\n{ON_BAD_ROWS_ADVICE}" if isinstance(error, DatasetLoadError) else str(error)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        end_process_group()
     if result.main_process:
         print("\n".join(summary(result)))
     return 0
@@ -363,5 +376,6 @@ def _image_example(args, data):
 
 
 __all__ = ["DATA_FORMATS", "add_adapt_arguments", "add_data_arguments", "add_pretrain_arguments", "data_protocol",
-           "add_training_arguments", "check_data_arguments", "check_splits", "config_from_args", "launch",
+           "add_training_arguments", "check_data_arguments", "check_splits", "config_from_args", "end_process_group",
+           "launch",
            "load_data", "run_adapt", "run_pretrain"]
