@@ -283,27 +283,34 @@ def weights_fingerprint(model, adapter: Optional[str]) -> str:
     return digest.hexdigest()
 
 
-def onnx_file_for(model, adapter: str, model_dir=None, log=print, prefix: str = "") -> Path:
-    """The ONNX file answering for `adapter`: the model folder's own (`onnx/`, from `aesformer export --onnx`,
-    found through its `adapters.json`), else one exported now into the cache (once per weights)."""
+def _answer_file(model_dir, answer, cached: Path, what: str, export, log, prefix: str) -> Path:
+    """The model folder's own ONNX file whose `adapters.json` entry equals `answer`, else `cached`, made first by
+    `export(cached)` when missing (once per weights)."""
     if model_dir is not None:
         own = Path(model_dir) / ONNX_DIR
         try:
             answers = json.loads((own / ANSWERS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             answers = {}
-        for file_name, name in answers.items():
-            if name == adapter and (own / file_name).is_file():
+        for file_name, entry in answers.items():
+            if entry == answer and (own / file_name).is_file():
                 return own / file_name
-    cached = user_cache_folder() / ONNX_DIR / weights_fingerprint(model, adapter) / ONNX_FILE
     if not cached.is_file():
         import time
 
         start = time.perf_counter()
-        log(f"{prefix}exporting the image-only branch ({adapter}) to ONNX (once; cached in {cached.parent})")
-        export_image_only(model, cached, adapter)
+        log(f"{prefix}exporting {what} to ONNX (once; cached in {cached.parent})")
+        export(cached)
         log(f"{prefix}exported in {time.perf_counter() - start:.1f} s")
     return cached
+
+
+def onnx_file_for(model, adapter: str, model_dir=None, log=print, prefix: str = "") -> Path:
+    """The ONNX file answering for `adapter`: the model folder's own (`onnx/`, from `aesformer export --onnx`,
+    found through its `adapters.json`), else one exported now into the cache (once per weights)."""
+    cached = user_cache_folder() / ONNX_DIR / weights_fingerprint(model, adapter) / ONNX_FILE
+    return _answer_file(model_dir, adapter, cached, f"the image-only branch ({adapter})",
+                        lambda path: export_image_only(model, path, adapter), log, prefix)
 
 
 def file_digest(path) -> str:
@@ -346,25 +353,10 @@ def int8_file_for(fp32_path, log=print, prefix: str = "") -> Path:
 def with_comments_file_for(model, model_dir=None, log=print, prefix: str = "") -> Path:
     """The ONNX file of the with-comments answer: the model folder's own (`onnx/`, the `adapters.json` entry equal
     to `WITH_COMMENTS_ANSWER`), else one exported now into the cache (once per weights)."""
-    if model_dir is not None:
-        own = Path(model_dir) / ONNX_DIR
-        try:
-            answers = json.loads((own / ANSWERS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            answers = {}
-        for file_name, answer in answers.items():
-            if answer == WITH_COMMENTS_ANSWER and (own / file_name).is_file():
-                return own / file_name
     # the cache folder of the weights' hash without an adapter; its own file name (never an image-only file's)
     cached = user_cache_folder() / ONNX_DIR / weights_fingerprint(model, None) / WITH_COMMENTS_FILE
-    if not cached.is_file():
-        import time
-
-        start = time.perf_counter()
-        log(f"{prefix}exporting the with-comments branch to ONNX (once; cached in {cached.parent})")
-        export_with_comments(model, cached)
-        log(f"{prefix}exported in {time.perf_counter() - start:.1f} s")
-    return cached
+    return _answer_file(model_dir, WITH_COMMENTS_ANSWER, cached, "the with-comments branch",
+                        lambda path: export_with_comments(model, path), log, prefix)
 
 
 # --------------------------------------------------------------------------------------------------------- runtimes
